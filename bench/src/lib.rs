@@ -1,0 +1,1 @@
+//! Benchmarks of the relay hot paths and the baseline server.

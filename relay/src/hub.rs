@@ -1,0 +1,377 @@
+//! Local fan-out: which connected clients receive what.
+//!
+//! Every client has a bounded outbound queue. Delivery never waits: a client whose queue
+//! is full is disconnected as a slow consumer (with the reason recorded), so one slow
+//! client can neither delay the others nor make memory grow.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+
+use crate::protocol::SUBSCRIBE_ALL;
+
+/// Identifies one connection for the life of the relay process.
+pub type ClientId = u64;
+
+/// What a connection's writer sends next.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A text frame, shared by every recipient.
+    Text(Bytes),
+    /// A WebSocket ping frame (heartbeat).
+    Ping,
+    /// A WebSocket pong frame answering the client's ping.
+    Pong(Bytes),
+}
+
+/// Why the relay closed a connection; its WebSocket close code and reason text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    pub const NORMAL: CloseReason = CloseReason { code: 1000, reason: "normal closure" };
+    pub const SHUTDOWN: CloseReason = CloseReason { code: 1001, reason: "relay shutting down" };
+    pub const PROTOCOL: CloseReason = CloseReason { code: 1002, reason: "protocol error" };
+    pub const BEFORE_HANDSHAKE: CloseReason =
+        CloseReason { code: 1002, reason: "first message must be a handshake" };
+    pub const HANDSHAKE_TIMEOUT: CloseReason = CloseReason { code: 1002, reason: "no handshake in time" };
+    pub const BINARY: CloseReason = CloseReason { code: 1003, reason: "binary frames are not supported" };
+    pub const INVALID_UTF8: CloseReason = CloseReason { code: 1007, reason: "invalid UTF-8" };
+    pub const AUTH: CloseReason = CloseReason { code: 1008, reason: "authentication refused" };
+    pub const TOO_BIG: CloseReason = CloseReason { code: 1009, reason: "message over the size limit" };
+    pub const INTERNAL: CloseReason = CloseReason { code: 1011, reason: "internal error" };
+    /// RFC 6455 1013 "try again later": the client did not read fast enough.
+    pub const SLOW_CONSUMER: CloseReason =
+        CloseReason { code: 1013, reason: "slow consumer: outbound queue full" };
+    pub const IDLE_TIMEOUT: CloseReason = CloseReason { code: 1000, reason: "connection timed out" };
+}
+
+/// Shared between a connection's tasks and the hub: how to stop it, and when it was
+/// last heard from.
+#[derive(Debug, Default)]
+pub struct ClientControl {
+    kick: Notify,
+    /// 0 while open; the close code once someone decided to close it.
+    close_code: AtomicU16,
+    close_reason: std::sync::OnceLock<&'static str>,
+    /// Milliseconds on the relay's monotonic clock when a frame last arrived.
+    last_seen_ms: AtomicU64,
+}
+
+impl ClientControl {
+    /// Asks the connection to close with `reason`; the first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        if self.close_code.compare_exchange(0, reason.code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let _ = self.close_reason.set(reason.reason);
+        }
+        self.kick.notify_one();
+    }
+
+    /// The reason the connection is closing, once one was given.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(CloseReason { code, reason: self.close_reason.get().copied().unwrap_or("") }),
+        }
+    }
+
+    /// Completes once `close` has been called.
+    pub async fn closed(&self) {
+        if self.close_reason().is_none() {
+            self.kick.notified().await;
+        }
+    }
+
+    pub fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// A handshaken client, as the hub knows it.
+struct Client {
+    tx: mpsc::Sender<Outbound>,
+    control: Arc<ClientControl>,
+    subscriptions: BTreeSet<String>,
+    wants_sync: bool,
+}
+
+#[derive(Default)]
+struct State {
+    clients: BTreeMap<ClientId, Client>,
+    /// notification type -> subscribers; `*` subscribers are in `all_types`.
+    by_type: HashMap<String, BTreeSet<ClientId>>,
+    all_types: BTreeSet<ClientId>,
+}
+
+/// Counts of what a delivery did, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: usize,
+    pub slow_disconnects: usize,
+}
+
+/// The registry of handshaken clients and their subscriptions.
+#[derive(Default)]
+pub struct Hub {
+    state: RwLock<State>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Hub::default()
+    }
+
+    /// Registers a handshaken client. With `subscribe_all` it receives every type.
+    pub fn join(
+        &self,
+        id: ClientId,
+        tx: mpsc::Sender<Outbound>,
+        control: Arc<ClientControl>,
+        subscribe_all: bool,
+        wants_sync: bool,
+    ) {
+        let mut state = self.write();
+        let mut subscriptions = BTreeSet::new();
+        if subscribe_all {
+            subscriptions.insert(SUBSCRIBE_ALL.to_string());
+            state.all_types.insert(id);
+        }
+        state.clients.insert(id, Client { tx, control, subscriptions, wants_sync });
+    }
+
+    pub fn leave(&self, id: ClientId) {
+        let mut state = self.write();
+        let Some(client) = state.clients.remove(&id) else { return };
+        for name in &client.subscriptions {
+            state.unindex(id, name);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds subscriptions, bounded by `max`; returns the client's set afterwards, or
+    /// `Err` with it unchanged when the bound would be passed.
+    pub fn subscribe(&self, id: ClientId, names: &[String], max: usize) -> Result<Vec<String>, Vec<String>> {
+        let mut state = self.write();
+        let State { clients, by_type, all_types } = &mut *state;
+        let Some(client) = clients.get_mut(&id) else { return Err(Vec::new()) };
+        let added = names.iter().filter(|n| !client.subscriptions.contains(*n)).collect::<BTreeSet<_>>();
+        if client.subscriptions.len() + added.len() > max {
+            return Err(client.subscriptions.iter().cloned().collect());
+        }
+        for name in added {
+            client.subscriptions.insert(name.clone());
+            if name == SUBSCRIBE_ALL {
+                all_types.insert(id);
+            } else {
+                by_type.entry(name.clone()).or_default().insert(id);
+            }
+        }
+        Ok(client.subscriptions.iter().cloned().collect())
+    }
+
+    /// Removes subscriptions; returns the client's set afterwards.
+    pub fn unsubscribe(&self, id: ClientId, names: &[String]) -> Vec<String> {
+        let mut state = self.write();
+        let removed: Vec<String> = match state.clients.get_mut(&id) {
+            Some(client) => names.iter().filter(|n| client.subscriptions.remove(*n)).cloned().collect(),
+            None => return Vec::new(),
+        };
+        for name in &removed {
+            state.unindex(id, name);
+        }
+        state.clients.get(&id).map(|c| c.subscriptions.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Sends a notification frame to every client subscribed to its type (or to `*`),
+    /// each exactly once.
+    pub fn publish(&self, notification_type: &str, frame: &Bytes) -> Delivery {
+        let state = self.read();
+        let typed = state.by_type.get(notification_type);
+        let mut delivery = Delivery::default();
+        let mut send = |id: &ClientId| {
+            if let Some(client) = state.clients.get(id) {
+                offer(client, Outbound::Text(frame.clone()), &mut delivery);
+            }
+        };
+        match typed {
+            // A client subscribed both to `*` and to the type is in both sets: merge them.
+            Some(typed) => merge_union(&state.all_types, typed, &mut send),
+            None => state.all_types.iter().for_each(send),
+        }
+        delivery
+    }
+
+    /// Sends a frame to every client, or only to those that asked for `sync`.
+    pub fn broadcast(&self, message: Outbound, sync_only: bool) -> Delivery {
+        let state = self.read();
+        let mut delivery = Delivery::default();
+        for client in state.clients.values().filter(|c| !sync_only || c.wants_sync) {
+            offer(client, message.clone(), &mut delivery);
+        }
+        delivery
+    }
+
+    /// Closes every client not heard from since `deadline_ms`; returns how many.
+    pub fn close_idle(&self, deadline_ms: u64) -> usize {
+        let state = self.read();
+        let mut closed = 0;
+        for client in state.clients.values() {
+            if client.control.last_seen_ms() < deadline_ms && client.control.close_reason().is_none() {
+                client.control.close(CloseReason::IDLE_TIMEOUT);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Asks every client to close with `reason`.
+    pub fn close_all(&self, reason: CloseReason) {
+        for client in self.read().clients.values() {
+            client.control.close(reason);
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // The state is consistent after every statement, so a poisoned lock is still usable.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    fn unindex(&mut self, id: ClientId, name: &str) {
+        if name == SUBSCRIBE_ALL {
+            self.all_types.remove(&id);
+        } else if let Some(set) = self.by_type.get_mut(name) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_type.remove(name);
+            }
+        }
+    }
+}
+
+/// Queues without waiting; a full queue marks the client as a slow consumer.
+fn offer(client: &Client, message: Outbound, delivery: &mut Delivery) {
+    match client.tx.try_send(message) {
+        Ok(()) => delivery.delivered += 1,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if client.control.close_reason().is_none() {
+                client.control.close(CloseReason::SLOW_CONSUMER);
+                delivery.slow_disconnects += 1;
+            }
+        }
+        // The connection is already gone; it leaves the hub on its own.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// Visits the union of two sorted sets, each element once.
+fn merge_union(a: &BTreeSet<ClientId>, b: &BTreeSet<ClientId>, visit: &mut impl FnMut(&ClientId)) {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x < y => visit(a.next().expect("peeked")),
+            (Some(x), Some(y)) if x > y => visit(b.next().expect("peeked")),
+            (Some(_), Some(_)) => {
+                visit(a.next().expect("peeked"));
+                b.next();
+            }
+            (Some(_), None) => visit(a.next().expect("peeked")),
+            (None, Some(_)) => visit(b.next().expect("peeked")),
+            (None, None) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(hub: &Hub, id: ClientId, all: bool, queue: usize) -> (mpsc::Receiver<Outbound>, Arc<ClientControl>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let control = Arc::new(ClientControl::default());
+        hub.join(id, tx, control.clone(), all, false);
+        (rx, control)
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Outbound>) -> usize {
+        std::iter::from_fn(|| rx.try_recv().ok()).count()
+    }
+
+    #[test]
+    fn publish_reaches_each_subscriber_once_and_no_one_else() {
+        let hub = Hub::new();
+        let (mut all, _) = client(&hub, 1, true, 8);
+        let (mut typed, _) = client(&hub, 2, false, 8);
+        let (mut both, _) = client(&hub, 3, true, 8);
+        let (mut other, _) = client(&hub, 4, false, 8);
+        hub.subscribe(2, &["payment".into()], 8).unwrap();
+        hub.subscribe(3, &["payment".into()], 8).unwrap();
+        hub.subscribe(4, &["block".into()], 8).unwrap();
+        let d = hub.publish("payment", &Bytes::from_static(b"x"));
+        assert_eq!(d.delivered, 3);
+        assert_eq!([drain(&mut all), drain(&mut typed), drain(&mut both), drain(&mut other)], [1, 1, 1, 0]);
+        hub.unsubscribe(2, &["payment".into()]);
+        hub.publish("payment", &Bytes::from_static(b"x"));
+        assert_eq!(drain(&mut typed), 0);
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_only_that_client() {
+        let hub = Hub::new();
+        let (_stalled, stalled_control) = client(&hub, 1, true, 2);
+        let (mut reader, reader_control) = client(&hub, 2, true, 2);
+        let mut slow = 0;
+        for _ in 0..5 {
+            slow += hub.publish("t", &Bytes::from_static(b"x")).slow_disconnects;
+            drain(&mut reader);
+        }
+        assert_eq!(slow, 1);
+        assert_eq!(stalled_control.close_reason(), Some(CloseReason::SLOW_CONSUMER));
+        assert_eq!(reader_control.close_reason(), None);
+    }
+
+    #[test]
+    fn subscriptions_are_bounded_and_leave_cleans_up() {
+        let hub = Hub::new();
+        let (_rx, _) = client(&hub, 1, false, 2);
+        assert!(hub.subscribe(1, &["a".into(), "b".into(), "c".into()], 2).is_err());
+        assert_eq!(hub.subscribe(1, &["a".into(), "a".into()], 2).unwrap(), ["a"]);
+        hub.leave(1);
+        assert!(hub.is_empty());
+        assert_eq!(hub.publish("a", &Bytes::from_static(b"x")).delivered, 0);
+    }
+
+    #[test]
+    fn idle_clients_are_closed() {
+        let hub = Hub::new();
+        let (_a, a) = client(&hub, 1, false, 2);
+        let (_b, b) = client(&hub, 2, false, 2);
+        a.touch(100);
+        b.touch(900);
+        assert_eq!(hub.close_idle(500), 1);
+        assert_eq!(a.close_reason(), Some(CloseReason::IDLE_TIMEOUT));
+        assert_eq!(b.close_reason(), None);
+    }
+}

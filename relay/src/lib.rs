@@ -1,0 +1,6 @@
+//! sdk_relay: the relay that Bitcoin Silent Payments wallets connect to.
+
+pub mod config;
+pub mod hub;
+pub mod protocol;
+pub mod rt;

@@ -1,0 +1,162 @@
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Capabilities, Capability, NAME_BYTES_MAX, SUBSCRIPTIONS_MAX, error_code};
+
+/// Every field any client message may carry; `type` selects which are required.
+/// One flat struct (not a tagged enum) so that `data` can stay borrowed raw JSON.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    notification_types: Option<Vec<String>>,
+    #[serde(default)]
+    notification_type: Option<String>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// A validated message from a client.
+#[derive(Debug)]
+pub enum ClientMessage<'a> {
+    Handshake(Handshake),
+    /// `id`, when present, is echoed in the `pong`.
+    Ping { id: Option<&'a RawValue> },
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+    Publish(Publish<'a>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub client_id: String,
+    pub version: String,
+    /// The capabilities asked for; unknown names are ignored (never granted).
+    pub capabilities: Capabilities,
+    pub token: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Publish<'a> {
+    pub notification_type: String,
+    pub data: &'a RawValue,
+}
+
+/// Why a message could not be accepted; each maps to an `error` message code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("unknown message type `{0}`")]
+    UnknownType(String),
+    #[error("`{kind}`: {message}")]
+    Invalid { kind: &'static str, message: String },
+}
+
+impl ParseError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::MalformedJson(_) => error_code::MALFORMED_JSON,
+            ParseError::UnknownType(_) => error_code::UNKNOWN_TYPE,
+            ParseError::Invalid { .. } => error_code::INVALID_MESSAGE,
+        }
+    }
+}
+
+fn invalid(kind: &'static str, message: impl Into<String>) -> ParseError {
+    ParseError::Invalid { kind, message: message.into() }
+}
+
+/// Parses and validates one text frame from a client.
+///
+/// # Errors
+/// Not a JSON object with a string `type`, an unknown `type`, or missing/invalid fields.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError> {
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        // A well-formed object without a usable `type` is an invalid message, not bad JSON.
+        if e.is_data() { invalid("message", message) } else { ParseError::MalformedJson(message) }
+    })?;
+    match envelope.kind.as_ref() {
+        "handshake" => handshake(envelope).map(ClientMessage::Handshake),
+        "ping" => Ok(ClientMessage::Ping { id: envelope.id }),
+        "subscribe" => names("subscribe", envelope.notification_types).map(ClientMessage::Subscribe),
+        "unsubscribe" => {
+            names("unsubscribe", envelope.notification_types).map(ClientMessage::Unsubscribe)
+        }
+        "notification" => publish(envelope).map(ClientMessage::Publish),
+        other => Err(ParseError::UnknownType(truncate(other))),
+    }
+}
+
+fn handshake(envelope: Envelope<'_>) -> Result<Handshake, ParseError> {
+    let client_id = envelope.client_id.ok_or_else(|| invalid("handshake", "missing `client_id`"))?;
+    check_name("handshake", "client_id", &client_id)?;
+    let version = envelope.version.unwrap_or_default();
+    if version.len() > NAME_BYTES_MAX {
+        return Err(invalid("handshake", "`version` is too long"));
+    }
+    let asked = envelope.capabilities.unwrap_or_default();
+    if asked.len() > 16 {
+        return Err(invalid("handshake", "too many `capabilities`"));
+    }
+    let mut capabilities = Capabilities::default();
+    for name in &asked {
+        if let Some(c) = Capability::parse(name) {
+            capabilities.insert(c);
+        }
+    }
+    Ok(Handshake { client_id, version, capabilities, token: envelope.token })
+}
+
+fn names(kind: &'static str, list: Option<Vec<String>>) -> Result<Vec<String>, ParseError> {
+    let list = list.ok_or_else(|| invalid(kind, "missing `notification_types`"))?;
+    if list.is_empty() || list.len() > SUBSCRIPTIONS_MAX {
+        return Err(invalid(kind, format!("`notification_types` must hold 1 to {SUBSCRIPTIONS_MAX} names")));
+    }
+    for name in &list {
+        check_name(kind, "notification_types", name)?;
+    }
+    Ok(list)
+}
+
+fn publish(envelope: Envelope<'_>) -> Result<Publish<'_>, ParseError> {
+    let notification_type = envelope
+        .notification_type
+        .ok_or_else(|| invalid("notification", "missing `notification_type`"))?;
+    check_name("notification", "notification_type", &notification_type)?;
+    if notification_type == super::SUBSCRIBE_ALL {
+        return Err(invalid("notification", "`*` is not a notification type"));
+    }
+    let data = envelope.data.ok_or_else(|| invalid("notification", "missing `data`"))?;
+    Ok(Publish { notification_type, data })
+}
+
+fn check_name(kind: &'static str, field: &str, value: &str) -> Result<(), ParseError> {
+    if value.is_empty() || value.len() > NAME_BYTES_MAX || value.chars().any(char::is_control) {
+        return Err(invalid(kind, format!("`{field}` must be 1 to {NAME_BYTES_MAX} printable bytes")));
+    }
+    Ok(())
+}
+
+/// Echoing a client's text back in an error is bounded.
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

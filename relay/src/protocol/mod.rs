@@ -1,0 +1,95 @@
+//! The WebSocket protocol: message types, parsing and validation, serialization.
+//! Pure code, no I/O.
+//!
+//! Inbound messages are parsed in one pass into a flat envelope and then validated per
+//! `type`; a notification's `data` stays raw JSON, so a 1 MiB payload is routed without
+//! being parsed into a tree or re-serialized.
+
+mod inbound;
+mod outbound;
+
+pub use inbound::{ClientMessage, Handshake, ParseError, Publish, parse_client_message};
+pub use outbound::{
+    HealthReport, Notification, encode_error, encode_handshake_accepted, encode_handshake_rejected,
+    encode_health, encode_pong, encode_state_sync, encode_subscriptions, encode_notification_ack,
+};
+
+/// The relay's software version, reported in handshakes, health and sync.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Longest `notification_type`, `client_id` or subscription name accepted, in bytes.
+pub const NAME_BYTES_MAX: usize = 128;
+/// Most notification types one `subscribe` may name, and one client may hold.
+pub const SUBSCRIPTIONS_MAX: usize = 64;
+/// The subscription that matches every notification type.
+pub const SUBSCRIBE_ALL: &str = "*";
+
+/// What a client may do or receive, asked for in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// Receives the relay's `sync` messages.
+    Sync,
+    /// Receives notifications (starts subscribed to every type).
+    Notifications,
+    /// May publish notifications.
+    Publish,
+    /// The other side is a relay: a mesh link.
+    Relay,
+}
+
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Sync => "sync",
+            Capability::Notifications => "notifications",
+            Capability::Publish => "publish",
+            Capability::Relay => "relay",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Capability> {
+        match s {
+            "sync" => Some(Capability::Sync),
+            "notifications" => Some(Capability::Notifications),
+            "publish" => Some(Capability::Publish),
+            "relay" => Some(Capability::Relay),
+            _ => None,
+        }
+    }
+}
+
+/// A set of capabilities, as a small bit set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities(u8);
+
+impl Capabilities {
+    pub fn contains(self, c: Capability) -> bool {
+        self.0 & Self::bit(c) != 0
+    }
+    pub fn insert(&mut self, c: Capability) {
+        self.0 |= Self::bit(c);
+    }
+    pub fn remove(&mut self, c: Capability) {
+        self.0 &= !Self::bit(c);
+    }
+    pub fn iter(self) -> impl Iterator<Item = Capability> {
+        [Capability::Sync, Capability::Notifications, Capability::Publish, Capability::Relay]
+            .into_iter()
+            .filter(move |c| self.contains(*c))
+    }
+    fn bit(c: Capability) -> u8 {
+        1 << (c as u8)
+    }
+}
+
+/// Machine-readable codes of `error` messages.
+pub mod error_code {
+    pub const MALFORMED_JSON: &str = "malformed_json";
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    pub const INVALID_MESSAGE: &str = "invalid_message";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const ALREADY_HANDSHAKEN: &str = "already_handshaken";
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{Capabilities, VERSION};
+
+/// A notification as it travels the mesh: stamped once by the relay where it was
+/// published, and never changed after.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Notification {
+    /// Unique in the mesh: the origin relay's id, its boot nonce, and a sequence number.
+    pub message_id: String,
+    /// The relay where it was published.
+    pub relay_id: String,
+    pub notification_type: String,
+    pub data: Box<RawValue>,
+    /// Unix seconds at publication.
+    pub timestamp: u64,
+}
+
+impl Notification {
+    /// The frame clients receive, serialized once and shared by every delivery.
+    pub fn encode(&self) -> Bytes {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            notification_type: &'a str,
+            data: &'a RawValue,
+            timestamp: u64,
+            message_id: &'a str,
+            relay_id: &'a str,
+        }
+        to_bytes(&Wire {
+            kind: "notification",
+            notification_type: &self.notification_type,
+            data: &self.data,
+            timestamp: self.timestamp,
+            message_id: &self.message_id,
+            relay_id: &self.relay_id,
+        })
+    }
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Bytes {
+    // Serializing our own plain structs cannot fail.
+    Bytes::from(serde_json::to_vec(value).expect("outbound messages serialize"))
+}
+
+fn capability_names(capabilities: Capabilities) -> Vec<&'static str> {
+    capabilities.iter().map(|c| c.as_str()).collect()
+}
+
+#[derive(Serialize)]
+struct HandshakeResponse<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: &'static str,
+    relay_id: &'a str,
+    version: &'static str,
+    capabilities: Vec<&'static str>,
+    heartbeat_interval: u64,
+    timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+pub fn encode_handshake_accepted(
+    relay_id: &str,
+    granted: Capabilities,
+    heartbeat_interval_secs: u64,
+    timestamp: u64,
+) -> Bytes {
+    to_bytes(&HandshakeResponse {
+        kind: "handshake_response",
+        status: "accepted",
+        relay_id,
+        version: VERSION,
+        capabilities: capability_names(granted),
+        heartbeat_interval: heartbeat_interval_secs,
+        timestamp,
+        reason: None,
+    })
+}
+
+pub fn encode_handshake_rejected(relay_id: &str, reason: &str, heartbeat_interval_secs: u64, timestamp: u64) -> Bytes {
+    to_bytes(&HandshakeResponse {
+        kind: "handshake_response",
+        status: "rejected",
+        relay_id,
+        version: VERSION,
+        capabilities: Vec::new(),
+        heartbeat_interval: heartbeat_interval_secs,
+        timestamp,
+        reason: Some(reason),
+    })
+}
+
+pub fn encode_pong(id: Option<&RawValue>, timestamp: u64) -> Bytes {
+    #[derive(Serialize)]
+    struct Pong<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+        timestamp: u64,
+    }
+    to_bytes(&Pong { kind: "pong", id, timestamp })
+}
+
+pub fn encode_error(code: &str, message: &str) -> Bytes {
+    #[derive(Serialize)]
+    struct ErrorMessage<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        code: &'a str,
+        message: &'a str,
+    }
+    to_bytes(&ErrorMessage { kind: "error", code, message })
+}
+
+/// The client's subscriptions after a `subscribe` or `unsubscribe`.
+pub fn encode_subscriptions<'a>(types: impl IntoIterator<Item = &'a str>) -> Bytes {
+    #[derive(Serialize)]
+    struct Subscriptions<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        notification_types: Vec<&'a str>,
+    }
+    to_bytes(&Subscriptions { kind: "subscriptions", notification_types: types.into_iter().collect() })
+}
+
+/// Tells a publisher the id its notification was given.
+pub fn encode_notification_ack(message_id: &str, timestamp: u64) -> Bytes {
+    #[derive(Serialize)]
+    struct Ack<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        message_id: &'a str,
+        timestamp: u64,
+    }
+    to_bytes(&Ack { kind: "notification_ack", message_id, timestamp })
+}
+
+/// The figures a `health` message reports, in the specification's units.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub status: &'static str,
+    pub uptime: u64,
+    /// Resident memory, e.g. `"128MB"`.
+    pub memory_usage: String,
+    /// CPU use over the last window, e.g. `"5%"`.
+    pub cpu_usage: String,
+    pub connections: usize,
+}
+
+pub fn encode_health(report: &HealthReport, timestamp: u64) -> Bytes {
+    #[derive(Serialize)]
+    struct Metrics<'a> {
+        uptime: u64,
+        memory_usage: &'a str,
+        cpu_usage: &'a str,
+        connections: usize,
+    }
+    #[derive(Serialize)]
+    struct Health<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        status: &'a str,
+        metrics: Metrics<'a>,
+        timestamp: u64,
+    }
+    to_bytes(&Health {
+        kind: "health",
+        status: report.status,
+        metrics: Metrics {
+            uptime: report.uptime,
+            memory_usage: &report.memory_usage,
+            cpu_usage: &report.cpu_usage,
+            connections: report.connections,
+        },
+        timestamp,
+    })
+}
+
+/// The relay's own `StateSync`, as sent to clients that asked for `sync`.
+pub fn encode_state_sync(
+    relay_id: &str,
+    network: &str,
+    uptime_secs: u64,
+    message_id: &str,
+    timestamp: u64,
+) -> Bytes {
+    let message = serde_json::json!({
+        "type": "sync",
+        "sync_type": "StateSync",
+        "relay_id": relay_id,
+        "payload": { "state": {
+            "uptime": uptime_secs.to_string(),
+            "version": VERSION,
+            "network": network,
+        }},
+        "timestamp": timestamp,
+        "message_id": message_id,
+    });
+    to_bytes(&message)
+}

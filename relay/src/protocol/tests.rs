@@ -1,0 +1,93 @@
+use super::*;
+
+#[test]
+fn the_specification_handshake_parses() {
+    let text = r#"{"type":"handshake","client_id":"my-client","version":"1.0.0","capabilities":["sync","notifications"]}"#;
+    let ClientMessage::Handshake(h) = parse_client_message(text).unwrap() else { panic!("handshake") };
+    assert_eq!(h.client_id, "my-client");
+    assert!(h.capabilities.contains(Capability::Sync));
+    assert!(h.capabilities.contains(Capability::Notifications));
+    assert!(!h.capabilities.contains(Capability::Publish));
+    assert_eq!(h.token, None);
+}
+
+#[test]
+fn unknown_capabilities_are_ignored_not_granted() {
+    let text = r#"{"type":"handshake","client_id":"c","capabilities":["root","publish"]}"#;
+    let ClientMessage::Handshake(h) = parse_client_message(text).unwrap() else { panic!() };
+    assert_eq!(h.capabilities.iter().collect::<Vec<_>>(), [Capability::Publish]);
+}
+
+#[test]
+fn errors_are_classified() {
+    assert_eq!(parse_client_message("{not json").unwrap_err().code(), "malformed_json");
+    assert_eq!(parse_client_message(r#"{"type":"launch"}"#).unwrap_err().code(), "unknown_type");
+    assert_eq!(parse_client_message(r#"{"kind":"ping"}"#).unwrap_err().code(), "invalid_message");
+    assert_eq!(parse_client_message(r#"[1,2]"#).unwrap_err().code(), "invalid_message");
+    assert_eq!(parse_client_message(r#"{"type":"handshake"}"#).unwrap_err().code(), "invalid_message");
+    assert_eq!(
+        parse_client_message(r#"{"type":"subscribe","notification_types":[]}"#).unwrap_err().code(),
+        "invalid_message"
+    );
+    assert_eq!(
+        parse_client_message(r#"{"type":"notification","notification_type":"x"}"#).unwrap_err().code(),
+        "invalid_message"
+    );
+}
+
+#[test]
+fn publish_keeps_data_raw() {
+    let text = r#"{"type":"notification","notification_type":"payment_detected","data":{"amount":"0.001", "n":[1, 2]}}"#;
+    let ClientMessage::Publish(p) = parse_client_message(text).unwrap() else { panic!() };
+    assert_eq!(p.data.get(), r#"{"amount":"0.001", "n":[1, 2]}"#);
+}
+
+#[test]
+fn ping_echoes_its_id() {
+    let ClientMessage::Ping { id } = parse_client_message(r#"{"type":"ping","id":42}"#).unwrap() else {
+        panic!()
+    };
+    let pong: serde_json::Value = serde_json::from_slice(&encode_pong(id, 7)).unwrap();
+    assert_eq!(pong, serde_json::json!({"type":"pong","id":42,"timestamp":7}));
+}
+
+#[test]
+fn notification_frame_has_the_specification_shape() {
+    let n = Notification {
+        message_id: "relay-1:1:1".into(),
+        relay_id: "relay-1".into(),
+        notification_type: "payment_detected".into(),
+        data: serde_json::value::RawValue::from_string(r#"{"txid":"abc"}"#.into()).unwrap(),
+        timestamp: 1703001600,
+    };
+    let v: serde_json::Value = serde_json::from_slice(&n.encode()).unwrap();
+    assert_eq!(v["type"], "notification");
+    assert_eq!(v["notification_type"], "payment_detected");
+    assert_eq!(v["data"]["txid"], "abc");
+    assert_eq!(v["timestamp"], 1703001600);
+    assert_eq!(v["message_id"], "relay-1:1:1");
+}
+
+#[test]
+fn handshake_response_and_health_have_the_documented_fields() {
+    let mut granted = Capabilities::default();
+    granted.insert(Capability::Sync);
+    let v: serde_json::Value =
+        serde_json::from_slice(&encode_handshake_accepted("relay-1", granted, 30, 5)).unwrap();
+    assert_eq!(v["type"], "handshake_response");
+    assert_eq!(v["status"], "accepted");
+    assert_eq!(v["capabilities"], serde_json::json!(["sync"]));
+    assert_eq!(v["heartbeat_interval"], 30);
+    let report = HealthReport {
+        status: "healthy",
+        uptime: 3600,
+        memory_usage: "128MB".into(),
+        cpu_usage: "5%".into(),
+        connections: 10,
+    };
+    let v: serde_json::Value = serde_json::from_slice(&encode_health(&report, 9)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"type":"health","status":"healthy","metrics":{"uptime":3600,"memory_usage":"128MB","cpu_usage":"5%","connections":10},"timestamp":9})
+    );
+}
