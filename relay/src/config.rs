@@ -64,7 +64,9 @@ impl std::str::FromStr for Network {
             "testnet" | "test" | "testnet4" => Ok(Network::Testnet),
             "signet" => Ok(Network::Signet),
             "regtest" => Ok(Network::Regtest),
-            other => Err(format!("unknown network `{other}` (mainnet, testnet, signet, regtest)")),
+            other => Err(format!(
+                "unknown network `{other}` (mainnet, testnet, signet, regtest)"
+            )),
         }
     }
 }
@@ -100,7 +102,9 @@ impl std::str::FromStr for LogLevel {
             "info" => Ok(LogLevel::Info),
             "warn" | "warning" => Ok(LogLevel::Warn),
             "error" => Ok(LogLevel::Error),
-            other => Err(format!("unknown log level `{other}` (trace, debug, info, warn, error)")),
+            other => Err(format!(
+                "unknown log level `{other}` (trace, debug, info, warn, error)"
+            )),
         }
     }
 }
@@ -115,7 +119,10 @@ pub struct SyncConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { interval: 30, health_interval: 60 }
+        SyncConfig {
+            interval: 30,
+            health_interval: 60,
+        }
     }
 }
 
@@ -129,7 +136,10 @@ pub struct MeshConfig {
 
 impl Default for MeshConfig {
     fn default() -> Self {
-        MeshConfig { peers: Vec::new(), peers_max: 32 }
+        MeshConfig {
+            peers: Vec::new(),
+            peers_max: 32,
+        }
     }
 }
 
@@ -233,7 +243,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid `{key}`: {message}")]
@@ -241,7 +254,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 impl Config {
@@ -250,9 +266,14 @@ impl Config {
     /// # Errors
     /// The file cannot be read, is not TOML, or holds an unknown key or a mistyped value.
     pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Config::from_toml_str(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::from_toml_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.into(),
+            message,
+        })
     }
 
     /// Parses TOML text; the error message names the key and line at fault.
@@ -309,8 +330,14 @@ impl Config {
             ("limits.ws_message_bytes_max", l.ws_message_bytes_max as u64),
             ("limits.heartbeat_interval_secs", l.heartbeat_interval_secs),
             ("limits.connection_timeout_secs", l.connection_timeout_secs),
-            ("limits.ws_outbound_queue_max", l.ws_outbound_queue_max as u64),
-            ("limits.http_requests_per_minute_max", u64::from(l.http_requests_per_minute_max)),
+            (
+                "limits.ws_outbound_queue_max",
+                l.ws_outbound_queue_max as u64,
+            ),
+            (
+                "limits.http_requests_per_minute_max",
+                u64::from(l.http_requests_per_minute_max),
+            ),
             ("limits.http_body_bytes_max", l.http_body_bytes_max as u64),
             ("limits.http_timeout_secs", l.http_timeout_secs),
             ("limits.http_connections_max", l.http_connections_max as u64),
@@ -350,7 +377,10 @@ impl Config {
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let a = &self.auth;
         if a.ws_tokens.iter().any(|t| t.is_empty()) {
-            return Err(invalid("auth.ws_tokens", "tokens must not be empty strings"));
+            return Err(invalid(
+                "auth.ws_tokens",
+                "tokens must not be empty strings",
+            ));
         }
         match (&a.http_basic_user, &a.http_basic_password) {
             (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() && !u.contains(':') => Ok(()),
@@ -383,7 +413,10 @@ impl Config {
                 ));
             }
             if core.rpc_user.is_some() && core.cookie_file.is_some() {
-                return Err(invalid("bitcoin_core.cookie_file", "use either rpc_user/rpc_password or cookie_file"));
+                return Err(invalid(
+                    "bitcoin_core.cookie_file",
+                    "use either rpc_user/rpc_password or cookie_file",
+                ));
             }
         }
         if let Some(blindbit) = &self.blindbit {
@@ -396,11 +429,16 @@ impl Config {
 fn validate_relay_id(id: &str) -> Result<(), ConfigError> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
-        Err(invalid("relay_id", format!("`{id}` must be 1-64 characters of [A-Za-z0-9._-]")))
+        Err(invalid(
+            "relay_id",
+            format!("`{id}` must be 1-64 characters of [A-Za-z0-9._-]"),
+        ))
     }
 }
 
@@ -408,12 +446,19 @@ fn validate_relay_id(id: &str) -> Result<(), ConfigError> {
 /// listen addresses (the OS picks one).
 pub fn validate_host_port(key: &str, value: &str, listen: bool) -> Result<(), ConfigError> {
     let bad = |why: &str| invalid(key, format!("`{value}` is not a host:port address: {why}"));
-    let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("missing `:port`"))?;
-    let port: u16 = port.parse().map_err(|_| bad("port must be a number 0-65535"))?;
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| bad("missing `:port`"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("port must be a number 0-65535"))?;
     if port == 0 && !listen {
         return Err(bad("port 0 cannot be dialed"));
     }
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
         return Err(bad("missing host"));
     }
@@ -424,9 +469,15 @@ pub fn validate_host_port(key: &str, value: &str, listen: bool) -> Result<(), Co
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
-    if hostname_ok { Ok(()) } else { Err(bad("invalid host name")) }
+    if hostname_ok {
+        Ok(())
+    } else {
+        Err(bad("invalid host name"))
+    }
 }
 
 fn validate_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
@@ -434,7 +485,11 @@ fn validate_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
         .strip_prefix("http://")
         .ok_or_else(|| invalid(key, format!("`{value}` must start with http://")))?;
     let authority = rest.split('/').next().unwrap_or_default();
-    let with_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let with_port = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
     validate_host_port(key, &with_port, false)
 }
 

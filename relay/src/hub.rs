@@ -35,21 +35,55 @@ pub struct CloseReason {
 }
 
 impl CloseReason {
-    pub const NORMAL: CloseReason = CloseReason { code: 1000, reason: "normal closure" };
-    pub const SHUTDOWN: CloseReason = CloseReason { code: 1001, reason: "relay shutting down" };
-    pub const PROTOCOL: CloseReason = CloseReason { code: 1002, reason: "protocol error" };
-    pub const BEFORE_HANDSHAKE: CloseReason =
-        CloseReason { code: 1002, reason: "first message must be a handshake" };
-    pub const HANDSHAKE_TIMEOUT: CloseReason = CloseReason { code: 1002, reason: "no handshake in time" };
-    pub const BINARY: CloseReason = CloseReason { code: 1003, reason: "binary frames are not supported" };
-    pub const INVALID_UTF8: CloseReason = CloseReason { code: 1007, reason: "invalid UTF-8" };
-    pub const AUTH: CloseReason = CloseReason { code: 1008, reason: "authentication refused" };
-    pub const TOO_BIG: CloseReason = CloseReason { code: 1009, reason: "message over the size limit" };
-    pub const INTERNAL: CloseReason = CloseReason { code: 1011, reason: "internal error" };
+    pub const NORMAL: CloseReason = CloseReason {
+        code: 1000,
+        reason: "normal closure",
+    };
+    pub const SHUTDOWN: CloseReason = CloseReason {
+        code: 1001,
+        reason: "relay shutting down",
+    };
+    pub const PROTOCOL: CloseReason = CloseReason {
+        code: 1002,
+        reason: "protocol error",
+    };
+    pub const BEFORE_HANDSHAKE: CloseReason = CloseReason {
+        code: 1002,
+        reason: "first message must be a handshake",
+    };
+    pub const HANDSHAKE_TIMEOUT: CloseReason = CloseReason {
+        code: 1002,
+        reason: "no handshake in time",
+    };
+    pub const BINARY: CloseReason = CloseReason {
+        code: 1003,
+        reason: "binary frames are not supported",
+    };
+    pub const INVALID_UTF8: CloseReason = CloseReason {
+        code: 1007,
+        reason: "invalid UTF-8",
+    };
+    pub const AUTH: CloseReason = CloseReason {
+        code: 1008,
+        reason: "authentication refused",
+    };
+    pub const TOO_BIG: CloseReason = CloseReason {
+        code: 1009,
+        reason: "message over the size limit",
+    };
+    pub const INTERNAL: CloseReason = CloseReason {
+        code: 1011,
+        reason: "internal error",
+    };
     /// RFC 6455 1013 "try again later": the client did not read fast enough.
-    pub const SLOW_CONSUMER: CloseReason =
-        CloseReason { code: 1013, reason: "slow consumer: outbound queue full" };
-    pub const IDLE_TIMEOUT: CloseReason = CloseReason { code: 1000, reason: "connection timed out" };
+    pub const SLOW_CONSUMER: CloseReason = CloseReason {
+        code: 1013,
+        reason: "slow consumer: outbound queue full",
+    };
+    pub const IDLE_TIMEOUT: CloseReason = CloseReason {
+        code: 1000,
+        reason: "connection timed out",
+    };
 }
 
 /// Shared between a connection's tasks and the hub: how to stop it, and when it was
@@ -67,7 +101,11 @@ pub struct ClientControl {
 impl ClientControl {
     /// Asks the connection to close with `reason`; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
-        if self.close_code.compare_exchange(0, reason.code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if self
+            .close_code
+            .compare_exchange(0, reason.code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             let _ = self.close_reason.set(reason.reason);
         }
         self.kick.notify_one();
@@ -77,7 +115,10 @@ impl ClientControl {
     pub fn close_reason(&self) -> Option<CloseReason> {
         match self.close_code.load(Ordering::Acquire) {
             0 => None,
-            code => Some(CloseReason { code, reason: self.close_reason.get().copied().unwrap_or("") }),
+            code => Some(CloseReason {
+                code,
+                reason: self.close_reason.get().copied().unwrap_or(""),
+            }),
         }
     }
 
@@ -146,12 +187,22 @@ impl Hub {
             subscriptions.insert(SUBSCRIBE_ALL.to_string());
             state.all_types.insert(id);
         }
-        state.clients.insert(id, Client { tx, control, subscriptions, wants_sync });
+        state.clients.insert(
+            id,
+            Client {
+                tx,
+                control,
+                subscriptions,
+                wants_sync,
+            },
+        );
     }
 
     pub fn leave(&self, id: ClientId) {
         let mut state = self.write();
-        let Some(client) = state.clients.remove(&id) else { return };
+        let Some(client) = state.clients.remove(&id) else {
+            return;
+        };
         for name in &client.subscriptions {
             state.unindex(id, name);
         }
@@ -167,11 +218,25 @@ impl Hub {
 
     /// Adds subscriptions, bounded by `max`; returns the client's set afterwards, or
     /// `Err` with it unchanged when the bound would be passed.
-    pub fn subscribe(&self, id: ClientId, names: &[String], max: usize) -> Result<Vec<String>, Vec<String>> {
+    pub fn subscribe(
+        &self,
+        id: ClientId,
+        names: &[String],
+        max: usize,
+    ) -> Result<Vec<String>, Vec<String>> {
         let mut state = self.write();
-        let State { clients, by_type, all_types } = &mut *state;
-        let Some(client) = clients.get_mut(&id) else { return Err(Vec::new()) };
-        let added = names.iter().filter(|n| !client.subscriptions.contains(*n)).collect::<BTreeSet<_>>();
+        let State {
+            clients,
+            by_type,
+            all_types,
+        } = &mut *state;
+        let Some(client) = clients.get_mut(&id) else {
+            return Err(Vec::new());
+        };
+        let added = names
+            .iter()
+            .filter(|n| !client.subscriptions.contains(*n))
+            .collect::<BTreeSet<_>>();
         if client.subscriptions.len() + added.len() > max {
             return Err(client.subscriptions.iter().cloned().collect());
         }
@@ -190,13 +255,21 @@ impl Hub {
     pub fn unsubscribe(&self, id: ClientId, names: &[String]) -> Vec<String> {
         let mut state = self.write();
         let removed: Vec<String> = match state.clients.get_mut(&id) {
-            Some(client) => names.iter().filter(|n| client.subscriptions.remove(*n)).cloned().collect(),
+            Some(client) => names
+                .iter()
+                .filter(|n| client.subscriptions.remove(*n))
+                .cloned()
+                .collect(),
             None => return Vec::new(),
         };
         for name in &removed {
             state.unindex(id, name);
         }
-        state.clients.get(&id).map(|c| c.subscriptions.iter().cloned().collect()).unwrap_or_default()
+        state
+            .clients
+            .get(&id)
+            .map(|c| c.subscriptions.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Sends a notification frame to every client subscribed to its type (or to `*`),
@@ -222,7 +295,11 @@ impl Hub {
     pub fn broadcast(&self, message: Outbound, sync_only: bool) -> Delivery {
         let state = self.read();
         let mut delivery = Delivery::default();
-        for client in state.clients.values().filter(|c| !sync_only || c.wants_sync) {
+        for client in state
+            .clients
+            .values()
+            .filter(|c| !sync_only || c.wants_sync)
+        {
             offer(client, message.clone(), &mut delivery);
         }
         delivery
@@ -233,7 +310,9 @@ impl Hub {
         let state = self.read();
         let mut closed = 0;
         for client in state.clients.values() {
-            if client.control.last_seen_ms() < deadline_ms && client.control.close_reason().is_none() {
+            if client.control.last_seen_ms() < deadline_ms
+                && client.control.close_reason().is_none()
+            {
                 client.control.close(CloseReason::IDLE_TIMEOUT);
                 closed += 1;
             }
@@ -308,7 +387,12 @@ fn merge_union(a: &BTreeSet<ClientId>, b: &BTreeSet<ClientId>, visit: &mut impl 
 mod tests {
     use super::*;
 
-    fn client(hub: &Hub, id: ClientId, all: bool, queue: usize) -> (mpsc::Receiver<Outbound>, Arc<ClientControl>) {
+    fn client(
+        hub: &Hub,
+        id: ClientId,
+        all: bool,
+        queue: usize,
+    ) -> (mpsc::Receiver<Outbound>, Arc<ClientControl>) {
         let (tx, rx) = mpsc::channel(queue);
         let control = Arc::new(ClientControl::default());
         hub.join(id, tx, control.clone(), all, false);
@@ -331,7 +415,15 @@ mod tests {
         hub.subscribe(4, &["block".into()], 8).unwrap();
         let d = hub.publish("payment", &Bytes::from_static(b"x"));
         assert_eq!(d.delivered, 3);
-        assert_eq!([drain(&mut all), drain(&mut typed), drain(&mut both), drain(&mut other)], [1, 1, 1, 0]);
+        assert_eq!(
+            [
+                drain(&mut all),
+                drain(&mut typed),
+                drain(&mut both),
+                drain(&mut other)
+            ],
+            [1, 1, 1, 0]
+        );
         hub.unsubscribe(2, &["payment".into()]);
         hub.publish("payment", &Bytes::from_static(b"x"));
         assert_eq!(drain(&mut typed), 0);
@@ -348,7 +440,10 @@ mod tests {
             drain(&mut reader);
         }
         assert_eq!(slow, 1);
-        assert_eq!(stalled_control.close_reason(), Some(CloseReason::SLOW_CONSUMER));
+        assert_eq!(
+            stalled_control.close_reason(),
+            Some(CloseReason::SLOW_CONSUMER)
+        );
         assert_eq!(reader_control.close_reason(), None);
     }
 
@@ -356,8 +451,14 @@ mod tests {
     fn subscriptions_are_bounded_and_leave_cleans_up() {
         let hub = Hub::new();
         let (_rx, _) = client(&hub, 1, false, 2);
-        assert!(hub.subscribe(1, &["a".into(), "b".into(), "c".into()], 2).is_err());
-        assert_eq!(hub.subscribe(1, &["a".into(), "a".into()], 2).unwrap(), ["a"]);
+        assert!(
+            hub.subscribe(1, &["a".into(), "b".into(), "c".into()], 2)
+                .is_err()
+        );
+        assert_eq!(
+            hub.subscribe(1, &["a".into(), "a".into()], 2).unwrap(),
+            ["a"]
+        );
         hub.leave(1);
         assert!(hub.is_empty());
         assert_eq!(hub.publish("a", &Bytes::from_static(b"x")).delivered, 0);

@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod rt;

@@ -32,7 +32,13 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
     /// TOML configuration file (tables and keys as in `GET /config`).
-    #[arg(long, short = 'c', env = "SDK_RELAY_CONFIG", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "SDK_RELAY_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// This relay's id, unique in the mesh [default: relay-1].
@@ -40,20 +46,41 @@ pub struct RunArgs {
     pub relay_id: Option<String>,
 
     /// WebSocket listen address for wallets and peer relays [default: 0.0.0.0:8090].
-    #[arg(long, env = "SDK_RELAY_WS_ADDR", global = true, value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "SDK_RELAY_WS_ADDR",
+        global = true,
+        value_name = "HOST:PORT"
+    )]
     pub ws_addr: Option<String>,
 
     /// HTTP API listen address [default: 0.0.0.0:8091].
-    #[arg(long, env = "SDK_RELAY_HTTP_ADDR", global = true, value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "SDK_RELAY_HTTP_ADDR",
+        global = true,
+        value_name = "HOST:PORT"
+    )]
     pub http_addr: Option<String>,
 
     /// Address other relays dial to reach this one [default: the WebSocket address].
-    #[arg(long, env = "SDK_RELAY_ADVERTISE_ADDR", global = true, value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "SDK_RELAY_ADVERTISE_ADDR",
+        global = true,
+        value_name = "HOST:PORT"
+    )]
     pub advertise_addr: Option<String>,
 
     /// A peer relay's WebSocket address; repeat the flag, or comma-separate in the
     /// variable. Replaces `[mesh] peers` from the file.
-    #[arg(long = "peer", env = "SDK_RELAY_PEERS", global = true, value_name = "HOST:PORT", value_delimiter = ',')]
+    #[arg(
+        long = "peer",
+        env = "SDK_RELAY_PEERS",
+        global = true,
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
     pub peers: Vec<String>,
 
     /// Bitcoin network: mainnet, testnet, signet or regtest [default: signet].
@@ -98,7 +125,12 @@ impl RunArgs {
             config.advertise_addr = Some(v.clone());
         }
         if !self.peers.is_empty() {
-            config.mesh.peers = self.peers.iter().filter(|p| !p.is_empty()).cloned().collect();
+            config.mesh.peers = self
+                .peers
+                .iter()
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .collect();
         }
         if let Some(v) = self.network {
             config.network = v;

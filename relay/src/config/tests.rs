@@ -69,7 +69,10 @@ fn every_documented_table_and_key_parses() {
     c.validate().expect("valid");
     assert_eq!(c.mesh.peers, ["a:8090", "10.0.0.2:8090"]);
     assert_eq!(c.limits.http_connections_max, 3);
-    assert_eq!(c.bitcoin_core.unwrap().wallet.as_deref(), Some("relay_wallet"));
+    assert_eq!(
+        c.bitcoin_core.unwrap().wallet.as_deref(),
+        Some("relay_wallet")
+    );
 }
 
 #[test]
@@ -92,14 +95,18 @@ fn zero_limits_name_their_key() {
 
 #[test]
 fn bad_addresses_name_their_key() {
-    let mut c = Config::default();
-    c.ws_url = "nonsense".into();
+    let c = Config {
+        ws_url: "nonsense".into(),
+        ..Config::default()
+    };
     assert_eq!(invalid_key(&c), "ws_url");
     let mut c = Config::default();
     c.mesh.peers = vec!["a:8090".into(), "b:0".into()];
     assert_eq!(invalid_key(&c), "mesh.peers[1]");
-    let mut c = Config::default();
-    c.http_url = "host:99999".into();
+    let c = Config {
+        http_url: "host:99999".into(),
+        ..Config::default()
+    };
     assert_eq!(invalid_key(&c), "http_url");
     for ok in ["[::1]:80", "sdk_relay_1:8090", "127.0.0.1:0"] {
         validate_host_port("k", ok, true).expect(ok);

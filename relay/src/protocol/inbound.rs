@@ -34,7 +34,9 @@ struct Envelope<'a> {
 pub enum ClientMessage<'a> {
     Handshake(Handshake),
     /// `id`, when present, is echoed in the `pong`.
-    Ping { id: Option<&'a RawValue> },
+    Ping {
+        id: Option<&'a RawValue>,
+    },
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
     Publish(Publish<'a>),
@@ -77,7 +79,10 @@ impl ParseError {
 }
 
 fn invalid(kind: &'static str, message: impl Into<String>) -> ParseError {
-    ParseError::Invalid { kind, message: message.into() }
+    ParseError::Invalid {
+        kind,
+        message: message.into(),
+    }
 }
 
 /// Parses and validates one text frame from a client.
@@ -88,12 +93,18 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
         let message = e.to_string();
         // A well-formed object without a usable `type` is an invalid message, not bad JSON.
-        if e.is_data() { invalid("message", message) } else { ParseError::MalformedJson(message) }
+        if e.is_data() {
+            invalid("message", message)
+        } else {
+            ParseError::MalformedJson(message)
+        }
     })?;
     match envelope.kind.as_ref() {
         "handshake" => handshake(envelope).map(ClientMessage::Handshake),
         "ping" => Ok(ClientMessage::Ping { id: envelope.id }),
-        "subscribe" => names("subscribe", envelope.notification_types).map(ClientMessage::Subscribe),
+        "subscribe" => {
+            names("subscribe", envelope.notification_types).map(ClientMessage::Subscribe)
+        }
         "unsubscribe" => {
             names("unsubscribe", envelope.notification_types).map(ClientMessage::Unsubscribe)
         }
@@ -103,7 +114,9 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
 }
 
 fn handshake(envelope: Envelope<'_>) -> Result<Handshake, ParseError> {
-    let client_id = envelope.client_id.ok_or_else(|| invalid("handshake", "missing `client_id`"))?;
+    let client_id = envelope
+        .client_id
+        .ok_or_else(|| invalid("handshake", "missing `client_id`"))?;
     check_name("handshake", "client_id", &client_id)?;
     let version = envelope.version.unwrap_or_default();
     if version.len() > NAME_BYTES_MAX {
@@ -119,13 +132,21 @@ fn handshake(envelope: Envelope<'_>) -> Result<Handshake, ParseError> {
             capabilities.insert(c);
         }
     }
-    Ok(Handshake { client_id, version, capabilities, token: envelope.token })
+    Ok(Handshake {
+        client_id,
+        version,
+        capabilities,
+        token: envelope.token,
+    })
 }
 
 fn names(kind: &'static str, list: Option<Vec<String>>) -> Result<Vec<String>, ParseError> {
     let list = list.ok_or_else(|| invalid(kind, "missing `notification_types`"))?;
     if list.is_empty() || list.len() > SUBSCRIPTIONS_MAX {
-        return Err(invalid(kind, format!("`notification_types` must hold 1 to {SUBSCRIPTIONS_MAX} names")));
+        return Err(invalid(
+            kind,
+            format!("`notification_types` must hold 1 to {SUBSCRIPTIONS_MAX} names"),
+        ));
     }
     for name in &list {
         check_name(kind, "notification_types", name)?;
@@ -141,13 +162,21 @@ fn publish(envelope: Envelope<'_>) -> Result<Publish<'_>, ParseError> {
     if notification_type == super::SUBSCRIBE_ALL {
         return Err(invalid("notification", "`*` is not a notification type"));
     }
-    let data = envelope.data.ok_or_else(|| invalid("notification", "missing `data`"))?;
-    Ok(Publish { notification_type, data })
+    let data = envelope
+        .data
+        .ok_or_else(|| invalid("notification", "missing `data`"))?;
+    Ok(Publish {
+        notification_type,
+        data,
+    })
 }
 
 fn check_name(kind: &'static str, field: &str, value: &str) -> Result<(), ParseError> {
     if value.is_empty() || value.len() > NAME_BYTES_MAX || value.chars().any(char::is_control) {
-        return Err(invalid(kind, format!("`{field}` must be 1 to {NAME_BYTES_MAX} printable bytes")));
+        return Err(invalid(
+            kind,
+            format!("`{field}` must be 1 to {NAME_BYTES_MAX} printable bytes"),
+        ));
     }
     Ok(())
 }

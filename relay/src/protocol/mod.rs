@@ -11,7 +11,7 @@ mod outbound;
 pub use inbound::{ClientMessage, Handshake, ParseError, Publish, parse_client_message};
 pub use outbound::{
     HealthReport, Notification, encode_error, encode_handshake_accepted, encode_handshake_rejected,
-    encode_health, encode_pong, encode_state_sync, encode_subscriptions, encode_notification_ack,
+    encode_health, encode_notification_ack, encode_pong, encode_state_sync, encode_subscriptions,
 };
 
 /// The relay's software version, reported in handshakes, health and sync.
@@ -73,9 +73,14 @@ impl Capabilities {
         self.0 &= !Self::bit(c);
     }
     pub fn iter(self) -> impl Iterator<Item = Capability> {
-        [Capability::Sync, Capability::Notifications, Capability::Publish, Capability::Relay]
-            .into_iter()
-            .filter(move |c| self.contains(*c))
+        [
+            Capability::Sync,
+            Capability::Notifications,
+            Capability::Publish,
+            Capability::Relay,
+        ]
+        .into_iter()
+        .filter(move |c| self.contains(*c))
     }
     fn bit(c: Capability) -> u8 {
         1 << (c as u8)

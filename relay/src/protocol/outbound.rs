@@ -6,7 +6,7 @@ use super::{Capabilities, VERSION};
 
 /// A notification as it travels the mesh: stamped once by the relay where it was
 /// published, and never changed after.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Notification {
     /// Unique in the mesh: the origin relay's id, its boot nonce, and a sequence number.
     pub message_id: String,
@@ -83,7 +83,12 @@ pub fn encode_handshake_accepted(
     })
 }
 
-pub fn encode_handshake_rejected(relay_id: &str, reason: &str, heartbeat_interval_secs: u64, timestamp: u64) -> Bytes {
+pub fn encode_handshake_rejected(
+    relay_id: &str,
+    reason: &str,
+    heartbeat_interval_secs: u64,
+    timestamp: u64,
+) -> Bytes {
     to_bytes(&HandshakeResponse {
         kind: "handshake_response",
         status: "rejected",
@@ -105,7 +110,11 @@ pub fn encode_pong(id: Option<&RawValue>, timestamp: u64) -> Bytes {
         id: Option<&'a RawValue>,
         timestamp: u64,
     }
-    to_bytes(&Pong { kind: "pong", id, timestamp })
+    to_bytes(&Pong {
+        kind: "pong",
+        id,
+        timestamp,
+    })
 }
 
 pub fn encode_error(code: &str, message: &str) -> Bytes {
@@ -116,7 +125,11 @@ pub fn encode_error(code: &str, message: &str) -> Bytes {
         code: &'a str,
         message: &'a str,
     }
-    to_bytes(&ErrorMessage { kind: "error", code, message })
+    to_bytes(&ErrorMessage {
+        kind: "error",
+        code,
+        message,
+    })
 }
 
 /// The client's subscriptions after a `subscribe` or `unsubscribe`.
@@ -127,7 +140,10 @@ pub fn encode_subscriptions<'a>(types: impl IntoIterator<Item = &'a str>) -> Byt
         kind: &'static str,
         notification_types: Vec<&'a str>,
     }
-    to_bytes(&Subscriptions { kind: "subscriptions", notification_types: types.into_iter().collect() })
+    to_bytes(&Subscriptions {
+        kind: "subscriptions",
+        notification_types: types.into_iter().collect(),
+    })
 }
 
 /// Tells a publisher the id its notification was given.
@@ -139,7 +155,11 @@ pub fn encode_notification_ack(message_id: &str, timestamp: u64) -> Bytes {
         message_id: &'a str,
         timestamp: u64,
     }
-    to_bytes(&Ack { kind: "notification_ack", message_id, timestamp })
+    to_bytes(&Ack {
+        kind: "notification_ack",
+        message_id,
+        timestamp,
+    })
 }
 
 /// The figures a `health` message reports, in the specification's units.

@@ -3,7 +3,9 @@ use super::*;
 #[test]
 fn the_specification_handshake_parses() {
     let text = r#"{"type":"handshake","client_id":"my-client","version":"1.0.0","capabilities":["sync","notifications"]}"#;
-    let ClientMessage::Handshake(h) = parse_client_message(text).unwrap() else { panic!("handshake") };
+    let ClientMessage::Handshake(h) = parse_client_message(text).unwrap() else {
+        panic!("handshake")
+    };
     assert_eq!(h.client_id, "my-client");
     assert!(h.capabilities.contains(Capability::Sync));
     assert!(h.capabilities.contains(Capability::Notifications));
@@ -14,23 +16,53 @@ fn the_specification_handshake_parses() {
 #[test]
 fn unknown_capabilities_are_ignored_not_granted() {
     let text = r#"{"type":"handshake","client_id":"c","capabilities":["root","publish"]}"#;
-    let ClientMessage::Handshake(h) = parse_client_message(text).unwrap() else { panic!() };
-    assert_eq!(h.capabilities.iter().collect::<Vec<_>>(), [Capability::Publish]);
+    let ClientMessage::Handshake(h) = parse_client_message(text).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        h.capabilities.iter().collect::<Vec<_>>(),
+        [Capability::Publish]
+    );
 }
 
 #[test]
 fn errors_are_classified() {
-    assert_eq!(parse_client_message("{not json").unwrap_err().code(), "malformed_json");
-    assert_eq!(parse_client_message(r#"{"type":"launch"}"#).unwrap_err().code(), "unknown_type");
-    assert_eq!(parse_client_message(r#"{"kind":"ping"}"#).unwrap_err().code(), "invalid_message");
-    assert_eq!(parse_client_message(r#"[1,2]"#).unwrap_err().code(), "invalid_message");
-    assert_eq!(parse_client_message(r#"{"type":"handshake"}"#).unwrap_err().code(), "invalid_message");
     assert_eq!(
-        parse_client_message(r#"{"type":"subscribe","notification_types":[]}"#).unwrap_err().code(),
+        parse_client_message("{not json").unwrap_err().code(),
+        "malformed_json"
+    );
+    assert_eq!(
+        parse_client_message(r#"{"type":"launch"}"#)
+            .unwrap_err()
+            .code(),
+        "unknown_type"
+    );
+    assert_eq!(
+        parse_client_message(r#"{"kind":"ping"}"#)
+            .unwrap_err()
+            .code(),
         "invalid_message"
     );
     assert_eq!(
-        parse_client_message(r#"{"type":"notification","notification_type":"x"}"#).unwrap_err().code(),
+        parse_client_message(r#"[1,2]"#).unwrap_err().code(),
+        "invalid_message"
+    );
+    assert_eq!(
+        parse_client_message(r#"{"type":"handshake"}"#)
+            .unwrap_err()
+            .code(),
+        "invalid_message"
+    );
+    assert_eq!(
+        parse_client_message(r#"{"type":"subscribe","notification_types":[]}"#)
+            .unwrap_err()
+            .code(),
+        "invalid_message"
+    );
+    assert_eq!(
+        parse_client_message(r#"{"type":"notification","notification_type":"x"}"#)
+            .unwrap_err()
+            .code(),
         "invalid_message"
     );
 }
@@ -38,17 +70,23 @@ fn errors_are_classified() {
 #[test]
 fn publish_keeps_data_raw() {
     let text = r#"{"type":"notification","notification_type":"payment_detected","data":{"amount":"0.001", "n":[1, 2]}}"#;
-    let ClientMessage::Publish(p) = parse_client_message(text).unwrap() else { panic!() };
+    let ClientMessage::Publish(p) = parse_client_message(text).unwrap() else {
+        panic!()
+    };
     assert_eq!(p.data.get(), r#"{"amount":"0.001", "n":[1, 2]}"#);
 }
 
 #[test]
 fn ping_echoes_its_id() {
-    let ClientMessage::Ping { id } = parse_client_message(r#"{"type":"ping","id":42}"#).unwrap() else {
+    let ClientMessage::Ping { id } = parse_client_message(r#"{"type":"ping","id":42}"#).unwrap()
+    else {
         panic!()
     };
     let pong: serde_json::Value = serde_json::from_slice(&encode_pong(id, 7)).unwrap();
-    assert_eq!(pong, serde_json::json!({"type":"pong","id":42,"timestamp":7}));
+    assert_eq!(
+        pong,
+        serde_json::json!({"type":"pong","id":42,"timestamp":7})
+    );
 }
 
 #[test]

@@ -26,7 +26,7 @@ impl Env<TokioNet> {
     pub fn tokio(seed: u64) -> Self {
         Env {
             net: TokioNet,
-            clock: std::sync::Arc::new(TokioClock::default()),
+            clock: std::sync::Arc::new(TokioClock),
             rng: SeededRng::new(seed),
         }
     }

@@ -83,8 +83,10 @@ impl Listener for TokioListener {
 }
 
 async fn resolve(addr: &str) -> io::Result<SocketAddr> {
-    tokio::net::lookup_host(addr)
-        .await?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("cannot resolve {addr}")))
+    tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot resolve {addr}"),
+        )
+    })
 }

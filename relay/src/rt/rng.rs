@@ -28,7 +28,9 @@ impl SeededRng {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ChaCha8Rng> {
         // A panic while holding this lock cannot leave the generator inconsistent.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -48,6 +50,10 @@ mod tests {
         assert!(a.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(SeededRng::new(7).next_u64(), SeededRng::new(8).next_u64());
         let rng = SeededRng::new(1);
-        assert!((0..100).map(|_| rng.range_u64(10, 20)).all(|v| (10..20).contains(&v)));
+        assert!(
+            (0..100)
+                .map(|_| rng.range_u64(10, 20))
+                .all(|v| (10..20).contains(&v))
+        );
     }
 }

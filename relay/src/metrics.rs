@@ -1,0 +1,3 @@
+//! The relay's metrics: one registry behind both `/metrics` endpoints.
+
+pub mod names;
