@@ -1,0 +1,537 @@
+//! `loadtest run`: N connections doing ping round trips (echo on the baseline) or
+//! publish/subscribe fan-out for a fixed window, with latency from an HDR histogram.
+//!
+//! Every connection is opened (ramped) before traffic starts; all tasks share one
+//! timeline (start, end of warm-up, stop), so the run ends by itself.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Sleep;
+
+use crate::cli::{Mode, RunArgs};
+use crate::client::{ErrorCounts, Opener, Role, ramp};
+use crate::spread::Sources;
+use crate::stats::{Latency, LatencySummary};
+use crate::target::WsTarget;
+use crate::workload::{self, Publication};
+use crate::ws::{FrameReader, Message, OpCode, WsConn};
+
+/// Ephemeral ports used per loopback source address before spreading to the next.
+pub const PORTS_PER_SOURCE: usize = 25_000;
+/// Delay between the end of the ramp and the start of traffic, so every task waits.
+const START_DELAY: Duration = Duration::from_millis(100);
+/// A publisher waiting this long for outstanding deliveries records a stall and goes on.
+const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on the close frame sent at the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// When traffic starts, when it starts counting, and when it stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    /// Origin of the send times carried in publications.
+    pub epoch: Instant,
+    pub go: Instant,
+    pub measure_from: Instant,
+    pub stop: Instant,
+}
+
+impl Timeline {
+    fn ns(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Counters the progress line reads while the run goes on.
+#[derive(Default)]
+struct Live {
+    messages: AtomicU64,
+    deliveries: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// What one connection's task measured inside the window.
+#[derive(Default)]
+struct TaskStats {
+    messages: u64,
+    deliveries: u64,
+    bytes: u64,
+    latency: Latency,
+    errors: ErrorCounts,
+}
+
+/// Fan-out flow control: publishers keep at most `in_flight` whole fan-outs undelivered.
+struct Window {
+    expected: AtomicU64,
+    delivered: AtomicU64,
+    progress: Notify,
+    subscribers: u64,
+    deliveries_max: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub target: &'static str,
+    pub ws_url: String,
+    pub mode: Mode,
+    pub connections_requested: usize,
+    pub connections_open: usize,
+    pub publishers: usize,
+    pub size_bytes: usize,
+    pub in_flight: usize,
+    pub duration_secs: f64,
+    /// Round trips (ping) or publications (fan-out).
+    pub messages: u64,
+    pub messages_per_sec: f64,
+    /// Messages received: answers (ping) or deliveries to subscribers (fan-out).
+    pub deliveries: u64,
+    pub deliveries_per_sec: f64,
+    /// Received payload, in 10^6 bytes per second.
+    pub megabytes_per_sec: f64,
+    pub latency: LatencySummary,
+    pub errors_total: u64,
+    pub errors: ErrorCounts,
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} {:?} {}: {}/{} connections, {} B messages, {} in flight, {:.1} s",
+            self.target,
+            self.mode,
+            self.ws_url,
+            self.connections_open,
+            self.connections_requested,
+            self.size_bytes,
+            self.in_flight,
+            self.duration_secs
+        )?;
+        writeln!(
+            f,
+            "  messages/s {:.0}  deliveries/s {:.0}  MB/s {:.1}",
+            self.messages_per_sec, self.deliveries_per_sec, self.megabytes_per_sec
+        )?;
+        writeln!(f, "  latency {}", self.latency)?;
+        write!(f, "  errors {}", self.errors_total)?;
+        for (kind, n) in &self.errors.0 {
+            write!(f, "\n    {n} × {kind}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the workload of `args` and reports what it measured.
+///
+/// # Errors
+/// Bad target, no connection opened, or (fan-out) no publisher or subscriber opened.
+pub async fn run(args: &RunArgs) -> anyhow::Result<RunReport> {
+    let target = WsTarget::resolve(&args.common.ws_url).await?;
+    let sources = Sources::plan(target.addr.ip(), args.connections, PORTS_PER_SOURCE)?;
+    let opener = Arc::new(Opener {
+        target,
+        baseline: args.baseline,
+        token: args.common.token.clone(),
+        timeout: args.common.timeout(),
+    });
+    let publishers = match args.mode {
+        Mode::Ping => 0,
+        Mode::Fanout => args.publishers,
+    };
+    // Publishers come last, so every subscriber is registered before anything is published.
+    let first_publisher = args.connections - publishers;
+    let (clients, mut errors) = ramp(args.connections, args.ramp_per_sec, |index| {
+        let opener = opener.clone();
+        let source = sources.of(index);
+        let role = if index >= first_publisher {
+            Role::Publisher
+        } else {
+            Role::Subscriber
+        };
+        async move { opener.open(index, source, role).await }
+    })
+    .await;
+    let open_publishers = clients
+        .iter()
+        .filter(|(i, _)| *i >= first_publisher)
+        .count();
+    let open = clients.len();
+    ensure!(open > 0, "no connection opened: {:?}", errors.0);
+    if args.mode == Mode::Fanout {
+        ensure!(
+            open_publishers > 0 && open > open_publishers,
+            "fan-out needs a publisher and a subscriber; opened {open_publishers} publishers of {open}: {:?}",
+            errors.0
+        );
+    }
+
+    let now = Instant::now();
+    let go = now + START_DELAY;
+    let measure_from = go + Duration::from_secs(args.warmup_secs);
+    let timeline = Timeline {
+        epoch: now,
+        go,
+        measure_from,
+        stop: measure_from + Duration::from_secs(args.duration_secs),
+    };
+    let live = Arc::new(Live::default());
+    let window = Arc::new(Window {
+        expected: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        progress: Notify::new(),
+        subscribers: (open - open_publishers) as u64,
+        deliveries_max: (open - open_publishers) as u64 * args.in_flight as u64,
+    });
+    let mut tasks = JoinSet::new();
+    let ping = Arc::new(crate::ws::encode_frame(
+        OpCode::Text,
+        &workload::ping_message(args.size),
+    ));
+    for (index, conn) in clients {
+        let (live, window) = (live.clone(), window.clone());
+        let baseline = args.baseline;
+        match args.mode {
+            Mode::Ping => {
+                let frame = ping.clone();
+                let in_flight = args.in_flight;
+                tasks.spawn(pinger(conn, frame, in_flight, baseline, timeline, live));
+            }
+            Mode::Fanout if index >= first_publisher => {
+                let size = args.size;
+                tasks.spawn(publisher(conn, size, baseline, timeline, live, window));
+            }
+            Mode::Fanout => {
+                tasks.spawn(subscriber(conn, baseline, timeline, live, window));
+            }
+        }
+    }
+    let progress = {
+        let live = live.clone();
+        crate::progress::Progress::start(move || {
+            let secs = Instant::now()
+                .saturating_duration_since(timeline.measure_from)
+                .as_secs();
+            format!(
+                "run: {secs}/{} s  messages {}  deliveries {}  errors {}",
+                args_duration(timeline),
+                live.messages.load(Ordering::Relaxed),
+                live.deliveries.load(Ordering::Relaxed),
+                live.errors.load(Ordering::Relaxed)
+            )
+        })
+    };
+    let mut total = TaskStats::default();
+    while let Some(joined) = tasks.join_next().await {
+        let stats = joined.expect("load tasks do not panic");
+        total.messages += stats.messages;
+        total.deliveries += stats.deliveries;
+        total.bytes += stats.bytes;
+        total.latency.merge(&stats.latency);
+        total.errors.merge(&stats.errors);
+    }
+    drop(progress);
+    errors.merge(&total.errors);
+    let secs = timeline
+        .stop
+        .duration_since(timeline.measure_from)
+        .as_secs_f64();
+    Ok(RunReport {
+        target: if args.baseline { "baseline" } else { "relay" },
+        ws_url: args.common.ws_url.clone(),
+        mode: args.mode,
+        connections_requested: args.connections,
+        connections_open: open,
+        publishers: open_publishers,
+        size_bytes: args.size,
+        in_flight: args.in_flight,
+        duration_secs: secs,
+        messages: total.messages,
+        messages_per_sec: total.messages as f64 / secs,
+        deliveries: total.deliveries,
+        deliveries_per_sec: total.deliveries as f64 / secs,
+        megabytes_per_sec: total.bytes as f64 / secs / 1e6,
+        latency: total.latency.summary(),
+        errors_total: errors.total(),
+        errors,
+    })
+}
+
+fn args_duration(timeline: Timeline) -> u64 {
+    timeline
+        .stop
+        .duration_since(timeline.measure_from)
+        .as_secs()
+}
+
+/// What the next message brought, for the loops below.
+pub enum Next {
+    Message(Message),
+    Stop,
+    Ended(anyhow::Error),
+}
+
+/// The next message, or `Stop` at the stop time. `stop` is one timer per task (a new
+/// timer per message would cost more than the message).
+pub async fn next(
+    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    stop: Pin<&mut Sleep>,
+) -> Next {
+    tokio::select! {
+        biased;
+        message = reader.next() => match message {
+            Ok(Some(message)) => Next::Message(message),
+            Ok(None) => Next::Ended(anyhow::anyhow!("closed by the server")),
+            Err(e) => Next::Ended(e),
+        },
+        () = stop => Next::Stop,
+    }
+}
+
+/// Counts a relay message that is not the expected answer: `error` messages and
+/// closes are errors; `health` and the like are ignored.
+fn unexpected(message: &Message, errors: &mut ErrorCounts, live: &Live) -> bool {
+    let kind = match message.opcode {
+        OpCode::Close => format!("closed by the server (code {:?})", message.close_code()),
+        OpCode::Text if workload::message_type(&message.payload).as_deref() == Some("error") => {
+            let value: serde_json::Value =
+                serde_json::from_slice(&message.payload).unwrap_or_default();
+            format!("relay error {}", value["code"])
+        }
+        _ => return false,
+    };
+    errors.add_kind(&kind);
+    live.errors.fetch_add(1, Ordering::Relaxed);
+    message.opcode == OpCode::Close
+}
+
+async fn close(mut writer: crate::ws::FrameWriter<tokio::net::tcp::OwnedWriteHalf>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close(1000)).await;
+}
+
+async fn pinger(
+    conn: WsConn,
+    frame: Arc<Vec<u8>>,
+    in_flight: usize,
+    baseline: bool,
+    t: Timeline,
+    live: Arc<Live>,
+) -> TaskStats {
+    let WsConn {
+        mut reader,
+        mut writer,
+    } = conn;
+    let mut stats = TaskStats::default();
+    tokio::time::sleep_until(t.go.into()).await;
+    let mut sent = VecDeque::with_capacity(in_flight);
+    for _ in 0..in_flight {
+        if let Err(e) = writer.write_encoded(&frame).await {
+            stats.errors.add(&e.into());
+            return stats;
+        }
+        sent.push_back(Instant::now());
+    }
+    let stop = tokio::time::sleep_until(t.stop.into());
+    tokio::pin!(stop);
+    loop {
+        let message = match next(&mut reader, stop.as_mut()).await {
+            Next::Message(message) => message,
+            Next::Stop => break,
+            Next::Ended(e) => {
+                stats.errors.add(&e);
+                live.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        };
+        match message.opcode {
+            OpCode::Text | OpCode::Binary if baseline || workload::is_pong(&message.payload) => {
+                let now = Instant::now();
+                let Some(sent_at) = sent.pop_front() else {
+                    stats.errors.add_kind("answer without a request");
+                    continue;
+                };
+                if sent_at >= t.measure_from {
+                    stats.messages += 1;
+                    stats.deliveries += 1;
+                    stats.bytes += message.payload.len() as u64;
+                    stats.latency.record(now - sent_at);
+                    live.messages.fetch_add(1, Ordering::Relaxed);
+                }
+                if now < t.stop {
+                    if let Err(e) = writer.write_encoded(&frame).await {
+                        stats.errors.add(&e.into());
+                        break;
+                    }
+                    sent.push_back(now);
+                }
+            }
+            OpCode::Ping => {
+                let _ = writer.send_pong(&message.payload).await;
+            }
+            _ => {
+                if unexpected(&message, &mut stats.errors, &live) {
+                    break;
+                }
+            }
+        }
+    }
+    close(writer).await;
+    stats
+}
+
+async fn subscriber(
+    conn: WsConn,
+    baseline: bool,
+    t: Timeline,
+    live: Arc<Live>,
+    window: Arc<Window>,
+) -> TaskStats {
+    let WsConn {
+        mut reader,
+        mut writer,
+    } = conn;
+    let mut stats = TaskStats::default();
+    let measure_from_ns = t.ns(t.measure_from);
+    let stop = tokio::time::sleep_until(t.stop.into());
+    tokio::pin!(stop);
+    loop {
+        let message = match next(&mut reader, stop.as_mut()).await {
+            Next::Message(message) => message,
+            Next::Stop => break,
+            Next::Ended(e) => {
+                stats.errors.add(&e);
+                live.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        };
+        match message.opcode {
+            OpCode::Text | OpCode::Binary
+                if baseline || workload::is_notification(&message.payload) =>
+            {
+                let now_ns = t.ns(Instant::now());
+                let Some((sent_ns, _seq)) = workload::read_publication(&message.payload) else {
+                    stats.errors.add_kind("delivery without a send time");
+                    continue;
+                };
+                window.delivered.fetch_add(1, Ordering::AcqRel);
+                window.progress.notify_one();
+                if sent_ns >= measure_from_ns {
+                    stats.deliveries += 1;
+                    stats.bytes += message.payload.len() as u64;
+                    stats.latency.record_ns(now_ns.saturating_sub(sent_ns));
+                    live.deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            OpCode::Ping => {
+                let _ = writer.send_pong(&message.payload).await;
+            }
+            _ => {
+                if unexpected(&message, &mut stats.errors, &live) {
+                    break;
+                }
+            }
+        }
+    }
+    close(writer).await;
+    stats
+}
+
+async fn publisher(
+    conn: WsConn,
+    size: usize,
+    baseline: bool,
+    t: Timeline,
+    live: Arc<Live>,
+    window: Arc<Window>,
+) -> TaskStats {
+    let WsConn { reader, mut writer } = conn;
+    let replies = tokio::spawn(read_replies(reader, baseline, t, live.clone()));
+    let mut stats = TaskStats::default();
+    let mut publication = Publication::new(size);
+    tokio::time::sleep_until(t.go.into()).await;
+    let mut seq = 0;
+    let stop = tokio::time::sleep_until(t.stop.into());
+    tokio::pin!(stop);
+    'publishing: loop {
+        loop {
+            let expected = window.expected.load(Ordering::Acquire);
+            let delivered = window.delivered.load(Ordering::Acquire);
+            if expected.saturating_sub(delivered) < window.deliveries_max {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = stop.as_mut() => break 'publishing,
+                () = window.progress.notified() => {}
+                () = tokio::time::sleep(STALL_TIMEOUT) => {
+                    stats.errors.add_kind("fan-out stalled: deliveries missing");
+                    live.errors.fetch_add(1, Ordering::Relaxed);
+                    // Forget the missing deliveries and go on.
+                    window.expected.store(delivered, Ordering::Release);
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= t.stop {
+            break;
+        }
+        window
+            .expected
+            .fetch_add(window.subscribers, Ordering::AcqRel);
+        if let Err(e) = writer
+            .write_encoded(publication.frame(t.ns(now), seq))
+            .await
+        {
+            stats.errors.add(&e.into());
+            live.errors.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        seq += 1;
+        if now >= t.measure_from {
+            stats.messages += 1;
+            live.messages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    close(writer).await;
+    if let Ok(errors) = replies.await {
+        stats.errors.merge(&errors);
+    }
+    stats
+}
+
+/// Reads a publisher's socket until the stop: acks are dropped, errors counted.
+async fn read_replies(
+    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    baseline: bool,
+    t: Timeline,
+    live: Arc<Live>,
+) -> ErrorCounts {
+    let mut errors = ErrorCounts::default();
+    let stop = tokio::time::sleep_until(t.stop.into());
+    tokio::pin!(stop);
+    loop {
+        match next(&mut reader, stop.as_mut()).await {
+            Next::Message(message) => {
+                if !baseline && unexpected(&message, &mut errors, &live) {
+                    break;
+                }
+            }
+            Next::Stop => break,
+            Next::Ended(e) => {
+                // The publisher's own close ends the stream after the stop.
+                if Instant::now() < t.stop {
+                    errors.add(&e);
+                    live.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+        }
+    }
+    errors
+}
