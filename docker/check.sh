@@ -70,7 +70,7 @@ step "metric names in alerts and dashboard exist in $names_rs"
 [ -f "$names_rs" ] || die "$names_rs not found"
 missing=0
 checked=0
-for metric in $(grep -ohE 'sdk_relay_[a-z0-9_]+' "$prom_dir/alerts.yml" "$prom_dir/alerts_test.yml" "$dashboard" | sort -u); do
+while IFS= read -r metric; do
   base="$(printf '%s\n' "$metric" | sed -E 's/_(bucket|sum|count)$//')"
   if grep -qE "\"($metric|$base)\"" "$names_rs"; then
     checked=$((checked + 1))
@@ -78,7 +78,7 @@ for metric in $(grep -ohE 'sdk_relay_[a-z0-9_]+' "$prom_dir/alerts.yml" "$prom_d
     echo "  MISSING: $metric is not defined in $names_rs"
     missing=$((missing + 1))
   fi
-done
+done < <(grep -ohE 'sdk_relay_[a-z0-9_]+' "$prom_dir/alerts.yml" "$prom_dir/alerts_test.yml" "$dashboard" | sort -u)
 [ "$missing" -eq 0 ] || die "$missing metric name(s) used in docker/ are not exported by the relay"
 echo "  SUCCESS: $checked metric names found"
 
