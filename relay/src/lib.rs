@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod logs;
+pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod process;

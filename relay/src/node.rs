@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::hub::{Delivery, Hub};
 use crate::logs::LogRing;
+use crate::mesh::{PeerHealth, RelayInfo, SyncMetrics, SyncStatus, SyncType};
 use crate::metrics::Metrics;
 use crate::process::{self, CpuSampler};
 use crate::protocol::{self, HealthReport, Notification};
@@ -205,6 +206,55 @@ impl Node {
         self.metrics
             .ws_slow_consumers
             .increment(delivery.slow_disconnects as u64);
+    }
+}
+
+/// What the HTTP API reads from the mesh. Until peers are linked, the relay knows only
+/// itself; the mesh fills these in.
+impl Node {
+    /// Every known relay, this one first.
+    pub fn relays(&self) -> Vec<RelayInfo> {
+        vec![RelayInfo {
+            relay_id: self.config.relay_id.clone(),
+            address: self.config.advertised_addr().to_string(),
+            version: protocol::VERSION.to_string(),
+            uptime: self.uptime_secs(),
+            health: PeerHealth::Healthy,
+            last_seen: self.unix_secs(),
+            is_self: true,
+            connected: true,
+        }]
+    }
+
+    pub fn sync_status(&self) -> SyncStatus {
+        SyncStatus {
+            status: "idle",
+            last_sync: None,
+            next_sync: self.unix_secs() + self.config.sync.interval,
+            sync_types: SyncType::ALL.to_vec(),
+            errors: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+
+    pub fn sync_metrics(&self) -> SyncMetrics {
+        let sum = |name| self.metrics.sum(name) as u64;
+        SyncMetrics {
+            known_relays: self.relays().len() as u64,
+            mesh_connections: 0,
+            sync_requests: sum(crate::metrics::names::SYNC_REQUESTS_TOTAL),
+            sync_responses: sum(crate::metrics::names::SYNC_RESPONSES_TOTAL),
+            cache_hits: sum(crate::metrics::names::DEDUP_HITS_TOTAL),
+            cache_misses: sum(crate::metrics::names::DEDUP_MISSES_TOTAL),
+            avg_latency: 0.0,
+            error_count: sum(crate::metrics::names::SYNC_ERRORS_TOTAL),
+        }
+    }
+
+    /// Sends the named sync types to every live peer now; returns how many peers.
+    pub fn force_sync(&self, types: &[SyncType]) -> usize {
+        tracing::info!(?types, "sync forced");
+        0
     }
 }
 
