@@ -5,8 +5,8 @@
 //! client can neither delay the others nor make memory grow.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
@@ -91,9 +91,8 @@ impl CloseReason {
 #[derive(Debug, Default)]
 pub struct ClientControl {
     kick: Notify,
-    /// 0 while open; the close code once someone decided to close it.
-    close_code: AtomicU16,
-    close_reason: std::sync::OnceLock<&'static str>,
+    /// `None` while open; why it is closing once someone decided to close it.
+    closing: Mutex<Option<CloseReason>>,
     /// Milliseconds on the relay's monotonic clock when a frame last arrived.
     last_seen_ms: AtomicU64,
 }
@@ -101,31 +100,27 @@ pub struct ClientControl {
 impl ClientControl {
     /// Asks the connection to close with `reason`; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
-        if self
-            .close_code
-            .compare_exchange(0, reason.code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            let _ = self.close_reason.set(reason.reason);
+        let mut closing = self.closing.lock().unwrap_or_else(|p| p.into_inner());
+        if closing.is_none() {
+            *closing = Some(reason);
         }
-        self.kick.notify_one();
+        drop(closing);
+        self.kick.notify_waiters();
     }
 
     /// The reason the connection is closing, once one was given.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        match self.close_code.load(Ordering::Acquire) {
-            0 => None,
-            code => Some(CloseReason {
-                code,
-                reason: self.close_reason.get().copied().unwrap_or(""),
-            }),
-        }
+        *self.closing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Completes once `close` has been called.
     pub async fn closed(&self) {
+        let notified = self.kick.notified();
+        tokio::pin!(notified);
+        // Register before checking, so a `close` in between is not missed.
+        notified.as_mut().enable();
         if self.close_reason().is_none() {
-            self.kick.notified().await;
+            notified.await;
         }
     }
 

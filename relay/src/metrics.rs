@@ -1,3 +1,304 @@
-//! The relay's metrics: one registry behind both `/metrics` endpoints.
+//! The relay's metrics: one registry (the `metrics` facade over a Prometheus recorder)
+//! per relay, behind both `GET /metrics/prometheus` and the JSON `GET /metrics`.
+//!
+//! Each relay owns its recorder instead of installing a global one, so several relays in
+//! one process (tests, the simulator) keep separate figures. Handles are registered once
+//! at start-up for every label value the relay uses, so hot paths only touch atomics.
 
 pub mod names;
+
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use names::*;
+
+/// Counters for a closed set of label values; unknown values count under `other`.
+pub struct Labeled {
+    entries: Vec<(&'static str, Counter)>,
+}
+
+impl Labeled {
+    fn new(name: &'static str, label: &'static str, values: &[&'static str]) -> Self {
+        let mut entries: Vec<(&'static str, Counter)> = values
+            .iter()
+            .map(|v| (*v, metrics::counter!(name, label => *v)))
+            .collect();
+        entries.push(("other", metrics::counter!(name, label => "other")));
+        Labeled { entries }
+    }
+
+    pub fn get(&self, value: &str) -> &Counter {
+        self.entries
+            .iter()
+            .find(|(v, _)| *v == value)
+            .or_else(|| self.entries.last())
+            .map(|(_, c)| c)
+            .expect("`other` is always present")
+    }
+}
+
+/// Message types counted in `sdk_relay_ws_messages_*_total`.
+const INBOUND_TYPES: &[&str] = &[
+    "handshake",
+    "ping",
+    "subscribe",
+    "unsubscribe",
+    "notification",
+    "invalid",
+];
+const OUTBOUND_TYPES: &[&str] = &[
+    "handshake_response",
+    "pong",
+    "notification",
+    "notification_ack",
+    "health",
+    "sync",
+    "error",
+    "subscriptions",
+];
+const CLOSE_CODES: &[&str] = &[
+    "1000", "1001", "1002", "1003", "1006", "1007", "1008", "1009", "1011", "1013",
+];
+
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+    pub ws_connections: Gauge,
+    pub ws_accepted: Counter,
+    pub ws_refused: Labeled,
+    pub ws_handshakes: Labeled,
+    pub ws_received: Labeled,
+    pub ws_sent: Labeled,
+    pub ws_received_bytes: Counter,
+    pub ws_sent_bytes: Counter,
+    pub ws_closes: Labeled,
+    pub ws_slow_consumers: Counter,
+    pub ws_errors_sent: Counter,
+    pub notifications_published: Counter,
+    pub notifications_delivered: Counter,
+    pub notifications_forwarded: Counter,
+    pub dedup_hits: Counter,
+    pub dedup_misses: Counter,
+    pub anti_entropy_repairs: Counter,
+    pub resident_memory: Gauge,
+    pub cpu_seconds: Counter,
+    pub open_fds: Gauge,
+    pub uptime: Gauge,
+    pub http_connections: Gauge,
+    pub mesh_known_relays: Gauge,
+    pub mesh_connections: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+            .expect("static bucket list is non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let recorder = Arc::new(recorder);
+        metrics::with_local_recorder(&*recorder, || Self::register(recorder.clone(), handle))
+    }
+
+    fn register(recorder: Arc<PrometheusRecorder>, handle: PrometheusHandle) -> Self {
+        describe();
+        Metrics {
+            recorder,
+            handle,
+            ws_connections: metrics::gauge!(WS_CONNECTIONS),
+            ws_accepted: metrics::counter!(WS_CONNECTIONS_ACCEPTED_TOTAL),
+            ws_refused: Labeled::new(
+                WS_CONNECTIONS_REFUSED_TOTAL,
+                "reason",
+                &["limit", "draining", "bad_upgrade", "accept_error"],
+            ),
+            ws_handshakes: Labeled::new(
+                WS_HANDSHAKES_TOTAL,
+                "outcome",
+                &["accepted", "rejected", "timeout", "protocol_error"],
+            ),
+            ws_received: Labeled::new(WS_MESSAGES_RECEIVED_TOTAL, "type", INBOUND_TYPES),
+            ws_sent: Labeled::new(WS_MESSAGES_SENT_TOTAL, "type", OUTBOUND_TYPES),
+            ws_received_bytes: metrics::counter!(WS_RECEIVED_BYTES_TOTAL),
+            ws_sent_bytes: metrics::counter!(WS_SENT_BYTES_TOTAL),
+            ws_closes: Labeled::new(WS_CLOSES_TOTAL, "code", CLOSE_CODES),
+            ws_slow_consumers: metrics::counter!(WS_SLOW_CONSUMER_DISCONNECTS_TOTAL),
+            ws_errors_sent: metrics::counter!(WS_ERRORS_SENT_TOTAL),
+            notifications_published: metrics::counter!(NOTIFICATIONS_PUBLISHED_TOTAL),
+            notifications_delivered: metrics::counter!(NOTIFICATIONS_DELIVERED_TOTAL),
+            notifications_forwarded: metrics::counter!(NOTIFICATIONS_FORWARDED_TOTAL),
+            dedup_hits: metrics::counter!(DEDUP_HITS_TOTAL),
+            dedup_misses: metrics::counter!(DEDUP_MISSES_TOTAL),
+            anti_entropy_repairs: metrics::counter!(ANTI_ENTROPY_REPAIRS_TOTAL),
+            resident_memory: metrics::gauge!(PROCESS_RESIDENT_MEMORY_BYTES),
+            cpu_seconds: metrics::counter!(PROCESS_CPU_SECONDS_TOTAL),
+            open_fds: metrics::gauge!(PROCESS_OPEN_FDS),
+            uptime: metrics::gauge!(UPTIME_SECONDS),
+            http_connections: metrics::gauge!(HTTP_CONNECTIONS),
+            mesh_known_relays: metrics::gauge!(MESH_KNOWN_RELAYS),
+            mesh_connections: metrics::gauge!(MESH_CONNECTIONS),
+        }
+    }
+
+    /// Runs `register` with this relay's recorder as the current one, for handles that
+    /// other modules (HTTP, mesh, chain) create with the `metrics` macros.
+    pub fn scoped<T>(&self, register: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&*self.recorder, register)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Sums every series of `name` in the exposition (all label values), so the JSON view
+    /// is computed from exactly the values Prometheus sees.
+    pub fn sum(&self, name: &str) -> f64 {
+        sum_series(&self.render(), name)
+    }
+
+    /// A histogram handle registered in this relay's registry.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Histogram {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, *v))
+            .collect();
+        self.scoped(|| metrics::histogram!(name, labels))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Sums the values of every sample line of metric `name` in a text exposition.
+pub fn sum_series(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = if let Some(labelled) = rest.strip_prefix('{') {
+                labelled.rsplit_once('}')?.1
+            } else if rest.starts_with(' ') {
+                rest
+            } else {
+                return None;
+            };
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+fn describe() {
+    metrics::describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
+    metrics::describe_counter!(
+        WS_CONNECTIONS_ACCEPTED_TOTAL,
+        "WebSocket upgrades accepted."
+    );
+    metrics::describe_counter!(
+        WS_CONNECTIONS_REFUSED_TOTAL,
+        "WebSocket connections refused, by reason."
+    );
+    metrics::describe_counter!(WS_HANDSHAKES_TOTAL, "Protocol handshakes, by outcome.");
+    metrics::describe_counter!(
+        WS_MESSAGES_RECEIVED_TOTAL,
+        "Messages received from clients, by type."
+    );
+    metrics::describe_counter!(
+        WS_MESSAGES_SENT_TOTAL,
+        "Messages queued to clients, by type."
+    );
+    metrics::describe_counter!(
+        WS_RECEIVED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Message bytes received."
+    );
+    metrics::describe_counter!(WS_SENT_BYTES_TOTAL, Unit::Bytes, "Message bytes sent.");
+    metrics::describe_counter!(
+        WS_CLOSES_TOTAL,
+        "WebSocket connections closed, by close code."
+    );
+    metrics::describe_counter!(
+        WS_SLOW_CONSUMER_DISCONNECTS_TOTAL,
+        "Clients disconnected because their outbound queue filled."
+    );
+    metrics::describe_counter!(WS_ERRORS_SENT_TOTAL, "`error` messages sent to clients.");
+    metrics::describe_counter!(
+        NOTIFICATIONS_PUBLISHED_TOTAL,
+        "Notifications published by local clients."
+    );
+    metrics::describe_counter!(
+        NOTIFICATIONS_DELIVERED_TOTAL,
+        "Notification deliveries to local clients."
+    );
+    metrics::describe_counter!(
+        NOTIFICATIONS_FORWARDED_TOTAL,
+        "Notifications forwarded to peer relays."
+    );
+    metrics::describe_counter!(DEDUP_HITS_TOTAL, "Notifications dropped as already seen.");
+    metrics::describe_counter!(DEDUP_MISSES_TOTAL, "Notifications seen for the first time.");
+    metrics::describe_counter!(
+        ANTI_ENTROPY_REPAIRS_TOTAL,
+        "Notifications recovered by anti-entropy."
+    );
+    metrics::describe_gauge!(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        Unit::Bytes,
+        "Resident memory of the relay process."
+    );
+    metrics::describe_counter!(
+        PROCESS_CPU_SECONDS_TOTAL,
+        Unit::Seconds,
+        "CPU time used by the relay process."
+    );
+    metrics::describe_gauge!(
+        PROCESS_OPEN_FDS,
+        "Open file descriptors of the relay process."
+    );
+    metrics::describe_gauge!(
+        UPTIME_SECONDS,
+        Unit::Seconds,
+        "Seconds since the relay started."
+    );
+    metrics::describe_gauge!(HTTP_CONNECTIONS, "Open HTTP API connections.");
+    metrics::describe_gauge!(
+        MESH_KNOWN_RELAYS,
+        "Relays known in the mesh, this one included."
+    );
+    metrics::describe_gauge!(MESH_CONNECTIONS, "Live links to peer relays.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_relay_has_its_own_registry_and_the_sum_reads_it_back() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.ws_sent.get("pong").increment(3);
+        a.ws_sent.get("error").increment(2);
+        a.ws_sent.get("nonsense").increment(1);
+        b.ws_sent.get("pong").increment(7);
+        assert_eq!(a.sum(WS_MESSAGES_SENT_TOTAL), 6.0);
+        assert_eq!(b.sum(WS_MESSAGES_SENT_TOTAL), 7.0);
+        a.ws_connections.set(4.0);
+        assert_eq!(a.sum(WS_CONNECTIONS), 4.0);
+        assert!(
+            a.render()
+                .contains("sdk_relay_ws_messages_sent_total{type=\"other\"} 1")
+        );
+    }
+}

@@ -1,0 +1,25 @@
+# Everyday commands; the README names the same ones.
+
+# Run a relay on the embedded defaults (WebSocket :8090, HTTP :8091).
+run *ARGS:
+    cargo run --release -p sdk_relay -- {{ARGS}}
+
+# Install test prerequisites and run every test (what CI runs).
+test:
+    bash scripts/test.sh
+
+# Format check and clippy with warnings denied.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+    cargo fmt --all
+
+# Validate a configuration file and print the effective configuration.
+check-config FILE="":
+    cargo run -q -p sdk_relay -- check-config {{ if FILE != "" { "--config " + FILE } else { "" } }}
+
+# promtool and docker-compose checks of docker/.
+docker-check:
+    bash docker/check.sh

@@ -1,0 +1,60 @@
+//! The HTTP API (port 8091).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::node::Node;
+use crate::rt::Listener;
+
+pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = node.shutdown_started() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            node.clock.sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let service_node = node.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let node = service_node.clone();
+                async move { Ok::<_, Infallible>(route(&node, request)) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).auto_date_header(false);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn route<B>(node: &Node, request: Request<B>) -> Response<Full<Bytes>> {
+    let (status, body) = match request.uri().path() {
+        "/health" => (
+            StatusCode::OK,
+            serde_json::json!({
+                "status": node.health_status().as_str(),
+                "uptime": node.uptime_secs(),
+                "version": crate::protocol::VERSION,
+                "timestamp": node.unix_secs(),
+            }),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": {"code": "not_found", "message": "no such endpoint"}}),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,112 @@
+//! What the mesh reports to operators.
+
+use serde::Serialize;
+
+/// The three kinds of sync relays exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum SyncType {
+    StateSync,
+    HealthSync,
+    MetricsSync,
+}
+
+impl SyncType {
+    pub const ALL: [SyncType; 3] = [SyncType::StateSync, SyncType::HealthSync, SyncType::MetricsSync];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncType::StateSync => "StateSync",
+            SyncType::HealthSync => "HealthSync",
+            SyncType::MetricsSync => "MetricsSync",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SyncType> {
+        SyncType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// How a relay looks from here: heard from recently, late, or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerHealth {
+    Healthy,
+    Degraded,
+    Unreachable,
+}
+
+impl PeerHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerHealth::Healthy => "healthy",
+            PeerHealth::Degraded => "degraded",
+            PeerHealth::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One entry of `GET /relays`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayInfo {
+    pub relay_id: String,
+    pub address: String,
+    pub version: String,
+    /// Seconds, as last reported by that relay.
+    pub uptime: u64,
+    pub health: PeerHealth,
+    /// Unix seconds when this relay last heard from it (now, for itself).
+    pub last_seen: u64,
+    /// True for the relay answering the request.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    /// True while a live link to it exists.
+    pub connected: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncErrorRecord {
+    pub timestamp: u64,
+    pub peer: String,
+    pub sync_type: Option<SyncType>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerSyncDetail {
+    pub relay_id: String,
+    pub address: String,
+    pub connected: bool,
+    pub health: PeerHealth,
+    pub last_sync: Option<u64>,
+    pub sync_requests: u64,
+    pub sync_responses: u64,
+    /// Mean measured round trip, in milliseconds.
+    pub avg_latency_ms: f64,
+}
+
+/// `GET /sync/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncStatus {
+    /// `syncing` while at least one peer link is live, `idle` with no peers configured
+    /// or known, `disconnected` when peers are known but none is reachable.
+    pub status: &'static str,
+    pub last_sync: Option<u64>,
+    pub next_sync: u64,
+    pub sync_types: Vec<SyncType>,
+    pub errors: Vec<SyncErrorRecord>,
+    pub peers: Vec<PeerSyncDetail>,
+}
+
+/// The `sync_metrics` object of `GET /metrics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncMetrics {
+    pub known_relays: u64,
+    pub mesh_connections: u64,
+    pub sync_requests: u64,
+    pub sync_responses: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Mean sync round trip in milliseconds.
+    pub avg_latency: f64,
+    pub error_count: u64,
+}

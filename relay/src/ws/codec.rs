@@ -1,0 +1,391 @@
+//! WebSocket frames (RFC 6455) after the upgrade: a reader with bounded, lazily grown
+//! buffers and a writer that coalesces queued frames into one write.
+//!
+//! fastwebsockets performs the upgrade; framing is ours because the relay needs what its
+//! reader does not offer: a bound on reassembled fragmented messages, a read buffer that
+//! shrinks back for idle connections (memory per connection), draining the socket after a
+//! close so the peer sees the close frame, and batching many queued frames per syscall.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// Smallest and largest amount read from the socket at once, in bytes.
+const READ_CHUNK_BYTES_MIN: usize = 512;
+const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// Control frame payloads are at most 125 bytes (RFC 6455 5.5).
+const CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
+
+/// Which side of the connection this end is: servers read masked frames and write
+/// unmasked ones; clients the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// One complete message or control frame from the other side.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete text message, valid UTF-8.
+    Text(Bytes),
+    Binary,
+    Ping(Bytes),
+    Pong,
+    /// The peer's close frame, with its code if it gave one.
+    Close(Option<u16>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("connection closed")]
+    Eof,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("message over {0} bytes")]
+    TooBig(usize),
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    #[error("text is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// Reads frames, reassembling fragmented messages up to `message_bytes_max`.
+pub struct FrameReader<R> {
+    io: R,
+    role: Role,
+    buf: BytesMut,
+    /// Adapts to traffic: grows while reads fill it, shrinks back when the link idles.
+    read_chunk_bytes: usize,
+    message_bytes_max: usize,
+    /// A text message whose final fragment has not arrived yet.
+    partial: Option<BytesMut>,
+}
+
+struct Header {
+    fin: bool,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    payload_len: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(io: R, role: Role, message_bytes_max: usize) -> Self {
+        FrameReader {
+            io,
+            role,
+            buf: BytesMut::new(),
+            read_chunk_bytes: READ_CHUNK_BYTES_MIN,
+            message_bytes_max,
+            partial: None,
+        }
+    }
+
+    /// The next complete message or control frame.
+    ///
+    /// # Errors
+    /// End of stream, I/O failure, a message over the limit, a protocol violation or
+    /// invalid UTF-8. After an error the reader must not be used except to `drain`.
+    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        loop {
+            let header = self.read_header().await?;
+            if let Some(message) = self.read_frame(header).await? {
+                if self.buf.is_empty() {
+                    // Idle connections keep no read buffer.
+                    self.buf = BytesMut::new();
+                }
+                return Ok(message);
+            }
+        }
+    }
+
+    /// Reads and discards whatever the peer still sends, for at most `bytes_max` bytes, so
+    /// that closing the socket does not reset it before the peer read our close frame.
+    pub async fn drain(&mut self, bytes_max: usize) {
+        let mut scratch = [0u8; 4096];
+        let mut total = 0;
+        while total < bytes_max {
+            match self.io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    }
+
+    async fn read_header(&mut self) -> Result<Header, ReadError> {
+        self.fill(2).await?;
+        let (b0, b1) = (self.buf[0], self.buf[1]);
+        if b0 & 0x70 != 0 {
+            return Err(ReadError::Protocol("reserved bits set"));
+        }
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return Err(ReadError::Protocol("wrong masking for this side"));
+        }
+        let extra = match b1 & 0x7F {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        self.fill(2 + extra + if masked { 4 } else { 0 }).await?;
+        self.buf.advance(2);
+        let payload_len = match extra {
+            2 => usize::from(self.buf.get_u16()),
+            8 => usize::try_from(self.buf.get_u64()).unwrap_or(usize::MAX),
+            _ => usize::from(b1 & 0x7F),
+        };
+        let mask = masked.then(|| self.buf.get_u32().to_be_bytes());
+        Ok(Header {
+            fin: b0 & 0x80 != 0,
+            opcode: b0 & 0x0F,
+            mask,
+            payload_len,
+        })
+    }
+
+    async fn read_frame(&mut self, header: Header) -> Result<Option<Incoming>, ReadError> {
+        let is_control = header.opcode & 0x8 != 0;
+        if is_control && (!header.fin || header.payload_len > CONTROL_PAYLOAD_BYTES_MAX) {
+            return Err(ReadError::Protocol("invalid control frame"));
+        }
+        if header.opcode == OP_BINARY
+            || (header.opcode == OP_CONTINUATION && self.partial.is_none())
+        {
+            // Binary is refused whole; its payload is never buffered.
+            return if header.opcode == OP_BINARY {
+                Ok(Some(Incoming::Binary))
+            } else {
+                Err(ReadError::Protocol("continuation without a message"))
+            };
+        }
+        let already = self.partial.as_ref().map_or(0, BytesMut::len);
+        if !is_control && already.saturating_add(header.payload_len) > self.message_bytes_max {
+            return Err(ReadError::TooBig(self.message_bytes_max));
+        }
+        let payload = self.read_payload(&header).await?;
+        match header.opcode {
+            OP_TEXT | OP_CONTINUATION => self.assemble(header.opcode, header.fin, payload),
+            OP_PING => Ok(Some(Incoming::Ping(payload.freeze()))),
+            OP_PONG => Ok(Some(Incoming::Pong)),
+            OP_CLOSE => Ok(Some(Incoming::Close(close_code(&payload)))),
+            _ => Err(ReadError::Protocol("unknown opcode")),
+        }
+    }
+
+    fn assemble(
+        &mut self,
+        opcode: u8,
+        fin: bool,
+        payload: BytesMut,
+    ) -> Result<Option<Incoming>, ReadError> {
+        let message = match (opcode, self.partial.take()) {
+            (OP_TEXT, Some(_)) => {
+                return Err(ReadError::Protocol("new message inside a fragmented one"));
+            }
+            (OP_TEXT, None) => payload,
+            (_, Some(mut partial)) => {
+                partial.extend_from_slice(&payload);
+                partial
+            }
+            (_, None) => unreachable!("checked in read_frame"),
+        };
+        if !fin {
+            self.partial = Some(message);
+            return Ok(None);
+        }
+        std::str::from_utf8(&message).map_err(|_| ReadError::InvalidUtf8)?;
+        Ok(Some(Incoming::Text(message.freeze())))
+    }
+
+    async fn read_payload(&mut self, header: &Header) -> Result<BytesMut, ReadError> {
+        self.fill(header.payload_len).await?;
+        let mut payload = self.buf.split_to(header.payload_len);
+        if let Some(mask) = header.mask {
+            apply_mask(&mut payload, mask);
+        }
+        Ok(payload)
+    }
+
+    /// Reads until at least `len` bytes are buffered.
+    async fn fill(&mut self, len: usize) -> Result<(), ReadError> {
+        while self.buf.len() < len {
+            let want = (len - self.buf.len()).max(self.read_chunk_bytes);
+            self.buf.reserve(want);
+            let spare = self.buf.capacity() - self.buf.len();
+            let n = self.io.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(ReadError::Eof);
+            }
+            self.read_chunk_bytes = if n >= spare {
+                (self.read_chunk_bytes * 2).min(READ_CHUNK_BYTES_MAX)
+            } else {
+                (self.read_chunk_bytes / 2).max(READ_CHUNK_BYTES_MIN)
+            };
+        }
+        Ok(())
+    }
+}
+
+fn close_code(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+/// XORs the payload with the 4-byte masking key, eight bytes at a time.
+pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("8-byte chunk")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    let done = data.len() - data.len() % 8;
+    for (i, byte) in data[done..].iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
+/// The kinds of frame the relay sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Text,
+    Ping,
+    Pong,
+    Close,
+}
+
+impl FrameKind {
+    fn opcode(self) -> u8 {
+        match self {
+            FrameKind::Text => OP_TEXT,
+            FrameKind::Ping => OP_PING,
+            FrameKind::Pong => OP_PONG,
+            FrameKind::Close => OP_CLOSE,
+        }
+    }
+}
+
+/// The payload of a close frame: the code, then the reason.
+pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    // Control payloads are at most 125 bytes; reasons are ours and short, but stay safe.
+    let mut end = reason.len().min(CONTROL_PAYLOAD_BYTES_MAX - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload
+}
+
+/// Payloads at least this large are written straight from their buffer, not copied.
+const COPY_BYTES_MAX: usize = 16 * 1024;
+/// Coalesced bytes after which the writer flushes even if more frames are queued.
+const BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// Encodes frames into one buffer and writes them together.
+pub struct FrameWriter<W> {
+    io: W,
+    role: Role,
+    buf: Vec<u8>,
+    /// Source of masking keys for the client role.
+    next_mask: u32,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(io: W, role: Role, mask_seed: u32) -> Self {
+        FrameWriter {
+            io,
+            role,
+            buf: Vec::new(),
+            next_mask: mask_seed | 1,
+        }
+    }
+
+    /// True when enough is buffered that the caller should `flush` before adding more.
+    pub fn batch_full(&self) -> bool {
+        self.buf.len() >= BATCH_BYTES_MAX
+    }
+
+    /// Adds a frame to the batch; large payloads are written through at once.
+    ///
+    /// # Errors
+    /// The write failed.
+    pub async fn push(&mut self, kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
+        let mask = (self.role == Role::Client).then(|| self.mask_key());
+        write_header(&mut self.buf, kind.opcode(), payload.len(), mask);
+        match mask {
+            Some(mask) => {
+                let start = self.buf.len();
+                self.buf.extend_from_slice(payload);
+                apply_mask(&mut self.buf[start..], mask);
+            }
+            None if payload.len() >= COPY_BYTES_MAX => {
+                self.io.write_all(&self.buf).await?;
+                self.buf.clear();
+                self.io.write_all(payload).await?;
+            }
+            None => self.buf.extend_from_slice(payload),
+        }
+        Ok(())
+    }
+
+    /// Writes everything batched.
+    ///
+    /// # Errors
+    /// The write failed.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.io.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        self.io.flush().await?;
+        if self.buf.capacity() > COPY_BYTES_MAX {
+            // Give back memory after a burst; idle connections keep none.
+            self.buf = Vec::new();
+        }
+        Ok(())
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+
+    fn mask_key(&mut self) -> [u8; 4] {
+        // xorshift32: masking only has to defeat proxy cache poisoning, not be secret.
+        let mut x = self.next_mask;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.next_mask = x;
+        x.to_be_bytes()
+    }
+}
+
+fn write_header(buf: &mut Vec<u8>, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
+    buf.put_u8(0x80 | opcode);
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match len {
+        0..=125 => buf.put_u8(mask_bit | len as u8),
+        126..=0xFFFF => {
+            buf.put_u8(mask_bit | 126);
+            buf.put_u16(len as u16);
+        }
+        _ => {
+            buf.put_u8(mask_bit | 127);
+            buf.put_u64(len as u64);
+        }
+    }
+    if let Some(mask) = mask {
+        buf.extend_from_slice(&mask);
+    }
+}
+
+#[cfg(test)]
+mod tests;

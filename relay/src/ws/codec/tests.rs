@@ -1,0 +1,120 @@
+use super::*;
+
+async fn roundtrip(frames: &[(FrameKind, Bytes)], limit: usize) -> Vec<Result<Incoming, String>> {
+    let (client, server) = tokio::io::duplex(1 << 22);
+    let mut writer = FrameWriter::new(client, Role::Client, 7);
+    for (kind, payload) in frames {
+        writer.push(*kind, payload).await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    drop(writer);
+    let mut reader = FrameReader::new(server, Role::Server, limit);
+    let mut out = Vec::new();
+    loop {
+        match reader.next().await {
+            Err(ReadError::Eof) => return out,
+            Err(e) => {
+                out.push(Err(e.to_string()));
+                return out;
+            }
+            Ok(m) => out.push(Ok(m)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_round_trip_with_masking() {
+    let big = Bytes::from(vec![b'a'; 70_000]);
+    let got = roundtrip(
+        &[
+            (FrameKind::Text, Bytes::from_static(b"hello")),
+            (FrameKind::Ping, Bytes::new()),
+            (FrameKind::Text, big.clone()),
+            (
+                FrameKind::Close,
+                Bytes::from(close_payload(1009, "too big")),
+            ),
+        ],
+        1 << 20,
+    )
+    .await;
+    assert_eq!(got[0], Ok(Incoming::Text(Bytes::from_static(b"hello"))));
+    assert_eq!(got[1], Ok(Incoming::Ping(Bytes::new())));
+    assert_eq!(got[2], Ok(Incoming::Text(big)));
+    assert_eq!(got[3], Ok(Incoming::Close(Some(1009))));
+}
+
+#[tokio::test]
+async fn the_limit_is_inclusive() {
+    let exact = Bytes::from(vec![b'x'; 1000]);
+    let got = roundtrip(&[(FrameKind::Text, exact.clone())], 1000).await;
+    assert_eq!(got, [Ok(Incoming::Text(exact))]);
+    let over = Bytes::from(vec![b'x'; 1001]);
+    let got = roundtrip(&[(FrameKind::Text, over)], 1000).await;
+    assert_eq!(got, [Err("message over 1000 bytes".to_string())]);
+}
+
+fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![
+        (if fin { 0x80 } else { 0 }) | opcode,
+        0x80 | payload.len() as u8,
+        1,
+        2,
+        3,
+        4,
+    ];
+    let mut p = payload.to_vec();
+    apply_mask(&mut p, [1, 2, 3, 4]);
+    out.extend(p);
+    out
+}
+
+#[tokio::test]
+async fn fragments_are_reassembled_and_bounded() {
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut bytes = masked_frame(false, OP_TEXT, b"ab");
+    bytes.extend(masked_frame(true, OP_PING, b""));
+    bytes.extend(masked_frame(true, OP_CONTINUATION, b"cd"));
+    bytes.extend(masked_frame(false, OP_TEXT, b"0123"));
+    bytes.extend(masked_frame(true, OP_CONTINUATION, b"45"));
+    client.write_all(&bytes).await.unwrap();
+    let mut reader = FrameReader::new(server, Role::Server, 5);
+    assert_eq!(reader.next().await.unwrap(), Incoming::Ping(Bytes::new()));
+    assert_eq!(
+        reader.next().await.unwrap(),
+        Incoming::Text(Bytes::from_static(b"abcd"))
+    );
+    assert!(matches!(reader.next().await, Err(ReadError::TooBig(5))));
+}
+
+#[tokio::test]
+async fn unmasked_client_frames_binary_and_bad_utf8_are_refused() {
+    let (mut client, server) = tokio::io::duplex(64);
+    client.write_all(&[0x81, 0x01, b'a']).await.unwrap();
+    let mut reader = FrameReader::new(server, Role::Server, 100);
+    assert!(matches!(reader.next().await, Err(ReadError::Protocol(_))));
+
+    let (mut client, server) = tokio::io::duplex(64);
+    client
+        .write_all(&masked_frame(true, OP_BINARY, b"\x00\x01"))
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new(server, Role::Server, 100);
+    assert_eq!(reader.next().await.unwrap(), Incoming::Binary);
+
+    let (mut client, server) = tokio::io::duplex(64);
+    client
+        .write_all(&masked_frame(true, OP_TEXT, &[0xff, 0xfe]))
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new(server, Role::Server, 100);
+    assert!(matches!(reader.next().await, Err(ReadError::InvalidUtf8)));
+}
+
+#[test]
+fn masking_is_an_involution() {
+    let mut data: Vec<u8> = (0..37).collect();
+    apply_mask(&mut data, [9, 8, 7, 6]);
+    apply_mask(&mut data, [9, 8, 7, 6]);
+    assert_eq!(data, (0..37).collect::<Vec<u8>>());
+}

@@ -1,0 +1,154 @@
+//! Local fan-out: every subscriber exactly once, nobody else; a stalled subscriber is cut
+//! off without costing the others anything.
+
+// Tests act from outside the relay, so they use real sockets and clocks directly.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use serde_json::json;
+use support::{Client, TestRelay, fast_config};
+
+async fn collect_notifications(client: &mut Client, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    while ids.len() < count {
+        let message = client.recv_type("notification").await;
+        ids.push(message["message_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// A notification reaches every subscriber (by `*` or by its type) exactly once and no
+/// client that did not subscribe to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_reach_each_subscriber_exactly_once() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (mut publisher, _) = Client::handshaken(relay.ws_addr, &["publish"]).await;
+    let (mut all, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
+    let (mut typed, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    let (mut other_type, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    let (mut unsubscribed, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
+    typed
+        .send_json(&json!({"type":"subscribe","notification_types":["payment_detected","*"]}))
+        .await;
+    assert_eq!(
+        typed.recv_type("subscriptions").await["notification_types"],
+        json!(["*", "payment_detected"])
+    );
+    typed
+        .send_json(&json!({"type":"unsubscribe","notification_types":["*"]}))
+        .await;
+    typed.recv_type("subscriptions").await;
+    other_type
+        .send_json(&json!({"type":"subscribe","notification_types":["block_mined"]}))
+        .await;
+    other_type.recv_type("subscriptions").await;
+    unsubscribed
+        .send_json(&json!({"type":"unsubscribe","notification_types":["*"]}))
+        .await;
+    assert_eq!(
+        unsubscribed.recv_type("subscriptions").await["notification_types"],
+        json!([])
+    );
+
+    let mut published = Vec::new();
+    for i in 0..50 {
+        publisher
+            .send_json(&json!({"type":"notification","notification_type":"payment_detected","data":{"i":i}}))
+            .await;
+        published.push(
+            publisher.recv_type("notification_ack").await["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // A marker of another type tells each non-subscriber that the stream is over.
+    publisher
+        .send_json(&json!({"type":"notification","notification_type":"block_mined","data":{}}))
+        .await;
+    publisher.recv_type("notification_ack").await;
+
+    assert_eq!(collect_notifications(&mut all, 50).await, published);
+    assert_eq!(collect_notifications(&mut typed, 50).await, published);
+    let first_other = other_type.recv_type("notification").await;
+    assert_eq!(
+        first_other["notification_type"], "block_mined",
+        "no payment_detected reached it"
+    );
+    assert_eq!(
+        all.recv_type("notification").await["notification_type"],
+        "block_mined"
+    );
+    // `typed` and `unsubscribed` get nothing more: a ping answered next proves it.
+    for client in [&mut typed, &mut unsubscribed] {
+        client.send_json(&json!({"type":"ping","id":"end"})).await;
+        let next = client.recv_type("pong").await;
+        assert_eq!(next["id"], "end");
+    }
+    relay.shutdown().await;
+}
+
+/// A subscriber that never reads is disconnected once its queue fills; the subscribers
+/// that read receive every notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
+    let mut config = fast_config();
+    config.limits.ws_outbound_queue_max = 16;
+    // Heartbeats would otherwise close the stalled client as silent before it fills up.
+    config.limits.heartbeat_interval_secs = 30;
+    config.limits.connection_timeout_secs = 60;
+    let relay = TestRelay::start(config).await;
+    let (mut publisher, _) = Client::handshaken(relay.ws_addr, &["publish"]).await;
+    let (mut stalled, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        readers.push(
+            Client::handshaken(relay.ws_addr, &["notifications"])
+                .await
+                .0,
+        );
+    }
+    let count = 300;
+    let readers = readers
+        .into_iter()
+        .map(|mut reader| {
+            tokio::spawn(async move { collect_notifications(&mut reader, count).await })
+        })
+        .collect::<Vec<_>>();
+    let payload = "p".repeat(64 * 1024);
+    let mut published = Vec::new();
+    for _ in 0..count {
+        publisher
+            .send_json(&json!({"type":"notification","notification_type":"bulk","data":payload}))
+            .await;
+        published.push(
+            publisher.recv_type("notification_ack").await["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for reader in readers {
+        assert_eq!(
+            reader.await.unwrap(),
+            published,
+            "a reading subscriber lost or reordered nothing"
+        );
+    }
+    // The stalled client finally reads: some notifications, then the slow-consumer close
+    // (or a reset, if the relay already dropped the socket).
+    let mut received = 0;
+    let code = loop {
+        match stalled.recv().await {
+            Ok(_) => received += 1,
+            Err(code) => break code,
+        }
+    };
+    assert!(
+        received < count,
+        "the stalled client was cut off before the end"
+    );
+    assert!(matches!(code, Some(1013) | None), "closed with {code:?}");
+    relay.shutdown().await;
+}

@@ -1,0 +1,221 @@
+//! The relay as users meet it: the binary, its signals and command line, and the
+//! specification's own Python and JavaScript clients as separate processes.
+
+// Tests act from outside the relay, so they use real sockets and clocks directly.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::{Client, TestRelay, WAIT, fast_config};
+use tokio::process::Command;
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+async fn run_client(program: &str, script: &str, url: &str) -> (bool, String) {
+    let output = tokio::time::timeout(
+        WAIT * 2,
+        Command::new(program)
+            .arg(clients_dir().join(script))
+            .arg(url)
+            .current_dir(clients_dir())
+            .output(),
+    )
+    .await
+    .expect("client finishes")
+    .unwrap_or_else(|e| panic!("cannot run {program}: {e} (see README: test prerequisites)"));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (output.status.success(), format!("{stdout}\n{stderr}"))
+}
+
+fn types(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|v| v["type"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The specification's Python client (package `websockets`) handshakes and hears health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_spec_client_handshakes() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (ok, output) = run_client(
+        "python3",
+        "spec_client.py",
+        &format!("ws://{}", relay.ws_addr),
+    )
+    .await;
+    assert!(ok, "python client failed:\n{output}");
+    assert_eq!(
+        types(&output)[..2],
+        ["handshake_response", "health"],
+        "{output}"
+    );
+    relay.shutdown().await;
+}
+
+/// The specification's JavaScript client (Node, package `ws`) handshakes and hears health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_spec_client_handshakes() {
+    assert!(
+        clients_dir().join("node_modules/ws").exists(),
+        "run `npm ci --prefix relay/tests/clients` first (the README's test command does)"
+    );
+    let relay = TestRelay::start(fast_config()).await;
+    let (ok, output) =
+        run_client("node", "spec_client.js", &format!("ws://{}", relay.ws_addr)).await;
+    assert!(ok, "node client failed:\n{output}");
+    assert_eq!(
+        types(&output)[..2],
+        ["handshake_response", "health"],
+        "{output}"
+    );
+    relay.shutdown().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// SIGTERM: clients are closed with 1001 and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_1001_and_exits_0() {
+    let (ws_port, http_port) = (free_port(), free_port());
+    let data_dir = std::env::temp_dir().join(format!("sdk_relay_sigterm_{ws_port}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sdk_relay"))
+        .args([
+            "--ws-addr",
+            &format!("127.0.0.1:{ws_port}"),
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{ws_port}").parse().unwrap();
+    let mut client = None;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            client = Some(Client::handshaken(addr, &["notifications"]).await.0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = client.expect("relay came up");
+    let kill = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status();
+    assert!(kill.unwrap().success());
+    assert_eq!(client.recv_close().await, Some(1001));
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    std::fs::remove_dir_all(&data_dir).ok();
+}
+
+fn relay_command() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sdk_relay"))
+}
+
+/// `check-config` names the offending key and exits 2; a valid file prints the TOML.
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = std::env::temp_dir().join(format!("sdk_relay_check_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "[limits]\nws_connections_max = 0\n",
+            "limits.ws_connections_max",
+        ),
+        ("[mesh]\npeers = [\"nohost\"]\n", "mesh.peers[0]"),
+        ("colour = \"blue\"\n", "colour"),
+        (
+            "[limits]\nheartbeat_interval_secs = 90\n",
+            "limits.heartbeat_interval_secs",
+        ),
+    ];
+    for (text, key) in cases {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let output = relay_command()
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{text}: message should name {key}: {stderr}"
+        );
+    }
+    let path = dir.join("good.toml");
+    std::fs::write(&path, "relay_id = \"relay-9\"\n[sync]\ninterval = 10\n").unwrap();
+    let output = relay_command()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .arg("--network")
+        .arg("regtest")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("relay_id = \"relay-9\"") && printed.contains("network = \"regtest\""),
+        "{printed}"
+    );
+    let env = relay_command()
+        .arg("check-config")
+        .env("SDK_RELAY_PEERS", "a:8090,b:8090")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&env.stdout).contains("peers = [\"a:8090\", \"b:8090\"]"));
+    let bad_flag = relay_command()
+        .args(["check-config", "--ws-addr", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_flag.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("ws_url"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--help` explains every flag.
+#[test]
+fn help_lists_every_flag() {
+    let output = relay_command().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--config",
+        "--relay-id",
+        "--ws-addr",
+        "--http-addr",
+        "--advertise-addr",
+        "--peer",
+        "--network",
+        "--data-dir",
+        "--log-level",
+        "check-config",
+        "SDK_RELAY_PEERS",
+    ] {
+        assert!(help.contains(flag), "--help should mention {flag}:\n{help}");
+    }
+}

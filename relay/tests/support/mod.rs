@@ -1,0 +1,285 @@
+//! Test support: a relay running in-process on loopback, and a WebSocket client built on
+//! fastwebsockets (an independent implementation of the protocol's framing).
+
+#![allow(dead_code)] // Each test binary uses a different part of the support.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
+use http_body_util::Empty;
+use hyper::Request;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use sdk_relay::config::Config;
+use sdk_relay::logs::LogRing;
+use sdk_relay::rt::{Env, Listener as _, Net as _, TokioNet};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// Every wait in tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A relay serving on ephemeral loopback ports until dropped.
+pub struct TestRelay {
+    pub ws_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestRelay {
+    pub async fn start(mut config: Config) -> TestRelay {
+        let net = TokioNet;
+        let ws = net.bind("127.0.0.1:0").await.expect("bind ws");
+        let http = net.bind("127.0.0.1:0").await.expect("bind http");
+        let ws_addr = ws.local_addr().unwrap();
+        let http_addr = http.local_addr().unwrap();
+        config.ws_url = ws_addr.to_string();
+        config.http_url = http_addr.to_string();
+        config.validate().expect("test config is valid");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let env = Env::tokio(7);
+        let done = tokio::spawn(sdk_relay::run(
+            config,
+            env,
+            sdk_relay::Listeners { ws, http },
+            LogRing::new(1000),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestRelay {
+            ws_addr,
+            http_addr,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Stops the relay and waits for its drain to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(WAIT, done)
+                .await
+                .expect("relay stops in time")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Short intervals so timing behaviour shows within seconds.
+pub fn fast_config() -> Config {
+    let mut config = Config::default();
+    config.limits.heartbeat_interval_secs = 1;
+    config.limits.connection_timeout_secs = 3;
+    config.sync.interval = 1;
+    config.sync.health_interval = 2;
+    config.data_dir = std::env::temp_dir().join("sdk_relay_tests");
+    config
+}
+
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
+
+/// What the relay answered to an upgrade it refused.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub retry_after: Option<String>,
+}
+
+pub struct Client {
+    ws: FragmentCollector<TokioIo<Upgraded>>,
+}
+
+impl Client {
+    /// Opens a WebSocket connection (no protocol handshake yet).
+    pub async fn connect(addr: SocketAddr) -> Result<Client, Refused> {
+        Client::connect_with(addr, true).await
+    }
+
+    /// Like `connect`; without `auto_pong` the client reads but never answers pings.
+    pub async fn connect_with(addr: SocketAddr, auto_pong: bool) -> Result<Client, Refused> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("tcp connect");
+        let request = Request::builder()
+            .method("GET")
+            .uri(format!("http://{addr}/"))
+            .header("Host", addr.to_string())
+            .header("Upgrade", "websocket")
+            .header("Connection", "upgrade")
+            .header(
+                "Sec-WebSocket-Key",
+                fastwebsockets::handshake::generate_key(),
+            )
+            .header("Sec-WebSocket-Version", "13")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        match fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await {
+            Ok((mut ws, _)) => {
+                ws.set_auto_pong(auto_pong);
+                Ok(Client {
+                    ws: FragmentCollector::new(ws),
+                })
+            }
+            Err(fastwebsockets::WebSocketError::InvalidStatusCode(status)) => Err(Refused {
+                status,
+                retry_after: None,
+            }),
+            Err(e) => panic!("upgrade failed: {e}"),
+        }
+    }
+
+    /// Connects and completes the protocol handshake with `capabilities`; returns the
+    /// client and the `handshake_response`.
+    pub async fn handshaken(addr: SocketAddr, capabilities: &[&str]) -> (Client, Value) {
+        Client::handshaken_with(addr, capabilities, true).await
+    }
+
+    pub async fn handshaken_with(
+        addr: SocketAddr,
+        capabilities: &[&str],
+        auto_pong: bool,
+    ) -> (Client, Value) {
+        let mut client = Client::connect_with(addr, auto_pong)
+            .await
+            .expect("upgrade accepted");
+        client
+            .send_json(&serde_json::json!({
+                "type": "handshake", "client_id": "test", "version": "1.0.0", "capabilities": capabilities,
+            }))
+            .await;
+        let response = client.recv_type("handshake_response").await;
+        assert_eq!(response["status"], "accepted", "{response}");
+        (client, response)
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws
+            .write_frame(Frame::binary(Payload::Borrowed(bytes)))
+            .await
+            .expect("send");
+    }
+
+    /// The next text message, or the close code if the relay closed instead.
+    pub async fn recv(&mut self) -> Result<Value, Option<u16>> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.read_frame())
+                .await
+                .expect("message in time");
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(_) => return Err(None),
+            };
+            match frame.opcode {
+                OpCode::Text => {
+                    return Ok(serde_json::from_slice(&frame.payload).expect("relay sends JSON"));
+                }
+                OpCode::Close => {
+                    let code = (frame.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    return Err(code);
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message of `kind`, skipping periodic `health` and `sync` messages.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self
+                .recv()
+                .await
+                .unwrap_or_else(|code| panic!("closed with {code:?} waiting for {kind}"));
+            if message["type"] == kind {
+                return message;
+            }
+            let periodic = message["type"] == "health" || message["type"] == "sync";
+            assert!(periodic, "expected {kind}, got {message}");
+        }
+    }
+
+    /// Reads until the relay closes; returns the close code (`None` if the socket just ended).
+    pub async fn recv_close(&mut self) -> Option<u16> {
+        loop {
+            if let Err(code) = self.recv().await {
+                return code;
+            }
+        }
+    }
+}
+
+/// Raises this process's open-file limit, for tests that hold many sockets.
+pub fn raise_fd_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Sends a raw upgrade request and returns the status code and the response head, for
+/// refusals that a WebSocket client library hides.
+pub async fn raw_upgrade(addr: SocketAddr) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("tcp connect");
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "relay closed without answering");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, head)
+}

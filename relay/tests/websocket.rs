@@ -1,0 +1,210 @@
+//! The WebSocket interface of one relay, over real loopback sockets.
+
+// Tests act from outside the relay, so they use real sockets and clocks directly.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use serde_json::json;
+use support::{Client, TestRelay, fast_config, raw_upgrade};
+
+/// Handshake answers `handshake_response` with the granted capabilities, then `health`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_then_health() {
+    let relay = TestRelay::start(fast_config()).await;
+    let mut client = Client::connect(relay.ws_addr).await.unwrap();
+    client
+        .send_json(&json!({"type":"handshake","client_id":"c1","version":"1.0.0","capabilities":["sync","notifications","bogus"]}))
+        .await;
+    let response = client.recv().await.unwrap();
+    assert_eq!(response["type"], "handshake_response");
+    assert_eq!(response["status"], "accepted");
+    assert_eq!(response["relay_id"], "relay-1");
+    assert_eq!(response["capabilities"], json!(["sync", "notifications"]));
+    assert_eq!(response["heartbeat_interval"], 1);
+    let health = client.recv().await.unwrap();
+    assert_eq!(health["type"], "health");
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["metrics"]["connections"], 1);
+    assert!(
+        health["metrics"]["memory_usage"]
+            .as_str()
+            .unwrap()
+            .ends_with("MB")
+    );
+    relay.shutdown().await;
+}
+
+/// ping -> pong; malformed JSON and unknown types get `error` and the connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_errors_keep_the_connection() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (mut client, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    client.send_json(&json!({"type":"ping","id":"a"})).await;
+    let pong = client.recv_type("pong").await;
+    assert_eq!(pong["id"], "a");
+    client.send_text("{not json").await;
+    let error = client.recv_type("error").await;
+    assert_eq!(error["code"], "malformed_json");
+    client.send_json(&json!({"type":"teleport"})).await;
+    let error = client.recv_type("error").await;
+    assert_eq!(error["code"], "unknown_type");
+    client
+        .send_json(&json!({"type":"notification","notification_type":"t","data":{}}))
+        .await;
+    let error = client.recv_type("error").await;
+    assert_eq!(error["code"], "forbidden", "publish needs the capability");
+    client.send_json(&json!({"type":"ping"})).await;
+    client.recv_type("pong").await;
+    relay.shutdown().await;
+}
+
+fn publish_of_size(total_bytes: usize) -> String {
+    let head = r#"{"type":"notification","notification_type":"big","data":""#;
+    let tail = r#""}"#;
+    let padding = total_bytes - head.len() - tail.len();
+    format!("{head}{}{tail}", "x".repeat(padding))
+}
+
+/// Exactly 1 MiB is accepted; one byte more closes with 1009.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_size_limit_is_exact() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (mut client, _) = Client::handshaken(relay.ws_addr, &["publish"]).await;
+    let exact = publish_of_size(1 << 20);
+    assert_eq!(exact.len(), 1 << 20);
+    client.send_text(&exact).await;
+    client.recv_type("notification_ack").await;
+    client.send_text(&publish_of_size((1 << 20) + 1)).await;
+    assert_eq!(client.recv_close().await, Some(1009));
+    relay.shutdown().await;
+}
+
+/// A binary frame closes with 1003.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frame_closes_with_1003() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (mut client, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    client.send_binary(&[1, 2, 3]).await;
+    assert_eq!(client.recv_close().await, Some(1003));
+    relay.shutdown().await;
+}
+
+/// Anything but a handshake first closes with 1002, as does a malformed handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_before_handshake_closes_with_1002() {
+    let relay = TestRelay::start(fast_config()).await;
+    let mut client = Client::connect(relay.ws_addr).await.unwrap();
+    client.send_json(&json!({"type":"ping"})).await;
+    assert_eq!(client.recv_close().await, Some(1002));
+    let mut client = Client::connect(relay.ws_addr).await.unwrap();
+    client.send_json(&json!({"type":"handshake"})).await;
+    assert_eq!(client.recv_close().await, Some(1002));
+    relay.shutdown().await;
+}
+
+/// With tokens configured, a wrong or missing token is rejected and closed with 1008; the
+/// right one is accepted and grants `publish`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_gate_the_handshake() {
+    let mut config = fast_config();
+    config.auth.ws_tokens = vec!["s3cret".into()];
+    let relay = TestRelay::start(config).await;
+    for token in [Some("wrong"), None] {
+        let mut client = Client::connect(relay.ws_addr).await.unwrap();
+        let mut handshake =
+            json!({"type":"handshake","client_id":"c","version":"1","capabilities":["publish"]});
+        if let Some(token) = token {
+            handshake["token"] = json!(token);
+        }
+        client.send_json(&handshake).await;
+        let response = client.recv().await.unwrap();
+        assert_eq!(response["status"], "rejected");
+        assert!(response["reason"].is_string());
+        assert_eq!(client.recv_close().await, Some(1008));
+    }
+    let mut client = Client::connect(relay.ws_addr).await.unwrap();
+    client
+        .send_json(&json!({"type":"handshake","client_id":"c","version":"1","capabilities":["publish"],"token":"s3cret"}))
+        .await;
+    let response = client.recv().await.unwrap();
+    assert_eq!(response["status"], "accepted");
+    assert_eq!(response["capabilities"], json!(["publish"]));
+    relay.shutdown().await;
+}
+
+/// A client that never handshakes is closed after the connection timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_handshake_times_out() {
+    let relay = TestRelay::start(fast_config()).await;
+    let mut client = Client::connect(relay.ws_addr).await.unwrap();
+    assert_eq!(client.recv_close().await, Some(1002));
+    relay.shutdown().await;
+}
+
+/// A client that stops answering pings is closed after the connection timeout, while a
+/// client that answers them stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_is_closed_after_the_timeout() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (mut silent, _) = Client::handshaken_with(relay.ws_addr, &[], false).await;
+    let (mut live, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    // The live client keeps reading, so its library answers every ping.
+    let live = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            let message =
+                tokio::time::timeout(std::time::Duration::from_millis(200), live.recv()).await;
+            if let Ok(Err(code)) = message {
+                panic!("live client closed with {code:?}");
+            }
+        }
+        live
+    });
+    let started = tokio::time::Instant::now();
+    // The silent client reads everything but never answers a ping: closed with 1000.
+    assert_eq!(silent.recv_close().await, Some(1000));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "not before the timeout"
+    );
+    let mut live = live.await.expect("live client was never closed");
+    live.send_json(&json!({"type":"ping"})).await;
+    live.recv_type("pong").await;
+    relay.shutdown().await;
+}
+
+/// Clients asking for `sync` receive the relay's StateSync; others do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_capability_receives_state_sync() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (mut client, _) = Client::handshaken(relay.ws_addr, &["sync"]).await;
+    let sync = loop {
+        let message = client.recv().await.unwrap();
+        if message["type"] == "sync" {
+            break message;
+        }
+    };
+    assert_eq!(sync["sync_type"], "StateSync");
+    assert_eq!(sync["relay_id"], "relay-1");
+    assert_eq!(sync["payload"]["state"]["network"], "signet");
+    assert!(sync["message_id"].is_string());
+    relay.shutdown().await;
+}
+
+/// Plain HTTP on the WebSocket port is told to upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_gets_426() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start(fast_config()).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.ws_addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 426"));
+    let _ = raw_upgrade; // used by the limits tests
+    relay.shutdown().await;
+}

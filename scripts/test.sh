@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: dependencies, Rust tests, deployment checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/test-deps.sh
+cargo test --workspace --locked
+if command -v promtool >/dev/null && command -v docker-compose >/dev/null; then
+  bash docker/check.sh
+fi
