@@ -36,6 +36,8 @@ pub struct ConnectionsReport {
     pub rss_per_connection_bytes: f64,
     pub errors_total: u64,
     pub errors: ErrorCounts,
+    /// The machine's 1-minute load average at the end (competing work skews figures).
+    pub load_average_1m: Option<f64>,
 }
 
 impl std::fmt::Display for ConnectionsReport {
@@ -59,6 +61,9 @@ impl std::fmt::Display for ConnectionsReport {
             self.rss_per_connection_bytes,
             self.memory_source
         )?;
+        if let Some(load) = self.load_average_1m {
+            writeln!(f, "  load average (1 min) {load:.2}")?;
+        }
         write!(
             f,
             "  closed by the server while held {}; errors {}",
@@ -196,6 +201,7 @@ pub async fn connections(args: &ConnectionsArgs) -> anyhow::Result<ConnectionsRe
         rss_per_connection_bytes: (rss_after as f64 - rss_before as f64) / open as f64,
         errors_total: errors.total(),
         errors,
+        load_average_1m: crate::stats::load_average_1m(),
     })
 }
 

@@ -98,6 +98,8 @@ pub struct RunReport {
     pub latency: LatencySummary,
     pub errors_total: u64,
     pub errors: ErrorCounts,
+    /// The machine's 1-minute load average at the end (competing work skews figures).
+    pub load_average_1m: Option<f64>,
 }
 
 impl std::fmt::Display for RunReport {
@@ -120,6 +122,9 @@ impl std::fmt::Display for RunReport {
             self.messages_per_sec, self.deliveries_per_sec, self.megabytes_per_sec
         )?;
         writeln!(f, "  latency {}", self.latency)?;
+        if let Some(load) = self.load_average_1m {
+            writeln!(f, "  load average (1 min) {load:.2}")?;
+        }
         write!(f, "  errors {}", self.errors_total)?;
         for (kind, n) in &self.errors.0 {
             write!(f, "\n    {n} × {kind}")?;
@@ -260,6 +265,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunReport> {
         latency: total.latency.summary(),
         errors_total: errors.total(),
         errors,
+        load_average_1m: crate::stats::load_average_1m(),
     })
 }
 

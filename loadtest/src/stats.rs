@@ -67,6 +67,16 @@ impl std::fmt::Display for LatencySummary {
     }
 }
 
+/// The machine's 1-minute load average (other work competing for the cores), if known.
+pub fn load_average_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The median of `values` (the mean of the middle two for an even count); `None` if empty.
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
