@@ -58,6 +58,8 @@ const OUTBOUND_TYPES: &[&str] = &[
     "error",
     "subscriptions",
 ];
+const SYNC_TYPES: &[&str] = &SYNC_TYPES_ARRAY;
+const SYNC_TYPES_ARRAY: [&str; 3] = ["StateSync", "HealthSync", "MetricsSync"];
 const CLOSE_CODES: &[&str] = &[
     "1000", "1001", "1002", "1003", "1006", "1007", "1008", "1009", "1011", "1013",
 ];
@@ -89,6 +91,13 @@ pub struct Metrics {
     pub http_connections: Gauge,
     pub mesh_known_relays: Gauge,
     pub mesh_connections: Gauge,
+    /// By health: healthy, degraded, unreachable.
+    pub mesh_peers: [Gauge; 3],
+    pub sync_requests: Labeled,
+    pub sync_received: Labeled,
+    pub sync_responses: Labeled,
+    pub sync_errors: Labeled,
+    sync_rtt: [Histogram; 3],
 }
 
 impl Metrics {
@@ -142,6 +151,14 @@ impl Metrics {
             http_connections: metrics::gauge!(HTTP_CONNECTIONS),
             mesh_known_relays: metrics::gauge!(MESH_KNOWN_RELAYS),
             mesh_connections: metrics::gauge!(MESH_CONNECTIONS),
+            mesh_peers: ["healthy", "degraded", "unreachable"]
+                .map(|h| metrics::gauge!(MESH_PEERS, "health" => h)),
+            sync_requests: Labeled::new(SYNC_REQUESTS_TOTAL, "sync_type", SYNC_TYPES),
+            sync_received: Labeled::new(SYNC_REQUESTS_RECEIVED_TOTAL, "sync_type", SYNC_TYPES),
+            sync_responses: Labeled::new(SYNC_RESPONSES_TOTAL, "sync_type", SYNC_TYPES),
+            sync_errors: Labeled::new(SYNC_ERRORS_TOTAL, "sync_type", SYNC_TYPES),
+            sync_rtt: SYNC_TYPES_ARRAY
+                .map(|t| metrics::histogram!(SYNC_ROUND_TRIP_SECONDS, "sync_type" => t)),
         }
     }
 
@@ -149,6 +166,14 @@ impl Metrics {
     /// other modules (HTTP, mesh, chain) create with the `metrics` macros.
     pub fn scoped<T>(&self, register: impl FnOnce() -> T) -> T {
         metrics::with_local_recorder(&*self.recorder, register)
+    }
+
+    /// The round-trip histogram of one sync type.
+    pub fn sync_rtt(&self, sync_type: crate::mesh::SyncType) -> &Histogram {
+        &self.sync_rtt[crate::mesh::SyncType::ALL
+            .iter()
+            .position(|t| *t == sync_type)
+            .expect("all sync types")]
     }
 
     /// The Prometheus text exposition of every metric.
@@ -278,6 +303,28 @@ fn describe() {
         "Relays known in the mesh, this one included."
     );
     metrics::describe_gauge!(MESH_CONNECTIONS, "Live links to peer relays.");
+    metrics::describe_gauge!(MESH_PEERS, "Known peer relays, by health.");
+    metrics::describe_counter!(
+        SYNC_REQUESTS_TOTAL,
+        "Sync requests sent to peers, by sync type."
+    );
+    metrics::describe_counter!(
+        SYNC_REQUESTS_RECEIVED_TOTAL,
+        "Sync requests received from peers, by sync type."
+    );
+    metrics::describe_counter!(
+        SYNC_RESPONSES_TOTAL,
+        "Sync responses received from peers, by sync type."
+    );
+    metrics::describe_counter!(
+        SYNC_ERRORS_TOTAL,
+        "Sync requests unanswered in time or malformed peer messages."
+    );
+    metrics::describe_histogram!(
+        SYNC_ROUND_TRIP_SECONDS,
+        Unit::Seconds,
+        "Sync request round trip."
+    );
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub async fn run<N: Net>(
     tasks.spawn(crate::http::serve(node.clone(), listeners.http));
     tasks.spawn(heartbeat(node.clone()));
     tasks.spawn(state_sync_to_clients(node.clone()));
+    tasks.spawn(crate::mesh::run(node.clone(), env.net.clone()));
 
     shutdown.await;
     drain(&node).await;

@@ -35,6 +35,8 @@ pub const MESH_CONNECTIONS: &str = "sdk_relay_mesh_connections";
 pub const SYNC_REQUESTS_TOTAL: &str = "sdk_relay_sync_requests_total";
 /// Label `sync_type`.
 pub const SYNC_RESPONSES_TOTAL: &str = "sdk_relay_sync_responses_total";
+/// Label `sync_type`. Sync requests received from peers.
+pub const SYNC_REQUESTS_RECEIVED_TOTAL: &str = "sdk_relay_sync_requests_received_total";
 /// Label `sync_type`.
 pub const SYNC_ERRORS_TOTAL: &str = "sdk_relay_sync_errors_total";
 /// Label `sync_type`. Histogram.

@@ -27,6 +27,10 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow)]
     id: Option<&'a RawValue>,
+    #[serde(default)]
+    relay_id: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
 }
 
 /// A validated message from a client.
@@ -49,6 +53,9 @@ pub struct Handshake {
     /// The capabilities asked for; unknown names are ignored (never granted).
     pub capabilities: Capabilities,
     pub token: Option<String>,
+    /// For relays (capability `relay`): the dialing relay's id and advertised address.
+    pub relay_id: Option<String>,
+    pub address: Option<String>,
 }
 
 #[derive(Debug)]
@@ -132,11 +139,25 @@ fn handshake(envelope: Envelope<'_>) -> Result<Handshake, ParseError> {
             capabilities.insert(c);
         }
     }
+    if capabilities.contains(Capability::Relay) {
+        check_name(
+            "handshake",
+            "relay_id",
+            envelope.relay_id.as_deref().unwrap_or_default(),
+        )?;
+        check_name(
+            "handshake",
+            "address",
+            envelope.address.as_deref().unwrap_or_default(),
+        )?;
+    }
     Ok(Handshake {
         client_id,
         version,
         capabilities,
         token: envelope.token,
+        relay_id: envelope.relay_id,
+        address: envelope.address,
     })
 }
 

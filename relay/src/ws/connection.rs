@@ -64,7 +64,7 @@ where
 /// Close code recorded when the client vanished without a close handshake.
 pub const ABNORMAL: u16 = 1006;
 
-async fn write_loop<W>(
+pub(crate) async fn write_loop<W>(
     mut writer: FrameWriter<W>,
     mut rx: mpsc::Receiver<Outbound>,
     control: Arc<ClientControl>,
