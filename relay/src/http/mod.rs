@@ -40,6 +40,26 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
 
 fn route<B>(node: &Node, request: Request<B>) -> Response<Full<Bytes>> {
     let (status, body) = match request.uri().path() {
+        "/relays" => (
+            StatusCode::OK,
+            serde_json::json!({ "relays": node.relays() }),
+        ),
+        "/sync/status" => (
+            StatusCode::OK,
+            serde_json::to_value(node.sync_status()).unwrap_or_default(),
+        ),
+        "/metrics" => (
+            StatusCode::OK,
+            serde_json::json!({ "sync_metrics": node.sync_metrics() }),
+        ),
+        "/sync/force" => {
+            let types = crate::mesh::SyncType::ALL;
+            let peers = node.force_sync(&types);
+            (
+                StatusCode::OK,
+                serde_json::json!({"status": "sync_triggered", "sync_types": types, "peers": peers}),
+            )
+        }
         "/health" => (
             StatusCode::OK,
             serde_json::json!({

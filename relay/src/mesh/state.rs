@@ -1,7 +1,7 @@
 //! The mesh's shared state: members, links, the dedup cache and notification log, and
 //! pending sync requests. Guarded by one mutex that is never held across an await.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -39,6 +39,8 @@ pub(super) struct Link {
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct DialState {
+    /// The relay found at this address by the last successful handshake.
+    pub relay_id: Option<String>,
     pub attempts: u32,
     pub next_attempt_ms: u64,
     pub in_flight: bool,
@@ -66,8 +68,10 @@ pub(super) struct State {
     pub self_addresses: BTreeSet<String>,
     pub dedup: DedupCache,
     pub log: NotificationLog,
-    /// Ids requested by anti-entropy, to count repairs when they arrive.
-    pub repairs_requested: HashSet<String>,
+    /// Ids requested by anti-entropy and when (monotonic ms): not asked again from
+    /// another peer while the first request may still be answered; counted as repairs
+    /// when they arrive.
+    pub repairs_requested: HashMap<String, u64>,
     pub pending: BTreeMap<String, Pending>,
     pub errors: VecDeque<SyncErrorRecord>,
     pub peer_stats: BTreeMap<String, PeerStats>,
@@ -97,7 +101,7 @@ impl Default for Mesh {
                 self_addresses: BTreeSet::new(),
                 dedup: DedupCache::new(DEDUP_IDS_MAX),
                 log: NotificationLog::new(LOG_ENTRIES_MAX, LOG_RETENTION_SECS),
-                repairs_requested: HashSet::new(),
+                repairs_requested: HashMap::new(),
                 pending: BTreeMap::new(),
                 errors: VecDeque::new(),
                 peer_stats: BTreeMap::new(),
@@ -150,7 +154,10 @@ impl Mesh {
                 targets: Vec::new(),
             };
         }
-        let repaired = state.repairs_requested.remove(&notification.message_id);
+        let repaired = state
+            .repairs_requested
+            .remove(&notification.message_id)
+            .is_some();
         state.log.push(now_unix, notification.clone());
         let targets = state
             .links
@@ -348,14 +355,27 @@ impl Mesh {
         state.log.summary()
     }
 
-    /// Ids in a peer's summary this relay never saw; they are remembered as requested.
-    pub(super) fn missing_from(&self, summary: &[StreamSummary]) -> Vec<String> {
+    /// Ids in a peer's summary this relay never saw and has not asked for within
+    /// `retry_ms`; they are remembered as requested.
+    pub(super) fn missing_from(
+        &self,
+        summary: &[StreamSummary],
+        now_ms: u64,
+        retry_ms: u64,
+    ) -> Vec<String> {
         let mut state = self.lock();
-        let missing = super::dedup::missing_ids(summary, &state.dedup);
-        if state.repairs_requested.len() + missing.len() > super::dedup::FETCH_IDS_MAX * 8 {
-            state.repairs_requested.clear();
+        let State {
+            dedup,
+            repairs_requested,
+            ..
+        } = &mut *state;
+        repairs_requested.retain(|_, at| now_ms.saturating_sub(*at) < retry_ms);
+        let mut missing = super::dedup::missing_ids(summary, dedup);
+        missing.retain(|id| !repairs_requested.contains_key(id));
+        if repairs_requested.len() + missing.len() > super::dedup::FETCH_IDS_MAX * 8 {
+            repairs_requested.clear();
         }
-        state.repairs_requested.extend(missing.iter().cloned());
+        repairs_requested.extend(missing.iter().map(|id| (id.clone(), now_ms)));
         missing
     }
 

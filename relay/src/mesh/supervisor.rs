@@ -123,10 +123,13 @@ fn due_addresses(node: &Node) -> Vec<String> {
                 && !linked.contains(&a.as_str())
         })
         .filter(|a| {
-            state
-                .dials
-                .get(a)
-                .is_none_or(|d| !d.in_flight && d.next_attempt_ms <= now_ms)
+            state.dials.get(a).is_none_or(|d| {
+                let linked = d
+                    .relay_id
+                    .as_ref()
+                    .is_some_and(|id| state.links.contains_key(id));
+                !linked && !d.in_flight && d.next_attempt_ms <= now_ms
+            })
         })
         .take(budget)
         .collect()
@@ -254,7 +257,14 @@ async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
         Ok(r) => return DialOutcome::Failed(format!("refused: {}", r.reason.unwrap_or_default())),
         Err(e) => return DialOutcome::Failed(format!("bad handshake response: {e}")),
     };
-    serve_outbound(node, reader, writer, response.relay_id, address.to_string()).await;
+    let peer_id = response.relay_id;
+    node.mesh
+        .lock()
+        .dials
+        .entry(address.to_string())
+        .or_default()
+        .relay_id = Some(peer_id.clone());
+    serve_outbound(node, reader, writer, peer_id, address.to_string()).await;
     DialOutcome::Served
 }
 

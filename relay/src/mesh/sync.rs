@@ -91,7 +91,8 @@ pub(super) fn observe(
         node.mesh.merge_gossip(node.relay_id(), relays);
     }
     if let Some(log) = &payload.log {
-        let missing = node.mesh.missing_from(log);
+        let retry_ms = 2 * node.config.sync_interval().as_millis() as u64;
+        let missing = node.mesh.missing_from(log, node.now_ms(), retry_ms);
         if !missing.is_empty() {
             tracing::debug!(peer = %peer_id, count = missing.len(), "anti-entropy: fetching missed notifications");
             offer(tx, control, Outbound::Text(wire::encode_fetch(&missing)));

@@ -253,6 +253,8 @@ pub fn raise_fd_limit() {
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+pub mod cluster;
+
 /// Sends a raw upgrade request and returns the status code and the response head, for
 /// refusals that a WebSocket client library hides.
 pub async fn raw_upgrade(addr: SocketAddr) -> (u16, String) {
