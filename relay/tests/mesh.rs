@@ -204,9 +204,9 @@ async fn partitioned_relay_catches_up_exactly_once() {
     }
     let mut proxies = Vec::new(); // (from, to, proxy)
     for from in 0..3 {
-        for to in 0..3 {
+        for (to, target) in relays.iter().enumerate() {
             if from != to {
-                proxies.push((from, to, Proxy::start(relays[to].ws_addr).await));
+                proxies.push((from, to, Proxy::start(target.ws_addr).await));
             }
         }
     }
