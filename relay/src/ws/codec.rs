@@ -118,10 +118,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads and discards whatever the peer still sends, for at most `bytes_max` bytes, so
     /// that closing the socket does not reset it before the peer read our close frame.
     pub async fn drain(&mut self, bytes_max: usize) {
-        let mut scratch = [0u8; 4096];
+        // A heap buffer: a stack one would enlarge every connection's task for good.
         let mut total = 0;
         while total < bytes_max {
-            match self.io.read(&mut scratch).await {
+            self.buf.clear();
+            self.buf.reserve(READ_CHUNK_BYTES_MAX);
+            match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => total += n,
             }
@@ -362,10 +364,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.buf.clear();
         }
         self.io.flush().await?;
-        if self.buf.capacity() > COPY_BYTES_MAX {
-            // Give back memory after a burst; idle connections keep none.
-            self.buf = Vec::new();
-        }
+        // Idle connections keep no write buffer; one allocation per batch is far cheaper
+        // than the write it accompanies.
+        self.buf = Vec::new();
         Ok(())
     }
 
