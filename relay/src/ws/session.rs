@@ -89,7 +89,10 @@ impl Session {
             tx: self.tx.clone(),
             control: self.control.clone(),
         };
+        // A peer link is not a client: the connection gauge counts wallets only.
+        self.node.metrics.ws_connections.decrement(1.0);
         crate::mesh::serve_inbound(&self.node, reader, parts).await;
+        self.node.metrics.ws_connections.increment(1.0);
         if self.control.close_reason().is_none() {
             self.control.close(CloseReason::NORMAL);
         }
