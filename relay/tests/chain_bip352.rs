@@ -164,3 +164,28 @@ fn every_receiving_vector() {
         "{cases} {no_tweak} {labelled}"
     );
 }
+
+// Proves the BIP158 check on a real Blindbit filter (block 295125): the documented
+// output's key is in it, under that block's hash only, and an unrelated key is not.
+#[test]
+fn recorded_blindbit_filter_matches_the_documented_output() {
+    use sdk_relay::chain::scan::filter_matches;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/blindbit-signet/295125/filter-new-utxos.json"
+    );
+    let filter: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let data = hex::decode(filter["data"].as_str().unwrap()).unwrap();
+    let hash = bitcoin::BlockHash::from_str(filter["block_hash"].as_str().unwrap()).unwrap();
+    let script: [u8; 34] =
+        hex::decode("5120dbd93fdd869e3522405749a594c2e3f4833ac98d0f4e70da6e7294f6623258c3")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let mut other = script;
+    other[33] ^= 1;
+    assert!(filter_matches(&data, &hash, &[script]));
+    assert!(!filter_matches(&data, &hash, &[other]));
+    let wrong_hash = bitcoin::BlockHash::from_str(&"00".repeat(32)).unwrap();
+    assert!(!filter_matches(&data, &wrong_hash, &[script]));
+}
