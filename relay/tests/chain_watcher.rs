@@ -242,7 +242,8 @@ async fn nothing_in_blocks_200000_and_200001() {
 }
 
 // Proves a wallet registered at run time is rescanned from its birth height and gets the
-// payment under its own id and address; another wallet gets nothing.
+// payment under its own id and address; another wallet gets nothing; a wallet stuck on a
+// block the sources lack does not hold back the best chain.
 #[tokio::test]
 async fn registered_wallet_gets_its_payment() {
     let fakes = fakes_for(fakes::chain(295120, 295126)).await;
@@ -418,12 +419,19 @@ async fn survives_5xx_and_timeouts() {
 }
 
 // Proves a restart resumes from the persisted height: no rescan of old blocks, no
-// duplicate payment, the next block announced.
+// duplicate payment, the next block announced; a rescan longer than one poll's budget
+// goes on without waiting for the next poll.
 #[tokio::test]
 async fn restart_resumes_without_duplicate() {
     let dir = temp_dir("restart");
     let fakes = fakes_for(fakes::chain(295120, 295126)).await;
-    let first = spawn(&fakes, settings(dir.clone(), Some(own_key(295120))));
+    // Two blocks per poll and an hour between polls: catching up must not wait for polls.
+    let slow = |dir: PathBuf| WatchSettings {
+        blocks_per_tick_max: 2,
+        poll_interval: Duration::from_secs(3600),
+        ..settings(dir, Some(own_key(295120)))
+    };
+    let first = spawn(&fakes, slow(dir.clone()));
     wait_scanned(&first.handle, 295126).await;
     let events = first.stop().await;
     assert_eq!(payments(&events).len(), 1);
@@ -433,7 +441,7 @@ async fn restart_resumes_without_duplicate() {
         model.blocks.insert(295127, FakeBlock::empty(295127, 0));
         model.blindbit_paths.clear();
     }
-    let second = spawn(&fakes, settings(dir, Some(own_key(295120))));
+    let second = spawn(&fakes, slow(dir));
     wait_scanned(&second.handle, 295127).await;
     let events = second.stop().await;
     assert!(payments(&events).is_empty(), "{events:?}");
@@ -478,4 +486,70 @@ async fn wrong_network_is_refused_and_no_source_is_disabled() {
     .await
     .unwrap();
     assert!(!handle.status().enabled);
+}
+
+// Proves every hit is confirmed against Core: when Core reports another value for the
+// output than Blindbit, nothing is emitted.
+#[tokio::test]
+async fn hit_not_confirmed_by_core_is_dropped() {
+    let chain = fakes::chain(295120, 295126);
+    let key = (PAYMENT_TXID.to_string(), 0);
+    chain
+        .lock()
+        .unwrap()
+        .core_value_override
+        .insert(key, 20_000);
+    let fakes = fakes_for(chain).await;
+    let run = spawn(&fakes, settings(temp_dir("confirm"), Some(own_key(295120))));
+    wait_scanned(&run.handle, 295126).await;
+    let events = run.stop().await;
+    assert!(payments(&events).is_empty(), "{events:?}");
+}
+
+// Proves cookie-file authentication, and that a refused login is reported as degraded
+// (naming Core, never the password) while the watcher keeps running.
+#[tokio::test]
+async fn cookie_file_auth_and_refused_login() {
+    let dir = temp_dir("cookie");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cookie = dir.join(".cookie");
+    std::fs::write(&cookie, "__cookie__:s3cret\n").unwrap();
+    let chain = fakes::chain(295120, 295122);
+    chain.lock().unwrap().core_auth = Some("__cookie__:s3cret".into());
+    let fakes = fakes_for(chain).await;
+    let handle = WatchHandle::new(Network::Signet, 8, true);
+    let (tx, mut rx) = mpsc::channel(64);
+    let watcher = |auth: CoreAuth, handle: WatchHandle, tx| {
+        Watcher {
+            core: CoreRpc::new(TokioNet, &fakes.core_url, auth, Duration::from_millis(300))
+                .unwrap(),
+            blindbit: BlindbitHttp::new(TokioNet, &fakes.blindbit_url, Duration::from_millis(300))
+                .unwrap(),
+            settings: settings(dir.clone(), None),
+            clock: Arc::new(TokioClock),
+            rng: SeededRng::new(1),
+            handle,
+        }
+        .run(tx, std::future::pending())
+    };
+    let task = tokio::spawn(watcher(CoreAuth::Cookie(cookie), handle.clone(), tx));
+    wait_scanned(&handle, 295122).await;
+    task.abort();
+    assert!(payments(&drain(&mut rx)).is_empty());
+    let refused = WatchHandle::new(Network::Signet, 8, true);
+    let (tx, _rx) = mpsc::channel(64);
+    let bad = CoreAuth::Basic {
+        user: "__cookie__".into(),
+        password: "wrong".into(),
+    };
+    let task = tokio::spawn(watcher(bad, refused.clone(), tx));
+    wait_status(&refused, "refused login reported", |s| {
+        s.degraded
+            .as_deref()
+            .is_some_and(|d| d.contains("bitcoin_core") && d.contains("401"))
+    })
+    .await;
+    assert!(!refused.status().degraded.unwrap().contains("wrong"));
+    assert!(!task.is_finished());
+    task.abort();
 }

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 
 use super::events::{ChainEvent, Target};
 use super::keys::WatchedKey;
+use super::progress::Progress;
 use super::scan::{candidate_scripts, filter_matches, scan_outputs, shared_secret};
 use super::source::{BlindbitSource, BlindbitUtxo, CoreBlock, CoreSource, SourceError};
-use super::watcher::{Progress, TickError, Watcher};
+use super::watcher::{TickError, Watcher};
 
 /// A payment found in a block, before or after confirmation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,58 +39,126 @@ pub(crate) enum BlockOutcome {
 }
 
 impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
-    /// Scans from the lowest cursor up, within `blocks_per_tick_max`. Returns why it
-    /// stopped early, if it waits for Blindbit.
+    /// Follows the best chain, then lets lagging wallets catch up, within
+    /// `blocks_per_tick_max` blocks. Returns whether blocks are left to scan now, and why
+    /// the best chain waits, if it does.
     pub(crate) async fn scan_available(
         &self,
         progress: &mut Progress,
         tip: u32,
         blindbit_height: u32,
         events: &mpsc::Sender<ChainEvent>,
-    ) -> Result<Option<String>, TickError> {
-        for _ in 0..self.settings.blocks_per_tick_max {
-            let main_next = progress.next_height.expect("set before scanning");
+    ) -> Result<(bool, Option<String>), TickError> {
+        let mut budget = self.settings.blocks_per_tick_max;
+        let waiting = self
+            .follow_tip(progress, tip, blindbit_height, &mut budget, events)
+            .await?;
+        let main_next = progress.next_height.expect("set before scanning");
+        while budget > 0 {
             let wallets = self.handle.wallets();
-            let height = wallets
+            let Some(height) = wallets
                 .iter()
                 .filter_map(|(_, e)| e.next_height)
-                .fold(main_next, u32::min);
-            if height > tip {
-                return Ok(None);
-            }
-            let mut keys: Vec<(Target, WatchedKey)> = Vec::new();
-            if height == main_next
-                && let Some(own) = &self.settings.own
+                .filter(|h| *h < main_next)
+                .min()
+            else {
+                break;
+            };
+            let keys = self.keys_at(height, false);
+            budget -= 1;
+            if height > blindbit_height
+                || !self.scan_and_emit(progress, height, &keys, events).await?
             {
-                keys.push((Target::Own, own.key.clone()));
+                break; // Lagging wallets wait; the best chain does not wait for them.
             }
-            for (id, entry) in &wallets {
-                if entry.next_height == Some(height) {
-                    keys.push((Target::Wallet(*id), entry.key.clone()));
-                }
+        }
+        let more = budget == 0 && progress.next_height.is_some_and(|h| h <= tip);
+        Ok((more, waiting))
+    }
+
+    /// Scans the best chain from `next_height` up to the tip for the own key and the
+    /// wallets that have caught up.
+    async fn follow_tip(
+        &self,
+        progress: &mut Progress,
+        tip: u32,
+        blindbit_height: u32,
+        budget: &mut u32,
+        events: &mpsc::Sender<ChainEvent>,
+    ) -> Result<Option<String>, TickError> {
+        while *budget > 0 {
+            let height = progress.next_height.expect("set before scanning");
+            if height > tip {
+                break;
             }
+            let keys = self.keys_at(height, true);
             if !keys.is_empty() && height > blindbit_height {
                 return Ok(Some(format!(
                     "waiting for blindbit to index block {height}"
                 )));
             }
-            let (hash, hits) = match self.scan_block(height, &keys).await? {
-                BlockOutcome::Scanned { hash, hits } => (hash, hits),
-                BlockOutcome::Wait(reason) => return Ok(Some(reason)),
-            };
-            for hit in hits {
-                self.emit_hit(progress, hit, events).await?;
-            }
-            for (target, _) in &keys {
-                if let Target::Wallet(id) = target {
-                    self.handle.set_wallet_next(*id, height + 1);
+            *budget -= 1;
+            match self.scan_block(height, &keys).await? {
+                BlockOutcome::Scanned { hash, hits } => {
+                    self.emit_all(progress, hits, &keys, height, events).await?;
+                    self.advance_main(progress, height, hash, events).await?;
                 }
-            }
-            if height == main_next {
-                self.advance_main(progress, height, hash, events).await?;
+                BlockOutcome::Wait(reason) => return Ok(Some(reason)),
             }
         }
         Ok(None)
+    }
+
+    /// Scans one block for lagging wallets; false when it must wait.
+    async fn scan_and_emit(
+        &self,
+        progress: &mut Progress,
+        height: u32,
+        keys: &[(Target, WatchedKey)],
+        events: &mpsc::Sender<ChainEvent>,
+    ) -> Result<bool, TickError> {
+        match self.scan_block(height, keys).await? {
+            BlockOutcome::Scanned { hits, .. } => {
+                self.emit_all(progress, hits, keys, height, events).await?;
+                Ok(true)
+            }
+            BlockOutcome::Wait(_) => Ok(false),
+        }
+    }
+
+    /// The keys to scan block `height` for: the own key on the best chain, and every
+    /// wallet whose cursor is there.
+    fn keys_at(&self, height: u32, main: bool) -> Vec<(Target, WatchedKey)> {
+        let mut keys = Vec::new();
+        if main && let Some(own) = &self.settings.own {
+            keys.push((Target::Own, own.key.clone()));
+        }
+        for (id, entry) in self.handle.wallets() {
+            if entry.next_height == Some(height) {
+                keys.push((Target::Wallet(id), entry.key));
+            }
+        }
+        keys
+    }
+
+    /// Emits the hits and moves the wallets scanned past this block.
+    async fn emit_all(
+        &self,
+        progress: &mut Progress,
+        hits: Vec<Hit>,
+        keys: &[(Target, WatchedKey)],
+        height: u32,
+        events: &mpsc::Sender<ChainEvent>,
+    ) -> Result<(), TickError> {
+        for hit in hits {
+            self.emit_hit(progress, hit, events).await?;
+        }
+        for (target, _) in keys {
+            if let Target::Wallet(id) = target {
+                self.handle.set_wallet_next(*id, height + 1);
+            }
+        }
+        Ok(())
     }
 
     /// Scans one block for `keys`; confirmed hits only.

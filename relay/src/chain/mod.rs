@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 mod handle;
 pub mod keys;
+mod progress;
 pub mod scan;
 pub mod source;
 pub mod store;

@@ -128,6 +128,8 @@ pub struct ChainModel {
     /// `user:password` Core requires, if any.
     pub core_auth: Option<String>,
     pub core_requests: u64,
+    /// Values (sats) Core reports instead of Blindbit's, by (txid, vout).
+    pub core_value_override: BTreeMap<(String, u32), u64>,
     /// Paths Blindbit was asked for, in order (tests bound how many they cause).
     pub blindbit_paths: Vec<String>,
 }
@@ -316,17 +318,22 @@ fn core_method(model: &ChainModel, method: &str, params: &Value) -> Result<Value
         "getblock" => {
             let (height, block) =
                 find_hash(model, params[0].as_str().unwrap()).ok_or_else(not_found)?;
-            Ok(core_block(height, block))
+            Ok(core_block(height, block, &model.core_value_override))
         }
         other => Err((-32601, format!("Method not found: {other}"))),
     }
 }
 
 /// `getblock` verbosity 2, built from the recorded taproot outputs (value in BTC).
-fn core_block(height: u32, block: &FakeBlock) -> Value {
+fn core_block(height: u32, block: &FakeBlock, overrides: &BTreeMap<(String, u32), u64>) -> Value {
     let mut txs: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for utxo in &block.utxos {
-        let sats = utxo["value"].as_u64().unwrap();
+        let txid = utxo["txid"].as_str().unwrap().to_string();
+        let vout = u32::try_from(utxo["vout"].as_u64().unwrap()).unwrap();
+        let sats = overrides
+            .get(&(txid, vout))
+            .copied()
+            .unwrap_or_else(|| utxo["value"].as_u64().unwrap());
         txs.entry(utxo["txid"].as_str().unwrap().to_string())
             .or_default()
             .push(json!({
