@@ -351,8 +351,11 @@ async fn waits_for_a_lagging_blindbit() {
             .blindbit_hash_override
             .insert(PAYMENT_HEIGHT, "11".repeat(32));
     }
-    wait_status(&run.handle, "disagreement seen", |s| {
+    wait_status(&run.handle, "disagreement reported", |s| {
         s.blindbit_height == Some(295126)
+            && s.degraded
+                .as_deref()
+                .is_some_and(|d| d.contains("disagree"))
     })
     .await;
     let paths_before = fakes.chain.lock().unwrap().blindbit_paths.len();

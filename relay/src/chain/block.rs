@@ -12,7 +12,7 @@ use super::keys::WatchedKey;
 use super::progress::Progress;
 use super::scan::{candidate_scripts, filter_matches, scan_outputs, shared_secret};
 use super::source::{BlindbitSource, BlindbitUtxo, CoreBlock, CoreSource, SourceError};
-use super::watcher::{TickError, Watcher};
+use super::watcher::{TickError, WAITING_FOR_INDEX, Watcher};
 
 /// A payment found in a block, before or after confirmation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +93,7 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
             }
             let keys = self.keys_at(height, true);
             if !keys.is_empty() && height > blindbit_height {
-                return Ok(Some(format!(
-                    "waiting for blindbit to index block {height}"
-                )));
+                return Ok(Some(format!("{WAITING_FOR_INDEX} block {height}")));
             }
             *budget -= 1;
             match self.scan_block(height, &keys).await? {
@@ -185,7 +183,7 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
             Ok(filter) => filter,
             Err(TickError::Blindbit(SourceError::NotFound)) => {
                 return Ok(BlockOutcome::Wait(format!(
-                    "blindbit has not indexed block {height}"
+                    "{WAITING_FOR_INDEX} block {height}"
                 )));
             }
             Err(e) => return Err(e),

@@ -18,7 +18,9 @@ pub const REDACTED: &str = "<redacted>";
 pub struct WatcherConfig {
     /// Seconds between two looks at the chain tip.
     pub poll_interval_secs: u64,
-    /// The relay's own scan secret key (64 hex). Secret: never logged.
+    /// The relay's own scan secret key (64 hex). Secret: serialized (`GET /config`,
+    /// `check-config`) and debug-printed only as `<redacted>`.
+    #[serde(serialize_with = "serialize_redacted")]
     pub scan_secret_key: Option<String>,
     /// A file holding the scan secret key, so it need not sit in the TOML file.
     pub scan_secret_key_file: Option<PathBuf>,
@@ -58,6 +60,16 @@ impl std::fmt::Debug for WatcherConfig {
             .field("reorg_depth_max", &r.reorg_depth_max)
             .field("wallets_max", &r.wallets_max)
             .finish()
+    }
+}
+
+fn serialize_redacted<S: serde::Serializer>(
+    value: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_some(REDACTED),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -190,6 +202,8 @@ mod tests {
         let r = c.redacted();
         assert_eq!(r.scan_secret_key.as_deref(), Some(REDACTED));
         assert!(!toml::to_string(&r).unwrap().contains(SECRET));
+        let serialized = toml::to_string(&c).unwrap();
+        assert!(!serialized.contains(SECRET) && serialized.contains(REDACTED));
     }
 
     // Proves each invalid value is refused under its `watcher.` key, without echoing secrets.

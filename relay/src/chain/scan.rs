@@ -100,10 +100,11 @@ pub struct Found {
 /// Scans output keys for one shared secret; found outputs sorted, at most K_MAX.
 ///
 /// Keys, labels, shared secret and candidates come from the `silentpayments` crate; this
-/// per-k loop is ours. The crate's `Receiver::scan_transaction` tries every label against
-/// every output at each k (two square roots per pair, O(k x outputs)) and has no K_max
-/// check: on the 2,324-output vector it spends minutes and returns 2,324 outputs. Here
-/// each k costs one point per label and set look-ups, and k stops at K_MAX.
+/// per-k loop is ours. The crate's `Receiver::scan_transaction` (0.8.1) tries every label
+/// against every output at each k (two square roots per pair, O(k x outputs)) and has no
+/// K_max check: on the 2,324-output vector it runs about 70 s in a test build on a 2-core
+/// machine and returns all 2,324 outputs. Here each k costs one point per label plus set
+/// look-ups, and k stops at K_MAX (2,323 found, the vector's expectation).
 pub fn scan_outputs(
     key: &WatchedKey,
     secret: &SharedSecret,

@@ -22,6 +22,9 @@ use super::store::StoreError;
 use crate::config::{Config, Network};
 use crate::rt::{Env, Net, SeededRng, SharedClock};
 
+/// Start of the wait reason for a block Blindbit has not indexed yet.
+pub(crate) const WAITING_FOR_INDEX: &str = "waiting for blindbit to index";
+
 /// Payments remembered for reorg retraction and de-duplication, whatever the window.
 pub const PAYMENTS_MAX: usize = 100_000;
 
@@ -366,10 +369,17 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         let scanned = progress.next_height.and_then(|h| h.checked_sub(1));
         let lag_max = self.settings.blindbit_lag_blocks_max;
         let behind = tip.saturating_sub(blindbit);
+        // Blindbit a block or so behind is normal right after a block; longer is not.
+        // Any other wait (sources disagreeing on a hash) is a fault to report.
         let degraded = if behind > lag_max {
             Some(format!("blindbit behind bitcoin_core by {behind} blocks"))
+        } else if blindbit > tip {
+            Some(format!(
+                "bitcoin_core behind blindbit by {} blocks",
+                blindbit - tip
+            ))
         } else {
-            waiting.filter(|_| behind > 0 || lag_max == 0)
+            waiting.filter(|reason| !reason.starts_with(WAITING_FOR_INDEX))
         };
         self.handle.update_status(|s| {
             s.scanned_height = scanned;

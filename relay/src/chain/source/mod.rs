@@ -161,3 +161,28 @@ pub fn btc_to_sats(btc: f64) -> Option<u64> {
     let sats = (btc * 100_000_000.0).round();
     (0.0..=2.1e15).contains(&sats).then_some(sats as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Network;
+
+    // Proves Core's `chain` names map to the configured network, and amounts convert exactly.
+    #[test]
+    fn chain_names_and_amounts() {
+        assert!(chain_matches("main", Network::Mainnet));
+        assert!(chain_matches("test", Network::Testnet));
+        assert!(chain_matches("testnet4", Network::Testnet));
+        assert!(chain_matches("signet", Network::Signet));
+        assert!(chain_matches("regtest", Network::Regtest));
+        assert!(!chain_matches("main", Network::Signet));
+        assert!(!chain_matches("signet", Network::Mainnet));
+        assert_eq!(btc_to_sats(0.0001), Some(10_000));
+        assert_eq!(btc_to_sats(20999999.9769), Some(2_099_999_997_690_000));
+        assert_eq!(btc_to_sats(0.00000001), Some(1));
+        assert_eq!(btc_to_sats(-1.0), None);
+        assert!(SourceError::Status { status: 503 }.is_transient());
+        assert!(!SourceError::Status { status: 401 }.is_transient());
+        assert!(!SourceError::NotFound.is_transient());
+    }
+}
