@@ -247,6 +247,7 @@ mod tests {
         assert_eq!(config.watcher.poll_interval_secs, 3);
         assert_eq!(config.watcher.birth_height, Some(295000));
         config.validate().unwrap();
+        assert!(crate::config::Config::from_toml_str("[watcher]\nbogus = 1\n").is_err());
         let bad = crate::config::Config::from_toml_str("[watcher]\nreorg_depth_max = 0\n").unwrap();
         assert!(
             bad.validate()

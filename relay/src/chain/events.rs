@@ -113,8 +113,8 @@ pub fn format_btc(sats: u64) -> String {
 
 /// `{"type":"watch", …}`: a wallet asks the relay to watch its keys. `Debug` redacts the
 /// scan secret key.
+/// Unknown fields are ignored: the protocol may add fields, never remove them.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WatchRequest {
     #[serde(rename = "type")]
     pub kind: WatchType,

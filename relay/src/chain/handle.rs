@@ -203,6 +203,21 @@ mod tests {
         handle.unregister(a);
         assert_eq!(handle.status().wallets, 1);
         handle.register(request(None)).unwrap();
+        let mut config = Config {
+            blindbit: Some(crate::config::BlindbitConfig {
+                url: "http://127.0.0.1:8000".into(),
+            }),
+            ..Config::default()
+        };
+        assert!(!WatchHandle::from_config(&config).status().enabled);
+        config.bitcoin_core = Some(crate::config::BitcoinCoreConfig {
+            url: "http://127.0.0.1:8332".into(),
+            wallet: None,
+            rpc_user: None,
+            rpc_password: None,
+            cookie_file: None,
+        });
+        assert!(WatchHandle::from_config(&config).status().enabled);
         let off = WatchHandle::new(Network::Signet, 2, false);
         assert!(
             off.register(request(None))
