@@ -243,7 +243,8 @@ async fn nothing_in_blocks_200000_and_200001() {
 
 // Proves a wallet registered at run time is rescanned from its birth height and gets the
 // payment under its own id and address; another wallet gets nothing; a wallet stuck on a
-// block the sources lack does not hold back the best chain.
+// block the sources lack (registered first) holds back neither the best chain nor the
+// other wallets.
 #[tokio::test]
 async fn registered_wallet_gets_its_payment() {
     let fakes = fakes_for(fakes::chain(295120, 295126)).await;
@@ -253,6 +254,13 @@ async fn registered_wallet_gets_its_payment() {
         r#"{{"type":"watch","scan_secret_key":"{SCAN_HEX}","spend_public_key":"{}","labels":[1,2],"birth_height":295120}}"#,
         spend_public_hex()
     );
+    // Registered first: its birth block does not exist, so it waits forever.
+    let unborn = text
+        .replace("295120", "1000")
+        .replace(SCAN_HEX, &"04".repeat(32));
+    run.handle
+        .register(WatchRequest::from_json(&unborn).unwrap())
+        .unwrap();
     let (id, address) = run
         .handle
         .register(WatchRequest::from_json(&text).unwrap())

@@ -1,13 +1,13 @@
 //! Scanning blocks: which keys need which block, fetching what Blindbit has for it, and
 //! confirming every hit against Core before it is emitted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use silentpayments::secp256k1::{PublicKey, XOnlyPublicKey};
 use tokio::sync::mpsc;
 
-use super::events::{ChainEvent, Target};
+use super::events::{ChainEvent, Target, WalletId};
 use super::keys::WatchedKey;
 use super::progress::Progress;
 use super::scan::{candidate_scripts, filter_matches, scan_outputs, shared_secret};
@@ -53,27 +53,50 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         let waiting = self
             .follow_tip(progress, tip, blindbit_height, &mut budget, events)
             .await?;
+        self.catch_up_wallets(progress, blindbit_height, &mut budget, events)
+            .await?;
+        Ok((budget == 0, waiting))
+    }
+
+    /// Rescans lagging wallets (cursor below the best chain's), lowest cursor first. A
+    /// wallet whose block cannot be scanned yet waits without holding back the others.
+    async fn catch_up_wallets(
+        &self,
+        progress: &mut Progress,
+        blindbit_height: u32,
+        budget: &mut u32,
+        events: &mpsc::Sender<ChainEvent>,
+    ) -> Result<(), TickError> {
         let main_next = progress.next_height.expect("set before scanning");
-        while budget > 0 {
-            let wallets = self.handle.wallets();
-            let Some(height) = wallets
+        let mut waiting: BTreeSet<WalletId> = BTreeSet::new();
+        while *budget > 0 {
+            let Some(height) = self
+                .handle
+                .wallets()
                 .iter()
+                .filter(|(id, _)| !waiting.contains(id))
                 .filter_map(|(_, e)| e.next_height)
                 .filter(|h| *h < main_next)
                 .min()
             else {
                 break;
             };
-            let keys = self.keys_at(height, false);
-            budget -= 1;
+            let keys: Vec<(Target, WatchedKey)> = self
+                .keys_at(height, false)
+                .into_iter()
+                .filter(|(t, _)| !matches!(t, Target::Wallet(id) if waiting.contains(id)))
+                .collect();
+            *budget -= 1;
             if height > blindbit_height
                 || !self.scan_and_emit(progress, height, &keys, events).await?
             {
-                break; // Lagging wallets wait; the best chain does not wait for them.
+                waiting.extend(keys.iter().filter_map(|(t, _)| match t {
+                    Target::Wallet(id) => Some(*id),
+                    Target::Own => None,
+                }));
             }
         }
-        let more = budget == 0 && progress.next_height.is_some_and(|h| h <= tip);
-        Ok((more, waiting))
+        Ok(())
     }
 
     /// Scans the best chain from `next_height` up to the tip for the own key and the
