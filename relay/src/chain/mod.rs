@@ -5,6 +5,16 @@
 //! serves the per-transaction tweaks that make scanning cheap. Both sit behind traits
 //! ([`CoreSource`], [`BlindbitSource`]) so tests and the simulator can substitute them.
 //! The watcher owns no socket of its own: every connection goes through `rt::Net`.
+//!
+//! Wiring, for the relay: build a [`WatchHandle::from_config`], spawn [`run`] with it, a
+//! bounded `mpsc::Sender<ChainEvent>` and the shutdown future; publish each received
+//! event's [`ChainEvent::data`] under [`ChainEvent::notification_type`], to the wallet's
+//! connections for `Target::Wallet`, to every `notifications` subscriber otherwise. A
+//! `watch` message goes to [`WatchHandle::register`] (answer with
+//! [`encode_watch_response`]); unregister when the wallet's connection closes.
+//! [`WatchHandle::status`] feeds `/health`. A full events channel pauses scanning rather
+//! than dropping events. Wallet registrations are not persisted: a wallet re-registers
+//! (and is rescanned from its birth height) after a relay restart.
 
 mod block;
 pub mod config;
