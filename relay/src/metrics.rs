@@ -57,6 +57,7 @@ const OUTBOUND_TYPES: &[&str] = &[
     "sync",
     "error",
     "subscriptions",
+    "watch_response",
 ];
 const SYNC_TYPES: &[&str] = &SYNC_TYPES_ARRAY;
 const SYNC_TYPES_ARRAY: [&str; 3] = ["StateSync", "HealthSync", "MetricsSync"];

@@ -44,6 +44,11 @@ pub struct Node {
     pub metrics: Metrics,
     pub logs: LogRing,
     pub mesh: Mesh,
+    /// The chain watcher's registry of watched wallets and its status.
+    pub chain: crate::chain::WatchHandle,
+    /// Which connection each registered wallet's payments go to.
+    wallet_clients:
+        std::sync::Mutex<std::collections::BTreeMap<crate::chain::WalletId, crate::hub::ClientId>>,
     started_at: Instant,
     /// Makes message ids unique across restarts of the same relay id.
     boot_nonce: u32,
@@ -63,6 +68,7 @@ impl Node {
         // the same seed.
         let boot_nonce = (rng.next_u64() ^ clock.unix_time().as_millis() as u64) as u32;
         let (shutdown, _) = watch::channel(false);
+        let chain = crate::chain::WatchHandle::from_config(&config);
         Arc::new(Node {
             config: Arc::new(config),
             clock,
@@ -71,6 +77,8 @@ impl Node {
             metrics: Metrics::new(),
             logs,
             mesh: Mesh::default(),
+            chain,
+            wallet_clients: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             started_at,
             boot_nonce,
             next_message_seq: AtomicU64::new(1),
@@ -159,11 +167,64 @@ impl Node {
         let _ = rx.wait_for(|started| *started).await;
     }
 
+    /// Unhealthy while draining; degraded while a configured chain source is unreachable
+    /// or behind; healthy otherwise.
     pub fn health_status(&self) -> HealthStatus {
         if self.is_draining() {
             HealthStatus::Unhealthy
+        } else if self.chain.status().degraded.is_some() {
+            HealthStatus::Degraded
         } else {
             HealthStatus::Healthy
+        }
+    }
+
+    /// Remembers the connection a registered wallet's payments go to.
+    pub fn bind_wallet(&self, wallet: crate::chain::WalletId, client: crate::hub::ClientId) {
+        self.wallet_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(wallet, client);
+    }
+
+    /// Forgets a wallet whose connection closed, and stops watching it.
+    pub fn release_wallet(&self, wallet: crate::chain::WalletId) {
+        self.wallet_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&wallet);
+        self.chain.unregister(wallet);
+    }
+
+    /// Publishes what the chain watcher saw: a wallet's payments to that wallet's
+    /// connection only; the relay's own payments and new blocks to every subscriber of
+    /// the mesh.
+    pub fn publish_chain_event(&self, event: &crate::chain::ChainEvent) {
+        let data = serde_json::value::to_raw_value(&event.data()).expect("event data serializes");
+        let notification_type = event.notification_type().to_string();
+        let Some(crate::chain::Target::Wallet(wallet)) = event.target() else {
+            self.publish_local(notification_type, &data);
+            return;
+        };
+        let client = self
+            .wallet_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&wallet)
+            .copied();
+        let notification = Notification {
+            message_id: self.next_message_id(),
+            relay_id: self.config.relay_id.clone(),
+            notification_type,
+            data,
+            timestamp: self.unix_secs(),
+        };
+        let frame = notification.encode();
+        if let Some(client) = client {
+            let delivery = self
+                .hub
+                .send_to(client, crate::hub::Outbound::Text(frame.clone()));
+            self.count_delivery(delivery, "notification", frame.len());
         }
     }
 

@@ -44,6 +44,9 @@ pub enum ClientMessage<'a> {
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
     Publish(Publish<'a>),
+    /// A wallet registering its keys with the chain watcher; the whole text is parsed by
+    /// `chain::WatchRequest`, which keeps the secret out of every log and error.
+    Watch,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
             names("unsubscribe", envelope.notification_types).map(ClientMessage::Unsubscribe)
         }
         "notification" => publish(envelope).map(ClientMessage::Publish),
+        "watch" => Ok(ClientMessage::Watch),
         other => Err(ParseError::UnknownType(truncate(other))),
     }
 }

@@ -13,6 +13,9 @@ use crate::protocol::{
     self, Capabilities, Capability, ClientMessage, Handshake, ParseError, error_code,
 };
 
+/// Wallets one connection may register with the chain watcher.
+const WALLETS_PER_CONNECTION_MAX: usize = 8;
+
 pub struct Session {
     node: Arc<Node>,
     id: ClientId,
@@ -22,6 +25,8 @@ pub struct Session {
     granted: Option<Capabilities>,
     /// Set when the other side handshook as a relay: (relay id, advertised address).
     peer: Option<(String, String)>,
+    /// Wallets this connection registered with the chain watcher.
+    wallets: Vec<crate::chain::WalletId>,
 }
 
 impl Session {
@@ -38,6 +43,7 @@ impl Session {
             control,
             granted: None,
             peer: None,
+            wallets: Vec::new(),
         }
     }
 
@@ -166,6 +172,10 @@ impl Session {
                 self.count_in("unsubscribe");
                 let names = self.node.hub.unsubscribe(self.id, &names);
                 self.send_subscriptions(&names)
+            }
+            ClientMessage::Watch => {
+                self.count_in("watch");
+                self.watch(text)
             }
             ClientMessage::Publish(publish) => {
                 self.count_in("notification");
@@ -302,6 +312,28 @@ impl Session {
         self.send_text("handshake_response", response)
     }
 
+    /// Registers a wallet's keys with the chain watcher; its payments come back on this
+    /// connection.
+    fn watch(&mut self, text: &str) -> Option<CloseReason> {
+        use crate::chain::{WatchOutcome, WatchRequest, encode_watch_response};
+        let outcome = if self.wallets.len() >= WALLETS_PER_CONNECTION_MAX {
+            let reason = format!("at most {WALLETS_PER_CONNECTION_MAX} wallets per connection");
+            WatchOutcome::Rejected { reason }
+        } else {
+            match WatchRequest::from_json(text)
+                .and_then(|request| self.node.chain.register(request))
+            {
+                Ok((wallet, address)) => {
+                    self.node.bind_wallet(wallet, self.id);
+                    self.wallets.push(wallet);
+                    WatchOutcome::Accepted { address }
+                }
+                Err(reason) => WatchOutcome::Rejected { reason },
+            }
+        };
+        self.send_text("watch_response", encode_watch_response(&outcome))
+    }
+
     fn reject_message(&mut self, error: &ParseError) -> Option<CloseReason> {
         self.count_in("invalid");
         self.send_error(error.code(), &error.to_string())
@@ -358,4 +390,12 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for wallet in self.wallets.drain(..) {
+            self.node.release_wallet(wallet);
+        }
+    }
 }
