@@ -5,4 +5,6 @@
 
 mod view;
 
-pub use view::{PeerHealth, PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus, SyncType};
+pub use view::{
+    PeerHealth, PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus, SyncType,
+};
