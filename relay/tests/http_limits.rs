@@ -175,6 +175,12 @@ async fn over_the_connection_cap_gets_503_and_close() {
     refused.error_message(503, "unavailable");
     assert_eq!(refused.header("retry-after"), Some("5"));
     assert_eq!(refused.header("connection"), Some("close"));
+    let exposition = held[0].get("/metrics/prometheus").await.text();
+    assert!(
+        exposition
+            .contains("sdk_relay_http_requests_total{route=\"connection_limit\",status=\"503\"} 1"),
+        "{exposition}"
+    );
     let mut first = held.remove(0);
     first.stream.shutdown().await.unwrap();
     drop(first);
@@ -240,4 +246,24 @@ async fn a_draining_relay_answers_503_with_retry_after() {
     metrics.error_message(503, "unavailable");
     assert!(metrics.header("retry-after").is_some());
     server.abort();
+}
+
+/// Proves an idle keep-alive connection is closed after `http_timeout_secs`, so idle
+/// clients cannot hold the `http_connections_max` slots.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let mut config = fast_config();
+    config.limits.http_timeout_secs = 1;
+    let relay = TestRelay::start(config).await;
+    let mut conn = Conn::open(relay.http_addr).await;
+    assert_eq!(conn.get("/health").await.status, 200);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut conn.stream, &mut rest),
+    )
+    .await
+    .expect("the relay closes the idle connection");
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    relay.shutdown().await;
 }

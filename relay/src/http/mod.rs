@@ -47,6 +47,9 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a connection refused over the cap may take to receive its 503.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The `route` label of requests refused because of `http_connections_max`.
+const CONNECTION_LIMIT_LABEL: &str = "connection_limit";
+
 /// State shared by every HTTP connection of one relay.
 struct Api {
     node: Arc<Node>,
@@ -178,15 +181,18 @@ where
 }
 
 /// Answers one request on a connection over `http_connections_max` with 503 and closes.
-async fn refuse_connection<S>(stream: S, _slot: Slot)
+async fn refuse_connection<S>(stream: S, slot: Slot)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
+    let api = slot.api.clone();
+    let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
         let error = ApiError::Unavailable {
             reason: "connection limit reached",
         };
-        Ok::<_, Infallible>(error.into_response())
+        let response = error.into_response();
+        api.record(CONNECTION_LIMIT_LABEL, response.status().as_u16(), 0.0);
+        async move { Ok::<_, Infallible>(response) }
     });
     let mut builder = http1(REFUSAL_TIMEOUT);
     builder.keep_alive(false);
