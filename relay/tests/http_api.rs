@@ -361,3 +361,37 @@ async fn specification_curl_examples_succeed() {
     assert_eq!(outputs[3]["sync_types"], serde_json::json!(["StateSync"]));
     relay.shutdown().await;
 }
+
+/// Proves client mistakes (400, 401, 404, 405) are logged below error level, so an
+/// operator's error log shows only the relay's own failures.
+#[tokio::test]
+async fn client_mistakes_are_not_logged_as_errors() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let ring = sdk_relay::logs::LogRing::new(100);
+    let clock: sdk_relay::rt::SharedClock = std::sync::Arc::new(sdk_relay::rt::TokioClock);
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(ring.layer(clock)));
+    let mut config = fast_config();
+    config.auth.http_basic_user = Some("op".into());
+    config.auth.http_basic_password = Some("pw".into());
+    let relay = TestRelay::start_with_logs(config, ring.clone()).await;
+    assert_eq!(get(relay.http_addr, "/logs?level=nope").await.status, 401);
+    assert_eq!(get(relay.http_addr, "/nope").await.status, 404);
+    assert_eq!(
+        send(relay.http_addr, "PUT", "/health", &[], b"")
+            .await
+            .status,
+        405
+    );
+    let auth = [("Authorization", "Basic b3A6cHc=")]; // op:pw
+    let bad = send(relay.http_addr, "GET", "/logs?level=nope", &auth, b"").await;
+    assert_eq!(bad.status, 400);
+    let refusals = ring.recent(tracing::Level::DEBUG, 1000);
+    assert!(
+        refusals.iter().any(|r| r.message.contains("refused")),
+        "refusals are logged at debug: {refusals:?}"
+    );
+    let errors = ring.recent(tracing::Level::WARN, 1000);
+    assert!(errors.is_empty(), "{errors:?}");
+    relay.shutdown().await;
+}

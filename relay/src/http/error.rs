@@ -99,3 +99,36 @@ impl ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_never_show_their_detail() {
+        let response = ApiError::Internal("db password is hunter2".into()).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = format!("{:?}", response.body());
+        assert!(!body.contains("hunter2"), "{body}");
+        assert!(body.contains("internal_error"), "{body}");
+    }
+
+    #[test]
+    fn each_refusal_carries_its_header() {
+        let unauthorized = ApiError::Unauthorized.into_response();
+        assert_eq!(
+            unauthorized.headers()[WWW_AUTHENTICATE],
+            "Basic realm=\"sdk_relay\""
+        );
+        let limited = ApiError::TooManyRequests {
+            retry_after_secs: 7,
+        }
+        .into_response();
+        assert_eq!(limited.headers()[RETRY_AFTER], "7");
+        let unavailable = ApiError::Unavailable { reason: "x" }.into_response();
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.headers()[RETRY_AFTER], "5");
+        let method = ApiError::MethodNotAllowed { allow: "POST" }.into_response();
+        assert_eq!(method.headers()[ALLOW], "POST");
+    }
+}
