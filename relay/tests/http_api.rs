@@ -104,6 +104,12 @@ async fn prometheus_exposition_counts_requests_by_route_and_status() {
         "{text}"
     );
     assert!(text.contains("sdk_relay_http_request_duration_seconds_count{route=\"logs\"} 0"));
+    assert_eq!(
+        sample("logs", "200"),
+        0.0,
+        "registered before any request: {text}"
+    );
+    assert!(text.contains("sdk_relay_http_requests_total{route=\"logs\",status=\"200\"} 0"));
     assert!(text.contains("sdk_relay_http_connections"));
     relay.shutdown().await;
 }

@@ -72,6 +72,14 @@ impl Api {
         let durations = labels
             .into_iter()
             .map(|label| {
+                // Registered up front so dashboards see every endpoint at zero.
+                if label != Route::UNMATCHED_LABEL {
+                    node.metrics
+                        .scoped(|| {
+                            metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => label, "status" => "200")
+                        })
+                        .increment(0);
+                }
                 let histogram = node
                     .metrics
                     .histogram(HTTP_REQUEST_DURATION_SECONDS, &[("route", label)]);
