@@ -171,8 +171,7 @@ async fn serve_connection<S>(api: Arc<Api>, stream: S, peer: SocketAddr, _slot: 
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let gauge = api.node.metrics.http_connections.clone();
-    gauge.increment(1.0);
+    let _gauge = GaugeGuard::up(&api.node.metrics.http_connections);
     let timeout = Duration::from_secs(api.node.config.limits.http_timeout_secs);
     let service_api = api.clone();
     let service = hyper::service::service_fn(move |request| {
@@ -185,7 +184,22 @@ where
     {
         tracing::debug!(%error, %peer, "HTTP connection ended with an error");
     }
-    gauge.decrement(1.0);
+}
+
+/// Counts one open connection in a gauge for as long as it lives, however it ends.
+struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    fn up(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Answers one request on a connection over `http_connections_max` with 503 and closes.
