@@ -52,6 +52,12 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
             peer.health.as_str()
         ));
     }
+    if status != HealthStatus::Healthy && reasons.is_empty() {
+        reasons.push(format!(
+            "the relay's own checks report it {}",
+            status.as_str()
+        ));
+    }
     let body = json!({
         "status": status.as_str(),
         "uptime": node.uptime_secs(),
