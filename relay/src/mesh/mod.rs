@@ -5,6 +5,4 @@
 
 mod view;
 
-pub use view::{
-    PeerHealth, PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus, SyncType,
-};
+pub use view::{PeerHealth, PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus, SyncType};

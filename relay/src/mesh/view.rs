@@ -11,11 +11,7 @@ pub enum SyncType {
 }
 
 impl SyncType {
-    pub const ALL: [SyncType; 3] = [
-        SyncType::StateSync,
-        SyncType::HealthSync,
-        SyncType::MetricsSync,
-    ];
+    pub const ALL: [SyncType; 3] = [SyncType::StateSync, SyncType::HealthSync, SyncType::MetricsSync];
 
     pub fn as_str(self) -> &'static str {
         match self {
