@@ -228,6 +228,11 @@ impl Node {
         }
     }
 
+    /// CPU use of the process in percent of one core, averaged over a recent window.
+    pub fn cpu_percent(&self) -> f64 {
+        self.cpu.percent(self.clock.now())
+    }
+
     /// Samples the process figures and refreshes their gauges.
     pub fn health_report(&self) -> HealthReport {
         let memory = process::resident_memory_bytes();

@@ -20,7 +20,8 @@ pub const WS_SLOW_CONSUMER_DISCONNECTS_TOTAL: &str = "sdk_relay_ws_slow_consumer
 pub const WS_ERRORS_SENT_TOTAL: &str = "sdk_relay_ws_errors_sent_total";
 
 // HTTP API
-/// Labels `route`, `status`.
+/// Labels `route` (the endpoint, `unmatched` for unknown paths, `connection_limit` for
+/// connections refused over `http_connections_max`) and `status` (numeric code).
 pub const HTTP_REQUESTS_TOTAL: &str = "sdk_relay_http_requests_total";
 /// Label `route`. Histogram.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sdk_relay_http_request_duration_seconds";
