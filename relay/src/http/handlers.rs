@@ -52,6 +52,10 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
             peer.health.as_str()
         ));
     }
+    let chain = node.chain.status();
+    if let Some(why) = &chain.degraded {
+        reasons.push(format!("chain: {why}"));
+    }
     if status != HealthStatus::Healthy && reasons.is_empty() {
         reasons.push(format!(
             "the relay's own checks report it {}",
@@ -66,13 +70,14 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
         "relay_id": node.relay_id(),
         "checks": {
             "draining": node.is_draining(),
-            "ws_connections": node.ws_connections(),
+            "ws_connections": node.client_connections(),
             "ws_connections_max": limits.ws_connections_max,
             "known_relays": relays.len(),
             "configured_peers": node.config.mesh.peers.len(),
             "connected_peers": connected,
         },
         "reasons": reasons,
+        "chain": chain_json(&chain),
     });
     if status == HealthStatus::Unhealthy {
         let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
@@ -100,7 +105,7 @@ pub fn metrics(node: &Node) -> Response<Full<Bytes>> {
             "memory_bytes": memory_bytes,
             "cpu_usage": process::format_percent(cpu_percent),
             "cpu_percent": cpu_percent,
-            "active_connections": node.ws_connections(),
+            "active_connections": node.client_connections(),
             "total_requests": total_requests,
             "http_connections": node.metrics.sum(crate::metrics::names::HTTP_CONNECTIONS) as u64,
             "uptime": node.uptime_secs(),
@@ -295,4 +300,25 @@ mod tests {
         assert!(parse_logs_query("limit=").is_err());
         assert!(parse_logs_query("level=loud").is_err());
     }
+}
+
+/// The chain watcher as `/health` reports it: `disabled` without sources, else scanned
+/// height, Core tip, Blindbit height, lag, and what is wrong if anything.
+fn chain_json(chain: &crate::chain::ChainStatus) -> serde_json::Value {
+    let watcher = if !chain.enabled {
+        "disabled"
+    } else if chain.degraded.is_some() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    json!({
+        "watcher": watcher,
+        "scanned_height": chain.scanned_height,
+        "core_tip": chain.core_tip,
+        "blindbit_height": chain.blindbit_height,
+        "lag": chain.lag,
+        "degraded": chain.degraded,
+        "wallets": chain.wallets,
+    })
 }
