@@ -267,6 +267,27 @@ pub fn openapi() -> ApiResult {
     Ok(json_response(StatusCode::OK, document))
 }
 
+/// The chain watcher as `/health` reports it: `disabled` without sources, else scanned
+/// height, Core tip, Blindbit height, lag, and what is wrong if anything.
+fn chain_json(chain: &crate::chain::ChainStatus) -> serde_json::Value {
+    let watcher = if !chain.enabled {
+        "disabled"
+    } else if chain.degraded.is_some() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    json!({
+        "watcher": watcher,
+        "scanned_height": chain.scanned_height,
+        "core_tip": chain.core_tip,
+        "blindbit_height": chain.blindbit_height,
+        "lag": chain.lag,
+        "degraded": chain.degraded,
+        "wallets": chain.wallets,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,25 +321,4 @@ mod tests {
         assert!(parse_logs_query("limit=").is_err());
         assert!(parse_logs_query("level=loud").is_err());
     }
-}
-
-/// The chain watcher as `/health` reports it: `disabled` without sources, else scanned
-/// height, Core tip, Blindbit height, lag, and what is wrong if anything.
-fn chain_json(chain: &crate::chain::ChainStatus) -> serde_json::Value {
-    let watcher = if !chain.enabled {
-        "disabled"
-    } else if chain.degraded.is_some() {
-        "degraded"
-    } else {
-        "ok"
-    };
-    json!({
-        "watcher": watcher,
-        "scanned_height": chain.scanned_height,
-        "core_tip": chain.core_tip,
-        "blindbit_height": chain.blindbit_height,
-        "lag": chain.lag,
-        "degraded": chain.degraded,
-        "wallets": chain.wallets,
-    })
 }
