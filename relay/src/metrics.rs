@@ -87,6 +87,9 @@ pub struct Metrics {
     pub anti_entropy_repairs: Counter,
     pub resident_memory: Gauge,
     pub cpu_seconds: Counter,
+    pub chain_scanned_height: Gauge,
+    pub chain_tip_height: Gauge,
+    pub chain_payments_detected: Counter,
     pub open_fds: Gauge,
     pub uptime: Gauge,
     pub http_connections: Gauge,
@@ -147,6 +150,9 @@ impl Metrics {
             anti_entropy_repairs: metrics::counter!(ANTI_ENTROPY_REPAIRS_TOTAL),
             resident_memory: metrics::gauge!(PROCESS_RESIDENT_MEMORY_BYTES),
             cpu_seconds: metrics::counter!(PROCESS_CPU_SECONDS_TOTAL),
+            chain_scanned_height: metrics::gauge!(CHAIN_SCANNED_HEIGHT),
+            chain_tip_height: metrics::gauge!(CHAIN_TIP_HEIGHT),
+            chain_payments_detected: metrics::counter!(CHAIN_PAYMENTS_DETECTED_TOTAL),
             open_fds: metrics::gauge!(PROCESS_OPEN_FDS),
             uptime: metrics::gauge!(UPTIME_SECONDS),
             http_connections: metrics::gauge!(HTTP_CONNECTIONS),
@@ -228,6 +234,27 @@ pub fn sum_series(exposition: &str, name: &str) -> f64 {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP API requests, by route and status code."
+    );
+    metrics::describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP API request duration, by route."
+    );
+    metrics::describe_gauge!(
+        CHAIN_SCANNED_HEIGHT,
+        "Highest block scanned by the chain watcher."
+    );
+    metrics::describe_gauge!(
+        CHAIN_TIP_HEIGHT,
+        "Bitcoin Core's tip as the chain watcher last saw it."
+    );
+    metrics::describe_counter!(
+        CHAIN_PAYMENTS_DETECTED_TOTAL,
+        "Silent payments detected and confirmed."
+    );
     metrics::describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
     metrics::describe_counter!(
         WS_CONNECTIONS_ACCEPTED_TOTAL,

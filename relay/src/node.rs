@@ -200,6 +200,9 @@ impl Node {
     /// connection only; the relay's own payments and new blocks to every subscriber of
     /// the mesh.
     pub fn publish_chain_event(&self, event: &crate::chain::ChainEvent) {
+        if matches!(event, crate::chain::ChainEvent::PaymentDetected { .. }) {
+            self.metrics.chain_payments_detected.increment(1);
+        }
         let data = serde_json::value::to_raw_value(&event.data()).expect("event data serializes");
         let notification_type = event.notification_type().to_string();
         let Some(crate::chain::Target::Wallet(wallet)) = event.target() else {
@@ -231,6 +234,25 @@ impl Node {
     /// CPU use of the process in percent of one core, averaged over a recent window.
     pub fn cpu_percent(&self) -> f64 {
         self.cpu.percent(self.clock.now())
+    }
+
+    /// Refreshes the figures sampled rather than counted (process, chain), so a scrape
+    /// sees current values.
+    pub fn refresh_sampled_metrics(&self) {
+        let m = &self.metrics;
+        m.resident_memory
+            .set(process::resident_memory_bytes() as f64);
+        // The facade's counters hold integers: whole CPU seconds.
+        m.cpu_seconds.absolute(process::cpu_seconds() as u64);
+        m.open_fds.set(process::open_fds() as f64);
+        m.uptime.set(self.uptime_secs() as f64);
+        let chain = self.chain.status();
+        if let Some(height) = chain.scanned_height {
+            m.chain_scanned_height.set(f64::from(height));
+        }
+        if let Some(tip) = chain.core_tip {
+            m.chain_tip_height.set(f64::from(tip));
+        }
     }
 
     /// Samples the process figures and refreshes their gauges.

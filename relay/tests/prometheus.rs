@@ -184,3 +184,47 @@ async fn json_and_prometheus_agree() {
     )
     .await;
 }
+
+/// `promtool check metrics` accepts the exposition (names, types, units, help texts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_exposition() {
+    use tokio::io::AsyncWriteExt;
+    let relays = mesh_of_three(FAST).await;
+    let (mut client, _) = Client::handshaken(relays[0].ws_addr, &["publish"]).await;
+    client
+        .send_json(&serde_json::json!({"type":"notification","notification_type":"t","data":{}}))
+        .await;
+    client.recv_type("notification_ack").await;
+    let text = prometheus_text(&relays[0]).await;
+    for name in [
+        "sdk_relay_ws_connections",
+        "sdk_relay_process_resident_memory_bytes",
+        "sdk_relay_sync_round_trip_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} exported");
+    }
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`promtool` (Debian package `prometheus`; scripts/test-deps.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .await
+        .unwrap();
+    let output = promtool.wait_with_output().await.unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
+}

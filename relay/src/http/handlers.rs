@@ -115,6 +115,7 @@ pub fn metrics(node: &Node) -> Response<Full<Bytes>> {
 }
 
 pub fn prometheus(node: &Node) -> Response<Full<Bytes>> {
+    node.refresh_sampled_metrics();
     let mut response = Response::new(Full::new(Bytes::from(node.metrics.render())));
     response.headers_mut().insert(
         CONTENT_TYPE,
