@@ -23,3 +23,7 @@ check-config FILE="":
 # promtool and docker-compose checks of docker/.
 docker-check:
     bash docker/check.sh
+
+# The HTTP API against docs/openapi.yaml with schemathesis, on a live relay.
+schemathesis:
+    bash scripts/schemathesis.sh

@@ -34,6 +34,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub bitcoin_core: Option<BitcoinCoreConfig>,
     pub blindbit: Option<BlindbitConfig>,
+    pub watcher: crate::chain::WatcherConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +236,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             bitcoin_core: None,
             blindbit: None,
+            watcher: crate::chain::WatcherConfig::default(),
         }
     }
 }
@@ -317,7 +319,8 @@ impl Config {
         self.validate_positive()?;
         self.validate_ordering()?;
         self.validate_auth()?;
-        self.validate_chain_sources()
+        self.validate_chain_sources()?;
+        self.watcher.validate()
     }
 
     fn validate_positive(&self) -> Result<(), ConfigError> {

@@ -286,6 +286,16 @@ impl Hub {
         delivery
     }
 
+    /// Sends a frame to one client.
+    pub fn send_to(&self, id: ClientId, message: Outbound) -> Delivery {
+        let state = self.read();
+        let mut delivery = Delivery::default();
+        if let Some(client) = state.clients.get(&id) {
+            offer(client, message, &mut delivery);
+        }
+        delivery
+    }
+
     /// Sends a frame to every client, or only to those that asked for `sync`.
     pub fn broadcast(&self, message: Outbound, sync_only: bool) -> Delivery {
         let state = self.read();

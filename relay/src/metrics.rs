@@ -57,7 +57,10 @@ const OUTBOUND_TYPES: &[&str] = &[
     "sync",
     "error",
     "subscriptions",
+    "watch_response",
 ];
+const SYNC_TYPES: &[&str] = &SYNC_TYPES_ARRAY;
+const SYNC_TYPES_ARRAY: [&str; 3] = ["StateSync", "HealthSync", "MetricsSync"];
 const CLOSE_CODES: &[&str] = &[
     "1000", "1001", "1002", "1003", "1006", "1007", "1008", "1009", "1011", "1013",
 ];
@@ -84,11 +87,21 @@ pub struct Metrics {
     pub anti_entropy_repairs: Counter,
     pub resident_memory: Gauge,
     pub cpu_seconds: Counter,
+    pub chain_scanned_height: Gauge,
+    pub chain_tip_height: Gauge,
+    pub chain_payments_detected: Counter,
     pub open_fds: Gauge,
     pub uptime: Gauge,
     pub http_connections: Gauge,
     pub mesh_known_relays: Gauge,
     pub mesh_connections: Gauge,
+    /// By health: healthy, degraded, unreachable.
+    pub mesh_peers: [Gauge; 3],
+    pub sync_requests: Labeled,
+    pub sync_received: Labeled,
+    pub sync_responses: Labeled,
+    pub sync_errors: Labeled,
+    sync_rtt: [Histogram; 3],
 }
 
 impl Metrics {
@@ -137,11 +150,22 @@ impl Metrics {
             anti_entropy_repairs: metrics::counter!(ANTI_ENTROPY_REPAIRS_TOTAL),
             resident_memory: metrics::gauge!(PROCESS_RESIDENT_MEMORY_BYTES),
             cpu_seconds: metrics::counter!(PROCESS_CPU_SECONDS_TOTAL),
+            chain_scanned_height: metrics::gauge!(CHAIN_SCANNED_HEIGHT),
+            chain_tip_height: metrics::gauge!(CHAIN_TIP_HEIGHT),
+            chain_payments_detected: metrics::counter!(CHAIN_PAYMENTS_DETECTED_TOTAL),
             open_fds: metrics::gauge!(PROCESS_OPEN_FDS),
             uptime: metrics::gauge!(UPTIME_SECONDS),
             http_connections: metrics::gauge!(HTTP_CONNECTIONS),
             mesh_known_relays: metrics::gauge!(MESH_KNOWN_RELAYS),
             mesh_connections: metrics::gauge!(MESH_CONNECTIONS),
+            mesh_peers: ["healthy", "degraded", "unreachable"]
+                .map(|h| metrics::gauge!(MESH_PEERS, "health" => h)),
+            sync_requests: Labeled::new(SYNC_REQUESTS_TOTAL, "sync_type", SYNC_TYPES),
+            sync_received: Labeled::new(SYNC_REQUESTS_RECEIVED_TOTAL, "sync_type", SYNC_TYPES),
+            sync_responses: Labeled::new(SYNC_RESPONSES_TOTAL, "sync_type", SYNC_TYPES),
+            sync_errors: Labeled::new(SYNC_ERRORS_TOTAL, "sync_type", SYNC_TYPES),
+            sync_rtt: SYNC_TYPES_ARRAY
+                .map(|t| metrics::histogram!(SYNC_ROUND_TRIP_SECONDS, "sync_type" => t)),
         }
     }
 
@@ -149,6 +173,14 @@ impl Metrics {
     /// other modules (HTTP, mesh, chain) create with the `metrics` macros.
     pub fn scoped<T>(&self, register: impl FnOnce() -> T) -> T {
         metrics::with_local_recorder(&*self.recorder, register)
+    }
+
+    /// The round-trip histogram of one sync type.
+    pub fn sync_rtt(&self, sync_type: crate::mesh::SyncType) -> &Histogram {
+        &self.sync_rtt[crate::mesh::SyncType::ALL
+            .iter()
+            .position(|t| *t == sync_type)
+            .expect("all sync types")]
     }
 
     /// The Prometheus text exposition of every metric.
@@ -202,6 +234,27 @@ pub fn sum_series(exposition: &str, name: &str) -> f64 {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP API requests, by route and status code."
+    );
+    metrics::describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP API request duration, by route."
+    );
+    metrics::describe_gauge!(
+        CHAIN_SCANNED_HEIGHT,
+        "Highest block scanned by the chain watcher."
+    );
+    metrics::describe_gauge!(
+        CHAIN_TIP_HEIGHT,
+        "Bitcoin Core's tip as the chain watcher last saw it."
+    );
+    metrics::describe_counter!(
+        CHAIN_PAYMENTS_DETECTED_TOTAL,
+        "Silent payments detected and confirmed."
+    );
     metrics::describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
     metrics::describe_counter!(
         WS_CONNECTIONS_ACCEPTED_TOTAL,
@@ -278,6 +331,28 @@ fn describe() {
         "Relays known in the mesh, this one included."
     );
     metrics::describe_gauge!(MESH_CONNECTIONS, "Live links to peer relays.");
+    metrics::describe_gauge!(MESH_PEERS, "Known peer relays, by health.");
+    metrics::describe_counter!(
+        SYNC_REQUESTS_TOTAL,
+        "Sync requests sent to peers, by sync type."
+    );
+    metrics::describe_counter!(
+        SYNC_REQUESTS_RECEIVED_TOTAL,
+        "Sync requests received from peers, by sync type."
+    );
+    metrics::describe_counter!(
+        SYNC_RESPONSES_TOTAL,
+        "Sync responses received from peers, by sync type."
+    );
+    metrics::describe_counter!(
+        SYNC_ERRORS_TOTAL,
+        "Sync requests unanswered in time or malformed peer messages."
+    );
+    metrics::describe_histogram!(
+        SYNC_ROUND_TRIP_SECONDS,
+        Unit::Seconds,
+        "Sync request round trip."
+    );
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::hub::{Delivery, Hub};
 use crate::logs::LogRing;
-use crate::mesh::{PeerHealth, RelayInfo, SyncMetrics, SyncStatus, SyncType};
+use crate::mesh::{Mesh, RelayInfo, SyncMetrics, SyncStatus, SyncType};
 use crate::metrics::Metrics;
 use crate::process::{self, CpuSampler};
 use crate::protocol::{self, HealthReport, Notification};
@@ -43,10 +43,17 @@ pub struct Node {
     pub hub: Hub,
     pub metrics: Metrics,
     pub logs: LogRing,
+    pub mesh: Mesh,
+    /// The chain watcher's registry of watched wallets and its status.
+    pub chain: crate::chain::WatchHandle,
+    /// Which connection each registered wallet's payments go to.
+    wallet_clients:
+        std::sync::Mutex<std::collections::BTreeMap<crate::chain::WalletId, crate::hub::ClientId>>,
     started_at: Instant,
     /// Makes message ids unique across restarts of the same relay id.
     boot_nonce: u32,
     next_message_seq: AtomicU64,
+    next_sync_seq: AtomicU64,
     next_client_id: AtomicU64,
     ws_connections: AtomicUsize,
     draining: AtomicBool,
@@ -61,6 +68,7 @@ impl Node {
         // the same seed.
         let boot_nonce = (rng.next_u64() ^ clock.unix_time().as_millis() as u64) as u32;
         let (shutdown, _) = watch::channel(false);
+        let chain = crate::chain::WatchHandle::from_config(&config);
         Arc::new(Node {
             config: Arc::new(config),
             clock,
@@ -68,9 +76,13 @@ impl Node {
             hub: Hub::new(),
             metrics: Metrics::new(),
             logs,
+            mesh: Mesh::default(),
+            chain,
+            wallet_clients: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             started_at,
             boot_nonce,
             next_message_seq: AtomicU64::new(1),
+            next_sync_seq: AtomicU64::new(1),
             next_client_id: AtomicU64::new(1),
             ws_connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -106,6 +118,13 @@ impl Node {
         format!("{}-{:08x}-{seq}", self.config.relay_id, self.boot_nonce)
     }
 
+    /// An id for a sync message, from its own sequence so notification sequences stay
+    /// contiguous (anti-entropy summarizes them as ranges).
+    pub fn next_sync_id(&self) -> String {
+        let seq = self.next_sync_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{:08x}-s{seq}", self.config.relay_id, self.boot_nonce)
+    }
+
     /// Takes one of the `ws_connections_max` slots, if any is free.
     pub fn try_acquire_ws_slot(self: &Arc<Self>) -> Option<WsSlot> {
         let max = self.config.limits.ws_connections_max;
@@ -121,8 +140,15 @@ impl Node {
         })
     }
 
+    /// Open WebSocket connections, peer links accepted on the port included.
     pub fn ws_connections(&self) -> usize {
         self.ws_connections.load(Ordering::Acquire)
+    }
+
+    /// Open WebSocket connections of clients (wallets), without peer links.
+    pub fn client_connections(&self) -> usize {
+        self.ws_connections()
+            .saturating_sub(self.mesh.inbound_links())
     }
 
     pub fn is_draining(&self) -> bool {
@@ -141,11 +167,91 @@ impl Node {
         let _ = rx.wait_for(|started| *started).await;
     }
 
+    /// Unhealthy while draining; degraded while a configured chain source is unreachable
+    /// or behind; healthy otherwise.
     pub fn health_status(&self) -> HealthStatus {
         if self.is_draining() {
             HealthStatus::Unhealthy
+        } else if self.chain.status().degraded.is_some() {
+            HealthStatus::Degraded
         } else {
             HealthStatus::Healthy
+        }
+    }
+
+    /// Remembers the connection a registered wallet's payments go to.
+    pub fn bind_wallet(&self, wallet: crate::chain::WalletId, client: crate::hub::ClientId) {
+        self.wallet_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(wallet, client);
+    }
+
+    /// Forgets a wallet whose connection closed, and stops watching it.
+    pub fn release_wallet(&self, wallet: crate::chain::WalletId) {
+        self.wallet_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&wallet);
+        self.chain.unregister(wallet);
+    }
+
+    /// Publishes what the chain watcher saw: a wallet's payments to that wallet's
+    /// connection only; the relay's own payments and new blocks to every subscriber of
+    /// the mesh.
+    pub fn publish_chain_event(&self, event: &crate::chain::ChainEvent) {
+        if matches!(event, crate::chain::ChainEvent::PaymentDetected { .. }) {
+            self.metrics.chain_payments_detected.increment(1);
+        }
+        let data = serde_json::value::to_raw_value(&event.data()).expect("event data serializes");
+        let notification_type = event.notification_type().to_string();
+        let Some(crate::chain::Target::Wallet(wallet)) = event.target() else {
+            self.publish_local(notification_type, &data);
+            return;
+        };
+        let client = self
+            .wallet_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&wallet)
+            .copied();
+        let notification = Notification {
+            message_id: self.next_message_id(),
+            relay_id: self.config.relay_id.clone(),
+            notification_type,
+            data,
+            timestamp: self.unix_secs(),
+        };
+        let frame = notification.encode();
+        if let Some(client) = client {
+            let delivery = self
+                .hub
+                .send_to(client, crate::hub::Outbound::Text(frame.clone()));
+            self.count_delivery(delivery, "notification", frame.len());
+        }
+    }
+
+    /// CPU use of the process in percent of one core, averaged over a recent window.
+    pub fn cpu_percent(&self) -> f64 {
+        self.cpu.percent(self.clock.now())
+    }
+
+    /// Refreshes the figures sampled rather than counted (process, chain), so a scrape
+    /// sees current values.
+    pub fn refresh_sampled_metrics(&self) {
+        let m = &self.metrics;
+        m.resident_memory
+            .set(process::resident_memory_bytes() as f64);
+        // The facade's counters hold integers: whole CPU seconds.
+        m.cpu_seconds.absolute(process::cpu_seconds() as u64);
+        m.open_fds.set(process::open_fds() as f64);
+        m.uptime.set(self.uptime_secs() as f64);
+        let chain = self.chain.status();
+        if let Some(height) = chain.scanned_height {
+            m.chain_scanned_height.set(f64::from(height));
+        }
+        if let Some(tip) = chain.core_tip {
+            m.chain_tip_height.set(f64::from(tip));
         }
     }
 
@@ -160,7 +266,7 @@ impl Node {
             uptime: self.uptime_secs(),
             memory_usage: process::format_megabytes(memory),
             cpu_usage: process::format_percent(cpu),
-            connections: self.ws_connections(),
+            connections: self.client_connections(),
         }
     }
 
@@ -168,7 +274,7 @@ impl Node {
         protocol::encode_health(&self.health_report(), self.unix_secs())
     }
 
-    /// Stamps a notification published by a local client and delivers it.
+    /// Stamps a notification published by a local client and routes it.
     pub fn publish_local(&self, notification_type: String, data: &RawValue) -> Arc<Notification> {
         let notification = Arc::new(Notification {
             message_id: self.next_message_id(),
@@ -178,16 +284,34 @@ impl Node {
             timestamp: self.unix_secs(),
         });
         self.metrics.notifications_published.increment(1);
-        self.deliver_local(&notification);
+        self.route(notification.clone(), None);
         notification
     }
 
-    /// Hands a notification to every subscribed local client.
-    pub fn deliver_local(&self, notification: &Notification) -> Delivery {
+    /// Delivers a notification seen for the first time to the local subscribers and
+    /// forwards it to every peer but the one it came from; drops one already seen.
+    /// Returns whether it was new.
+    pub fn route(&self, notification: Arc<Notification>, from_peer: Option<&str>) -> bool {
+        let routed = self.mesh.admit(&notification, from_peer, self.unix_secs());
+        if !routed.fresh {
+            self.metrics.dedup_hits.increment(1);
+            return false;
+        }
+        self.metrics.dedup_misses.increment(1);
+        if routed.repaired {
+            self.metrics.anti_entropy_repairs.increment(1);
+        }
         let frame = notification.encode();
         let delivery = self.hub.publish(&notification.notification_type, &frame);
         self.count_delivery(delivery, "notification", frame.len());
-        delivery
+        for (peer, tx, control) in routed.targets {
+            if crate::mesh::forward(&tx, &control, frame.clone()) {
+                self.metrics.notifications_forwarded.increment(1);
+            } else {
+                tracing::debug!(%peer, "peer queue full: link cut, anti-entropy will catch it up");
+            }
+        }
+        true
     }
 
     pub fn count_delivery(&self, delivery: Delivery, kind: &str, frame_bytes: usize) {
@@ -209,52 +333,25 @@ impl Node {
     }
 }
 
-/// What the HTTP API reads from the mesh. Until peers are linked, the relay knows only
-/// itself; the mesh fills these in.
+/// What the HTTP API reads from the mesh (see `mesh::report`).
 impl Node {
     /// Every known relay, this one first.
     pub fn relays(&self) -> Vec<RelayInfo> {
-        vec![RelayInfo {
-            relay_id: self.config.relay_id.clone(),
-            address: self.config.advertised_addr().to_string(),
-            version: protocol::VERSION.to_string(),
-            uptime: self.uptime_secs(),
-            health: PeerHealth::Healthy,
-            last_seen: self.unix_secs(),
-            is_self: true,
-            connected: true,
-        }]
+        crate::mesh::report::relays(self)
     }
 
     pub fn sync_status(&self) -> SyncStatus {
-        SyncStatus {
-            status: "idle",
-            last_sync: None,
-            next_sync: self.unix_secs() + self.config.sync.interval,
-            sync_types: SyncType::ALL.to_vec(),
-            errors: Vec::new(),
-            peers: Vec::new(),
-        }
+        crate::mesh::report::sync_status(self)
     }
 
     pub fn sync_metrics(&self) -> SyncMetrics {
-        let sum = |name| self.metrics.sum(name) as u64;
-        SyncMetrics {
-            known_relays: self.relays().len() as u64,
-            mesh_connections: 0,
-            sync_requests: sum(crate::metrics::names::SYNC_REQUESTS_TOTAL),
-            sync_responses: sum(crate::metrics::names::SYNC_RESPONSES_TOTAL),
-            cache_hits: sum(crate::metrics::names::DEDUP_HITS_TOTAL),
-            cache_misses: sum(crate::metrics::names::DEDUP_MISSES_TOTAL),
-            avg_latency: 0.0,
-            error_count: sum(crate::metrics::names::SYNC_ERRORS_TOTAL),
-        }
+        crate::mesh::report::sync_metrics(self)
     }
 
     /// Sends the named sync types to every live peer now; returns how many peers.
     pub fn force_sync(&self, types: &[SyncType]) -> usize {
         tracing::info!(?types, "sync forced");
-        0
+        self.mesh.force(types)
     }
 }
 

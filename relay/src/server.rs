@@ -39,6 +39,8 @@ pub async fn run<N: Net>(
     tasks.spawn(crate::http::serve(node.clone(), listeners.http));
     tasks.spawn(heartbeat(node.clone()));
     tasks.spawn(state_sync_to_clients(node.clone()));
+    tasks.spawn(crate::mesh::run(node.clone(), env.net.clone()));
+    tasks.spawn(chain_watcher(node.clone(), env.clone()));
 
     shutdown.await;
     drain(&node).await;
@@ -66,6 +68,34 @@ async fn drain(node: &Arc<Node>) {
             clients = node.ws_connections(),
             "drain time over; dropping remaining connections"
         );
+    }
+}
+
+/// Events the watcher may queue before it pauses scanning (it never drops one).
+const CHAIN_EVENTS_MAX: usize = 256;
+
+/// Runs the chain watcher (if sources are configured) and publishes what it sees.
+async fn chain_watcher<N: Net>(node: Arc<Node>, env: Env<N>) {
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(CHAIN_EVENTS_MAX);
+    let pump = {
+        let node = node.clone();
+        async move {
+            while let Some(event) = events_rx.recv().await {
+                node.publish_chain_event(&event);
+            }
+        }
+    };
+    let config = node.config.clone();
+    let watcher = crate::chain::run(
+        &config,
+        env,
+        node.chain.clone(),
+        events_tx,
+        node.shutdown_started(),
+    );
+    let (result, ()) = tokio::join!(watcher, pump);
+    if let Err(error) = result {
+        tracing::error!(%error, "chain watcher stopped");
     }
 }
 

@@ -1,60 +1,317 @@
-//! The HTTP API (port 8091).
+//! The HTTP API (port 8091): operators' and orchestrators' view of one relay.
+//!
+//! This file owns the connection side: the accept loop (backing off on accept errors),
+//! the `http_connections_max` cap (a connection over it is answered 503 and closed),
+//! and the per-request pipeline: rate limit, route, method, auth, drain, body size,
+//! handler, all under the `http_timeout_secs` deadline, and counted in the metrics.
+//! The endpoints themselves are in `handlers`; every error becomes a response in
+//! `error`.
+
+mod auth;
+mod error;
+mod handlers;
+mod limits;
+mod openapi;
+mod router;
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::Histogram;
 
+pub use error::ApiError;
+pub use handlers::LOG_LIMIT_MAX;
+pub use limits::RATE_ADDRESSES_MAX;
+pub use openapi::OPENAPI_YAML;
+
+use auth::BasicAuth;
+use limits::RateLimiter;
+use router::Route;
+
+use crate::metrics::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 use crate::node::Node;
 use crate::rt::Listener;
 
-pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = node.shutdown_started() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else {
-            node.clock.sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let node = node.clone();
-        tokio::spawn(async move {
-            let service_node = node.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let node = service_node.clone();
-                async move { Ok::<_, Infallible>(route(&node, request)) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).auto_date_header(false);
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+/// Accept errors (e.g. out of file descriptors) back off between these bounds.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a connection refused over the cap may take to receive its 503.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `route` label of requests refused because of `http_connections_max`.
+const CONNECTION_LIMIT_LABEL: &str = "connection_limit";
+
+/// State shared by every HTTP connection of one relay.
+struct Api {
+    node: Arc<Node>,
+    limiter: RateLimiter,
+    auth: BasicAuth,
+    /// Open connections being served (at most `http_connections_max`).
+    connections: AtomicUsize,
+    /// Connections being told 503 because of the cap (at most `http_connections_max`
+    /// too, so a flood cannot pile up refusal tasks).
+    refusing: AtomicUsize,
+    /// Per-route latency histograms, registered at start-up; the last is `unmatched`.
+    durations: Vec<(&'static str, Histogram)>,
+}
+
+impl Api {
+    fn new(node: Arc<Node>) -> Self {
+        let limits = &node.config.limits;
+        let mut labels: Vec<&'static str> = Route::ALL.iter().map(|r| r.label()).collect();
+        labels.push(Route::UNMATCHED_LABEL);
+        let durations = labels
+            .into_iter()
+            .map(|label| {
+                // Registered up front so dashboards see every endpoint at zero.
+                if label != Route::UNMATCHED_LABEL {
+                    node.metrics
+                        .scoped(|| {
+                            metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => label, "status" => "200")
+                        })
+                        .increment(0);
+                }
+                let histogram = node
+                    .metrics
+                    .histogram(HTTP_REQUEST_DURATION_SECONDS, &[("route", label)]);
+                (label, histogram)
+            })
+            .collect();
+        Api {
+            limiter: RateLimiter::new(limits.http_requests_per_minute_max, RATE_ADDRESSES_MAX),
+            auth: BasicAuth::new(&node.config.auth),
+            connections: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+            durations,
+            node,
+        }
+    }
+
+    fn record(&self, label: &'static str, status: u16, seconds: f64) {
+        let counter = self.node.metrics.scoped(|| {
+            metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => label, "status" => status.to_string())
         });
+        counter.increment(1);
+        if let Some((_, histogram)) = self.durations.iter().find(|(l, _)| *l == label) {
+            histogram.record(seconds);
+        }
     }
 }
 
-fn route<B>(node: &Node, request: Request<B>) -> Response<Full<Bytes>> {
-    let (status, body) = match request.uri().path() {
-        "/health" => (
-            StatusCode::OK,
-            serde_json::json!({
-                "status": node.health_status().as_str(),
-                "uptime": node.uptime_secs(),
-                "version": crate::protocol::VERSION,
-                "timestamp": node.unix_secs(),
-            }),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": {"code": "not_found", "message": "no such endpoint"}}),
-        ),
+/// Takes a slot of `counter` if fewer than `max` are taken; the guard gives it back.
+fn take_slot(api: &Arc<Api>, counter: fn(&Api) -> &AtomicUsize) -> Option<Slot> {
+    let max = api.node.config.limits.http_connections_max;
+    counter(api)
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot {
+            api: api.clone(),
+            counter,
+        })
+}
+
+struct Slot {
+    api: Arc<Api>,
+    counter: fn(&Api) -> &AtomicUsize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        (self.counter)(&self.api).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves the HTTP API on `listener` until the task is aborted. It keeps answering
+/// while the relay drains, so probes see the 503 instead of a refused connection.
+pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
+    let api = Arc::new(Api::new(node));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                if let Some(slot) = take_slot(&api, |a| &a.connections) {
+                    tokio::spawn(serve_connection(api.clone(), stream, peer, slot));
+                } else if let Some(slot) = take_slot(&api, |a| &a.refusing) {
+                    tokio::spawn(refuse_connection(stream, slot));
+                } else {
+                    tracing::debug!(%peer, "HTTP connection dropped: refusals at their cap");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "HTTP accept failed; backing off");
+                api.node.clock.sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+fn http1(timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .auto_date_header(false);
+    builder
+}
+
+async fn serve_connection<S>(api: Arc<Api>, stream: S, peer: SocketAddr, _slot: Slot)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let _gauge = GaugeGuard::up(&api.node.metrics.http_connections);
+    let timeout = Duration::from_secs(api.node.config.limits.http_timeout_secs);
+    let service_api = api.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let api = service_api.clone();
+        async move { Ok::<_, Infallible>(handle(&api, peer.ip(), request).await) }
+    });
+    if let Err(error) = http1(timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%error, %peer, "HTTP connection ended with an error");
+    }
+}
+
+/// Counts one open connection in a gauge for as long as it lives, however it ends.
+struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    fn up(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Answers one request on a connection over `http_connections_max` with 503 and closes.
+async fn refuse_connection<S>(stream: S, slot: Slot)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let api = slot.api.clone();
+    let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
+        let error = ApiError::Unavailable {
+            reason: "connection limit reached",
+        };
+        let response = error.into_response();
+        api.record(CONNECTION_LIMIT_LABEL, response.status().as_u16(), 0.0);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let mut builder = http1(REFUSAL_TIMEOUT);
+    builder.keep_alive(false);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, connection).await;
+}
+
+/// One request, from arrival to counted response, bounded by `http_timeout_secs`.
+async fn handle(api: &Api, client: IpAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let node = &api.node;
+    let started = node.clock.now();
+    let route = router::find(request.uri().path());
+    let label = route.map_or(Route::UNMATCHED_LABEL, Route::label);
+    let deadline = Duration::from_secs(node.config.limits.http_timeout_secs);
+    let response = match tokio::time::timeout(deadline, dispatch(api, client, route, request)).await
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => error.into_response(),
+        Err(_) => ApiError::Unavailable {
+            reason: "request timed out",
+        }
+        .into_response(),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
+    let seconds = node.clock.now().duration_since(started).as_secs_f64();
+    api.record(label, response.status().as_u16(), seconds);
     response
+}
+
+async fn dispatch(
+    api: &Api,
+    client: IpAddr,
+    route: Option<Route>,
+    request: Request<Incoming>,
+) -> handlers::ApiResult {
+    let node = &api.node;
+    api.limiter
+        .check(client, node.clock.now())
+        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let route = route.ok_or(ApiError::NotFound)?;
+    router::check_method(route, request.method())?;
+    if route.needs_auth() {
+        api.auth.check(request.headers())?;
+    }
+    if route == Route::Health {
+        return Ok(handlers::health(node));
+    }
+    if node.is_draining() {
+        return Err(ApiError::Unavailable {
+            reason: "relay shutting down",
+        });
+    }
+    let bytes_max = node.config.limits.http_body_bytes_max;
+    check_content_length(&request, bytes_max)?;
+    match route {
+        Route::Health => Ok(handlers::health(node)),
+        Route::Metrics => Ok(handlers::metrics(node)),
+        Route::MetricsPrometheus => Ok(handlers::prometheus(node)),
+        Route::Config => handlers::config(node),
+        Route::Relays => Ok(handlers::relays(node)),
+        Route::SyncStatus => Ok(handlers::sync_status(node)),
+        Route::SyncForce => {
+            let body = read_body(request.into_body(), bytes_max).await?;
+            handlers::sync_force(node, &body)
+        }
+        Route::Logs => handlers::logs(node, request.uri().query()),
+        Route::OpenApi => handlers::openapi(),
+    }
+}
+
+/// # Errors
+/// `PayloadTooLarge` when the declared length is over the limit, `BadRequest` when it
+/// is not a number.
+fn check_content_length<B>(request: &Request<B>, bytes_max: usize) -> Result<(), ApiError> {
+    let Some(value) = request.headers().get(CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    let length = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::BadRequest("invalid Content-Length".into()))?;
+    if length > bytes_max as u64 {
+        return Err(ApiError::PayloadTooLarge { bytes_max });
+    }
+    Ok(())
+}
+
+/// Reads the whole body, stopping as soon as it passes `bytes_max` (chunked bodies
+/// declare no length up front).
+async fn read_body(body: Incoming, bytes_max: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, bytes_max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { bytes_max })
+        }
+        Err(_) => Err(ApiError::BadRequest(
+            "the request body could not be read".into(),
+        )),
+    }
 }

@@ -11,7 +11,11 @@ pub enum SyncType {
 }
 
 impl SyncType {
-    pub const ALL: [SyncType; 3] = [SyncType::StateSync, SyncType::HealthSync, SyncType::MetricsSync];
+    pub const ALL: [SyncType; 3] = [
+        SyncType::StateSync,
+        SyncType::HealthSync,
+        SyncType::MetricsSync,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,7 +31,7 @@ impl SyncType {
 }
 
 /// How a relay looks from here: heard from recently, late, or gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerHealth {
     Healthy,

@@ -20,7 +20,8 @@ pub const WS_SLOW_CONSUMER_DISCONNECTS_TOTAL: &str = "sdk_relay_ws_slow_consumer
 pub const WS_ERRORS_SENT_TOTAL: &str = "sdk_relay_ws_errors_sent_total";
 
 // HTTP API
-/// Labels `route`, `status`.
+/// Labels `route` (the endpoint, `unmatched` for unknown paths, `connection_limit` for
+/// connections refused over `http_connections_max`) and `status` (numeric code).
 pub const HTTP_REQUESTS_TOTAL: &str = "sdk_relay_http_requests_total";
 /// Label `route`. Histogram.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sdk_relay_http_request_duration_seconds";
@@ -35,6 +36,8 @@ pub const MESH_CONNECTIONS: &str = "sdk_relay_mesh_connections";
 pub const SYNC_REQUESTS_TOTAL: &str = "sdk_relay_sync_requests_total";
 /// Label `sync_type`.
 pub const SYNC_RESPONSES_TOTAL: &str = "sdk_relay_sync_responses_total";
+/// Label `sync_type`. Sync requests received from peers.
+pub const SYNC_REQUESTS_RECEIVED_TOTAL: &str = "sdk_relay_sync_requests_received_total";
 /// Label `sync_type`.
 pub const SYNC_ERRORS_TOTAL: &str = "sdk_relay_sync_errors_total";
 /// Label `sync_type`. Histogram.

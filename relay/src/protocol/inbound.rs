@@ -27,6 +27,10 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow)]
     id: Option<&'a RawValue>,
+    #[serde(default)]
+    relay_id: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
 }
 
 /// A validated message from a client.
@@ -40,6 +44,9 @@ pub enum ClientMessage<'a> {
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
     Publish(Publish<'a>),
+    /// A wallet registering its keys with the chain watcher; the whole text is parsed by
+    /// `chain::WatchRequest`, which keeps the secret out of every log and error.
+    Watch,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +56,9 @@ pub struct Handshake {
     /// The capabilities asked for; unknown names are ignored (never granted).
     pub capabilities: Capabilities,
     pub token: Option<String>,
+    /// For relays (capability `relay`): the dialing relay's id and advertised address.
+    pub relay_id: Option<String>,
+    pub address: Option<String>,
 }
 
 #[derive(Debug)]
@@ -109,6 +119,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
             names("unsubscribe", envelope.notification_types).map(ClientMessage::Unsubscribe)
         }
         "notification" => publish(envelope).map(ClientMessage::Publish),
+        "watch" => Ok(ClientMessage::Watch),
         other => Err(ParseError::UnknownType(truncate(other))),
     }
 }
@@ -132,11 +143,25 @@ fn handshake(envelope: Envelope<'_>) -> Result<Handshake, ParseError> {
             capabilities.insert(c);
         }
     }
+    if capabilities.contains(Capability::Relay) {
+        check_name(
+            "handshake",
+            "relay_id",
+            envelope.relay_id.as_deref().unwrap_or_default(),
+        )?;
+        check_name(
+            "handshake",
+            "address",
+            envelope.address.as_deref().unwrap_or_default(),
+        )?;
+    }
     Ok(Handshake {
         client_id,
         version,
         capabilities,
         token: envelope.token,
+        relay_id: envelope.relay_id,
+        address: envelope.address,
     })
 }
 

@@ -72,6 +72,7 @@ struct Header {
     fin: bool,
     opcode: u8,
     mask: Option<[u8; 4]>,
+    header_len: usize,
     payload_len: usize,
 }
 
@@ -87,19 +88,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the message size limit (mesh links carry stamped notifications).
+    pub fn set_message_bytes_max(&mut self, message_bytes_max: usize) {
+        self.message_bytes_max = message_bytes_max;
+    }
+
     /// The next complete message or control frame.
+    ///
+    /// Cancel-safe: bytes are only consumed once a whole frame is buffered, so this can
+    /// sit in a `select!` beside timers.
     ///
     /// # Errors
     /// End of stream, I/O failure, a message over the limit, a protocol violation or
     /// invalid UTF-8. After an error the reader must not be used except to `drain`.
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
         loop {
-            let header = self.read_header().await?;
-            if let Some(message) = self.read_frame(header).await? {
-                if self.buf.is_empty() {
-                    // Idle connections keep no read buffer.
-                    self.buf = BytesMut::new();
-                }
+            let header = self.buffer_frame().await?;
+            let message = self.take_frame(header)?;
+            if self.buf.is_empty() {
+                // Idle connections keep no read buffer.
+                self.buf = BytesMut::new();
+            }
+            if let Some(message) = message {
                 return Ok(message);
             }
         }
@@ -108,67 +118,84 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads and discards whatever the peer still sends, for at most `bytes_max` bytes, so
     /// that closing the socket does not reset it before the peer read our close frame.
     pub async fn drain(&mut self, bytes_max: usize) {
-        let mut scratch = [0u8; 4096];
+        // A heap buffer: a stack one would enlarge every connection's task for good.
         let mut total = 0;
         while total < bytes_max {
-            match self.io.read(&mut scratch).await {
+            self.buf.clear();
+            self.buf.reserve(READ_CHUNK_BYTES_MAX);
+            match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => total += n,
             }
         }
     }
 
-    async fn read_header(&mut self) -> Result<Header, ReadError> {
+    /// Waits until one whole frame is buffered (checking limits from its header first)
+    /// and returns its header, without consuming anything.
+    async fn buffer_frame(&mut self) -> Result<Header, ReadError> {
         self.fill(2).await?;
         let (b0, b1) = (self.buf[0], self.buf[1]);
-        if b0 & 0x70 != 0 {
-            return Err(ReadError::Protocol("reserved bits set"));
-        }
         let masked = b1 & 0x80 != 0;
-        if masked != (self.role == Role::Server) {
-            return Err(ReadError::Protocol("wrong masking for this side"));
-        }
         let extra = match b1 & 0x7F {
             126 => 2,
             127 => 8,
             _ => 0,
         };
-        self.fill(2 + extra + if masked { 4 } else { 0 }).await?;
-        self.buf.advance(2);
+        let header_len = 2 + extra + if masked { 4 } else { 0 };
+        self.fill(header_len).await?;
+        let mut head = &self.buf[2..header_len];
         let payload_len = match extra {
-            2 => usize::from(self.buf.get_u16()),
-            8 => usize::try_from(self.buf.get_u64()).unwrap_or(usize::MAX),
+            2 => usize::from(head.get_u16()),
+            8 => usize::try_from(head.get_u64()).unwrap_or(usize::MAX),
             _ => usize::from(b1 & 0x7F),
         };
-        let mask = masked.then(|| self.buf.get_u32().to_be_bytes());
-        Ok(Header {
+        let mask = masked.then(|| head.get_u32().to_be_bytes());
+        let header = Header {
             fin: b0 & 0x80 != 0,
             opcode: b0 & 0x0F,
             mask,
+            header_len,
             payload_len,
-        })
+        };
+        self.check(&header, b0, masked)?;
+        if header.opcode != OP_BINARY {
+            self.fill(header_len + payload_len).await?;
+        }
+        Ok(header)
     }
 
-    async fn read_frame(&mut self, header: Header) -> Result<Option<Incoming>, ReadError> {
+    fn check(&self, header: &Header, b0: u8, masked: bool) -> Result<(), ReadError> {
+        if b0 & 0x70 != 0 {
+            return Err(ReadError::Protocol("reserved bits set"));
+        }
+        if masked != (self.role == Role::Server) {
+            return Err(ReadError::Protocol("wrong masking for this side"));
+        }
         let is_control = header.opcode & 0x8 != 0;
         if is_control && (!header.fin || header.payload_len > CONTROL_PAYLOAD_BYTES_MAX) {
             return Err(ReadError::Protocol("invalid control frame"));
         }
-        if header.opcode == OP_BINARY
-            || (header.opcode == OP_CONTINUATION && self.partial.is_none())
-        {
-            // Binary is refused whole; its payload is never buffered.
-            return if header.opcode == OP_BINARY {
-                Ok(Some(Incoming::Binary))
-            } else {
-                Err(ReadError::Protocol("continuation without a message"))
-            };
+        if header.opcode == OP_CONTINUATION && self.partial.is_none() {
+            return Err(ReadError::Protocol("continuation without a message"));
         }
         let already = self.partial.as_ref().map_or(0, BytesMut::len);
         if !is_control && already.saturating_add(header.payload_len) > self.message_bytes_max {
             return Err(ReadError::TooBig(self.message_bytes_max));
         }
-        let payload = self.read_payload(&header).await?;
+        Ok(())
+    }
+
+    /// Consumes the buffered frame; no awaits from here on (cancel safety).
+    fn take_frame(&mut self, header: Header) -> Result<Option<Incoming>, ReadError> {
+        if header.opcode == OP_BINARY {
+            // Binary is refused whole; its payload is never buffered.
+            return Ok(Some(Incoming::Binary));
+        }
+        self.buf.advance(header.header_len);
+        let mut payload = self.buf.split_to(header.payload_len);
+        if let Some(mask) = header.mask {
+            apply_mask(&mut payload, mask);
+        }
         match header.opcode {
             OP_TEXT | OP_CONTINUATION => self.assemble(header.opcode, header.fin, payload),
             OP_PING => Ok(Some(Incoming::Ping(payload.freeze()))),
@@ -193,7 +220,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 partial.extend_from_slice(&payload);
                 partial
             }
-            (_, None) => unreachable!("checked in read_frame"),
+            (_, None) => unreachable!("checked before the payload was read"),
         };
         if !fin {
             self.partial = Some(message);
@@ -203,16 +230,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(Some(Incoming::Text(message.freeze())))
     }
 
-    async fn read_payload(&mut self, header: &Header) -> Result<BytesMut, ReadError> {
-        self.fill(header.payload_len).await?;
-        let mut payload = self.buf.split_to(header.payload_len);
-        if let Some(mask) = header.mask {
-            apply_mask(&mut payload, mask);
-        }
-        Ok(payload)
-    }
-
-    /// Reads until at least `len` bytes are buffered.
+    /// Reads until at least `len` bytes are buffered. Only appends: cancel-safe.
     async fn fill(&mut self, len: usize) -> Result<(), ReadError> {
         while self.buf.len() < len {
             let want = (len - self.buf.len()).max(self.read_chunk_bytes);
@@ -346,10 +364,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.buf.clear();
         }
         self.io.flush().await?;
-        if self.buf.capacity() > COPY_BYTES_MAX {
-            // Give back memory after a burst; idle connections keep none.
-            self.buf = Vec::new();
-        }
+        // Idle connections keep no write buffer; one allocation per batch is far cheaper
+        // than the write it accompanies.
+        self.buf = Vec::new();
         Ok(())
     }
 

@@ -64,7 +64,7 @@ where
 /// Close code recorded when the client vanished without a close handshake.
 pub const ABNORMAL: u16 = 1006;
 
-async fn write_loop<W>(
+pub(crate) async fn write_loop<W>(
     mut writer: FrameWriter<W>,
     mut rx: mpsc::Receiver<Outbound>,
     control: Arc<ClientControl>,
@@ -149,4 +149,40 @@ async fn close<W: AsyncWrite + Unpin>(
         .push(FrameKind::Close, &close_payload(reason.code, reason.reason))
         .await?;
     writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection holds these two task states for its whole life: a regression
+    /// here (say, a stack buffer in a future) costs memory on every idle connection.
+    #[test]
+    fn connection_task_state_stays_small() {
+        let node = crate::node::Node::new(
+            crate::config::Config::default(),
+            std::sync::Arc::new(crate::rt::TokioClock),
+            crate::rt::SeededRng::new(1),
+            crate::logs::LogRing::new(1),
+        );
+        let (a, _b) = tokio::io::duplex(16);
+        let slot = node.try_acquire_ws_slot().unwrap();
+        let f = super::run(node.clone(), a, slot);
+        assert!(
+            std::mem::size_of_val(&f) <= 2048,
+            "reader task state: {} bytes",
+            std::mem::size_of_val(&f)
+        );
+        let (c, _d) = tokio::io::duplex(16);
+        let (_r, w) = tokio::io::split(c);
+        let (_tx, rx) = tokio::sync::mpsc::channel(4);
+        let wf = super::write_loop(
+            super::FrameWriter::new(w, super::Role::Server, 0),
+            rx,
+            std::sync::Arc::new(Default::default()),
+        );
+        assert!(
+            std::mem::size_of_val(&wf) <= 1024,
+            "writer task state: {} bytes",
+            std::mem::size_of_val(&wf)
+        );
+    }
 }

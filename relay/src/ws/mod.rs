@@ -5,6 +5,8 @@ pub mod codec;
 mod connection;
 mod session;
 
+pub(crate) use connection::write_loop;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,6 +13,9 @@ use crate::protocol::{
     self, Capabilities, Capability, ClientMessage, Handshake, ParseError, error_code,
 };
 
+/// Wallets one connection may register with the chain watcher.
+const WALLETS_PER_CONNECTION_MAX: usize = 8;
+
 pub struct Session {
     node: Arc<Node>,
     id: ClientId,
@@ -20,6 +23,10 @@ pub struct Session {
     control: Arc<ClientControl>,
     /// Granted at the handshake; `None` until then.
     granted: Option<Capabilities>,
+    /// Set when the other side handshook as a relay: (relay id, advertised address).
+    peer: Option<(String, String)>,
+    /// Wallets this connection registered with the chain watcher.
+    wallets: Vec<crate::chain::WalletId>,
 }
 
 impl Session {
@@ -35,6 +42,8 @@ impl Session {
             tx,
             control,
             granted: None,
+            peer: None,
+            wallets: Vec::new(),
         }
     }
 
@@ -62,6 +71,36 @@ impl Session {
                 self.control.close(reason);
                 return;
             }
+            if let Some((peer_id, address)) = self.peer.take() {
+                return self.serve_peer(reader, peer_id, address).await;
+            }
+        }
+    }
+
+    /// The rest of the connection is a mesh link.
+    async fn serve_peer<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+        peer_id: String,
+        address: String,
+    ) {
+        let limit =
+            self.node.config.limits.ws_message_bytes_max + crate::mesh::PEER_ENVELOPE_SLACK_BYTES;
+        reader.set_message_bytes_max(limit);
+        let parts = crate::mesh::LinkParts {
+            peer_id,
+            address,
+            dialer: String::new(),
+            inbound: true,
+            tx: self.tx.clone(),
+            control: self.control.clone(),
+        };
+        // A peer link is not a client: the connection gauge counts wallets only.
+        self.node.metrics.ws_connections.decrement(1.0);
+        crate::mesh::serve_inbound(&self.node, reader, parts).await;
+        self.node.metrics.ws_connections.increment(1.0);
+        if self.control.close_reason().is_none() {
+            self.control.close(CloseReason::NORMAL);
         }
     }
 
@@ -134,6 +173,10 @@ impl Session {
                 let names = self.node.hub.unsubscribe(self.id, &names);
                 self.send_subscriptions(&names)
             }
+            ClientMessage::Watch => {
+                self.count_in("watch");
+                self.watch(text)
+            }
             ClientMessage::Publish(publish) => {
                 self.count_in("notification");
                 if !granted.contains(Capability::Publish) {
@@ -176,6 +219,9 @@ impl Session {
     }
 
     fn handshake(&mut self, handshake: Handshake) -> Option<CloseReason> {
+        if handshake.capabilities.contains(Capability::Relay) {
+            return self.relay_handshake(handshake);
+        }
         let node = self.node.clone();
         let limits = &node.config.limits;
         let tokens = &node.config.auth.ws_tokens;
@@ -201,9 +247,7 @@ impl Session {
             self.send_text("handshake_response", frame);
             return Some(CloseReason::AUTH);
         }
-        let mut granted = handshake.capabilities;
-        // Mesh links arrive with the mesh; until then `relay` is never granted.
-        granted.remove(Capability::Relay);
+        let granted = handshake.capabilities;
         self.granted = Some(granted);
         node.hub.join(
             self.id,
@@ -222,6 +266,72 @@ impl Session {
         );
         self.send_text("handshake_response", response)
             .or_else(|| self.send_text("health", node.health_frame()))
+    }
+
+    /// A relay dialing in: check the mesh token, answer, and become a mesh link.
+    fn relay_handshake(&mut self, handshake: Handshake) -> Option<CloseReason> {
+        let node = self.node.clone();
+        let token_ok = match &node.config.auth.mesh_token {
+            None => true,
+            Some(expected) => handshake
+                .token
+                .as_deref()
+                .is_some_and(|t| constant_time_eq(expected, t)),
+        };
+        let peer_id = handshake.relay_id.unwrap_or_default();
+        let refusal = if !token_ok {
+            Some(("invalid mesh token", CloseReason::AUTH))
+        } else if peer_id == node.relay_id() {
+            Some(("that is this relay", CloseReason::NORMAL))
+        } else {
+            None
+        };
+        if let Some((reason, close)) = refusal {
+            node.metrics.ws_handshakes.get("rejected").increment(1);
+            tracing::info!(peer = %peer_id, reason, "relay handshake refused");
+            let heartbeat = node.config.limits.heartbeat_interval_secs;
+            let frame = protocol::encode_handshake_rejected(
+                node.relay_id(),
+                reason,
+                heartbeat,
+                node.unix_secs(),
+            );
+            self.send_text("handshake_response", frame);
+            return Some(close);
+        }
+        node.metrics.ws_handshakes.get("accepted").increment(1);
+        let mut granted = Capabilities::default();
+        granted.insert(Capability::Relay);
+        self.granted = Some(granted);
+        self.peer = Some((peer_id, handshake.address.unwrap_or_default()));
+        let response = crate::mesh::wire::encode_peer_accepted(
+            node.relay_id(),
+            node.config.advertised_addr(),
+            node.unix_secs(),
+        );
+        self.send_text("handshake_response", response)
+    }
+
+    /// Registers a wallet's keys with the chain watcher; its payments come back on this
+    /// connection.
+    fn watch(&mut self, text: &str) -> Option<CloseReason> {
+        use crate::chain::{WatchOutcome, WatchRequest, encode_watch_response};
+        let outcome = if self.wallets.len() >= WALLETS_PER_CONNECTION_MAX {
+            let reason = format!("at most {WALLETS_PER_CONNECTION_MAX} wallets per connection");
+            WatchOutcome::Rejected { reason }
+        } else {
+            match WatchRequest::from_json(text)
+                .and_then(|request| self.node.chain.register(request))
+            {
+                Ok((wallet, address)) => {
+                    self.node.bind_wallet(wallet, self.id);
+                    self.wallets.push(wallet);
+                    WatchOutcome::Accepted { address }
+                }
+                Err(reason) => WatchOutcome::Rejected { reason },
+            }
+        };
+        self.send_text("watch_response", encode_watch_response(&outcome))
     }
 
     fn reject_message(&mut self, error: &ParseError) -> Option<CloseReason> {
@@ -280,4 +390,12 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for wallet in self.wallets.drain(..) {
+            self.node.release_wallet(wallet);
+        }
+    }
 }

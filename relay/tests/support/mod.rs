@@ -32,7 +32,12 @@ pub struct TestRelay {
 }
 
 impl TestRelay {
-    pub async fn start(mut config: Config) -> TestRelay {
+    pub async fn start(config: Config) -> TestRelay {
+        TestRelay::start_with_logs(config, LogRing::new(1000)).await
+    }
+
+    /// Like `start`, with the ring `GET /logs` reads.
+    pub async fn start_with_logs(mut config: Config, logs: LogRing) -> TestRelay {
         let net = TokioNet;
         let ws = net.bind("127.0.0.1:0").await.expect("bind ws");
         let http = net.bind("127.0.0.1:0").await.expect("bind http");
@@ -47,7 +52,7 @@ impl TestRelay {
             config,
             env,
             sdk_relay::Listeners { ws, http },
-            LogRing::new(1000),
+            logs,
             async move {
                 let _ = stopped.await;
             },
@@ -252,6 +257,8 @@ pub fn raise_fd_limit() {
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+pub mod cluster;
 
 /// Sends a raw upgrade request and returns the status code and the response head, for
 /// refusals that a WebSocket client library hides.

@@ -1,0 +1,187 @@
+//! Silent-payment keys the watcher scans for: the relay's own and registered wallets'.
+//!
+//! The scan secret key lives only inside [`ScanSecret`], whose `Debug` redacts it, so no
+//! log line, error or metric can print it by accident.
+
+use silentpayments::receiving::{Label, Receiver};
+use silentpayments::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use silentpayments::{Network as SpNetwork, SpVersion};
+
+use crate::config::Network;
+
+/// Labels one wallet may ask for (each costs a point addition per output scanned).
+pub const LABELS_MAX: usize = 64;
+
+/// A scan secret key. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScanSecret(SecretKey);
+
+impl std::fmt::Debug for ScanSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScanSecret(<redacted>)")
+    }
+}
+
+impl ScanSecret {
+    /// Parses 64 hex characters.
+    ///
+    /// # Errors
+    /// Not 64 hex characters, or not a valid secp256k1 secret key (the message never
+    /// contains the input).
+    pub fn from_hex(text: &str) -> Result<ScanSecret, KeyError> {
+        let bytes = decode_fixed::<32>(text).ok_or(KeyError::ScanKeyFormat)?;
+        SecretKey::from_slice(&bytes)
+            .map(ScanSecret)
+            .map_err(|_| KeyError::ScanKeyFormat)
+    }
+
+    pub(crate) fn secret(&self) -> &SecretKey {
+        &self.0
+    }
+}
+
+/// Why a key set was refused; never carries key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("scan_secret_key must be 64 hex characters of a valid secret key")]
+    ScanKeyFormat,
+    #[error("spend_public_key must be 66 hex characters of a compressed public key")]
+    SpendKeyFormat,
+    #[error("at most {LABELS_MAX} labels")]
+    TooManyLabels,
+    #[error("label {0} gives an invalid key")]
+    Label(u32),
+}
+
+fn decode_fixed<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let bytes = hex::decode(text).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Parses a compressed public key from 66 hex characters.
+///
+/// # Errors
+/// Not 66 hex characters or not a point on the curve.
+pub fn parse_spend_key(text: &str) -> Result<PublicKey, KeyError> {
+    let bytes = decode_fixed::<33>(text).ok_or(KeyError::SpendKeyFormat)?;
+    PublicKey::from_slice(&bytes).map_err(|_| KeyError::SpendKeyFormat)
+}
+
+/// The address prefix: `sp` on mainnet, `tsp` elsewhere (signet, testnet, regtest).
+pub fn sp_network(network: Network) -> SpNetwork {
+    match network {
+        Network::Mainnet => SpNetwork::Mainnet,
+        Network::Testnet | Network::Signet | Network::Regtest => SpNetwork::Testnet,
+    }
+}
+
+/// One watched key set: scan secret, spend public key and labels, ready to scan with.
+#[derive(Clone)]
+pub struct WatchedKey {
+    scan: ScanSecret,
+    receiver: Receiver,
+    spend: PublicKey,
+    /// Each label's scalar `m` and point `m*G` (change label 0 first), for the k loop.
+    label_points: Vec<(SecretKey, PublicKey)>,
+    address: String,
+}
+
+impl std::fmt::Debug for WatchedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedKey")
+            .field("scan", &self.scan)
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl WatchedKey {
+    /// Builds the receiver (change label 0 always included, as BIP352 reserves it) and
+    /// the base address.
+    ///
+    /// # Errors
+    /// Too many labels, or a label that gives an invalid key.
+    pub fn new(
+        scan: ScanSecret,
+        spend: PublicKey,
+        labels: &[u32],
+        network: Network,
+    ) -> Result<WatchedKey, KeyError> {
+        if labels.len() > LABELS_MAX {
+            return Err(KeyError::TooManyLabels);
+        }
+        let secp = Secp256k1::signing_only();
+        let scan_pub = scan.secret().public_key(&secp);
+        let change = Label::new(*scan.secret(), 0);
+        let mut receiver = Receiver::new(
+            SpVersion::ZERO,
+            scan_pub,
+            spend,
+            change,
+            sp_network(network),
+        )
+        .map_err(|_| KeyError::Label(0))?;
+        let mut label_points = Vec::with_capacity(labels.len() + 1);
+        for m in std::iter::once(0).chain(labels.iter().copied()) {
+            let label = Label::new(*scan.secret(), m);
+            let scalar = SecretKey::from_slice(&label.as_inner().to_be_bytes())
+                .map_err(|_| KeyError::Label(m))?;
+            if m != 0 {
+                receiver.add_label(label).map_err(|_| KeyError::Label(m))?;
+            }
+            label_points.push((scalar, scalar.public_key(&secp)));
+        }
+        label_points.dedup();
+        let address = receiver.receiving_code().to_string();
+        Ok(WatchedKey {
+            scan,
+            receiver,
+            spend,
+            label_points,
+            address,
+        })
+    }
+
+    /// The base (unlabelled) silent-payment address, `sp1…` or `tsp1…`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) fn scan(&self) -> &ScanSecret {
+        &self.scan
+    }
+
+    pub(crate) fn receiver(&self) -> &Receiver {
+        &self.receiver
+    }
+
+    pub(crate) fn spend_key(&self) -> &PublicKey {
+        &self.spend
+    }
+
+    pub(crate) fn label_points(&self) -> &[(SecretKey, PublicKey)] {
+        &self.label_points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the documented test keys give a tsp1 address on signet and that Debug redacts.
+    #[test]
+    fn documented_keys_give_tsp_address_and_redact() {
+        let secp = Secp256k1::new();
+        let scan = ScanSecret::from_hex(&"01".repeat(32)).unwrap();
+        let spend = SecretKey::from_slice(&[2; 32]).unwrap().public_key(&secp);
+        let key = WatchedKey::new(scan.clone(), spend, &[1, 2], Network::Signet).unwrap();
+        assert!(key.address().starts_with("tsp1q"), "{}", key.address());
+        let main = WatchedKey::new(scan, spend, &[], Network::Mainnet).unwrap();
+        assert!(main.address().starts_with("sp1q"));
+        assert!(!format!("{key:?}").contains(&"01".repeat(32)));
+        assert!(ScanSecret::from_hex("00").is_err());
+        assert!(ScanSecret::from_hex(&"00".repeat(32)).is_err());
+        assert!(parse_spend_key(&"05".repeat(33)).is_err());
+        assert!(parse_spend_key("02").is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! Maps a method and path to an endpoint. The route set is closed, so the route label
+//! of the HTTP metrics has a fixed, small set of values.
+
+use hyper::Method;
+
+use super::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Metrics,
+    MetricsPrometheus,
+    Config,
+    Relays,
+    SyncStatus,
+    SyncForce,
+    Logs,
+    OpenApi,
+}
+
+impl Route {
+    pub const ALL: [Route; 9] = [
+        Route::Health,
+        Route::Metrics,
+        Route::MetricsPrometheus,
+        Route::Config,
+        Route::Relays,
+        Route::SyncStatus,
+        Route::SyncForce,
+        Route::Logs,
+        Route::OpenApi,
+    ];
+
+    /// The `route` label for requests that matched no endpoint.
+    pub const UNMATCHED_LABEL: &'static str = "unmatched";
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Health => "/health",
+            Route::Metrics => "/metrics",
+            Route::MetricsPrometheus => "/metrics/prometheus",
+            Route::Config => "/config",
+            Route::Relays => "/relays",
+            Route::SyncStatus => "/sync/status",
+            Route::SyncForce => "/sync/force",
+            Route::Logs => "/logs",
+            Route::OpenApi => "/openapi.json",
+        }
+    }
+
+    /// The `route` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::Metrics => "metrics",
+            Route::MetricsPrometheus => "metrics_prometheus",
+            Route::Config => "config",
+            Route::Relays => "relays",
+            Route::SyncStatus => "sync_status",
+            Route::SyncForce => "sync_force",
+            Route::Logs => "logs",
+            Route::OpenApi => "openapi",
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Route::SyncForce => Method::POST,
+            _ => Method::GET,
+        }
+    }
+
+    /// The `Allow` header for this path.
+    fn allow(self) -> &'static str {
+        match self {
+            Route::SyncForce => "POST",
+            _ => "GET",
+        }
+    }
+
+    /// Whether basic auth (when configured) guards it: everything but the probe.
+    pub fn needs_auth(self) -> bool {
+        self != Route::Health
+    }
+}
+
+/// The endpoint at `path`, or `None` for an unknown path.
+pub fn find(path: &str) -> Option<Route> {
+    Route::ALL.into_iter().find(|route| route.path() == path)
+}
+
+/// # Errors
+/// `MethodNotAllowed` when the path exists but not with this method.
+pub fn check_method(route: Route, method: &Method) -> Result<(), ApiError> {
+    if *method == route.method() {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            allow: route.allow(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_found_by_its_path_only() {
+        for route in Route::ALL {
+            assert_eq!(find(route.path()), Some(route));
+        }
+        assert_eq!(find("/health/"), None);
+        assert_eq!(find("/nope"), None);
+        assert!(check_method(Route::SyncForce, &Method::GET).is_err());
+        assert!(check_method(Route::Health, &Method::GET).is_ok());
+        assert!(check_method(Route::Health, &Method::DELETE).is_err());
+    }
+}

@@ -1,0 +1,532 @@
+//! The mesh's shared state: members, links, the dedup cache and notification log, and
+//! pending sync requests. Guarded by one mutex that is never held across an await.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+
+use super::dedup::{
+    DEDUP_IDS_MAX, DedupCache, LOG_ENTRIES_MAX, LOG_RETENTION_SECS, NotificationLog, StreamSummary,
+};
+use super::view::{PeerHealth, SyncErrorRecord, SyncType};
+use super::wire::GossipRelay;
+use super::{KNOWN_RELAYS_MAX, PENDING_SYNCS_MAX, SYNC_ERRORS_MAX};
+use crate::hub::{ClientControl, CloseReason, Outbound};
+use crate::protocol::Notification;
+
+/// Another relay, as this one knows it.
+#[derive(Debug, Clone)]
+pub(super) struct Member {
+    pub address: String,
+    pub version: String,
+    pub uptime: u64,
+    /// Unix milliseconds when it was last heard from, here or (via gossip) by a peer.
+    pub last_seen_ms: u64,
+}
+
+/// A live link to a peer.
+pub(super) struct Link {
+    pub link_id: u64,
+    pub tx: mpsc::Sender<Outbound>,
+    pub control: Arc<ClientControl>,
+    /// The relay id of the side that dialed; decides which of two links survives.
+    pub dialer: String,
+    pub inbound: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct DialState {
+    /// The relay found at this address by the last successful handshake.
+    pub relay_id: Option<String>,
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+    pub in_flight: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct PeerStats {
+    pub last_sync: Option<u64>,
+    pub requests: u64,
+    pub responses: u64,
+    pub rtt_total_ms: f64,
+}
+
+pub(super) struct Pending {
+    pub peer: String,
+    pub sync_type: SyncType,
+    pub sent_ms: u64,
+}
+
+pub(super) struct State {
+    pub members: BTreeMap<String, Member>,
+    pub links: BTreeMap<String, Link>,
+    pub dials: BTreeMap<String, DialState>,
+    /// Addresses that turned out to be this relay.
+    pub self_addresses: BTreeSet<String>,
+    pub dedup: DedupCache,
+    pub log: NotificationLog,
+    /// Ids requested by anti-entropy and when (monotonic ms): not asked again from
+    /// another peer while the first request may still be answered; counted as repairs
+    /// when they arrive.
+    pub repairs_requested: HashMap<String, u64>,
+    pub pending: BTreeMap<String, Pending>,
+    pub errors: VecDeque<SyncErrorRecord>,
+    pub peer_stats: BTreeMap<String, PeerStats>,
+    pub last_sync: Option<u64>,
+    pub next_sync: u64,
+    pub rtt_total_ms: f64,
+    pub rtt_count: u64,
+}
+
+/// The mesh state of one relay.
+pub struct Mesh {
+    state: Mutex<State>,
+    next_link_id: AtomicU64,
+    /// Wakes the supervisor: a relay was learned, a link dropped, a sync was forced.
+    pub(super) wake: Notify,
+    /// Sync types asked for by `/sync/force`, sent by the supervisor.
+    pub(super) forced: Mutex<BTreeSet<SyncType>>,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Mesh {
+            state: Mutex::new(State {
+                members: BTreeMap::new(),
+                links: BTreeMap::new(),
+                dials: BTreeMap::new(),
+                self_addresses: BTreeSet::new(),
+                dedup: DedupCache::new(DEDUP_IDS_MAX),
+                log: NotificationLog::new(LOG_ENTRIES_MAX, LOG_RETENTION_SECS),
+                repairs_requested: HashMap::new(),
+                pending: BTreeMap::new(),
+                errors: VecDeque::new(),
+                peer_stats: BTreeMap::new(),
+                last_sync: None,
+                next_sync: 0,
+                rtt_total_ms: 0.0,
+                rtt_count: 0,
+            }),
+            next_link_id: AtomicU64::new(1),
+            wake: Notify::new(),
+            forced: Mutex::new(BTreeSet::new()),
+        }
+    }
+}
+
+/// Why a new link was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkRefused {
+    /// A link to that peer already exists and wins the tie-break.
+    Duplicate,
+    /// `peers_max` links are live.
+    Full,
+}
+
+/// What happened to a notification offered to the mesh.
+pub(crate) struct Routed {
+    pub fresh: bool,
+    pub repaired: bool,
+    pub targets: Vec<(String, mpsc::Sender<Outbound>, Arc<ClientControl>)>,
+}
+
+impl Mesh {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a notification; on first sight, returns the links to forward it to
+    /// (every live link but the one it came from).
+    pub(crate) fn admit(
+        &self,
+        notification: &Arc<Notification>,
+        from: Option<&str>,
+        now_unix: u64,
+    ) -> Routed {
+        let mut state = self.lock();
+        if !state.dedup.insert(&notification.message_id) {
+            return Routed {
+                fresh: false,
+                repaired: false,
+                targets: Vec::new(),
+            };
+        }
+        let repaired = state
+            .repairs_requested
+            .remove(&notification.message_id)
+            .is_some();
+        state.log.push(now_unix, notification.clone());
+        let targets = state
+            .links
+            .iter()
+            .filter(|(peer, _)| Some(peer.as_str()) != from)
+            .map(|(peer, link)| (peer.clone(), link.tx.clone(), link.control.clone()))
+            .collect();
+        Routed {
+            fresh: true,
+            repaired,
+            targets,
+        }
+    }
+
+    /// Keeps a new link unless a link to that peer wins the tie-break: the link dialed by
+    /// the relay with the smaller id survives, so both ends agree without talking.
+    pub(super) fn register_link(
+        &self,
+        self_id: &str,
+        peer: &str,
+        link: (mpsc::Sender<Outbound>, Arc<ClientControl>, String, bool),
+        peers_max: usize,
+    ) -> Result<u64, LinkRefused> {
+        let (tx, control, dialer, inbound) = link;
+        let preferred_dialer = self_id.min(peer);
+        let mut state = self.lock();
+        if let Some(existing) = state.links.get(peer) {
+            let existing_preferred = existing.dialer == preferred_dialer;
+            if existing_preferred && dialer != preferred_dialer {
+                return Err(LinkRefused::Duplicate);
+            }
+            existing.control.close(CloseReason {
+                code: 1000,
+                reason: "replaced by another link",
+            });
+        } else if state.links.len() >= peers_max {
+            return Err(LinkRefused::Full);
+        }
+        let link_id = self.next_link_id.fetch_add(1, Ordering::Relaxed);
+        state.links.insert(
+            peer.to_string(),
+            Link {
+                link_id,
+                tx,
+                control,
+                dialer,
+                inbound,
+            },
+        );
+        drop(state);
+        self.wake.notify_one();
+        Ok(link_id)
+    }
+
+    pub(super) fn unregister_link(&self, peer: &str, link_id: u64) {
+        let mut state = self.lock();
+        if state.links.get(peer).is_some_and(|l| l.link_id == link_id) {
+            state.links.remove(peer);
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Notes that `peer` was heard from now, at `address` if it said so.
+    pub(super) fn heard(&self, peer: &str, address: Option<&str>, now_ms_unix: u64) {
+        let mut state = self.lock();
+        let member = state
+            .members
+            .entry(peer.to_string())
+            .or_insert_with(|| Member {
+                address: String::new(),
+                version: String::new(),
+                uptime: 0,
+                last_seen_ms: 0,
+            });
+        member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
+        if let Some(address) = address.filter(|a| !a.is_empty()) {
+            member.address = address.to_string();
+        }
+        evict_members(&mut state);
+    }
+
+    /// Merges gossiped relays; returns true when a new one was learned.
+    pub(super) fn merge_gossip(&self, self_id: &str, relays: &[GossipRelay]) -> bool {
+        let mut state = self.lock();
+        let mut learned = false;
+        for relay in relays
+            .iter()
+            .filter(|r| r.relay_id != self_id && !r.address.is_empty())
+        {
+            let last_seen_ms = relay.last_seen.saturating_mul(1000);
+            match state.members.get_mut(&relay.relay_id) {
+                Some(member) => {
+                    member.last_seen_ms = member.last_seen_ms.max(last_seen_ms);
+                    if member.address.is_empty() {
+                        member.address = relay.address.clone();
+                    }
+                }
+                None => {
+                    learned = true;
+                    let member = Member {
+                        address: relay.address.clone(),
+                        version: String::new(),
+                        uptime: 0,
+                        last_seen_ms,
+                    };
+                    state.members.insert(relay.relay_id.clone(), member);
+                }
+            }
+        }
+        evict_members(&mut state);
+        drop(state);
+        if learned {
+            self.wake.notify_one();
+        }
+        learned
+    }
+
+    pub(super) fn record_error(
+        &self,
+        timestamp: u64,
+        peer: &str,
+        sync_type: Option<SyncType>,
+        message: String,
+    ) {
+        let mut state = self.lock();
+        if state.errors.len() == SYNC_ERRORS_MAX {
+            state.errors.pop_front();
+        }
+        state.errors.push_back(SyncErrorRecord {
+            timestamp,
+            peer: peer.to_string(),
+            sync_type,
+            message,
+        });
+    }
+
+    /// Remembers a sent request; the oldest pending one is dropped (as an error) when full.
+    pub(super) fn add_pending(&self, id: String, pending: Pending) -> Option<Pending> {
+        let mut state = self.lock();
+        let evicted = if state.pending.len() >= PENDING_SYNCS_MAX {
+            let oldest = state.pending.keys().next().cloned();
+            oldest.and_then(|k| state.pending.remove(&k))
+        } else {
+            None
+        };
+        state
+            .peer_stats
+            .entry(pending.peer.clone())
+            .or_default()
+            .requests += 1;
+        state.pending.insert(id, pending);
+        evicted
+    }
+
+    /// Matches a response to its request; returns the request and the round trip.
+    pub(super) fn complete_pending(
+        &self,
+        id: &str,
+        now_ms: u64,
+        now_unix: u64,
+    ) -> Option<(Pending, u64)> {
+        let mut state = self.lock();
+        let pending = state.pending.remove(id)?;
+        let rtt_ms = now_ms.saturating_sub(pending.sent_ms);
+        state.rtt_total_ms += rtt_ms as f64;
+        state.rtt_count += 1;
+        state.last_sync = Some(now_unix);
+        let stats = state.peer_stats.entry(pending.peer.clone()).or_default();
+        stats.responses += 1;
+        stats.rtt_total_ms += rtt_ms as f64;
+        stats.last_sync = Some(now_unix);
+        Some((pending, rtt_ms))
+    }
+
+    /// Removes requests older than `deadline_ms`; returns them.
+    pub(super) fn expire_pending(&self, deadline_ms: u64) -> Vec<Pending> {
+        let mut state = self.lock();
+        let expired: Vec<String> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent_ms < deadline_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|k| state.pending.remove(&k))
+            .collect()
+    }
+
+    /// The log summary this relay gossips.
+    pub(super) fn log_summary(&self, now_unix: u64) -> Vec<StreamSummary> {
+        let mut state = self.lock();
+        state.log.expire(now_unix);
+        state.log.summary()
+    }
+
+    /// Ids in a peer's summary this relay never saw and has not asked for within
+    /// `retry_ms`; they are remembered as requested.
+    pub(super) fn missing_from(
+        &self,
+        summary: &[StreamSummary],
+        now_ms: u64,
+        retry_ms: u64,
+    ) -> Vec<String> {
+        let mut state = self.lock();
+        let State {
+            dedup,
+            repairs_requested,
+            ..
+        } = &mut *state;
+        repairs_requested.retain(|_, at| now_ms.saturating_sub(*at) < retry_ms);
+        let mut missing = super::dedup::missing_ids(summary, dedup);
+        missing.retain(|id| !repairs_requested.contains_key(id));
+        if repairs_requested.len() + missing.len() > super::dedup::FETCH_IDS_MAX * 8 {
+            repairs_requested.clear();
+        }
+        repairs_requested.extend(missing.iter().map(|id| (id.clone(), now_ms)));
+        missing
+    }
+
+    pub(super) fn logged(&self, ids: &[String]) -> Vec<Bytes> {
+        let state = self.lock();
+        ids.iter()
+            .filter_map(|id| state.log.get(id))
+            .map(|n| n.encode())
+            .collect()
+    }
+
+    /// The live links, for sending.
+    pub(super) fn link_senders(&self) -> Vec<(String, mpsc::Sender<Outbound>, Arc<ClientControl>)> {
+        self.lock()
+            .links
+            .iter()
+            .map(|(p, l)| (p.clone(), l.tx.clone(), l.control.clone()))
+            .collect()
+    }
+
+    pub(super) fn link_sender(
+        &self,
+        peer: &str,
+    ) -> Option<(mpsc::Sender<Outbound>, Arc<ClientControl>)> {
+        self.lock()
+            .links
+            .get(peer)
+            .map(|l| (l.tx.clone(), l.control.clone()))
+    }
+
+    /// Live links accepted on this relay's port (they hold WebSocket slots, but are not
+    /// clients).
+    pub fn inbound_links(&self) -> usize {
+        self.lock().links.values().filter(|l| l.inbound).count()
+    }
+
+    pub fn link_count(&self) -> usize {
+        self.lock().links.len()
+    }
+
+    /// Asks the supervisor to send these sync types to every live peer now.
+    pub fn force(&self, types: &[SyncType]) -> usize {
+        self.forced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(types.iter().copied());
+        self.wake.notify_one();
+        self.link_count()
+    }
+}
+
+/// Forgets the least recently seen unlinked members beyond the bound.
+fn evict_members(state: &mut State) {
+    while state.members.len() > KNOWN_RELAYS_MAX {
+        let oldest = state
+            .members
+            .iter()
+            .filter(|(id, _)| !state.links.contains_key(*id))
+            .min_by_key(|(_, m)| m.last_seen_ms)
+            .map(|(id, _)| id.clone());
+        match oldest {
+            Some(id) => state.members.remove(&id),
+            None => break,
+        };
+    }
+}
+
+/// Health from how long ago a relay was last heard from, in sync intervals.
+pub fn health_from_age(age_ms: u64, interval_ms: u64) -> PeerHealth {
+    if age_ms <= 2 * interval_ms {
+        PeerHealth::Healthy
+    } else if age_ms <= 3 * interval_ms {
+        PeerHealth::Degraded
+    } else {
+        PeerHealth::Unreachable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(dialer: &str) -> (mpsc::Sender<Outbound>, Arc<ClientControl>, String, bool) {
+        let (tx, _rx) = mpsc::channel(1);
+        (
+            tx,
+            Arc::new(ClientControl::default()),
+            dialer.to_string(),
+            false,
+        )
+    }
+
+    #[test]
+    fn the_link_dialed_by_the_smaller_id_wins_on_both_sides() {
+        // On relay "a": a link a dialed, then one b dialed.
+        let mesh = Mesh::default();
+        assert!(mesh.register_link("a", "b", link("a"), 8).is_ok());
+        assert_eq!(
+            mesh.register_link("a", "b", link("b"), 8),
+            Err(LinkRefused::Duplicate)
+        );
+        // On relay "b": the link b dialed came first, then a's replaces it.
+        let mesh = Mesh::default();
+        let (tx, control, dialer, inbound) = link("b");
+        assert!(
+            mesh.register_link("b", "a", (tx, control.clone(), dialer, inbound), 8)
+                .is_ok()
+        );
+        assert!(mesh.register_link("b", "a", link("a"), 8).is_ok());
+        assert!(
+            control.close_reason().is_some(),
+            "the losing link is closed"
+        );
+    }
+
+    #[test]
+    fn peers_max_bounds_links() {
+        let mesh = Mesh::default();
+        assert!(mesh.register_link("a", "b", link("a"), 1).is_ok());
+        assert_eq!(
+            mesh.register_link("a", "c", link("a"), 1),
+            Err(LinkRefused::Full)
+        );
+    }
+
+    #[test]
+    fn health_follows_the_documented_thresholds() {
+        assert_eq!(health_from_age(2000, 1000), PeerHealth::Healthy);
+        assert_eq!(health_from_age(2500, 1000), PeerHealth::Degraded);
+        assert_eq!(health_from_age(3001, 1000), PeerHealth::Unreachable);
+    }
+
+    #[test]
+    fn gossip_learns_new_relays_but_never_itself() {
+        let mesh = Mesh::default();
+        let relays = [
+            GossipRelay {
+                relay_id: "a".into(),
+                address: "h:1".into(),
+                last_seen: 5,
+                health: PeerHealth::Healthy,
+            },
+            GossipRelay {
+                relay_id: "c".into(),
+                address: "h:3".into(),
+                last_seen: 5,
+                health: PeerHealth::Healthy,
+            },
+        ];
+        assert!(mesh.merge_gossip("a", &relays));
+        assert!(!mesh.merge_gossip("a", &relays));
+        assert_eq!(mesh.lock().members.keys().collect::<Vec<_>>(), ["c"]);
+    }
+}

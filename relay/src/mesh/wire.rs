@@ -1,0 +1,298 @@
+//! Messages between relays, on the same WebSocket port clients use.
+//!
+//! After a handshake with capability `relay`, peers exchange `sync` requests (the
+//! specification's shape) answered by `sync_response`, flooded `notification`s, and
+//! `fetch` requests that anti-entropy uses to recover missed notifications.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::dedup::StreamSummary;
+use super::view::{PeerHealth, SyncType};
+use crate::protocol::Notification;
+
+/// A relay as gossiped in `StateSync`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GossipRelay {
+    pub relay_id: String,
+    pub address: String,
+    pub last_seen: u64,
+    pub health: PeerHealth,
+}
+
+/// The relay's state as StateSync carries it (`uptime` a string, as the specification shows).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatePayload {
+    pub uptime: String,
+    pub version: String,
+    pub network: String,
+}
+
+/// The `payload` of a sync request or response; which parts are present depends on the
+/// sync type.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncPayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StatePayload>,
+    /// The sender's advertised address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relays: Option<Vec<GossipRelay>>,
+    /// Summary of the sender's notification log, for anti-entropy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<Vec<StreamSummary>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<serde_json::Value>,
+}
+
+/// Every field a peer message may carry; `type` says which matter.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    sync_type: Option<String>,
+    #[serde(default)]
+    relay_id: Option<String>,
+    #[serde(default)]
+    payload: Option<SyncPayload>,
+    #[serde(default)]
+    message_id: Option<String>,
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<u64>,
+    #[serde(default)]
+    notification_type: Option<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    message_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug)]
+pub enum PeerMessage {
+    Sync {
+        sync_type: SyncType,
+        relay_id: String,
+        message_id: String,
+        payload: SyncPayload,
+    },
+    SyncResponse {
+        sync_type: SyncType,
+        relay_id: String,
+        request_id: String,
+        payload: SyncPayload,
+    },
+    Notification(Notification),
+    Fetch(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("malformed peer message: {0}")]
+    Malformed(String),
+    #[error("peer message `{0}` lacks `{1}`")]
+    Missing(String, &'static str),
+    #[error("unknown peer message type `{0}`")]
+    UnknownType(String),
+}
+
+/// Parses one text frame from a peer.
+///
+/// # Errors
+/// Malformed JSON, an unknown type, or missing fields.
+pub fn parse(text: &[u8]) -> Result<PeerMessage, WireError> {
+    let e: Envelope =
+        serde_json::from_slice(text).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let kind = e.kind.clone();
+    let need = |v: Option<String>, field| v.ok_or_else(|| WireError::Missing(kind.clone(), field));
+    match e.kind.as_str() {
+        "sync" | "sync_response" => {
+            let sync_type = need(e.sync_type, "sync_type")?;
+            let sync_type = SyncType::parse(&sync_type)
+                .ok_or_else(|| WireError::Missing(kind.clone(), "sync_type"))?;
+            let relay_id = need(e.relay_id, "relay_id")?;
+            let payload = e.payload.unwrap_or_default();
+            if e.kind == "sync" {
+                Ok(PeerMessage::Sync {
+                    sync_type,
+                    relay_id,
+                    message_id: need(e.message_id, "message_id")?,
+                    payload,
+                })
+            } else {
+                let request_id = need(e.request_id, "request_id")?;
+                Ok(PeerMessage::SyncResponse {
+                    sync_type,
+                    relay_id,
+                    request_id,
+                    payload,
+                })
+            }
+        }
+        "notification" => Ok(PeerMessage::Notification(Notification {
+            message_id: need(e.message_id, "message_id")?,
+            relay_id: need(e.relay_id, "relay_id")?,
+            notification_type: need(e.notification_type, "notification_type")?,
+            data: e
+                .data
+                .ok_or_else(|| WireError::Missing(kind.clone(), "data"))?,
+            timestamp: e.timestamp.unwrap_or_default(),
+        })),
+        "fetch" => Ok(PeerMessage::Fetch(e.message_ids.unwrap_or_default())),
+        other => Err(WireError::UnknownType(other.chars().take(64).collect())),
+    }
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("peer messages serialize"))
+}
+
+pub fn encode_sync(
+    sync_type: SyncType,
+    relay_id: &str,
+    message_id: &str,
+    payload: &SyncPayload,
+    timestamp: u64,
+) -> Bytes {
+    to_bytes(&serde_json::json!({
+        "type": "sync",
+        "sync_type": sync_type.as_str(),
+        "relay_id": relay_id,
+        "payload": payload,
+        "timestamp": timestamp,
+        "message_id": message_id,
+    }))
+}
+
+pub fn encode_sync_response(
+    sync_type: SyncType,
+    relay_id: &str,
+    request_id: &str,
+    payload: &SyncPayload,
+    timestamp: u64,
+) -> Bytes {
+    to_bytes(&serde_json::json!({
+        "type": "sync_response",
+        "sync_type": sync_type.as_str(),
+        "relay_id": relay_id,
+        "payload": payload,
+        "timestamp": timestamp,
+        "request_id": request_id,
+    }))
+}
+
+pub fn encode_fetch(ids: &[String]) -> Bytes {
+    to_bytes(&serde_json::json!({ "type": "fetch", "message_ids": ids }))
+}
+
+/// The handshake a relay sends when it dials a peer.
+pub fn encode_peer_handshake(relay_id: &str, address: &str, token: Option<&str>) -> Bytes {
+    let mut message = serde_json::json!({
+        "type": "handshake",
+        "client_id": relay_id,
+        "version": crate::protocol::VERSION,
+        "capabilities": ["relay"],
+        "relay_id": relay_id,
+        "address": address,
+    });
+    if let Some(token) = token {
+        message["token"] = token.into();
+    }
+    to_bytes(&message)
+}
+
+/// The acceptor's answer to a peer handshake.
+#[derive(Debug, Deserialize)]
+pub struct PeerHandshakeResponse {
+    pub status: String,
+    pub relay_id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+pub fn encode_peer_accepted(relay_id: &str, address: &str, timestamp: u64) -> Bytes {
+    to_bytes(&serde_json::json!({
+        "type": "handshake_response",
+        "status": "accepted",
+        "relay_id": relay_id,
+        "version": crate::protocol::VERSION,
+        "capabilities": ["relay"],
+        "address": address,
+        "timestamp": timestamp,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_round_trips() {
+        let payload = SyncPayload {
+            state: Some(StatePayload {
+                uptime: "5".into(),
+                version: "1".into(),
+                network: "signet".into(),
+            }),
+            relays: Some(vec![GossipRelay {
+                relay_id: "b".into(),
+                address: "h:1".into(),
+                last_seen: 9,
+                health: PeerHealth::Degraded,
+            }]),
+            ..SyncPayload::default()
+        };
+        let bytes = encode_sync(SyncType::StateSync, "a", "a-1-s1", &payload, 3);
+        let PeerMessage::Sync {
+            sync_type,
+            relay_id,
+            message_id,
+            payload,
+        } = parse(&bytes).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (sync_type, relay_id.as_str(), message_id.as_str()),
+            (SyncType::StateSync, "a", "a-1-s1")
+        );
+        assert_eq!(payload.relays.unwrap()[0].health, PeerHealth::Degraded);
+    }
+
+    #[test]
+    fn forwarded_notifications_keep_their_stamp() {
+        let n = Notification {
+            message_id: "a-1-7".into(),
+            relay_id: "a".into(),
+            notification_type: "t".into(),
+            data: RawValue::from_string(r#"{"x":1}"#.into()).unwrap(),
+            timestamp: 11,
+        };
+        let PeerMessage::Notification(back) = parse(&n.encode()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (back.message_id.as_str(), back.timestamp, back.data.get()),
+            ("a-1-7", 11, r#"{"x":1}"#)
+        );
+    }
+
+    #[test]
+    fn bad_peer_messages_are_errors() {
+        assert!(matches!(parse(b"{"), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            parse(br#"{"type":"sync"}"#),
+            Err(WireError::Missing(..))
+        ));
+        assert!(matches!(
+            parse(br#"{"type":"x"}"#),
+            Err(WireError::UnknownType(_))
+        ));
+    }
+}

@@ -1,0 +1,113 @@
+//! End to end: a wallet registers the documented keys over WebSocket with a relay whose
+//! chain sources are a fake Bitcoin Core and a fake Blindbit (real HTTP servers replaying
+//! recorded signet data), and receives its `payment_detected`; other clients do not.
+
+// Tests act from outside the relay, so they use real sockets and clocks directly.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+#[path = "support/chain_fakes.rs"]
+mod fakes;
+
+use std::time::Duration;
+
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use sdk_relay::config::{BitcoinCoreConfig, BlindbitConfig};
+use serde_json::json;
+use support::cluster::{eventually, http_get};
+use support::{Client, TestRelay, fast_config};
+
+const SCAN_HEX: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+fn spend_public_hex() -> String {
+    let secret = SecretKey::from_slice(&[2; 32]).unwrap();
+    hex::encode(secret.public_key(&Secp256k1::new()).serialize())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_receives_its_payment_over_websocket() {
+    let fakes = fakes::start(fakes::chain(295120, 295126)).await;
+    let mut config = fast_config();
+    config.data_dir =
+        std::env::temp_dir().join(format!("sdk_relay_chain_ws_{}", std::process::id()));
+    config.bitcoin_core = Some(BitcoinCoreConfig {
+        url: fakes.core_url.clone(),
+        wallet: None,
+        rpc_user: None,
+        rpc_password: None,
+        cookie_file: None,
+    });
+    config.blindbit = Some(BlindbitConfig {
+        url: fakes.blindbit_url.clone(),
+    });
+    config.watcher.poll_interval_secs = 1;
+    let relay = TestRelay::start(config).await;
+
+    let (mut bystander, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
+    let (mut wallet, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    wallet
+        .send_json(&json!({
+            "type": "watch",
+            "scan_secret_key": SCAN_HEX,
+            "spend_public_key": spend_public_hex(),
+            "labels": [],
+            "birth_height": 295120,
+        }))
+        .await;
+    let response = wallet.recv_type("watch_response").await;
+    assert_eq!(response["status"], "accepted", "{response}");
+    let address = response["address"].as_str().unwrap().to_string();
+    assert!(address.starts_with("tsp1"), "signet address: {address}");
+    assert!(
+        !response.to_string().contains(SCAN_HEX),
+        "the secret is never echoed"
+    );
+
+    let payment = wallet.recv_type("notification").await;
+    assert_eq!(payment["notification_type"], "payment_detected");
+    let data = &payment["data"];
+    assert_eq!(data["txid"], fakes::PAYMENT_TXID);
+    assert_eq!(data["vout"], 0);
+    assert_eq!(data["block_height"], fakes::PAYMENT_HEIGHT);
+    assert_eq!(data["amount"], "0.0001");
+    assert_eq!(data["address"], address.as_str());
+
+    // The bystander (subscribed to everything) never sees another wallet's payment.
+    bystander
+        .send_json(&json!({"type":"ping","id":"end"}))
+        .await;
+    loop {
+        let message = bystander.recv().await.unwrap();
+        assert_ne!(
+            message["notification_type"], "payment_detected",
+            "{message}"
+        );
+        if message["type"] == "pong" {
+            break;
+        }
+    }
+    let health = eventually(
+        Duration::from_secs(10),
+        "chain shown in /health",
+        || async {
+            let health = http_get(relay.http_addr, "/health").await?;
+            (health["chain"]["scanned_height"] == json!(295126)).then_some(health)
+        },
+    )
+    .await;
+    assert_eq!(health["chain"]["watcher"], "ok");
+    assert_eq!(health["chain"]["wallets"], 1);
+    relay.shutdown().await;
+}
+
+/// With no chain source configured, the watcher is reported disabled and the relay is
+/// healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_chain_source_means_disabled() {
+    let relay = TestRelay::start(fast_config()).await;
+    let health = http_get(relay.http_addr, "/health").await.unwrap();
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["chain"]["watcher"], "disabled");
+    relay.shutdown().await;
+}

@@ -1,0 +1,403 @@
+//! The HTTP API seen from outside: every endpoint's shape on a live relay over
+//! loopback, the specification's cURL examples run with the real `curl`, the metrics
+//! the API reports checked against the process itself, and the served OpenAPI document
+//! checked against `docs/openapi.yaml`.
+
+#![allow(clippy::disallowed_methods)]
+
+mod http_client;
+mod support;
+
+use http_client::{get, send};
+use serde_json::Value;
+use support::{Client, TestRelay, fast_config};
+
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Proves /health has the specification's fields plus why, and says healthy at rest.
+#[tokio::test]
+async fn health_reports_status_uptime_version_and_why() {
+    let relay = TestRelay::start(fast_config()).await;
+    let reply = get(relay.http_addr, "/health").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = reply.json();
+    assert_eq!(body["status"], "healthy");
+    assert!(body["uptime"].is_u64());
+    assert_eq!(body["version"], sdk_relay::protocol::VERSION);
+    assert!(body["timestamp"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(body["reasons"], serde_json::json!([]));
+    assert_eq!(body["checks"]["draining"], false);
+    assert_eq!(body["checks"]["known_relays"], 1);
+    relay.shutdown().await;
+}
+
+/// Proves /metrics has both objects of the specification with real, typed numbers.
+#[tokio::test]
+async fn metrics_json_has_sync_and_system_figures() {
+    let relay = TestRelay::start(fast_config()).await;
+    let _ = get(relay.http_addr, "/health").await;
+    let body = get(relay.http_addr, "/metrics").await.json();
+    assert_eq!(
+        keys(&body["sync_metrics"]),
+        [
+            "avg_latency",
+            "cache_hits",
+            "cache_misses",
+            "error_count",
+            "known_relays",
+            "mesh_connections",
+            "sync_requests",
+            "sync_responses"
+        ]
+    );
+    let system = &body["system_metrics"];
+    let memory = system["memory_usage"].as_str().unwrap();
+    assert!(memory.ends_with("MB"), "{memory}");
+    assert!(system["memory_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(system["cpu_usage"].as_str().unwrap().ends_with('%'));
+    assert_eq!(system["active_connections"], 0);
+    assert!(
+        system["total_requests"].as_u64().unwrap() >= 1,
+        "the /health request before is counted: {body}"
+    );
+    relay.shutdown().await;
+}
+
+/// Proves requests are counted by route and status, and timed per route, in the
+/// Prometheus exposition, with the exposition's content type.
+#[tokio::test]
+async fn prometheus_exposition_counts_requests_by_route_and_status() {
+    let relay = TestRelay::start(fast_config()).await;
+    for _ in 0..3 {
+        assert_eq!(get(relay.http_addr, "/relays").await.status, 200);
+    }
+    assert_eq!(get(relay.http_addr, "/nowhere").await.status, 404);
+    let reply = get(relay.http_addr, "/metrics/prometheus").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = reply.text();
+    let sample = |route: &str, status: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("sdk_relay_http_requests_total{"))
+            .filter(|l| l.contains(&format!("route=\"{route}\"")))
+            .filter(|l| l.contains(&format!("status=\"{status}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(sample("relays", "200"), 3.0, "{text}");
+    assert_eq!(sample("unmatched", "404"), 1.0, "{text}");
+    assert!(
+        text.contains("sdk_relay_http_request_duration_seconds_count{route=\"relays\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("sdk_relay_http_request_duration_seconds_count{route=\"logs\"} 0"));
+    assert_eq!(
+        sample("logs", "200"),
+        0.0,
+        "registered before any request: {text}"
+    );
+    assert!(text.contains("sdk_relay_http_requests_total{route=\"logs\",status=\"200\"} 0"));
+    assert!(text.contains("sdk_relay_http_connections"));
+    relay.shutdown().await;
+}
+
+/// Proves /config shows the effective configuration under the TOML keys and never a
+/// secret.
+#[tokio::test]
+async fn config_is_effective_and_redacted() {
+    let mut config = fast_config();
+    config.relay_id = "relay-cfg".into();
+    config.auth.ws_tokens = vec!["ws-secret-token".into()];
+    config.auth.mesh_token = Some("mesh-secret-token".into());
+    config.bitcoin_core = Some(sdk_relay::config::BitcoinCoreConfig {
+        url: "http://bitcoin:18443".into(),
+        wallet: Some("relay_wallet".into()),
+        rpc_user: Some("rpc".into()),
+        rpc_password: Some("rpc-secret-password".into()),
+        cookie_file: None,
+    });
+    let relay = TestRelay::start(config).await;
+    let reply = get(relay.http_addr, "/config").await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    for secret in [
+        "ws-secret-token",
+        "mesh-secret-token",
+        "rpc-secret-password",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    let body = reply.json();
+    assert_eq!(body["relay_id"], "relay-cfg");
+    assert_eq!(body["network"], "signet");
+    assert_eq!(body["ws_url"], relay.ws_addr.to_string());
+    assert_eq!(body["http_url"], relay.http_addr.to_string());
+    assert_eq!(body["sync"]["interval"], 1);
+    assert_eq!(body["sync"]["health_interval"], 2);
+    assert_eq!(body["bitcoin_core"]["url"], "http://bitcoin:18443");
+    assert_eq!(body["bitcoin_core"]["wallet"], "relay_wallet");
+    assert_eq!(body["bitcoin_core"]["rpc_password"], "***");
+    assert_eq!(body["auth"]["ws_tokens"], serde_json::json!(["***"]));
+    assert_eq!(body["auth"]["mesh_token"], "***");
+    assert_eq!(body["auth"]["http_basic_password"], Value::Null);
+    assert_eq!(body["limits"]["http_connections_max"], 100);
+    relay.shutdown().await;
+}
+
+/// Proves /relays, /sync/status and /sync/force have the specification's shapes, and
+/// that /sync/force reads its optional body as the issue says.
+#[tokio::test]
+async fn mesh_endpoints_have_the_specified_shapes() {
+    let relay = TestRelay::start(fast_config()).await;
+    let relays = get(relay.http_addr, "/relays").await.json();
+    let me = &relays["relays"][0];
+    assert_eq!(me["relay_id"], "relay-1");
+    assert_eq!(me["self"], true);
+    for key in ["address", "version", "uptime", "health", "last_seen"] {
+        assert!(!me[key].is_null(), "{key} missing: {me}");
+    }
+    let status = get(relay.http_addr, "/sync/status").await.json();
+    assert!(status["status"].is_string());
+    assert!(status["next_sync"].is_u64());
+    assert_eq!(
+        status["sync_types"],
+        serde_json::json!(["StateSync", "HealthSync", "MetricsSync"])
+    );
+    assert!(status["errors"].is_array());
+
+    let all = serde_json::json!(["StateSync", "HealthSync", "MetricsSync"]);
+    for body in [&b""[..], b"{}"] {
+        let reply = send(relay.http_addr, "POST", "/sync/force", &[], body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let answer = reply.json();
+        assert_eq!(answer["status"], "sync_triggered");
+        assert_eq!(answer["sync_types"], all);
+        assert!(answer["timestamp"].is_u64());
+        assert!(answer["peers"].is_u64());
+    }
+    let json = [("Content-Type", "application/json")];
+    let body = br#"{"sync_types": ["StateSync", "HealthSync"]}"#;
+    let answer = send(relay.http_addr, "POST", "/sync/force", &json, body)
+        .await
+        .json();
+    assert_eq!(
+        answer["sync_types"],
+        serde_json::json!(["StateSync", "HealthSync"])
+    );
+    relay.shutdown().await;
+}
+
+/// Proves /logs filters by minimum level and honours the limit, records coming from
+/// the relay's tracing subscriber.
+#[tokio::test]
+async fn logs_filter_by_level_and_limit() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let ring = sdk_relay::logs::LogRing::new(100);
+    let clock: sdk_relay::rt::SharedClock = std::sync::Arc::new(sdk_relay::rt::TokioClock);
+    let subscriber = tracing_subscriber::registry().with(ring.layer(clock));
+    // The test runtime is single-threaded: the relay's tasks log through this default.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let relay = TestRelay::start_with_logs(fast_config(), ring).await;
+    tracing::warn!("a warning for the ring");
+    tracing::info!("an info for the ring");
+    tracing::debug!("a debug for the ring");
+    let messages = |body: Value| -> Vec<String> {
+        body["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let warn = get(relay.http_addr, "/logs?level=warn").await.json();
+    assert!(messages(warn.clone()).contains(&"a warning for the ring".to_string()));
+    assert!(
+        !messages(warn)
+            .iter()
+            .any(|m| m.contains("info for the ring"))
+    );
+    let debug = get(relay.http_addr, "/logs?level=debug&limit=1000")
+        .await
+        .json();
+    assert!(messages(debug).contains(&"a debug for the ring".to_string()));
+    let one = get(relay.http_addr, "/logs?limit=1").await.json();
+    assert_eq!(one["logs"].as_array().unwrap().len(), 1);
+    let record = &one["logs"][0];
+    assert_eq!(keys(record), ["level", "message", "timestamp"]);
+    assert!(record["timestamp"].as_str().unwrap().ends_with('Z'));
+    let default = get(relay.http_addr, "/logs").await.json();
+    assert!(
+        !messages(default)
+            .iter()
+            .any(|m| m.contains("debug for the ring")),
+        "the default level is info"
+    );
+    relay.shutdown().await;
+}
+
+/// Proves `active_connections` counts live WebSocket clients and `memory_usage` is the
+/// resident memory of this process (the relay runs in it), read independently from
+/// /proc.
+#[tokio::test]
+async fn system_metrics_agree_with_websocket_clients_and_proc_rss() {
+    let relay = TestRelay::start(fast_config()).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(Client::handshaken(relay.ws_addr, &["sync"]).await.0);
+    }
+    let system = get(relay.http_addr, "/metrics").await.json()["system_metrics"].clone();
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", std::process::id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    assert_eq!(system["active_connections"], 3, "{system}");
+    let reported_mb: u64 = system["memory_usage"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("MB")
+        .parse()
+        .unwrap();
+    let proc_mb = rss_kib / 1024;
+    // Both reads are of one live process; allow for what it allocates in between.
+    let tolerance_mb = 16 + proc_mb / 10;
+    assert!(
+        reported_mb.abs_diff(proc_mb) <= tolerance_mb,
+        "reported {reported_mb} MB, /proc says {proc_mb} MB"
+    );
+    let bytes = system["memory_bytes"].as_u64().unwrap();
+    assert!((bytes >> 20).abs_diff(proc_mb) <= tolerance_mb);
+    drop(clients);
+    relay.shutdown().await;
+}
+
+/// Proves the served OpenAPI document is `docs/openapi.yaml`, and that it documents
+/// exactly the routes the relay serves.
+#[tokio::test]
+async fn openapi_json_is_the_yaml_description() {
+    let relay = TestRelay::start(fast_config()).await;
+    let served = get(relay.http_addr, "/openapi.json").await.json();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml");
+    let yaml = std::fs::read_to_string(path).expect("docs/openapi.yaml");
+    let expected: Value = serde_norway::from_str(&yaml).expect("valid YAML");
+    assert_eq!(served, expected);
+    assert!(served["openapi"].as_str().unwrap().starts_with("3.0"));
+    let documented = keys(&served["paths"]);
+    assert_eq!(
+        documented,
+        [
+            "/config",
+            "/health",
+            "/logs",
+            "/metrics",
+            "/metrics/prometheus",
+            "/openapi.json",
+            "/relays",
+            "/sync/force",
+            "/sync/status"
+        ]
+    );
+    for path in documented {
+        let method = if path == "/sync/force" { "POST" } else { "GET" };
+        assert!(served["paths"][path][method.to_lowercase()].is_object());
+        let reply = send(relay.http_addr, method, path, &[], b"").await;
+        assert_eq!(reply.status, 200, "{method} {path}: {}", reply.text());
+    }
+    relay.shutdown().await;
+}
+
+/// Proves the specification's cURL examples work verbatim (only host:port changed)
+/// with the real `curl`, against a live relay.
+#[tokio::test]
+async fn specification_curl_examples_succeed() {
+    let relay = TestRelay::start(fast_config()).await;
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/spec_curl_examples.sh"
+    );
+    let script = std::fs::read_to_string(spec).expect("examples file");
+    // Where the specification is checked out beside the repository, the fixture must be
+    // its text, character for character.
+    let original = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/spec/sdk_relay-api-reference.fr.txt"
+    );
+    if let Ok(text) = std::fs::read_to_string(original) {
+        for command in script.split("\n\n") {
+            assert!(
+                text.contains(command.trim()),
+                "not in the specification: {command}"
+            );
+        }
+    }
+    let script = script.replace("localhost:8091", &relay.http_addr.to_string());
+    let mut outputs = Vec::new();
+    for command in script.split("\n\n").filter(|c| c.contains("curl ")) {
+        let output = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .output()
+            .await
+            .expect("curl runs");
+        assert!(output.status.success(), "{command}: {output:?}");
+        let body: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{command}: not JSON ({e}): {output:?}"));
+        assert!(body.get("error").is_none(), "{command}: {body}");
+        outputs.push(body);
+    }
+    assert_eq!(outputs.len(), 4, "the specification has four cURL examples");
+    assert_eq!(outputs[0]["status"], "healthy");
+    assert!(outputs[1]["system_metrics"].is_object());
+    assert!(outputs[2]["relay_id"].is_string());
+    assert_eq!(outputs[3]["status"], "sync_triggered");
+    assert_eq!(outputs[3]["sync_types"], serde_json::json!(["StateSync"]));
+    relay.shutdown().await;
+}
+
+/// Proves client mistakes (400, 401, 404, 405) are logged below error level, so an
+/// operator's error log shows only the relay's own failures.
+#[tokio::test]
+async fn client_mistakes_are_not_logged_as_errors() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let ring = sdk_relay::logs::LogRing::new(100);
+    let clock: sdk_relay::rt::SharedClock = std::sync::Arc::new(sdk_relay::rt::TokioClock);
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(ring.layer(clock)));
+    let mut config = fast_config();
+    config.auth.http_basic_user = Some("op".into());
+    config.auth.http_basic_password = Some("pw".into());
+    let relay = TestRelay::start_with_logs(config, ring.clone()).await;
+    assert_eq!(get(relay.http_addr, "/logs?level=nope").await.status, 401);
+    assert_eq!(get(relay.http_addr, "/nope").await.status, 404);
+    assert_eq!(
+        send(relay.http_addr, "PUT", "/health", &[], b"")
+            .await
+            .status,
+        405
+    );
+    let auth = [("Authorization", "Basic b3A6cHc=")]; // op:pw
+    let bad = send(relay.http_addr, "GET", "/logs?level=nope", &auth, b"").await;
+    assert_eq!(bad.status, 400);
+    let refusals = ring.recent(tracing::Level::DEBUG, 1000);
+    assert!(
+        refusals.iter().any(|r| r.message.contains("refused")),
+        "refusals are logged at debug: {refusals:?}"
+    );
+    let errors = ring.recent(tracing::Level::WARN, 1000);
+    assert!(errors.is_empty(), "{errors:?}");
+    relay.shutdown().await;
+}

@@ -1,0 +1,275 @@
+//! The HTTP API's errors and limits on loopback, with limits set small: every error
+//! status with its JSON body and headers, basic auth, the per-address rate limit, the
+//! body size limit, the request timeout, the connection cap and draining.
+
+#![allow(clippy::disallowed_methods)]
+
+mod http_client;
+mod support;
+
+use std::sync::Arc;
+
+use http_client::{Conn, get, send};
+use sdk_relay::logs::LogRing;
+use sdk_relay::node::Node;
+use sdk_relay::rt::{Env, Listener as _, Net as _, TokioNet};
+use support::{TestRelay, WAIT, fast_config};
+use tokio::io::AsyncWriteExt;
+
+/// Proves bad queries and bodies get 400 naming the fault, unknown paths 404 and wrong
+/// methods 405 with `Allow`, all as JSON errors.
+#[tokio::test]
+async fn client_errors_are_json_with_their_status() {
+    let relay = TestRelay::start(fast_config()).await;
+    let addr = relay.http_addr;
+    let message = get(addr, "/logs?level=loud")
+        .await
+        .error_message(400, "bad_request");
+    assert!(message.contains("level"), "{message}");
+    for query in ["limit=0", "limit=1001", "limit=ten"] {
+        let message = get(addr, &format!("/logs?{query}"))
+            .await
+            .error_message(400, "bad_request");
+        assert!(message.contains("limit"), "{message}");
+    }
+    let json = [("Content-Type", "application/json")];
+    let unknown = send(
+        addr,
+        "POST",
+        "/sync/force",
+        &json,
+        br#"{"sync_types":["FooSync"]}"#,
+    )
+    .await
+    .error_message(400, "bad_request");
+    assert!(unknown.contains("FooSync"), "{unknown}");
+    for body in [
+        &b"{\"sync_types\":"[..],
+        b"[1,2]",
+        b"{\"sync_types\":\"StateSync\"}",
+    ] {
+        send(addr, "POST", "/sync/force", &json, body)
+            .await
+            .error_message(400, "bad_request");
+    }
+    get(addr, "/nope").await.error_message(404, "not_found");
+    let wrong = send(addr, "DELETE", "/health", &[], b"").await;
+    wrong.error_message(405, "method_not_allowed");
+    assert_eq!(wrong.header("allow"), Some("GET"));
+    let wrong = get(addr, "/sync/force").await;
+    wrong.error_message(405, "method_not_allowed");
+    assert_eq!(wrong.header("allow"), Some("POST"));
+    relay.shutdown().await;
+}
+
+/// Proves bodies over `http_body_bytes_max` get 413, whether the length is declared or
+/// only discovered while reading a chunked body.
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let mut config = fast_config();
+    config.limits.http_body_bytes_max = 64;
+    let relay = TestRelay::start(config).await;
+    let declared = [("Content-Length", "1000000")];
+    send(relay.http_addr, "POST", "/sync/force", &declared, b"")
+        .await
+        .error_message(413, "payload_too_large");
+    let padding = " ".repeat(100);
+    let chunk = format!("{:x}\r\n{{}}{padding}\r\n0\r\n\r\n", padding.len() + 2);
+    let chunked = [("Transfer-Encoding", "chunked")];
+    send(
+        relay.http_addr,
+        "POST",
+        "/sync/force",
+        &chunked,
+        chunk.as_bytes(),
+    )
+    .await
+    .error_message(413, "payload_too_large");
+    let small = send(relay.http_addr, "POST", "/sync/force", &[], b"{}").await;
+    assert_eq!(small.status, 200, "{}", small.text());
+    relay.shutdown().await;
+}
+
+/// Proves basic auth, when configured, guards every endpoint but /health, answers 401
+/// with `WWW-Authenticate`, and lets the right credentials through.
+#[tokio::test]
+async fn basic_auth_guards_everything_but_health() {
+    let mut config = fast_config();
+    config.auth.http_basic_user = Some("op".into());
+    config.auth.http_basic_password = Some("secret".into());
+    let relay = TestRelay::start(config).await;
+    let addr = relay.http_addr;
+    assert_eq!(get(addr, "/health").await.status, 200);
+    for path in [
+        "/metrics",
+        "/config",
+        "/relays",
+        "/sync/status",
+        "/logs",
+        "/openapi.json",
+        "/metrics/prometheus",
+    ] {
+        let denied = get(addr, path).await;
+        denied.error_message(401, "unauthorized");
+        assert_eq!(
+            denied.header("www-authenticate"),
+            Some("Basic realm=\"sdk_relay\"")
+        );
+        // "op:wrong"
+        let wrong = send(
+            addr,
+            "GET",
+            path,
+            &[("Authorization", "Basic b3A6d3Jvbmc=")],
+            b"",
+        )
+        .await;
+        assert_eq!(wrong.status, 401);
+        // "op:secret"
+        let right = send(
+            addr,
+            "GET",
+            path,
+            &[("Authorization", "Basic b3A6c2VjcmV0")],
+            b"",
+        )
+        .await;
+        assert_eq!(right.status, 200, "{path}: {}", right.text());
+    }
+    let config = get(addr, "/config").await;
+    assert!(!config.text().contains("secret"));
+    relay.shutdown().await;
+}
+
+/// Proves a client address over `http_requests_per_minute_max` gets 429 with a
+/// `Retry-After` matching the refill rate, and the refusal is counted.
+#[tokio::test]
+async fn over_the_rate_limit_gets_429_with_retry_after() {
+    let mut config = fast_config();
+    config.limits.http_requests_per_minute_max = 4;
+    let relay = TestRelay::start(config).await;
+    for _ in 0..4 {
+        assert_eq!(get(relay.http_addr, "/health").await.status, 200);
+    }
+    let limited = get(relay.http_addr, "/health").await;
+    limited.error_message(429, "rate_limited");
+    // Four per minute: one token every 15 s, less whatever refilled meanwhile.
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((10..=15).contains(&retry_after), "{retry_after}");
+    let other_route = get(relay.http_addr, "/metrics").await;
+    assert_eq!(
+        other_route.status, 429,
+        "the limit is per address, not per route"
+    );
+    relay.shutdown().await;
+}
+
+/// Proves a connection over `http_connections_max` is answered 503 with `Retry-After`
+/// and closed, and that a freed slot is reused.
+#[tokio::test]
+async fn over_the_connection_cap_gets_503_and_close() {
+    let mut config = fast_config();
+    config.limits.http_connections_max = 2;
+    let relay = TestRelay::start(config).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = Conn::open(relay.http_addr).await;
+        assert_eq!(conn.get("/health").await.status, 200, "served, kept open");
+        held.push(conn);
+    }
+    let refused = get(relay.http_addr, "/health").await;
+    refused.error_message(503, "unavailable");
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    assert_eq!(refused.header("connection"), Some("close"));
+    let exposition = held[0].get("/metrics/prometheus").await.text();
+    assert!(
+        exposition
+            .contains("sdk_relay_http_requests_total{route=\"connection_limit\",status=\"503\"} 1"),
+        "{exposition}"
+    );
+    let mut first = held.remove(0);
+    first.stream.shutdown().await.unwrap();
+    drop(first);
+    let served = tokio::time::timeout(WAIT, async {
+        loop {
+            let reply = get(relay.http_addr, "/health").await;
+            if reply.status == 200 {
+                return reply;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a freed slot is reused");
+    assert_eq!(served.json()["status"], "healthy");
+    relay.shutdown().await;
+}
+
+/// Proves a request not complete within `http_timeout_secs` is answered 503.
+#[tokio::test]
+async fn a_stalled_request_times_out_with_503() {
+    let mut config = fast_config();
+    config.limits.http_timeout_secs = 1;
+    let relay = TestRelay::start(config).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.http_addr)
+        .await
+        .unwrap();
+    let head = "POST /sync/force HTTP/1.1\r\nHost: r\r\nContent-Length: 100\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let reply = http_client::read_reply(&mut stream).await;
+    reply.error_message(503, "unavailable");
+    assert!(reply.header("retry-after").is_some());
+    relay.shutdown().await;
+}
+
+/// Proves a draining relay keeps answering: /health says unhealthy with 503 and why,
+/// other endpoints 503, all with `Retry-After`.
+#[tokio::test]
+async fn a_draining_relay_answers_503_with_retry_after() {
+    let env = Env::tokio(3);
+    let listener = TokioNet.bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = Node::new(
+        fast_config(),
+        env.clock.clone(),
+        env.rng.clone(),
+        LogRing::new(10),
+    );
+    let server = tokio::spawn(sdk_relay::http::serve(Arc::clone(&node), listener));
+    assert_eq!(get(addr, "/health").await.status, 200);
+    node.begin_shutdown();
+    let health = get(addr, "/health").await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert!(health.header("retry-after").is_some());
+    let body = health.json();
+    assert_eq!(body["status"], "unhealthy");
+    assert_eq!(body["checks"]["draining"], true);
+    assert!(
+        body["reasons"][0].as_str().unwrap().contains("draining"),
+        "{body}"
+    );
+    let metrics = get(addr, "/metrics").await;
+    metrics.error_message(503, "unavailable");
+    assert!(metrics.header("retry-after").is_some());
+    server.abort();
+}
+
+/// Proves an idle keep-alive connection is closed after `http_timeout_secs`, so idle
+/// clients cannot hold the `http_connections_max` slots.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let mut config = fast_config();
+    config.limits.http_timeout_secs = 1;
+    let relay = TestRelay::start(config).await;
+    let mut conn = Conn::open(relay.http_addr).await;
+    assert_eq!(conn.get("/health").await.status, 200);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut conn.stream, &mut rest),
+    )
+    .await
+    .expect("the relay closes the idle connection");
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    relay.shutdown().await;
+}

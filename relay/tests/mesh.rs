@@ -1,0 +1,328 @@
+//! The mesh with relays as separate processes on loopback: discovery from seeds, flooding
+//! exactly once, health of a killed relay, repair after a partition, forced sync.
+
+// Tests act from outside the relay, so they use real sockets and clocks directly.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use support::Client;
+use support::cluster::{Proxy, RelayProcess, eventually};
+
+/// Short intervals: sync every second, so health thresholds are 2 s and 3 s.
+const FAST: &str = "[sync]\ninterval = 1\nhealth_interval = 2\n[limits]\nheartbeat_interval_secs = 1\nconnection_timeout_secs = 3\n";
+
+fn peers(addrs: &[String]) -> String {
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[mesh]\npeers = [{}]\n", list.join(", "))
+}
+
+/// Starts relays r1..rN configured as a chain: each knows only the next.
+async fn chain(n: usize, extra: &str) -> Vec<RelayProcess> {
+    let mut relays: Vec<RelayProcess> = Vec::new();
+    // Start from the tail so each relay's seed is already listening.
+    for i in (1..=n).rev() {
+        let seed = relays
+            .last()
+            .map(|next| vec![next.ws_addr.to_string()])
+            .unwrap_or_default();
+        let relay = RelayProcess::start(
+            &format!("r{i}"),
+            "",
+            &format!("{FAST}{extra}{}", peers(&seed)),
+        )
+        .await;
+        relays.push(relay);
+    }
+    relays.reverse();
+    relays
+}
+
+async fn all_know_all(relays: &[RelayProcess]) {
+    let expected: BTreeSet<String> = relays.iter().map(|r| r.id.clone()).collect();
+    for relay in relays {
+        eventually(
+            Duration::from_secs(20),
+            &format!("{} lists every relay, all healthy", relay.id),
+            || async {
+                let health = relay.relay_health().await;
+                let ids: BTreeSet<String> = health.keys().cloned().collect();
+                (ids == expected && health.values().all(|h| h == "healthy")).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+async fn fully_linked(relays: &[RelayProcess]) {
+    let want = relays.len() as u64 - 1;
+    for relay in relays {
+        eventually(
+            Duration::from_secs(20),
+            &format!("{} linked to every peer", relay.id),
+            || async {
+                (relay.get("/metrics").await["sync_metrics"]["mesh_connections"] == json!(want))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Relays configured as a chain (each knows only the next) all list all relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_of_five_discovers_everyone() {
+    let relays = chain(5, "").await;
+    all_know_all(&relays).await;
+    let listed = relays[0].get("/relays").await;
+    let me = listed["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["self"] == json!(true))
+        .unwrap()
+        .clone();
+    assert_eq!(me["relay_id"], "r1");
+    for field in [
+        "relay_id",
+        "address",
+        "version",
+        "uptime",
+        "health",
+        "last_seen",
+    ] {
+        assert!(!me[field].is_null(), "{field} present");
+    }
+}
+
+async fn received_ids(client: &mut Client, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    while ids.len() < count {
+        let message = client.recv_type("notification").await;
+        ids.push(message["message_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// 100 notifications published on r1 reach subscribers on every relay exactly once, and
+/// the dedup counters move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_reach_every_relay_exactly_once() {
+    let relays = chain(3, "").await;
+    fully_linked(&relays).await;
+    let mut subscribers = Vec::new();
+    for relay in &relays {
+        subscribers.push(
+            Client::handshaken(relay.ws_addr, &["notifications"])
+                .await
+                .0,
+        );
+    }
+    let (mut publisher, _) = Client::handshaken(relays[0].ws_addr, &["publish"]).await;
+    let mut published = Vec::new();
+    for i in 0..100 {
+        publisher.send_json(&json!({"type":"notification","notification_type":"payment_detected","data":{"i":i}})).await;
+        published.push(
+            publisher.recv_type("notification_ack").await["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // A last marker: once it arrives everywhere, any duplicate would have arrived before it.
+    publisher
+        .send_json(&json!({"type":"notification","notification_type":"end","data":{}}))
+        .await;
+    for subscriber in &mut subscribers {
+        let mut ids = received_ids(subscriber, 101).await;
+        assert_eq!(ids.pop().unwrap().rsplit_once('-').unwrap().1, "101");
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), 100, "no duplicates");
+        assert_eq!(unique, published.iter().collect(), "every notification");
+    }
+    let mut misses = 0;
+    let mut hits = 0;
+    for relay in &relays {
+        let metrics = relay.get("/metrics").await;
+        misses += metrics["sync_metrics"]["cache_misses"].as_u64().unwrap();
+        hits += metrics["sync_metrics"]["cache_hits"].as_u64().unwrap();
+    }
+    assert_eq!(
+        misses,
+        3 * 101,
+        "each relay saw each notification first once"
+    );
+    assert!(
+        hits > 0,
+        "in a triangle, copies arrive twice and are dropped"
+    );
+}
+
+/// A killed relay turns degraded, then unreachable, on the others; restarted, it is
+/// healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_relay_degrades_then_rejoins() {
+    let mut relays = chain(3, "").await;
+    all_know_all(&relays).await;
+    let mut r3 = relays.pop().unwrap();
+    r3.kill().await;
+    let observer = &relays[0];
+    let health_of_r3 = || async { observer.relay_health().await.get("r3").cloned() };
+    eventually(Duration::from_secs(6), "r3 degraded on r1", || async {
+        (health_of_r3().await.as_deref() == Some("degraded")).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(6), "r3 unreachable on r1", || async {
+        (health_of_r3().await.as_deref() == Some("unreachable")).then_some(())
+    })
+    .await;
+    r3.restart().await;
+    eventually(
+        Duration::from_secs(15),
+        "r3 healthy again on r1",
+        || async { (health_of_r3().await.as_deref() == Some("healthy")).then_some(()) },
+    )
+    .await;
+}
+
+/// A relay cut off from every peer while notifications flow keeps its clients; once the
+/// links heal, its subscriber receives every missed notification exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_relay_catches_up_exactly_once() {
+    // Each relay reaches each other only through a proxy per directed pair, so the test
+    // can cut exactly the links of one relay. Advertised addresses are never dialed
+    // successfully (port 9 refuses), so no link bypasses the proxies.
+    let mut relays = Vec::new();
+    for i in 1..=3 {
+        relays.push(
+            RelayProcess::start(&format!("r{i}"), "advertise_addr = \"127.0.0.1:9\"", FAST).await,
+        );
+    }
+    let mut proxies = Vec::new(); // (from, to, proxy)
+    for from in 0..3 {
+        for (to, target) in relays.iter().enumerate() {
+            if from != to {
+                proxies.push((from, to, Proxy::start(target.ws_addr).await));
+            }
+        }
+    }
+    for (i, relay) in relays.iter_mut().enumerate() {
+        let seeds: Vec<String> = proxies
+            .iter()
+            .filter(|(from, _, _)| *from == i)
+            .map(|(_, _, p)| p.addr.to_string())
+            .collect();
+        relay.set_extra(&format!("{FAST}{}", peers(&seeds)));
+        relay.restart().await;
+    }
+    fully_linked(&relays).await;
+
+    let (mut subscriber, _) = Client::handshaken(relays[1].ws_addr, &["notifications"]).await;
+    let (mut publisher, _) = Client::handshaken(relays[0].ws_addr, &["publish"]).await;
+    for (from, to, proxy) in &proxies {
+        if *from == 1 || *to == 1 {
+            proxy.cut();
+        }
+    }
+    eventually(Duration::from_secs(10), "r2 has no live link", || async {
+        (relays[1].get("/metrics").await["sync_metrics"]["mesh_connections"] == json!(0))
+            .then_some(())
+    })
+    .await;
+    let mut published = Vec::new();
+    for i in 0..30 {
+        publisher.send_json(&json!({"type":"notification","notification_type":"payment_detected","data":{"i":i}})).await;
+        published.push(
+            publisher.recv_type("notification_ack").await["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Cut off, r2's subscriber hears nothing of them (but stays connected).
+    subscriber
+        .send_json(&json!({"type":"ping","id":"still-here"}))
+        .await;
+    assert_eq!(subscriber.recv_type("pong").await["id"], "still-here");
+
+    for (_, _, proxy) in &proxies {
+        proxy.heal();
+    }
+    let mut ids = received_ids(&mut subscriber, 30).await;
+    ids.sort();
+    published.sort();
+    assert_eq!(ids, published, "every missed notification, once each");
+    // Nothing more arrives (no duplicate): the next thing it hears is its own pong.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    subscriber
+        .send_json(&json!({"type":"ping","id":"end"}))
+        .await;
+    assert_eq!(subscriber.recv_type("pong").await["id"], "end");
+    let repaired = relays[1].get("/metrics").await;
+    assert!(repaired["sync_metrics"]["cache_misses"].as_u64().unwrap() >= 30);
+}
+
+/// `POST /sync/force` sends a sync request to every live peer at once (long intervals,
+/// so no scheduled sync interferes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_sync_reaches_every_live_peer() {
+    let slow = "[sync]\ninterval = 30\nhealth_interval = 60\n";
+    let c = RelayProcess::start("r3", "", slow).await;
+    let b = RelayProcess::start(
+        "r2",
+        "",
+        &format!("{slow}{}", peers(&[c.ws_addr.to_string()])),
+    )
+    .await;
+    let a = RelayProcess::start(
+        "r1",
+        "",
+        &format!(
+            "{slow}{}",
+            peers(&[b.ws_addr.to_string(), c.ws_addr.to_string()])
+        ),
+    )
+    .await;
+    let relays = [a, b, c];
+    fully_linked(&relays).await;
+    let responses = |status: serde_json::Value| -> Vec<u64> {
+        status["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["sync_responses"].as_u64().unwrap())
+            .collect()
+    };
+    // Wait for the link-up syncs to be answered, then force.
+    let before = eventually(
+        Duration::from_secs(10),
+        "initial syncs answered",
+        || async {
+            let status = relays[0].get("/sync/status").await;
+            let counts = responses(status);
+            (counts.len() == 2 && counts.iter().all(|c| *c >= 3)).then_some(counts)
+        },
+    )
+    .await;
+    let answer = relays[0]
+        .post("/sync/force", r#"{"sync_types":["StateSync"]}"#)
+        .await;
+    assert_eq!(answer["status"], "sync_triggered");
+    eventually(
+        Duration::from_secs(5),
+        "each peer answered the forced sync",
+        || async {
+            let counts = responses(relays[0].get("/sync/status").await);
+            counts
+                .iter()
+                .zip(&before)
+                .all(|(after, before)| after > before)
+                .then_some(())
+        },
+    )
+    .await;
+}
