@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
@@ -457,7 +457,14 @@ async fn publisher(
     window: Arc<Window>,
 ) -> TaskStats {
     let WsConn { reader, mut writer } = conn;
-    let replies = tokio::spawn(read_replies(reader, baseline, t, live.clone()));
+    let closing = Arc::new(AtomicBool::new(false));
+    let replies = tokio::spawn(read_replies(
+        reader,
+        baseline,
+        t,
+        live.clone(),
+        closing.clone(),
+    ));
     let mut stats = TaskStats::default();
     let mut publication = Publication::new(size);
     tokio::time::sleep_until(t.go.into()).await;
@@ -504,6 +511,7 @@ async fn publisher(
             live.messages.fetch_add(1, Ordering::Relaxed);
         }
     }
+    closing.store(true, Ordering::Release);
     close(writer).await;
     if let Ok(errors) = replies.await {
         stats.errors.merge(&errors);
@@ -511,12 +519,14 @@ async fn publisher(
     stats
 }
 
-/// Reads a publisher's socket until the stop: acks are dropped, errors counted.
+/// Reads a publisher's socket until the stop: acks are dropped, errors counted. Once
+/// the publisher is `closing`, the server's answering close is no error.
 async fn read_replies(
     mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
     baseline: bool,
     t: Timeline,
     live: Arc<Live>,
+    closing: Arc<AtomicBool>,
 ) -> ErrorCounts {
     let mut errors = ErrorCounts::default();
     let stop = tokio::time::sleep_until(t.stop.into());
@@ -524,6 +534,9 @@ async fn read_replies(
     loop {
         match next(&mut reader, stop.as_mut()).await {
             Next::Message(message) => {
+                if closing.load(Ordering::Acquire) && message.opcode == OpCode::Close {
+                    break;
+                }
                 if !baseline && unexpected(&message, &mut errors, &live) {
                     break;
                 }
@@ -531,7 +544,7 @@ async fn read_replies(
             Next::Stop => break,
             Next::Ended(e) => {
                 // The publisher's own close ends the stream after the stop.
-                if Instant::now() < t.stop {
+                if !closing.load(Ordering::Acquire) {
                     errors.add(&e);
                     live.errors.fetch_add(1, Ordering::Relaxed);
                 }
