@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -19,6 +20,9 @@ use crate::ws::{self, OpCode, Upgrade, WsConn};
 
 /// Connections opened per second while filling the relay to its connection limit.
 const FILL_PER_SEC: u64 = 5000;
+/// Pause between attempts while waiting for closed connections to be released, and
+/// bound on each close.
+const RELEASE_POLL: Duration = Duration::from_millis(50);
 /// Source address of the rate-limit flood, towards a loopback relay.
 const RATE_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
@@ -150,8 +154,32 @@ async fn check_connections(opener: &Opener, max: usize) -> anyhow::Result<String
             max + 1
         )),
     };
-    drop(held);
-    outcome
+    let outcome = outcome?;
+    for (_, mut conn) in held {
+        let _ = tokio::time::timeout(RELEASE_POLL, conn.writer.close(1000)).await;
+    }
+    let waited = await_released(&opener).await?;
+    Ok(format!(
+        "{outcome}; a slot was free again {waited:?} after closing"
+    ))
+}
+
+/// Waits (bounded by the opener's timeout) until the relay accepts a connection again
+/// after the held ones closed, so the next checks do not meet a full relay.
+async fn await_released(opener: &Opener) -> anyhow::Result<Duration> {
+    let start = tokio::time::Instant::now();
+    loop {
+        match ws::connect(&opener.target, None, opener.timeout).await? {
+            Upgrade::Accepted(_) => return Ok(start.elapsed()),
+            Upgrade::Refused { status, .. } if start.elapsed() >= opener.timeout => {
+                anyhow::bail!(
+                    "closed connections were not released: still HTTP {status} after {:?}",
+                    opener.timeout
+                );
+            }
+            Upgrade::Refused { .. } => tokio::time::sleep(RELEASE_POLL).await,
+        }
+    }
 }
 
 /// Publishes a notification of exactly `size` bytes on a fresh publisher connection and
