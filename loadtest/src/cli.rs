@@ -46,13 +46,14 @@ pub enum Command {
     Connections(ConnectionsArgs),
     /// Publish on one relay and measure delivery at subscribers on the others.
     Mesh(MeshArgs),
-    /// Medians of repeated `run --json` reports per target, and relay/baseline ratios.
+    /// Medians of repeated `run --json` or `connections --json` reports per target, and
+    /// relay/baseline ratios.
     Summarize(SummarizeArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct SummarizeArgs {
-    /// Files of `run --json` reports, one per line (`-` for stdin).
+    /// Files of `run --json` or `connections --json` reports, one per line (`-` for stdin).
     #[arg(required = true)]
     pub files: Vec<String>,
 }

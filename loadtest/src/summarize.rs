@@ -1,4 +1,4 @@
-//! `loadtest summarize`: medians of repeated `run --json` reports, per target, and the
+//! `loadtest summarize`: medians of repeated `run`/`connections --json` reports, per target, and the
 //! relay's figures as ratios of the baseline's (what `compare.sh` prints).
 
 use std::collections::BTreeMap;
