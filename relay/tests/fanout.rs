@@ -9,15 +9,6 @@ mod support;
 use serde_json::json;
 use support::{Client, TestRelay, fast_config};
 
-async fn collect_notifications(client: &mut Client, count: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(count);
-    while ids.len() < count {
-        let message = client.recv_type("notification").await;
-        ids.push(message["message_id"].as_str().unwrap().to_string());
-    }
-    ids
-}
-
 /// A notification reaches every subscriber (by `*` or by its type) exactly once and no
 /// client that did not subscribe to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,8 +60,8 @@ async fn notifications_reach_each_subscriber_exactly_once() {
         .await;
     publisher.recv_type("notification_ack").await;
 
-    assert_eq!(collect_notifications(&mut all, 50).await, published);
-    assert_eq!(collect_notifications(&mut typed, 50).await, published);
+    assert_eq!(all.recv_notification_ids(50).await, published);
+    assert_eq!(typed.recv_notification_ids(50).await, published);
     let first_other = other_type.recv_type("notification").await;
     assert_eq!(
         first_other["notification_type"], "block_mined",
@@ -112,9 +103,7 @@ async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
     let count = 300;
     let readers = readers
         .into_iter()
-        .map(|mut reader| {
-            tokio::spawn(async move { collect_notifications(&mut reader, count).await })
-        })
+        .map(|mut reader| tokio::spawn(async move { reader.recv_notification_ids(count).await }))
         .collect::<Vec<_>>();
     let payload = "p".repeat(64 * 1024);
     let mut published = Vec::new();

@@ -99,15 +99,6 @@ async fn chain_of_five_discovers_everyone() {
     }
 }
 
-async fn received_ids(client: &mut Client, count: usize) -> Vec<String> {
-    let mut ids = Vec::new();
-    while ids.len() < count {
-        let message = client.recv_type("notification").await;
-        ids.push(message["message_id"].as_str().unwrap().to_string());
-    }
-    ids
-}
-
 /// 100 notifications published on r1 reach subscribers on every relay exactly once, and
 /// the dedup counters move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +129,7 @@ async fn notifications_reach_every_relay_exactly_once() {
         .send_json(&json!({"type":"notification","notification_type":"end","data":{}}))
         .await;
     for subscriber in &mut subscribers {
-        let mut ids = received_ids(subscriber, 101).await;
+        let mut ids = subscriber.recv_notification_ids(101).await;
         assert_eq!(ids.pop().unwrap().rsplit_once('-').unwrap().1, "101");
         let unique: BTreeSet<&String> = ids.iter().collect();
         assert_eq!(unique.len(), 100, "no duplicates");
@@ -252,7 +243,7 @@ async fn partitioned_relay_catches_up_exactly_once() {
     for (_, _, proxy) in &proxies {
         proxy.heal();
     }
-    let mut ids = received_ids(&mut subscriber, 30).await;
+    let mut ids = subscriber.recv_notification_ids(30).await;
     ids.sort();
     published.sort();
     assert_eq!(ids, published, "every missed notification, once each");

@@ -241,6 +241,21 @@ impl Client {
         }
     }
 
+    /// The message ids of the next `count` notifications, in arrival order.
+    pub async fn recv_notification_ids(&mut self, count: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(count);
+        while ids.len() < count {
+            let message = self.recv_type("notification").await;
+            ids.push(
+                message["message_id"]
+                    .as_str()
+                    .expect("notifications carry an id")
+                    .to_string(),
+            );
+        }
+        ids
+    }
+
     /// Reads until the relay closes; returns the close code (`None` if the socket just ended).
     pub async fn recv_close(&mut self) -> Option<u16> {
         loop {
