@@ -40,6 +40,11 @@ enum Command {
         /// Print only the verdict, not the trace.
         #[arg(long)]
         quiet: bool,
+        /// Replace the scenario's faults with this schedule (`at <ms> ms: <fault>` per
+        /// line, as a failing property test prints it); the run ends a settle period after
+        /// its last fault.
+        #[arg(long)]
+        schedule: Option<std::path::PathBuf>,
     },
     /// Runs every non-negative scenario for seeds 1..=N; prints a line per failing run.
     Soak {
@@ -69,13 +74,23 @@ fn main() -> anyhow::Result<ExitCode> {
             duration_secs,
             tick_ms,
             quiet,
+            schedule,
         } => {
             let mut options = Options::new(relays, seed);
             options.duration = duration_secs.map(Duration::from_secs);
             options.tick = Duration::from_millis(tick_ms.max(1));
-            let Some(plan) = scenario::plan(&scenario, options) else {
+            let Some(mut plan) = scenario::plan(&scenario, options) else {
                 bail!("no scenario `{scenario}`; `sim list` lists them");
             };
+            if let Some(path) = &schedule {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let faults: sim::fault::Schedule = text
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                plan.end = plan.end.max(faults.last() + scenario::SETTLE);
+                plan.schedule = faults;
+            }
             let outcome = sim::harness::run(&plan);
             let report = outcome.report();
             if let Some(path) = trace {
