@@ -23,3 +23,7 @@ check-config FILE="":
 # promtool and docker-compose checks of docker/.
 docker-check:
     bash docker/check.sh
+
+# Deterministic mesh simulation: every scenario (except the negative control) for seeds 1..N.
+sim-soak N="20":
+    cargo run --release -p sim -- soak --seeds {{N}}

@@ -9,6 +9,8 @@
 //! - no duplicate delivery to any session, even those that ended early;
 //! - no subscriber was cut off by its relay (a close code other than 1001 would be the
 //!   slow-consumer or another limit firing on a well-behaved client);
+//! - fully linked: every relay holds a live link to every other one (the design's steady
+//!   state, one link per pair; the simulation sets `peers_max` to at least N);
 //! - bounds: every publisher got all its notifications acknowledged; no relay knows
 //!   more relays than exist. (Queue bounds themselves are bounded channels in the relay;
 //!   what the sim can see of them is that no client or link had to be cut as slow.)
@@ -81,6 +83,7 @@ pub fn all(plan: &Plan, obs: &Observations, trace: &Trace, at: Duration) -> Vec<
     failures.extend(delivery(obs));
     failures.extend(publishers(plan, obs));
     failures.extend(bounds(plan, obs));
+    failures.extend(links(plan, obs));
     let status = if failures.is_empty() {
         "all checks passed"
     } else {
@@ -256,4 +259,23 @@ fn bounds(plan: &Plan, obs: &Observations) -> Vec<String> {
             })
         })
         .collect()
+}
+
+/// One live link per pair once the mesh settled: every relay is linked to all others.
+fn links(plan: &Plan, obs: &Observations) -> Option<String> {
+    let want = plan.relays as u64 - 1;
+    let short: Vec<String> = obs
+        .views
+        .iter()
+        .filter_map(|(relay, view)| {
+            let links = view.metrics.as_ref()?["sync_metrics"]["mesh_connections"].as_u64()?;
+            (links != want).then(|| format!("{relay} has {links}"))
+        })
+        .collect();
+    (!short.is_empty()).then(|| {
+        format!(
+            "mesh not fully linked ({want} links each): {}",
+            listed(&short)
+        )
+    })
 }

@@ -59,6 +59,15 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
+    // The relays' own logs, on stderr, when asked for (e.g. SIM_LOG=sdk_relay=debug);
+    // they are not part of the trace.
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
     match Cli::parse().command {
         Command::List => {
             for (name, about) in SCENARIOS {

@@ -272,10 +272,22 @@ pub async fn checker(relays: Vec<String>, obs: Shared, trace: Trace) -> turmoil:
         match &listed {
             Ok(list) => {
                 let healthy = list.values().filter(|h| *h == "healthy").count();
+                let links = metrics
+                    .as_ref()
+                    .and_then(|m| m["sync_metrics"]["mesh_connections"].as_u64())
+                    .unwrap_or_default();
                 trace.here(
                     "checker",
-                    format!("{relay} lists {} relays, {healthy} healthy", list.len()),
+                    format!(
+                        "{relay} lists {} relays, {healthy} healthy, {links} links",
+                        list.len()
+                    ),
                 );
+                if std::env::var_os("SIM_DEBUG_STATUS").is_some() && healthy < list.len() {
+                    if let Ok(status) = http_get(&addr, "/sync/status").await {
+                        eprintln!("{relay} /sync/status: {status:#}");
+                    }
+                }
             }
             Err(e) => trace.here("checker", format!("{relay} /relays failed: {e}")),
         }
