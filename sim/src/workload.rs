@@ -283,10 +283,11 @@ pub async fn checker(relays: Vec<String>, obs: Shared, trace: Trace) -> turmoil:
                         list.len()
                     ),
                 );
-                if std::env::var_os("SIM_DEBUG_STATUS").is_some() && healthy < list.len() {
-                    if let Ok(status) = http_get(&addr, "/sync/status").await {
-                        eprintln!("{relay} /sync/status: {status:#}");
-                    }
+                // Debugging aid, on stderr (not the trace): the sync status of every relay.
+                if std::env::var_os("SIM_DEBUG_STATUS").is_some()
+                    && let Ok(status) = http_get(&addr, "/sync/status").await
+                {
+                    eprintln!("{relay} /sync/status: {status:#}");
                 }
             }
             Err(e) => trace.here("checker", format!("{relay} /relays failed: {e}")),
