@@ -36,12 +36,17 @@ pub struct Timing {
 
 impl Timing {
     /// Short intervals, so a partition is noticed and healed within seconds.
-    pub const FAST: Timing = Timing {
-        sync_secs: 1,
-        health_secs: 2,
-        heartbeat_secs: 1,
-        timeout_secs: 3,
-    };
+    pub const FAST: Timing = Timing::every(1);
+
+    /// Sync and heartbeat every `secs`, health every 2x, connection timeout 3x.
+    pub const fn every(secs: u64) -> Timing {
+        Timing {
+            sync_secs: secs,
+            health_secs: 2 * secs,
+            heartbeat_secs: secs,
+            timeout_secs: 3 * secs,
+        }
+    }
 }
 
 /// Everything one run does.
@@ -156,12 +161,16 @@ pub fn run(plan: &Plan) -> Outcome {
     for index in 1..=plan.relays {
         add_relay(&mut sim, plan, index, &trace);
     }
+    let silence_max =
+        Duration::from_secs(plan.timing.timeout_secs) + workload::CLIENT_SILENCE_SLACK;
     for publisher in &plan.publishers {
-        let (p, o, t) = (publisher.clone(), obs.clone(), trace.clone());
+        let (mut p, o, t) = (publisher.clone(), obs.clone(), trace.clone());
+        p.silence_max = silence_max;
         sim.client(publisher.name.as_str(), p.run(o, t));
     }
     for subscriber in &plan.subscribers {
-        let (s, o, t) = (subscriber.clone(), obs.clone(), trace.clone());
+        let (mut s, o, t) = (subscriber.clone(), obs.clone(), trace.clone());
+        s.silence_max = silence_max;
         sim.client(subscriber.name.as_str(), s.run(o, t, plan.end));
     }
     let mut failures = Vec::new();

@@ -34,6 +34,10 @@ enum Command {
         /// Simulated seconds (stretches `steady`; other scenarios have their own length).
         #[arg(long)]
         duration_secs: Option<u64>,
+        /// Relay sync interval in seconds (health 2x, heartbeat 1x, connection timeout
+        /// 3x); 1 by default. Longer intervals make long, large runs cheaper.
+        #[arg(long)]
+        sync_secs: Option<u64>,
         /// Simulation step in milliseconds.
         #[arg(long, default_value_t = 10)]
         tick_ms: u64,
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<ExitCode> {
             trace,
             duration_secs,
             tick_ms,
+            sync_secs,
             quiet,
             schedule,
         } => {
@@ -91,6 +96,9 @@ fn main() -> anyhow::Result<ExitCode> {
             let Some(mut plan) = scenario::plan(&scenario, options) else {
                 bail!("no scenario `{scenario}`; `sim list` lists them");
             };
+            if let Some(secs) = sync_secs.filter(|s| *s > 0) {
+                plan.timing = sim::harness::Timing::every(secs);
+            }
             if let Some(path) = &schedule {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;

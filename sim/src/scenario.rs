@@ -100,6 +100,7 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
     let subscribers_everywhere = |plan: &mut Plan| {
         for i in 1..=relays {
             plan.subscribers.push(Subscriber {
+                silence_max: Duration::ZERO,
                 name: format!("sub-{i}"),
                 relay: crate::fault::host(i),
                 start: Duration::ZERO,
@@ -109,6 +110,7 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
     };
     let publish = |plan: &mut Plan, count: usize, rng: &mut ChaCha8Rng| {
         plan.publishers.push(Publisher {
+            silence_max: Duration::ZERO,
             name: "pub-1".into(),
             relay: crate::fault::host(1),
             start: START + ms(rng.random_range(0..500)),
@@ -221,6 +223,7 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
                     .random_bool(0.5)
                     .then(|| start + ms(rng.random_range(500..4000)));
                 plan.subscribers.push(Subscriber {
+                    silence_max: Duration::ZERO,
                     name: format!("sub-{i}"),
                     relay: crate::fault::host(rng.random_range(1..=relays)),
                     start,

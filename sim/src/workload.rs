@@ -17,10 +17,10 @@ pub const WS_PORT: u16 = 8090;
 pub const HTTP_PORT: u16 = 8091;
 /// A client reconnects this long after losing its relay.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
-/// A client that hears nothing (not even the relay's heartbeat) for this long gives the
-/// connection up: turmoil has no retransmission, so a partitioned connection may never
-/// fail by itself.
-pub const CLIENT_SILENCE_MAX: Duration = Duration::from_secs(4);
+/// A client that hears nothing (not even the relay's heartbeat) for its silence limit
+/// gives the connection up: turmoil has no retransmission, so a partitioned connection
+/// may never fail by itself. The limit is the relays' connection timeout plus this.
+pub const CLIENT_SILENCE_SLACK: Duration = Duration::from_secs(1);
 
 /// A notification a relay acknowledged.
 #[derive(Debug, Clone)]
@@ -68,6 +68,8 @@ pub type Shared = Rc<RefCell<Observations>>;
 #[derive(Debug, Clone)]
 pub struct Publisher {
     pub name: String,
+    /// Set by the harness from the relays' timing (see `CLIENT_SILENCE_SLACK`).
+    pub silence_max: Duration,
     pub relay: String,
     pub start: Duration,
     pub count: usize,
@@ -79,6 +81,8 @@ pub struct Publisher {
 #[derive(Debug, Clone)]
 pub struct Subscriber {
     pub name: String,
+    /// Set by the harness from the relays' timing (see `CLIENT_SILENCE_SLACK`).
+    pub silence_max: Duration,
     pub relay: String,
     pub start: Duration,
     pub leave: Option<Duration>,
@@ -151,7 +155,7 @@ impl Publisher {
     async fn publish(&self, ws: &mut WsClient, message: &Value) -> Result<String, String> {
         ws.send(message).await?;
         loop {
-            match tokio::time::timeout(CLIENT_SILENCE_MAX, ws.recv()).await {
+            match tokio::time::timeout(self.silence_max, ws.recv()).await {
                 Err(_) => return Err("no ack in time".into()),
                 Ok(Received::Closed(code)) => return Err(format!("closed with {code:?}")),
                 Ok(Received::Message(m)) if m["type"] == "notification_ack" => {
@@ -230,7 +234,7 @@ impl Subscriber {
             if left.is_zero() {
                 return None;
             }
-            let received = tokio::time::timeout(left.min(CLIENT_SILENCE_MAX), ws.recv()).await;
+            let received = tokio::time::timeout(left.min(self.silence_max), ws.recv()).await;
             match received {
                 Err(_) if now() >= stop => return None,
                 Err(_) => return Some("silent".into()),
