@@ -99,6 +99,16 @@ pub fn all(plan: &Plan, obs: &Observations, trace: &Trace, at: Duration) -> Vec<
             obs.sessions.iter().map(|s| s.received.len()).sum::<usize>()
         ),
     );
+    let replayed = replayed_across_sessions(obs);
+    if replayed > 0 {
+        // Not a failure (each session is a new connection), but worth seeing: a relay that
+        // restarts re-fetches its peers' logs and delivers them to its new sessions.
+        trace.event(
+            at,
+            "checker",
+            format!("note: {replayed} notifications reached a subscriber again in a later session"),
+        );
+    }
     for failure in &failures {
         trace.event(at, "checker", format!("FAIL {failure}"));
     }
@@ -278,4 +288,21 @@ fn links(plan: &Plan, obs: &Observations) -> Option<String> {
             listed(&short)
         )
     })
+}
+
+/// Notifications a subscriber received in more than one of its sessions.
+fn replayed_across_sessions(obs: &Observations) -> usize {
+    let mut by_subscriber: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for session in &obs.sessions {
+        let ids: BTreeSet<&str> = session.received.iter().map(String::as_str).collect();
+        let counts = by_subscriber.entry(&session.subscriber).or_default();
+        for id in ids {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    by_subscriber
+        .values()
+        .flat_map(|counts| counts.values())
+        .filter(|n| **n > 1)
+        .count()
 }
