@@ -67,7 +67,8 @@ fn schedule() -> impl Strategy<Value = Schedule> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 6,
+        // SIM_PROPTEST_CASES=200 for a longer hunt (release build recommended).
+        cases: std::env::var("SIM_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6),
         max_shrink_iters: 16,
         failure_persistence: None,
         ..ProptestConfig::default()
