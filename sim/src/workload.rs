@@ -137,7 +137,9 @@ impl Publisher {
                     });
                     sent += 1;
                     client = Some(ws);
-                    tokio::time::sleep(self.every).await;
+                    // A fixed cadence (not sleep-after-ack), so round trips do not push the
+                    // last publication past the scenario's settle period.
+                    sleep_until(self.start + self.every * sent as u32).await;
                 }
                 Err(e) => {
                     trace.here(&self.name, format!("publish failed: {e}"));
