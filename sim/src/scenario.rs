@@ -97,145 +97,151 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
         schedule: Schedule::default(),
         end: Duration::ZERO,
     };
-    let subscribers_everywhere = |plan: &mut Plan| {
-        for i in 1..=relays {
-            plan.subscribers.push(Subscriber {
-                silence_max: Duration::ZERO,
-                name: format!("sub-{i}"),
-                relay: crate::fault::host(i),
-                start: Duration::ZERO,
-                leave: None,
-            });
-        }
-    };
-    let publish = |plan: &mut Plan, count: usize, rng: &mut ChaCha8Rng| {
-        plan.publishers.push(Publisher {
-            silence_max: Duration::ZERO,
-            name: "pub-1".into(),
-            relay: crate::fault::host(1),
-            start: START + ms(rng.random_range(0..500)),
-            count,
-            every: PUBLISH_EVERY,
-        });
-        START + ms(500) + PUBLISH_EVERY * count as u32
-    };
-    let end = match name {
-        "steady" => {
-            subscribers_everywhere(&mut plan);
-            let count = match options.duration {
-                Some(d) => (d.saturating_sub(START + SETTLE).as_millis() / 1000).max(1) as usize,
-                None => 20,
-            };
-            let last = publish(&mut plan, count, &mut rng);
-            if let Some(p) = plan
-                .publishers
-                .last_mut()
-                .filter(|_| options.duration.is_some())
-            {
-                p.every = Duration::from_secs(1);
-            }
-            options.duration.unwrap_or(last + SETTLE).max(last + SETTLE)
-        }
-        "partition-heal" | "partition-permanent" => {
-            subscribers_everywhere(&mut plan);
-            let cut = if name == "partition-permanent" {
-                relays - 1
-            } else {
-                rng.random_range(1..relays)
-            };
-            let (a, b): (Vec<usize>, Vec<usize>) =
-                ((1..=cut).collect(), (cut + 1..=relays).collect());
-            let down = ms(rng.random_range(3000..4000));
-            plan.schedule.at(
-                down,
-                Fault::Partition {
-                    a: a.clone(),
-                    b: b.clone(),
-                },
-            );
-            let last = publish(&mut plan, 24, &mut rng).max(down + ms(3000));
-            if name == "partition-heal" {
-                let up = down + ms(rng.random_range(4000..7000));
-                plan.schedule.at(up, Fault::Repair { a, b });
-                last.max(up) + SETTLE
-            } else {
-                last + SETTLE
-            }
-        }
-        "crash-restart" => {
-            subscribers_everywhere(&mut plan);
-            let victim = rng.random_range(2..=relays);
-            let down = ms(rng.random_range(3000..5000));
-            let up = down + ms(rng.random_range(1000..4000));
-            plan.schedule.at(down, Fault::Crash(victim));
-            plan.schedule.at(up, Fault::Restart(victim));
-            publish(&mut plan, 24, &mut rng).max(up) + SETTLE
-        }
-        "latency" => {
-            subscribers_everywhere(&mut plan);
-            for a in 1..=relays {
-                for b in a + 1..=relays {
-                    let min_ms = rng.random_range(20..200);
-                    let max_ms = min_ms + rng.random_range(0..200);
-                    plan.schedule.at(
-                        Duration::ZERO,
-                        Fault::Latency {
-                            a,
-                            b,
-                            min_ms,
-                            max_ms,
-                        },
-                    );
-                }
-            }
-            publish(&mut plan, 24, &mut rng) + SETTLE
-        }
-        "flapping" => {
-            subscribers_everywhere(&mut plan);
-            let victim = rng.random_range(1..=relays);
-            let others: Vec<usize> = (1..=relays).filter(|i| *i != victim).collect();
-            let mut at = ms(rng.random_range(2000..3000));
-            for _ in 0..rng.random_range(3..7) {
-                plan.schedule.at(
-                    at,
-                    Fault::Partition {
-                        a: vec![victim],
-                        b: others.clone(),
-                    },
-                );
-                at += ms(rng.random_range(300..2000));
-                plan.schedule.at(
-                    at,
-                    Fault::Repair {
-                        a: vec![victim],
-                        b: others.clone(),
-                    },
-                );
-                at += ms(rng.random_range(300..2000));
-            }
-            publish(&mut plan, 24, &mut rng).max(at) + SETTLE
-        }
-        "churn" => {
-            let last = publish(&mut plan, 30, &mut rng);
-            for i in 1..=relays * 2 {
-                let start = ms(rng.random_range(0..last.as_millis() as u64));
-                let leave = rng
-                    .random_bool(0.5)
-                    .then(|| start + ms(rng.random_range(500..4000)));
-                plan.subscribers.push(Subscriber {
-                    silence_max: Duration::ZERO,
-                    name: format!("sub-{i}"),
-                    relay: crate::fault::host(rng.random_range(1..=relays)),
-                    start,
-                    leave,
-                });
-            }
-            last + SETTLE
-        }
+    let rng = &mut rng;
+    plan.end = match name {
+        "steady" => steady(&mut plan, rng, options.duration),
+        "partition-heal" => partition(&mut plan, rng, true),
+        "partition-permanent" => partition(&mut plan, rng, false),
+        "crash-restart" => crash_restart(&mut plan, rng),
+        "latency" => latency(&mut plan, rng),
+        "flapping" => flapping(&mut plan, rng),
+        "churn" => churn(&mut plan, rng),
         _ => return None,
     };
-    plan.end = end;
     Some(plan)
+}
+
+/// A subscriber on every relay, from the start to the end.
+fn subscribers_everywhere(plan: &mut Plan) {
+    for i in 1..=plan.relays {
+        plan.subscribers.push(Subscriber {
+            silence_max: Duration::ZERO,
+            name: format!("sub-{i}"),
+            relay: crate::fault::host(i),
+            start: Duration::ZERO,
+            leave: None,
+        });
+    }
+}
+
+/// `pub-1` publishes `count` notifications on relay-1; returns when it is done at latest.
+fn publish(plan: &mut Plan, count: usize, rng: &mut ChaCha8Rng) -> Duration {
+    plan.publishers.push(Publisher {
+        silence_max: Duration::ZERO,
+        name: "pub-1".into(),
+        relay: crate::fault::host(1),
+        start: START + ms(rng.random_range(0..500)),
+        count,
+        every: PUBLISH_EVERY,
+    });
+    START + ms(500) + PUBLISH_EVERY * count as u32
+}
+
+fn steady(plan: &mut Plan, rng: &mut ChaCha8Rng, duration: Option<Duration>) -> Duration {
+    subscribers_everywhere(plan);
+    let count = match duration {
+        // One a second over a long run.
+        Some(d) => (d.saturating_sub(START + SETTLE).as_millis() / 1000).max(1) as usize,
+        None => 20,
+    };
+    let last = publish(plan, count, rng);
+    if let Some(p) = plan.publishers.last_mut().filter(|_| duration.is_some()) {
+        p.every = Duration::from_secs(1);
+    }
+    duration.unwrap_or(last + SETTLE).max(last + SETTLE)
+}
+
+/// The relays split in two at a seeded cut (the last relay alone when the partition is
+/// permanent); healed after a seeded time unless permanent.
+fn partition(plan: &mut Plan, rng: &mut ChaCha8Rng, heals: bool) -> Duration {
+    let relays = plan.relays;
+    subscribers_everywhere(plan);
+    let cut = if heals {
+        rng.random_range(1..relays)
+    } else {
+        relays - 1
+    };
+    let (a, b): (Vec<usize>, Vec<usize>) = ((1..=cut).collect(), (cut + 1..=relays).collect());
+    let down = ms(rng.random_range(3000..4000));
+    plan.schedule.at(
+        down,
+        Fault::Partition {
+            a: a.clone(),
+            b: b.clone(),
+        },
+    );
+    let last = publish(plan, 24, rng).max(down + ms(3000));
+    if heals {
+        let up = down + ms(rng.random_range(4000..7000));
+        plan.schedule.at(up, Fault::Repair { a, b });
+        last.max(up) + SETTLE
+    } else {
+        last + SETTLE
+    }
+}
+
+fn crash_restart(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {
+    subscribers_everywhere(plan);
+    let victim = rng.random_range(2..=plan.relays);
+    let down = ms(rng.random_range(3000..5000));
+    let up = down + ms(rng.random_range(1000..4000));
+    plan.schedule.at(down, Fault::Crash(victim));
+    plan.schedule.at(up, Fault::Restart(victim));
+    publish(plan, 24, rng).max(up) + SETTLE
+}
+
+fn latency(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {
+    subscribers_everywhere(plan);
+    for a in 1..=plan.relays {
+        for b in a + 1..=plan.relays {
+            let min_ms = rng.random_range(20..200);
+            let max_ms = min_ms + rng.random_range(0..200);
+            plan.schedule.at(
+                Duration::ZERO,
+                Fault::Latency {
+                    a,
+                    b,
+                    min_ms,
+                    max_ms,
+                },
+            );
+        }
+    }
+    publish(plan, 24, rng) + SETTLE
+}
+
+fn flapping(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {
+    subscribers_everywhere(plan);
+    let victim = rng.random_range(1..=plan.relays);
+    let others: Vec<usize> = (1..=plan.relays).filter(|i| *i != victim).collect();
+    let mut at = ms(rng.random_range(2000..3000));
+    for _ in 0..rng.random_range(3..7) {
+        let (a, b) = (vec![victim], others.clone());
+        plan.schedule.at(at, Fault::Partition { a, b });
+        at += ms(rng.random_range(300..2000));
+        let (a, b) = (vec![victim], others.clone());
+        plan.schedule.at(at, Fault::Repair { a, b });
+        at += ms(rng.random_range(300..2000));
+    }
+    publish(plan, 24, rng).max(at) + SETTLE
+}
+
+fn churn(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {
+    let last = publish(plan, 30, rng);
+    for i in 1..=plan.relays * 2 {
+        let start = ms(rng.random_range(0..last.as_millis() as u64));
+        let leave = rng
+            .random_bool(0.5)
+            .then(|| start + ms(rng.random_range(500..4000)));
+        plan.subscribers.push(Subscriber {
+            silence_max: Duration::ZERO,
+            name: format!("sub-{i}"),
+            relay: crate::fault::host(rng.random_range(1..=plan.relays)),
+            start,
+            leave,
+        });
+    }
+    last + SETTLE
 }
 
 /// A random fault schedule's building blocks, for the property test: faults between
