@@ -10,7 +10,7 @@
 //! - no subscriber was cut off by its relay (a close code other than 1001 would be the
 //!   slow-consumer or another limit firing on a well-behaved client);
 //! - fully linked: every relay holds a live link to every other one (the design's steady
-//!   state, one link per pair; the simulation sets `peers_max` to at least N);
+//!   state, one link per pair; the simulation sets `peers_max` to N-1, exactly enough);
 //! - bounds: every publisher got all its notifications acknowledged; no relay knows
 //!   more relays than exist. (Queue bounds themselves are bounded channels in the relay;
 //!   what the sim can see of them is that no client or link had to be cut as slow.)

@@ -117,7 +117,8 @@ pub fn relay_config(plan: &Plan, index: usize) -> Config {
     config.limits.heartbeat_interval_secs = plan.timing.heartbeat_secs;
     config.limits.connection_timeout_secs = plan.timing.timeout_secs;
     config.limits.shutdown_drain_secs = 1;
-    config.mesh.peers_max = config.mesh.peers_max.max(plan.relays);
+    // Exactly enough for a full mesh: the tightest bound the design allows.
+    config.mesh.peers_max = (plan.relays - 1).max(1);
     let mut peers = Vec::new();
     if index > 1 {
         peers.push(format!("{}:{WS_PORT}", host(index - 1)));
