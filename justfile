@@ -27,3 +27,7 @@ docker-check:
 # The HTTP API against docs/openapi.yaml with schemathesis, on a live relay.
 schemathesis:
     bash scripts/schemathesis.sh
+
+# Deterministic mesh simulation: every scenario (except the negative control) for seeds 1..N.
+sim-soak N="20":
+    cargo run --release -p sim -- soak --seeds {{N}}

@@ -112,7 +112,19 @@ fn due_addresses(node: &Node) -> Vec<String> {
         .collect();
     candidates.sort();
     candidates.dedup();
-    let in_flight = state.dials.values().filter(|d| d.in_flight).count();
+    // A dial stays in flight while the link it opened is served: count only those whose
+    // link is not up yet, or each outbound link would count twice against `peers_max`.
+    let in_flight = state
+        .dials
+        .values()
+        .filter(|d| {
+            d.in_flight
+                && !d
+                    .relay_id
+                    .as_ref()
+                    .is_some_and(|id| state.links.contains_key(id))
+        })
+        .count();
     let budget = peers_max.saturating_sub(state.links.len() + in_flight);
     candidates
         .into_iter()

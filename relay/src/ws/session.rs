@@ -88,9 +88,11 @@ impl Session {
             self.node.config.limits.ws_message_bytes_max + crate::mesh::PEER_ENVELOPE_SLACK_BYTES;
         reader.set_message_bytes_max(limit);
         let parts = crate::mesh::LinkParts {
+            // The peer dialed this link: the tie-break between two links to the same
+            // peer must know that, or both ends drop the link the other one keeps.
+            dialer: peer_id.clone(),
             peer_id,
             address,
-            dialer: String::new(),
             inbound: true,
             tx: self.tx.clone(),
             control: self.control.clone(),

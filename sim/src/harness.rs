@@ -1,0 +1,302 @@
+//! The harness: owns the turmoil simulation, N relay hosts running the production entry
+//! point (`sdk_relay::run`), the client hosts of the workloads, and the fault schedule it
+//! applies between `sim.step()` calls. Ends every run with the whole-mesh checks.
+
+use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use sdk_relay::config::Config;
+use sdk_relay::logs::LogRing;
+use sdk_relay::rt::Net as _;
+
+use crate::check;
+use crate::fault::{Fault, Schedule, host};
+use crate::rt::{self, SIM_EPOCH_UNIX_SECS, TurmoilNet};
+use crate::trace::Trace;
+use crate::workload::{self, HTTP_PORT, Observations, Publisher, Shared, Subscriber, WS_PORT};
+
+/// How relays find each other at start: each one is configured with its predecessor
+/// (chain), and the first with the last too (ring). Gossip does the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Chain,
+    Ring,
+}
+
+/// The relay timing the simulation uses (seconds, as the config takes them).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub sync_secs: u64,
+    pub health_secs: u64,
+    pub heartbeat_secs: u64,
+    pub timeout_secs: u64,
+}
+
+impl Timing {
+    /// Short intervals, so a partition is noticed and healed within seconds.
+    pub const FAST: Timing = Timing::every(1);
+
+    /// Sync and heartbeat every `secs`, health every 2x, connection timeout 3x.
+    pub const fn every(secs: u64) -> Timing {
+        Timing {
+            sync_secs: secs,
+            health_secs: 2 * secs,
+            heartbeat_secs: secs,
+            timeout_secs: 3 * secs,
+        }
+    }
+}
+
+/// Everything one run does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: String,
+    pub seed: u64,
+    pub relays: usize,
+    pub topology: Topology,
+    pub timing: Timing,
+    /// Links between all hosts get a latency in this range (ms) unless a fault says else.
+    pub latency_ms: (u64, u64),
+    pub tick: Duration,
+    pub publishers: Vec<Publisher>,
+    pub subscribers: Vec<Subscriber>,
+    pub schedule: Schedule,
+    /// When the workloads stop and the checker reads the relays.
+    pub end: Duration,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub trace: Vec<String>,
+    /// Empty when every check passed.
+    pub failures: Vec<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// `verdict: pass` or `verdict: fail: <what failed>`.
+    pub fn verdict(&self) -> String {
+        if self.passed() {
+            "verdict: pass".to_string()
+        } else {
+            format!("verdict: fail: {}", self.failures.join("; "))
+        }
+    }
+
+    /// The trace, then the verdict line, as the runner prints them.
+    pub fn report(&self) -> String {
+        let mut out = self.trace.join("\n");
+        out.push('\n');
+        out.push_str(&self.verdict());
+        out.push('\n');
+        out
+    }
+}
+
+/// The checker gets this long to read every relay.
+const CHECK_TIME_MAX: Duration = Duration::from_secs(30);
+
+/// The configuration of relay `index` in a mesh of `relays`.
+pub fn relay_config(plan: &Plan, index: usize) -> Config {
+    let mut config = Config {
+        relay_id: host(index),
+        ws_url: format!("0.0.0.0:{WS_PORT}"),
+        http_url: format!("0.0.0.0:{HTTP_PORT}"),
+        advertise_addr: Some(format!("{}:{WS_PORT}", host(index))),
+        data_dir: "sim-data".into(),
+        ..Config::default()
+    };
+    config.sync.interval = plan.timing.sync_secs;
+    config.sync.health_interval = plan.timing.health_secs;
+    config.limits.heartbeat_interval_secs = plan.timing.heartbeat_secs;
+    config.limits.connection_timeout_secs = plan.timing.timeout_secs;
+    config.limits.shutdown_drain_secs = 1;
+    // Exactly enough for a full mesh: the tightest bound the design allows.
+    config.mesh.peers_max = (plan.relays - 1).max(1);
+    let mut peers = Vec::new();
+    if index > 1 {
+        peers.push(format!("{}:{WS_PORT}", host(index - 1)));
+    }
+    if plan.topology == Topology::Ring && index == 1 && plan.relays > 2 {
+        peers.push(format!("{}:{WS_PORT}", host(plan.relays)));
+    }
+    config.mesh.peers = peers;
+    config
+        .validate()
+        .expect("the simulation's relay config is valid");
+    config
+}
+
+/// Runs `plan` and checks the mesh at its end.
+pub fn run(plan: &Plan) -> Outcome {
+    check::reset_panics();
+    let trace = Trace::default();
+    let obs: Shared = Rc::new(RefCell::new(Observations::default()));
+    trace.event(
+        Duration::ZERO,
+        "harness",
+        format!(
+            "scenario {} seed {} relays {} topology {:?} end {} ms",
+            plan.scenario,
+            plan.seed,
+            plan.relays,
+            plan.topology,
+            plan.end.as_millis()
+        ),
+    );
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(plan.seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_UNIX_SECS))
+        .simulation_duration(plan.end + CHECK_TIME_MAX + Duration::from_secs(60))
+        .tick_duration(plan.tick)
+        .min_message_latency(Duration::from_millis(plan.latency_ms.0))
+        .max_message_latency(Duration::from_millis(plan.latency_ms.1))
+        .tcp_capacity(1024)
+        .build();
+    for index in 1..=plan.relays {
+        add_relay(&mut sim, plan, index, &trace);
+    }
+    let silence_max =
+        Duration::from_secs(plan.timing.timeout_secs) + workload::CLIENT_SILENCE_SLACK;
+    for publisher in &plan.publishers {
+        let (mut p, o, t) = (publisher.clone(), obs.clone(), trace.clone());
+        p.silence_max = silence_max;
+        sim.client(publisher.name.as_str(), p.run(o, t));
+    }
+    for subscriber in &plan.subscribers {
+        let (mut s, o, t) = (subscriber.clone(), obs.clone(), trace.clone());
+        s.silence_max = silence_max;
+        sim.client(subscriber.name.as_str(), s.run(o, t, plan.end));
+    }
+    let mut failures = Vec::new();
+    let mut faults = plan.schedule.clone().sorted().0.into_iter().peekable();
+    while sim.elapsed() < plan.end && failures.is_empty() {
+        while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= sim.elapsed()) {
+            trace.event(sim.elapsed(), "harness", fault.to_string());
+            apply(&mut sim, &fault);
+        }
+        if let Err(failure) = step(&mut sim) {
+            trace.event(sim.elapsed(), "harness", &failure);
+            failures.push(failure);
+        }
+    }
+    if failures.is_empty() {
+        trace.event(
+            sim.elapsed(),
+            "harness",
+            "workloads over; checking the mesh",
+        );
+        let relays = (1..=plan.relays).map(host).collect();
+        sim.client(
+            "checker",
+            workload::checker(relays, obs.clone(), trace.clone()),
+        );
+        let deadline = sim.elapsed() + CHECK_TIME_MAX;
+        while !obs.borrow().checker_done && sim.elapsed() < deadline && failures.is_empty() {
+            if let Err(failure) = step(&mut sim) {
+                failures.push(failure);
+            }
+        }
+    }
+    failures.extend(check::all(plan, &obs.borrow(), &trace, sim.elapsed()));
+    Outcome {
+        trace: trace.lines(),
+        failures,
+    }
+}
+
+fn add_relay(sim: &mut turmoil::Sim<'_>, plan: &Plan, index: usize, trace: &Trace) {
+    let config = relay_config(plan, index);
+    let boots = Rc::new(Cell::new(0u64));
+    let (seed, trace) = (plan.seed, trace.clone());
+    sim.host(host(index).as_str(), move || {
+        let boot = boots.get();
+        boots.set(boot + 1);
+        let (config, trace) = (config.clone(), trace.clone());
+        async move {
+            trace.here(&config.relay_id, format!("boot {boot}"));
+            let net = TurmoilNet;
+            let ws = net.bind(&config.ws_url).await?;
+            let http = net.bind(&config.http_url).await?;
+            let listeners = sdk_relay::Listeners { ws, http };
+            let env = rt::env(seed, index, boot);
+            sdk_relay::run(
+                config,
+                env,
+                listeners,
+                LogRing::new(256),
+                std::future::pending(),
+            )
+            .await;
+            Ok(())
+        }
+    });
+}
+
+/// One step; a host error or a panic that escaped a host becomes a failure.
+fn step(sim: &mut turmoil::Sim<'_>) -> Result<(), String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| sim.step())) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("host error: {error}")),
+        Err(panic) => Err(format!(
+            "panic escaped a host: {}",
+            check::panic_text(&*panic)
+        )),
+    }
+}
+
+fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+    let pairs = |a: &[usize], b: &[usize]| {
+        let mut out = Vec::new();
+        for x in a {
+            for y in b {
+                if x != y {
+                    out.push((host(*x), host(*y)));
+                }
+            }
+        }
+        out
+    };
+    match fault {
+        Fault::Partition { a, b } => {
+            for (x, y) in pairs(a, b) {
+                sim.partition(x.as_str(), y.as_str());
+            }
+        }
+        Fault::Repair { a, b } => {
+            for (x, y) in pairs(a, b) {
+                sim.repair(x.as_str(), y.as_str());
+            }
+        }
+        Fault::PartitionOneway { from, to } => {
+            sim.partition_oneway(host(*from).as_str(), host(*to).as_str());
+        }
+        Fault::RepairOneway { from, to } => {
+            sim.repair_oneway(host(*from).as_str(), host(*to).as_str());
+        }
+        Fault::Hold { a, b } => sim.hold(host(*a).as_str(), host(*b).as_str()),
+        Fault::Release { a, b } => sim.release(host(*a).as_str(), host(*b).as_str()),
+        Fault::Latency {
+            a,
+            b,
+            min_ms,
+            max_ms,
+        } => {
+            let (a, b) = (host(*a), host(*b));
+            sim.set_link_latency(a.as_str(), b.as_str(), Duration::from_millis(*min_ms));
+            sim.set_link_max_message_latency(
+                a.as_str(),
+                b.as_str(),
+                Duration::from_millis((*max_ms).max(*min_ms)),
+            );
+        }
+        Fault::Crash(i) => sim.crash(host(*i).as_str()),
+        Fault::Restart(i) => sim.bounce(host(*i).as_str()),
+    }
+}

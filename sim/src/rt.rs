@@ -1,0 +1,89 @@
+//! The turmoil side of the relay's seam (`sdk_relay::rt`): simulated sockets, the
+//! simulated clock, and per-relay RNG seeds derived from the run seed.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sdk_relay::rt::{Clock, Env, Listener, Net, SeededRng};
+use tokio::time::Instant;
+
+/// The simulated wall clock starts here (2026-01-01T00:00:00Z), whatever the host's date:
+/// `timestamp` fields and message-id nonces then replay from a seed.
+pub const SIM_EPOCH_UNIX_SECS: u64 = 1_767_225_600;
+
+/// Sockets on turmoil's simulated network.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TurmoilNet;
+
+/// A turmoil TCP listener.
+pub struct TurmoilListener(turmoil::net::TcpListener);
+
+impl Net for TurmoilNet {
+    type Stream = turmoil::net::TcpStream;
+    type Listener = TurmoilListener;
+
+    async fn bind(&self, addr: &str) -> io::Result<TurmoilListener> {
+        Ok(TurmoilListener(
+            turmoil::net::TcpListener::bind(addr.to_string()).await?,
+        ))
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<turmoil::net::TcpStream> {
+        turmoil::net::TcpStream::connect(addr.to_string()).await
+    }
+}
+
+impl Listener for TurmoilListener {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(turmoil::net::TcpStream, SocketAddr)> {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// tokio time (which turmoil drives) for `now`, turmoil's simulated wall clock for
+/// `unix_time`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TurmoilClock;
+
+impl Clock for TurmoilClock {
+    #[allow(clippy::disallowed_methods)] // The seam itself; tokio time is simulated here.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn unix_time(&self) -> Duration {
+        // The builder's epoch is pinned to SIM_EPOCH_UNIX_SECS; outside a host (never in
+        // practice) the epoch itself.
+        turmoil::since_epoch().unwrap_or(Duration::from_secs(SIM_EPOCH_UNIX_SECS))
+    }
+}
+
+/// The seed of one boot of one relay: a mix of the run seed, the relay's index and how
+/// many times it booted, so a restarted relay draws a fresh stream.
+pub fn relay_seed(run_seed: u64, relay_index: usize, boot: u64) -> u64 {
+    splitmix64(splitmix64(run_seed ^ (relay_index as u64).wrapping_mul(0x9e37_79b9)) ^ boot)
+}
+
+/// SplitMix64, a standard 64-bit mixer: nearby seeds give unrelated streams.
+pub fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The environment of one simulated relay boot.
+pub fn env(run_seed: u64, relay_index: usize, boot: u64) -> Env<TurmoilNet> {
+    Env {
+        net: TurmoilNet,
+        clock: Arc::new(TurmoilClock),
+        rng: SeededRng::new(relay_seed(run_seed, relay_index, boot)),
+    }
+}

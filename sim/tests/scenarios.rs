@@ -1,0 +1,70 @@
+//! Every scenario passes its whole-mesh checks for a few seeds, and the negative control
+//! (a partition that never heals) fails, naming the relay cut off.
+
+use std::process::Command;
+
+use sim::scenario::{Options, plan};
+
+const SCENARIOS: &[&str] = &[
+    "steady",
+    "partition-heal",
+    "crash-restart",
+    "latency",
+    "flapping",
+    "churn",
+];
+
+/// The matrix: scenario x seed, 4 relays; any failure prints the replay command.
+#[test]
+fn every_scenario_passes_for_several_seeds() {
+    let mut failures = Vec::new();
+    for scenario in SCENARIOS {
+        for seed in [1, 2, 3] {
+            let outcome = sim::harness::run(&plan(scenario, Options::new(4, seed)).unwrap());
+            if !outcome.passed() {
+                failures.push(format!(
+                    "{}\n  replay: cargo run --release -p sim -- run --scenario {scenario} --relays 4 --seed {seed}",
+                    outcome.verdict()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The negative control must fail, and say which relay did not converge and which
+/// relay's subscriber missed notifications; the runner exits 1.
+#[test]
+fn permanent_partition_fails_naming_the_relays() {
+    let outcome = sim::harness::run(&plan("partition-permanent", Options::new(4, 3)).unwrap());
+    let verdict = outcome.verdict();
+    assert!(verdict.starts_with("verdict: fail: "), "{verdict}");
+    assert!(
+        verdict.contains("membership not converged on relay-4 ("),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("notifications missed on relay-4 ("),
+        "{verdict}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_sim"))
+        .args([
+            "run",
+            "--scenario",
+            "partition-permanent",
+            "--relays",
+            "3",
+            "--seed",
+            "1",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("verdict: fail: membership not converged on relay-3"),
+        "{stdout}"
+    );
+}
