@@ -84,6 +84,11 @@ impl CloseReason {
         code: 1000,
         reason: "connection timed out",
     };
+    /// Recorded (never sent) when the other side vanished without a close handshake.
+    pub const LOST: CloseReason = CloseReason {
+        code: 1006,
+        reason: "connection lost",
+    };
 }
 
 /// Shared between a connection's tasks and the hub: how to stop it, and when it was

@@ -118,6 +118,11 @@ impl Node {
         format!("{}-{:08x}-{seq}", self.config.relay_id, self.boot_nonce)
     }
 
+    /// Notifications this relay has stamped since it started.
+    pub fn notifications_originated(&self) -> u64 {
+        self.next_message_seq.load(Ordering::Relaxed) - 1
+    }
+
     /// An id for a sync message, from its own sequence so notification sequences stay
     /// contiguous (anti-entropy summarizes them as ranges).
     pub fn next_sync_id(&self) -> String {

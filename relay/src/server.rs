@@ -134,7 +134,7 @@ async fn state_sync_to_clients(node: Arc<Node>) {
             node.relay_id(),
             node.config.network.as_str(),
             node.uptime_secs(),
-            &node.next_message_id(),
+            &node.next_sync_id(),
             node.unix_secs(),
         );
         let delivery = node.hub.broadcast(Outbound::Text(frame.clone()), true);

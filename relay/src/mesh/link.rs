@@ -122,6 +122,9 @@ fn on_frame(
     control: &Arc<ClientControl>,
     frame: Result<Incoming, ReadError>,
 ) -> Option<CloseReason> {
+    if let Some(reason) = crate::ws::ending(&frame) {
+        return Some(reason);
+    }
     match frame {
         Ok(Incoming::Text(text)) => {
             on_text(node, peer_id, tx, control, &text);
@@ -131,16 +134,7 @@ fn on_frame(
             offer(tx, control, Outbound::Pong(payload));
             None
         }
-        Ok(Incoming::Pong) => None,
-        Ok(Incoming::Binary) => Some(CloseReason::BINARY),
-        Ok(Incoming::Close(_)) => Some(CloseReason::NORMAL),
-        Err(ReadError::TooBig(_)) => Some(CloseReason::TOO_BIG),
-        Err(ReadError::InvalidUtf8) => Some(CloseReason::INVALID_UTF8),
-        Err(ReadError::Protocol(_)) => Some(CloseReason::PROTOCOL),
-        Err(ReadError::Eof | ReadError::Io(_)) => Some(CloseReason {
-            code: 1006,
-            reason: "connection lost",
-        }),
+        _ => None,
     }
 }
 

@@ -276,7 +276,13 @@ async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
         .entry(address.to_string())
         .or_default()
         .relay_id = Some(peer_id.clone());
-    serve_outbound(node, reader, writer, peer_id, address.to_string()).await;
+    // Gossip the peer's own advertised address, not the one dialed: the route this relay
+    // took (a proxy, a local name) may mean nothing to the others.
+    let advertised = response
+        .address
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| address.to_string());
+    serve_outbound(node, reader, writer, peer_id, advertised).await;
     DialOutcome::Served
 }
 

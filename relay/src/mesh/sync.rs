@@ -34,7 +34,9 @@ pub(super) fn payload_for(node: &Node, sync_type: SyncType) -> SyncPayload {
             metrics: Some(serde_json::json!({
                 "active_connections": node.client_connections(),
                 "mesh_connections": node.mesh.link_count(),
-                "notifications_published": node.metrics.sum(crate::metrics::names::NOTIFICATIONS_PUBLISHED_TOTAL),
+                // Read from the id sequence: rendering the registry here would cost every
+                // sync a full exposition (the simulator measured it at 30 % of CPU).
+                "notifications_originated": node.notifications_originated(),
             })),
             ..SyncPayload::default()
         },

@@ -214,6 +214,9 @@ pub struct PeerHandshakeResponse {
     pub relay_id: String,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The acceptor's advertised address: what this relay gossips about it.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 pub fn encode_peer_accepted(relay_id: &str, address: &str, timestamp: u64) -> Bytes {

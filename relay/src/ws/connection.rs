@@ -62,7 +62,7 @@ where
 }
 
 /// Close code recorded when the client vanished without a close handshake.
-pub const ABNORMAL: u16 = 1006;
+pub const ABNORMAL: u16 = CloseReason::LOST.code;
 
 pub(crate) async fn write_loop<W>(
     mut writer: FrameWriter<W>,

@@ -27,6 +27,25 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Seconds a refused client is told to wait before retrying.
 const RETRY_AFTER_SECS: &str = "5";
 
+/// How a frame or a read error ends a connection, if it does: a binary frame, the
+/// peer's close, a message over the limit, invalid UTF-8, a protocol violation, or a
+/// lost connection. `None` for text, ping and pong, which the caller handles.
+pub(crate) fn ending(
+    frame: &Result<codec::Incoming, codec::ReadError>,
+) -> Option<crate::hub::CloseReason> {
+    use crate::hub::CloseReason;
+    use codec::{Incoming, ReadError};
+    match frame {
+        Ok(Incoming::Text(_) | Incoming::Ping(_) | Incoming::Pong) => None,
+        Ok(Incoming::Binary) => Some(CloseReason::BINARY),
+        Ok(Incoming::Close(_)) => Some(CloseReason::NORMAL),
+        Err(ReadError::TooBig(_)) => Some(CloseReason::TOO_BIG),
+        Err(ReadError::InvalidUtf8) => Some(CloseReason::INVALID_UTF8),
+        Err(ReadError::Protocol(_)) => Some(CloseReason::PROTOCOL),
+        Err(ReadError::Eof | ReadError::Io(_)) => Some(CloseReason::LOST),
+    }
+}
+
 /// Accepts WebSocket connections until shutdown. Never exits on accept errors: it backs
 /// off and retries, so running out of descriptors degrades service instead of ending it.
 pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {

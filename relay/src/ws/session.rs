@@ -108,6 +108,9 @@ impl Session {
 
     /// Handles one frame; `Some` closes the connection with that reason.
     fn on_frame(&mut self, frame: Result<Incoming, ReadError>) -> Option<CloseReason> {
+        if let Some(reason) = super::ending(&frame) {
+            return Some(reason);
+        }
         match frame {
             Ok(Incoming::Text(text)) => {
                 self.node
@@ -117,16 +120,7 @@ impl Session {
                 self.on_text(&text)
             }
             Ok(Incoming::Ping(payload)) => self.send(Outbound::Pong(payload)),
-            Ok(Incoming::Pong) => None,
-            Ok(Incoming::Binary) => Some(CloseReason::BINARY),
-            Ok(Incoming::Close(_)) => Some(CloseReason::NORMAL),
-            Err(ReadError::TooBig(_)) => Some(CloseReason::TOO_BIG),
-            Err(ReadError::InvalidUtf8) => Some(CloseReason::INVALID_UTF8),
-            Err(ReadError::Protocol(_)) => Some(CloseReason::PROTOCOL),
-            Err(ReadError::Eof | ReadError::Io(_)) => Some(CloseReason {
-                code: super::connection::ABNORMAL,
-                reason: "connection lost",
-            }),
+            _ => None,
         }
     }
 
