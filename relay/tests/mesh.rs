@@ -159,6 +159,18 @@ async fn notifications_reach_every_relay_exactly_once() {
 async fn killed_relay_degrades_then_rejoins() {
     let mut relays = chain(3, "").await;
     all_know_all(&relays).await;
+    fully_linked(&relays).await;
+    // Ten notifications reach r3's subscriber before r3 dies.
+    let (mut publisher, _) = Client::handshaken(relays[0].ws_addr, &["publish"]).await;
+    let (mut before, _) = Client::handshaken(relays[2].ws_addr, &["notifications"]).await;
+    for i in 0..10 {
+        publisher
+            .send_json(&json!({"type":"notification","notification_type":"t","data":{"i":i}}))
+            .await;
+    }
+    assert_eq!(before.recv_notification_ids(10).await.len(), 10);
+    // r3 saves what it saw every sync interval (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut r3 = relays.pop().unwrap();
     r3.kill().await;
     let observer = &relays[0];
@@ -178,6 +190,25 @@ async fn killed_relay_degrades_then_rejoins() {
         || async { (health_of_r3().await.as_deref() == Some("healthy")).then_some(()) },
     )
     .await;
+    // The restarted r3 remembers the ten: anti-entropy does not fetch them again (a
+    // reconnecting wallet would otherwise receive them twice); only the next one is new.
+    let (mut after, _) = Client::handshaken(r3.ws_addr, &["notifications"]).await;
+    // The first publisher read nothing meanwhile, so r1 closed it as silent: a new one.
+    let (mut publisher, _) = Client::handshaken(relays[0].ws_addr, &["publish"]).await;
+    publisher
+        .send_json(&json!({"type":"notification","notification_type":"t","data":{"i":"next"}}))
+        .await;
+    let first = after.recv_type("notification").await;
+    assert_eq!(
+        first["data"]["i"], "next",
+        "no old notification delivered again"
+    );
+    let misses = r3.get("/metrics").await["sync_metrics"]["cache_misses"].clone();
+    assert_eq!(
+        misses,
+        json!(1),
+        "only the new notification was new to the restarted r3"
+    );
 }
 
 /// A relay cut off from every peer while notifications flow keeps its clients; once the

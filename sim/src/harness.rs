@@ -102,14 +102,26 @@ impl Outcome {
 /// The checker gets this long to read every relay.
 const CHECK_TIME_MAX: Duration = Duration::from_secs(30);
 
-/// The configuration of relay `index` in a mesh of `relays`.
-pub fn relay_config(plan: &Plan, index: usize) -> Config {
+/// A fresh directory for one run's relay data (the relays persist the notification ids
+/// they saw there, so a restarted relay remembers them). Unique per run even when runs
+/// share a process and a seed; never part of the trace.
+fn run_data_root() -> std::path::PathBuf {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let root = std::env::temp_dir().join(format!("sdk_relay_sim_{}_{run}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    root
+}
+
+/// The configuration of relay `index` in a mesh of `relays`, keeping its data under
+/// `data_root`.
+pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> Config {
     let mut config = Config {
         relay_id: host(index),
         ws_url: format!("0.0.0.0:{WS_PORT}"),
         http_url: format!("0.0.0.0:{HTTP_PORT}"),
         advertise_addr: Some(format!("{}:{WS_PORT}", host(index))),
-        data_dir: "sim-data".into(),
+        data_dir: data_root.join(host(index)),
         ..Config::default()
     };
     config.sync.interval = plan.timing.sync_secs;
@@ -159,8 +171,9 @@ pub fn run(plan: &Plan) -> Outcome {
         .max_message_latency(Duration::from_millis(plan.latency_ms.1))
         .tcp_capacity(1024)
         .build();
+    let data_root = run_data_root();
     for index in 1..=plan.relays {
-        add_relay(&mut sim, plan, index, &trace);
+        add_relay(&mut sim, plan, index, &trace, &data_root);
     }
     let silence_max =
         Duration::from_secs(plan.timing.timeout_secs) + workload::CLIENT_SILENCE_SLACK;
@@ -205,14 +218,22 @@ pub fn run(plan: &Plan) -> Outcome {
         }
     }
     failures.extend(check::all(plan, &obs.borrow(), &trace, sim.elapsed()));
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&data_root);
     Outcome {
         trace: trace.lines(),
         failures,
     }
 }
 
-fn add_relay(sim: &mut turmoil::Sim<'_>, plan: &Plan, index: usize, trace: &Trace) {
-    let config = relay_config(plan, index);
+fn add_relay(
+    sim: &mut turmoil::Sim<'_>,
+    plan: &Plan,
+    index: usize,
+    trace: &Trace,
+    data_root: &std::path::Path,
+) {
+    let config = relay_config(plan, index, data_root);
     let boots = Rc::new(Cell::new(0u64));
     let (seed, trace) = (plan.seed, trace.clone());
     sim.host(host(index).as_str(), move || {

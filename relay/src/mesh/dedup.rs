@@ -56,6 +56,11 @@ impl DedupCache {
         self.seen.contains(id)
     }
 
+    /// Every remembered id, oldest first.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.order.iter().map(|id| &**id)
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -136,33 +141,42 @@ impl NotificationLog {
 
     /// Compact description of the log: per origin stream, the seq ranges present.
     pub fn summary(&self) -> Vec<StreamSummary> {
-        let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-        for (_, n) in &self.entries {
-            if let Some((stream, seq)) = split_message_id(&n.message_id) {
-                seqs.entry(stream).or_default().push(seq);
-            }
-        }
-        let mut budget = SUMMARY_RANGES_MAX;
-        let mut out = Vec::new();
-        for (stream, mut list) in seqs {
-            list.sort_unstable();
-            let mut ranges = to_ranges(&list);
-            // Keep the newest ranges when over budget.
-            let keep = ranges.len().min(budget);
-            ranges.drain(..ranges.len() - keep);
-            budget -= keep;
-            if !ranges.is_empty() {
-                out.push(StreamSummary {
-                    stream: stream.to_string(),
-                    ranges,
-                });
-            }
-            if budget == 0 {
-                break;
-            }
-        }
-        out
+        summarize(
+            self.entries.iter().map(|(_, n)| n.message_id.as_str()),
+            SUMMARY_RANGES_MAX,
+        )
     }
+}
+
+/// Per origin stream, the seq ranges of `ids`, keeping the newest ranges of each stream
+/// within `ranges_max` in all.
+pub fn summarize<'a>(ids: impl Iterator<Item = &'a str>, ranges_max: usize) -> Vec<StreamSummary> {
+    let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for id in ids {
+        if let Some((stream, seq)) = split_message_id(id) {
+            seqs.entry(stream).or_default().push(seq);
+        }
+    }
+    let mut budget = ranges_max;
+    let mut out = Vec::new();
+    for (stream, mut list) in seqs {
+        list.sort_unstable();
+        let mut ranges = to_ranges(&list);
+        // Keep the newest ranges when over budget.
+        let keep = ranges.len().min(budget);
+        ranges.drain(..ranges.len() - keep);
+        budget -= keep;
+        if !ranges.is_empty() {
+            out.push(StreamSummary {
+                stream: stream.to_string(),
+                ranges,
+            });
+        }
+        if budget == 0 {
+            break;
+        }
+    }
+    out
 }
 
 fn to_ranges(sorted: &[u64]) -> Vec<(u64, u64)> {

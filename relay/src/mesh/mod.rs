@@ -10,6 +10,7 @@
 
 pub mod dedup;
 mod link;
+mod persist;
 pub mod report;
 mod state;
 mod supervisor;

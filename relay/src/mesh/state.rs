@@ -348,6 +348,20 @@ impl Mesh {
             .collect()
     }
 
+    /// Every id this relay remembers seeing, as ranges (what `persist` stores).
+    pub(super) fn seen_summary(&self) -> Vec<StreamSummary> {
+        let state = self.lock();
+        super::dedup::summarize(state.dedup.ids(), super::persist::SEEN_RANGES_MAX)
+    }
+
+    /// Marks ids seen before a restart, so they are neither delivered nor fetched again.
+    pub(super) fn restore_seen(&self, ids: &[String]) {
+        let mut state = self.lock();
+        for id in ids {
+            state.dedup.insert(id);
+        }
+    }
+
     /// The log summary this relay gossips.
     pub(super) fn log_summary(&self, now_unix: u64) -> Vec<StreamSummary> {
         let mut state = self.lock();

@@ -35,10 +35,14 @@ pub async fn run<N: Net>(node: Arc<Node>, net: N) {
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut next_state = node.clock.now();
     let mut next_health = node.clock.now();
+    restore_seen(&node);
     loop {
         tokio::select! {
             biased;
-            () = node.shutdown_started() => return,
+            () = node.shutdown_started() => {
+                save_seen(&node);
+                return;
+            }
             () = node.mesh.wake.notified() => {}
             () = node.clock.sleep(tick) => {}
         }
@@ -53,6 +57,7 @@ pub async fn run<N: Net>(node: Arc<Node>, net: N) {
         if now >= next_state {
             sync::send_to_all(&node, &[SyncType::StateSync, SyncType::MetricsSync]);
             next_state = now + interval;
+            save_seen(&node);
             node.mesh.lock().next_sync = node.unix_secs() + interval.as_secs();
         }
         if now >= next_health {
@@ -62,6 +67,26 @@ pub async fn run<N: Net>(node: Arc<Node>, net: N) {
         expire_pending(&node);
         dial_due(&node, &net);
         update_gauges(&node);
+    }
+}
+
+fn restore_seen(node: &Node) {
+    match super::persist::load(&node.config.data_dir) {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::info!(
+                ids = ids.len(),
+                "restored the notification ids seen before the restart"
+            );
+            node.mesh.restore_seen(&ids);
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "ignoring the saved notification ids"),
+    }
+}
+
+fn save_seen(node: &Node) {
+    if let Err(error) = super::persist::save(&node.config.data_dir, &node.mesh.seen_summary()) {
+        tracing::warn!(%error, "cannot save the notification ids seen");
     }
 }
 

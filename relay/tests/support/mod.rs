@@ -29,6 +29,7 @@ pub struct TestRelay {
     pub http_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
+    data_dir: std::path::PathBuf,
 }
 
 impl TestRelay {
@@ -48,6 +49,7 @@ impl TestRelay {
         config.validate().expect("test config is valid");
         let (stop, stopped) = oneshot::channel::<()>();
         let env = Env::tokio(7);
+        let data_dir = config.data_dir.clone();
         let done = tokio::spawn(sdk_relay::run(
             config,
             env,
@@ -62,6 +64,7 @@ impl TestRelay {
             http_addr,
             stop: Some(stop),
             done: Some(done),
+            data_dir,
         }
     }
 
@@ -84,6 +87,9 @@ impl Drop for TestRelay {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
@@ -94,7 +100,11 @@ pub fn fast_config() -> Config {
     config.limits.connection_timeout_secs = 3;
     config.sync.interval = 1;
     config.sync.health_interval = 2;
-    config.data_dir = std::env::temp_dir().join("sdk_relay_tests");
+    // Each relay its own data directory: relays persist what they saw there.
+    static RELAYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RELAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    config.data_dir =
+        std::env::temp_dir().join(format!("sdk_relay_tests_{}_{n}", std::process::id()));
     config
 }
 
@@ -145,7 +155,11 @@ impl Client {
             .header("Sec-WebSocket-Version", "13")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        match fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await {
+        let upgrade = fastwebsockets::handshake::client(&SpawnExecutor, request, stream);
+        match tokio::time::timeout(WAIT, upgrade)
+            .await
+            .expect("upgrade answered in time")
+        {
             Ok((mut ws, _)) => {
                 ws.set_auto_pong(auto_pong);
                 Ok(Client {
@@ -226,19 +240,25 @@ impl Client {
         }
     }
 
-    /// The next message of `kind`, skipping periodic `health` and `sync` messages.
+    /// The next message of `kind`, skipping periodic `health` and `sync` messages; the
+    /// whole wait is bounded (periodic messages alone never keep it going).
     pub async fn recv_type(&mut self, kind: &str) -> Value {
-        loop {
-            let message = self
-                .recv()
-                .await
-                .unwrap_or_else(|code| panic!("closed with {code:?} waiting for {kind}"));
-            if message["type"] == kind {
-                return message;
+        let wait = async {
+            loop {
+                let message = self
+                    .recv()
+                    .await
+                    .unwrap_or_else(|code| panic!("closed with {code:?} waiting for {kind}"));
+                if message["type"] == kind {
+                    return message;
+                }
+                let periodic = message["type"] == "health" || message["type"] == "sync";
+                assert!(periodic, "expected {kind}, got {message}");
             }
-            let periodic = message["type"] == "health" || message["type"] == "sync";
-            assert!(periodic, "expected {kind}, got {message}");
-        }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} within {WAIT:?}"))
     }
 
     /// The message ids of the next `count` notifications, in arrival order.
