@@ -1,7 +1,6 @@
 //! Simulated clients of a relay: a WebSocket client (fastwebsockets, like the relay's
 //! integration tests) and a one-shot HTTP GET, both over turmoil sockets.
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,18 +13,6 @@ use serde_json::Value;
 
 /// Bound on connecting, upgrading and the protocol handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
-    }
-}
 
 /// What a read from the relay gave.
 pub enum Received {
@@ -63,22 +50,14 @@ impl WsClient {
         let stream = turmoil::net::TcpStream::connect(addr.to_string())
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let request = Request::builder()
-            .method("GET")
-            .uri(format!("http://{addr}/"))
-            .header("Host", addr)
-            .header("Upgrade", "websocket")
-            .header("Connection", "upgrade")
-            .header(
-                "Sec-WebSocket-Key",
-                fastwebsockets::handshake::generate_key(),
-            )
-            .header("Sec-WebSocket-Version", "13")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let (ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, request, stream)
-            .await
-            .map_err(|e| format!("upgrade: {e}"))?;
+        let request = sdk_relay::ws::client::upgrade_request(addr);
+        let (ws, _) = fastwebsockets::handshake::client(
+            &sdk_relay::ws::client::SpawnExecutor,
+            request,
+            stream,
+        )
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
         let mut client = WsClient {
             ws: FragmentCollector::new(ws),
         };

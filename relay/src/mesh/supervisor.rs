@@ -1,13 +1,8 @@
 //! The mesh's clockwork: dial the relays it knows (with backoff and jitter), send syncs
 //! on schedule or when forced, expire unanswered requests, keep the gauges current.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::Request;
 
 use super::link::{self, LinkParts};
 use super::state::health_from_age;
@@ -225,17 +220,6 @@ fn finish_dial(node: &Node, address: &str, outcome: DialOutcome) {
     }
 }
 
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
-    }
-}
-
 /// Connects, upgrades, handshakes as a relay, then serves the link until it closes.
 async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
     let limit = node
@@ -248,22 +232,10 @@ async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
         Ok(Err(e)) => return DialOutcome::Failed(format!("connect: {e}")),
         Err(_) => return DialOutcome::Failed("connect timed out".into()),
     };
-    let request = Request::builder()
-        .method("GET")
-        .uri(format!("http://{address}/"))
-        .header("Host", address)
-        .header("Upgrade", "websocket")
-        .header("Connection", "upgrade")
-        .header(
-            "Sec-WebSocket-Key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("Sec-WebSocket-Version", "13")
-        .body(Empty::<Bytes>::new())
-        .expect("static request parts are valid");
+    let request = crate::ws::client::upgrade_request(address);
     let upgraded = tokio::time::timeout(
         limit,
-        fastwebsockets::handshake::client(&SpawnExecutor, request, stream),
+        fastwebsockets::handshake::client(&crate::ws::client::SpawnExecutor, request, stream),
     )
     .await;
     let ws = match upgraded {

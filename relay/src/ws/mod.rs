@@ -1,6 +1,7 @@
 //! The WebSocket interface (port 8090): accepting connections, the HTTP upgrade, and one
 //! session per client.
 
+pub mod client;
 pub mod codec;
 mod connection;
 mod session;

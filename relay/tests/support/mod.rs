@@ -8,10 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
-use http_body_util::Empty;
-use hyper::Request;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use sdk_relay::config::Config;
@@ -108,18 +105,6 @@ pub fn fast_config() -> Config {
     config
 }
 
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
-    }
-}
-
 /// What the relay answered to an upgrade it refused.
 #[derive(Debug)]
 pub struct Refused {
@@ -142,20 +127,12 @@ impl Client {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .expect("tcp connect");
-        let request = Request::builder()
-            .method("GET")
-            .uri(format!("http://{addr}/"))
-            .header("Host", addr.to_string())
-            .header("Upgrade", "websocket")
-            .header("Connection", "upgrade")
-            .header(
-                "Sec-WebSocket-Key",
-                fastwebsockets::handshake::generate_key(),
-            )
-            .header("Sec-WebSocket-Version", "13")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let upgrade = fastwebsockets::handshake::client(&SpawnExecutor, request, stream);
+        let request = sdk_relay::ws::client::upgrade_request(&addr.to_string());
+        let upgrade = fastwebsockets::handshake::client(
+            &sdk_relay::ws::client::SpawnExecutor,
+            request,
+            stream,
+        );
         match tokio::time::timeout(WAIT, upgrade)
             .await
             .expect("upgrade answered in time")
