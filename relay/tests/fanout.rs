@@ -44,21 +44,10 @@ async fn notifications_reach_each_subscriber_exactly_once() {
 
     let mut published = Vec::new();
     for i in 0..50 {
-        publisher
-            .send_json(&json!({"type":"notification","notification_type":"payment_detected","data":{"i":i}}))
-            .await;
-        published.push(
-            publisher.recv_type("notification_ack").await["message_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        published.push(publisher.publish("payment_detected", json!({"i":i})).await);
     }
     // A marker of another type tells each non-subscriber that the stream is over.
-    publisher
-        .send_json(&json!({"type":"notification","notification_type":"block_mined","data":{}}))
-        .await;
-    publisher.recv_type("notification_ack").await;
+    publisher.publish("block_mined", json!({})).await;
 
     assert_eq!(all.recv_notification_ids(50).await, published);
     assert_eq!(typed.recv_notification_ids(50).await, published);
@@ -108,15 +97,7 @@ async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
     let payload = "p".repeat(64 * 1024);
     let mut published = Vec::new();
     for _ in 0..count {
-        publisher
-            .send_json(&json!({"type":"notification","notification_type":"bulk","data":payload}))
-            .await;
-        published.push(
-            publisher.recv_type("notification_ack").await["message_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        published.push(publisher.publish("bulk", json!(payload)).await);
     }
     for reader in readers {
         assert_eq!(

@@ -116,13 +116,7 @@ async fn notifications_reach_every_relay_exactly_once() {
     let (mut publisher, _) = Client::handshaken(relays[0].ws_addr, &["publish"]).await;
     let mut published = Vec::new();
     for i in 0..100 {
-        publisher.send_json(&json!({"type":"notification","notification_type":"payment_detected","data":{"i":i}})).await;
-        published.push(
-            publisher.recv_type("notification_ack").await["message_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        published.push(publisher.publish("payment_detected", json!({"i":i})).await);
     }
     // A last marker: once it arrives everywhere, any duplicate would have arrived before it.
     publisher
@@ -257,13 +251,7 @@ async fn partitioned_relay_catches_up_exactly_once() {
     .await;
     let mut published = Vec::new();
     for i in 0..30 {
-        publisher.send_json(&json!({"type":"notification","notification_type":"payment_detected","data":{"i":i}})).await;
-        published.push(
-            publisher.recv_type("notification_ack").await["message_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        published.push(publisher.publish("payment_detected", json!({"i":i})).await);
     }
     // Cut off, r2's subscriber hears nothing of them (but stays connected).
     subscriber

@@ -238,6 +238,17 @@ impl Client {
             .unwrap_or_else(|_| panic!("no {kind} within {WAIT:?}"))
     }
 
+    /// Publishes a notification and returns the id the relay stamped on it.
+    pub async fn publish(&mut self, notification_type: &str, data: Value) -> String {
+        self.send_json(&serde_json::json!({"type":"notification","notification_type":notification_type,"data":data}))
+            .await;
+        let ack = self.recv_type("notification_ack").await;
+        ack["message_id"]
+            .as_str()
+            .expect("acks carry the id")
+            .to_string()
+    }
+
     /// The message ids of the next `count` notifications, in arrival order.
     pub async fn recv_notification_ids(&mut self, count: usize) -> Vec<String> {
         let mut ids = Vec::with_capacity(count);
