@@ -189,9 +189,15 @@ impl Metrics {
     }
 
     /// Sums every series of `name` in the exposition (all label values), so the JSON view
-    /// is computed from exactly the values Prometheus sees.
+    /// is computed from exactly the values Prometheus sees. Renders the whole registry:
+    /// to read several figures, take one `exposition` and sum from it.
     pub fn sum(&self, name: &str) -> f64 {
-        sum_series(&self.render(), name)
+        self.exposition().sum(name)
+    }
+
+    /// One rendering of the registry, to read several figures from.
+    pub fn exposition(&self) -> Exposition {
+        Exposition(self.render())
     }
 
     /// A histogram handle registered in this relay's registry.
@@ -211,6 +217,16 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// A rendered exposition.
+pub struct Exposition(String);
+
+impl Exposition {
+    /// Sums every series of `name` (all label values).
+    pub fn sum(&self, name: &str) -> f64 {
+        sum_series(&self.0, name)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::hub::{Delivery, Hub};
 use crate::logs::LogRing;
 use crate::mesh::{Mesh, RelayInfo, SyncMetrics, SyncStatus, SyncType};
 use crate::metrics::Metrics;
-use crate::process::{self, CpuSampler};
+use crate::process::{self, ProcessFigures, ProcessSampler};
 use crate::protocol::{self, HealthReport, Notification};
 use crate::rt::{SeededRng, SharedClock};
 
@@ -58,7 +58,7 @@ pub struct Node {
     ws_connections: AtomicUsize,
     draining: AtomicBool,
     shutdown: watch::Sender<bool>,
-    cpu: CpuSampler,
+    process: ProcessSampler,
 }
 
 impl Node {
@@ -87,7 +87,7 @@ impl Node {
             ws_connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             shutdown,
-            cpu: CpuSampler::default(),
+            process: ProcessSampler::default(),
         })
     }
 
@@ -236,17 +236,20 @@ impl Node {
         }
     }
 
-    /// CPU use of the process in percent of one core, averaged over a recent window.
-    pub fn cpu_percent(&self) -> f64 {
-        self.cpu.percent(self.clock.now())
+    /// Resident memory and CPU use of the process (re-read at most once a second).
+    pub fn process_figures(&self) -> ProcessFigures {
+        let figures = self.process.sample(self.clock.now());
+        self.metrics
+            .resident_memory
+            .set(figures.resident_bytes as f64);
+        figures
     }
 
     /// Refreshes the figures sampled rather than counted (process, chain), so a scrape
     /// sees current values.
     pub fn refresh_sampled_metrics(&self) {
         let m = &self.metrics;
-        m.resident_memory
-            .set(process::resident_memory_bytes() as f64);
+        self.process_figures();
         // The facade's counters hold integers: whole CPU seconds.
         m.cpu_seconds.absolute(process::cpu_seconds() as u64);
         m.open_fds.set(process::open_fds() as f64);
@@ -260,11 +263,12 @@ impl Node {
         }
     }
 
-    /// Samples the process figures and refreshes their gauges.
+    /// What `health` messages and HealthSync report.
     pub fn health_report(&self) -> HealthReport {
-        let memory = process::resident_memory_bytes();
-        let cpu = self.cpu.percent(self.clock.now());
-        self.metrics.resident_memory.set(memory as f64);
+        let ProcessFigures {
+            resident_bytes: memory,
+            cpu_percent: cpu,
+        } = self.process_figures();
         self.metrics.uptime.set(self.uptime_secs() as f64);
         HealthReport {
             status: self.health_status().as_str(),

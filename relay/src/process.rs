@@ -52,41 +52,53 @@ pub fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
 }
 
-/// CPU use as a fraction of one core, averaged over the last window.
-#[derive(Debug)]
-pub struct CpuSampler {
-    last: Mutex<Option<(Instant, f64, f64)>>,
+/// The process's resident memory and CPU use, read from `/proc` at most once per
+/// window however often it is asked (every handshake sends a `health` message).
+#[derive(Debug, Default)]
+pub struct ProcessSampler {
+    last: Mutex<Option<Sample>>,
 }
 
-impl Default for CpuSampler {
-    fn default() -> Self {
-        CpuSampler {
-            last: Mutex::new(None),
-        }
-    }
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    cpu_seconds: f64,
+    figures: ProcessFigures,
 }
 
-impl CpuSampler {
-    /// Percent of one core used since the previous window closed (0 before the first).
-    pub fn percent(&self, now: Instant) -> f64 {
-        let cpu = cpu_seconds();
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessFigures {
+    pub resident_bytes: u64,
+    /// Percent of one core over the last window (0 before the first window closed).
+    pub cpu_percent: f64,
+}
+
+impl ProcessSampler {
+    pub fn sample(&self, now: Instant) -> ProcessFigures {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match *last {
-            None => {
-                *last = Some((now, cpu, 0.0));
-                0.0
-            }
-            Some((at, at_cpu, percent)) if now.duration_since(at) < CPU_WINDOW => {
-                let _ = (at_cpu, cpu);
-                percent
-            }
-            Some((at, at_cpu, _)) => {
-                let elapsed = now.duration_since(at).as_secs_f64();
-                let percent = ((cpu - at_cpu) / elapsed * 100.0).max(0.0);
-                *last = Some((now, cpu, percent));
-                percent
-            }
+        if let Some(sample) = *last
+            && now.duration_since(sample.at) < CPU_WINDOW
+        {
+            return sample.figures;
         }
+        let cpu_seconds = cpu_seconds();
+        let cpu_percent = match *last {
+            Some(previous) => {
+                let elapsed = now.duration_since(previous.at).as_secs_f64();
+                ((cpu_seconds - previous.cpu_seconds) / elapsed * 100.0).max(0.0)
+            }
+            None => 0.0,
+        };
+        let figures = ProcessFigures {
+            resident_bytes: resident_memory_bytes(),
+            cpu_percent,
+        };
+        *last = Some(Sample {
+            at: now,
+            cpu_seconds,
+            figures,
+        });
+        figures
     }
 }
 
@@ -118,6 +130,27 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(cpu_seconds() >= before);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // A test needs some instant to start from.
+    fn figures_are_reread_once_per_window() {
+        let sampler = ProcessSampler::default();
+        let start = Instant::now();
+        let first = sampler.sample(start);
+        assert!(first.resident_bytes > 0);
+        assert_eq!(first.cpu_percent, 0.0, "no window has closed yet");
+        let _ballast = vec![1u8; 64 << 20];
+        assert_eq!(
+            sampler.sample(start + Duration::from_millis(500)),
+            first,
+            "within the window: cached"
+        );
+        let later = sampler.sample(start + Duration::from_secs(2));
+        assert!(
+            later.resident_bytes > first.resident_bytes,
+            "after the window: read again"
+        );
     }
 
     #[test]

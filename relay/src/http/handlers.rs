@@ -94,10 +94,12 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
 /// The specification's JSON metrics; `total_requests` is read back from the same
 /// registry Prometheus scrapes.
 pub fn metrics(node: &Node) -> Response<Full<Bytes>> {
-    let memory_bytes = process::resident_memory_bytes();
-    let cpu_percent = node.cpu_percent();
-    node.metrics.resident_memory.set(memory_bytes as f64);
-    let total_requests = node.metrics.sum(crate::metrics::names::HTTP_REQUESTS_TOTAL) as u64;
+    let process::ProcessFigures {
+        resident_bytes: memory_bytes,
+        cpu_percent,
+    } = node.process_figures();
+    let exposition = node.metrics.exposition();
+    let total_requests = exposition.sum(crate::metrics::names::HTTP_REQUESTS_TOTAL) as u64;
     let body = json!({
         "sync_metrics": node.sync_metrics(),
         "system_metrics": {
@@ -107,7 +109,7 @@ pub fn metrics(node: &Node) -> Response<Full<Bytes>> {
             "cpu_percent": cpu_percent,
             "active_connections": node.client_connections(),
             "total_requests": total_requests,
-            "http_connections": node.metrics.sum(crate::metrics::names::HTTP_CONNECTIONS) as u64,
+            "http_connections": exposition.sum(crate::metrics::names::HTTP_CONNECTIONS) as u64,
             "uptime": node.uptime_secs(),
         },
     });

@@ -80,7 +80,9 @@ pub fn sync_status(node: &Node) -> SyncStatus {
 }
 
 pub fn sync_metrics(node: &Node) -> SyncMetrics {
-    let sum = |name| node.metrics.sum(name) as u64;
+    // Render the registry once, and before taking the mesh lock.
+    let exposition = node.metrics.exposition();
+    let sum = |name| exposition.sum(name) as u64;
     let state = node.mesh.lock();
     SyncMetrics {
         known_relays: state.members.len() as u64 + 1,
