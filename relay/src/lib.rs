@@ -5,6 +5,7 @@
 //! types), `config`, `metrics`, `logs`, `process`, and `rt`, the seam through which every
 //! socket, timer, timestamp and random choice passes.
 
+mod accept;
 pub mod chain;
 pub mod config;
 pub mod http;

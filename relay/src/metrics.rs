@@ -128,7 +128,13 @@ impl Metrics {
             ws_refused: Labeled::new(
                 WS_CONNECTIONS_REFUSED_TOTAL,
                 "reason",
-                &["limit", "draining", "bad_upgrade", "accept_error"],
+                &[
+                    "limit",
+                    "draining",
+                    "bad_upgrade",
+                    "accept_error",
+                    "pending_upgrades",
+                ],
             ),
             ws_handshakes: Labeled::new(
                 WS_HANDSHAKES_TOTAL,

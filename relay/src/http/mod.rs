@@ -41,9 +41,6 @@ use crate::metrics::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 use crate::node::Node;
 use crate::rt::Listener;
 
-/// Accept errors (e.g. out of file descriptors) back off between these bounds.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a connection refused over the cap may take to receive its 503.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -136,26 +133,29 @@ impl Drop for Slot {
 /// while the relay drains, so probes see the 503 instead of a refused connection.
 pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
     let api = Arc::new(Api::new(node));
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                if let Some(slot) = take_slot(&api, |a| &a.connections) {
-                    tokio::spawn(serve_connection(api.clone(), stream, peer, slot));
-                } else if let Some(slot) = take_slot(&api, |a| &a.refusing) {
-                    tokio::spawn(refuse_connection(stream, slot));
-                } else {
-                    tracing::debug!(%peer, "HTTP connection dropped: refusals at their cap");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "HTTP accept failed; backing off");
-                api.node.clock.sleep(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-            }
+    let on_accept = |stream, peer: SocketAddr| {
+        if let Some(slot) = take_slot(&api, |a| &a.connections) {
+            tokio::spawn(serve_connection(api.clone(), stream, peer, slot));
+        } else if let Some(slot) = take_slot(&api, |a| &a.refusing) {
+            tokio::spawn(refuse_connection(stream, slot));
+        } else {
+            tracing::debug!(%peer, "HTTP connection dropped: refusals at their cap");
         }
-    }
+    };
+    let on_error = |error: &std::io::Error, backoff: Duration| {
+        tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "HTTP accept failed; backing off");
+    };
+    // No stop: probes keep getting answers (503) while the relay drains, until `run`
+    // ends the task.
+    let clock = api.node.clock.clone();
+    crate::accept::accept_loop(
+        &mut listener,
+        &clock,
+        std::future::pending(),
+        on_accept,
+        on_error,
+    )
+    .await;
 }
 
 fn http1(timeout: Duration) -> hyper::server::conn::http1::Builder {

@@ -4,7 +4,7 @@
 // WebSocket
 pub const WS_CONNECTIONS: &str = "sdk_relay_ws_connections";
 pub const WS_CONNECTIONS_ACCEPTED_TOTAL: &str = "sdk_relay_ws_connections_accepted_total";
-/// Label `reason`: `limit`, `draining`, `bad_upgrade`.
+/// Label `reason`: `limit`, `draining`, `bad_upgrade`, `accept_error`, `pending_upgrades`.
 pub const WS_CONNECTIONS_REFUSED_TOTAL: &str = "sdk_relay_ws_connections_refused_total";
 /// Label `outcome`: `accepted`, `rejected`, `timeout`, `protocol_error`.
 pub const WS_HANDSHAKES_TOTAL: &str = "sdk_relay_ws_handshakes_total";

@@ -22,9 +22,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use crate::node::Node;
 use crate::rt::Listener;
 
-/// Accept errors (e.g. out of file descriptors) back off between these bounds.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Connections allowed in the pre-upgrade HTTP exchange beyond `ws_connections_max`, so
+/// the ones over the limit can still be told 503.
+const PENDING_UPGRADES_SLACK: usize = 1024;
 /// Seconds a refused client is told to wait before retrying.
 const RETRY_AFTER_SECS: &str = "5";
 
@@ -50,30 +50,34 @@ pub(crate) fn ending(
 /// Accepts WebSocket connections until shutdown. Never exits on accept errors: it backs
 /// off and retries, so running out of descriptors degrades service instead of ending it.
 pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = node.shutdown_started() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                tokio::spawn(serve_http(node.clone(), stream));
-            }
-            Err(error) => {
-                node.metrics.ws_refused.get("accept_error").increment(1);
-                tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "WebSocket accept failed; backing off");
-                tokio::select! {
-                    biased;
-                    () = node.shutdown_started() => return,
-                    () = node.clock.sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-            }
+    // Connections still in the HTTP exchange before the upgrade: bounded, so sockets
+    // that never upgrade cannot pile up (each is also cut off after the timeout).
+    let pending = Arc::new(tokio::sync::Semaphore::new(
+        node.config.limits.ws_connections_max + PENDING_UPGRADES_SLACK,
+    ));
+    let on_accept = |stream, _peer| match pending.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let node = node.clone();
+            tokio::spawn(async move {
+                serve_http(node, stream).await;
+                drop(permit);
+            });
         }
-    }
+        Err(_) => node.metrics.ws_refused.get("pending_upgrades").increment(1),
+    };
+    let on_error = |error: &std::io::Error, backoff: Duration| {
+        node.metrics.ws_refused.get("accept_error").increment(1);
+        tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "WebSocket accept failed; backing off");
+    };
+    let clock = node.clock.clone();
+    crate::accept::accept_loop(
+        &mut listener,
+        &clock,
+        node.shutdown_started(),
+        on_accept,
+        on_error,
+    )
+    .await;
 }
 
 /// Serves the HTTP exchange that precedes the upgrade, bounded by the connection timeout.
