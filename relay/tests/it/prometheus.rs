@@ -5,14 +5,12 @@
 // Tests act from outside the relay, so they use real sockets and clocks directly.
 #![allow(clippy::disallowed_methods)]
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::Client;
+use crate::support::cluster::{RelayProcess, eventually, free_port, http_get};
 use serde_json::Value;
-use support::Client;
-use support::cluster::{RelayProcess, eventually, free_port, http_get};
 
 const FAST: &str = "[sync]\ninterval = 1\nhealth_interval = 2\n";
 

@@ -4,16 +4,13 @@
 
 #![allow(clippy::disallowed_methods)]
 
-mod http_client;
-mod support;
-
 use std::sync::Arc;
 
-use http_client::{Conn, get, send};
+use crate::http_client::{self, Conn, get, send};
+use crate::support::{TestRelay, WAIT, fast_config};
 use sdk_relay::logs::LogRing;
 use sdk_relay::node::Node;
 use sdk_relay::rt::{Env, Listener as _, Net as _, TokioNet};
-use support::{TestRelay, WAIT, fast_config};
 use tokio::io::AsyncWriteExt;
 
 /// Proves bad queries and bodies get 400 naming the fault, unknown paths 404 and wrong

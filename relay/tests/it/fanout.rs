@@ -4,10 +4,8 @@
 // Tests act from outside the relay, so they use real sockets and clocks directly.
 #![allow(clippy::disallowed_methods)]
 
-mod support;
-
+use crate::support::{Client, TestRelay, fast_config};
 use serde_json::json;
-use support::{Client, TestRelay, fast_config};
 
 /// A notification reaches every subscriber (by `*` or by its type) exactly once and no
 /// client that did not subscribe to it.

@@ -2,13 +2,11 @@
 //! loopback replaying recorded signet data): detection, reorgs, lag, faults, restarts.
 //! Waits are bounded; nothing asserts on elapsed time.
 
-#[path = "support/chain_fakes.rs"]
-mod fakes;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::chain_fakes as fakes;
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use fakes::{Chain, FakeBlock, Fakes, Fault, PAYMENT_HEIGHT, PAYMENT_TXID};
 use sdk_relay::chain::keys::{ScanSecret, WatchedKey};

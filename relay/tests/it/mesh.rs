@@ -4,14 +4,12 @@
 // Tests act from outside the relay, so they use real sockets and clocks directly.
 #![allow(clippy::disallowed_methods)]
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::Client;
+use crate::support::cluster::{Proxy, RelayProcess, eventually};
 use serde_json::json;
-use support::Client;
-use support::cluster::{Proxy, RelayProcess, eventually};
 
 /// Short intervals: sync every second, so health thresholds are 2 s and 3 s.
 const FAST: &str = "[sync]\ninterval = 1\nhealth_interval = 2\n[limits]\nheartbeat_interval_secs = 1\nconnection_timeout_secs = 3\n";

@@ -4,9 +4,7 @@
 // Tests act from outside the relay, so they use real sockets and clocks directly.
 #![allow(clippy::disallowed_methods)]
 
-mod support;
-
-use support::{Client, TestRelay, fast_config, raise_fd_limit, raw_upgrade};
+use crate::support::{Client, TestRelay, fast_config, raise_fd_limit, raw_upgrade};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_refuses_the_1001st_with_503() {

@@ -2,8 +2,6 @@
 //! servers on 127.0.0.1, replaying the recorded signet responses in `tests/data`, over one
 //! chain model that tests reshape (new blocks, reorgs, lag, faults) while the watcher runs.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::PathBuf;

@@ -5,12 +5,9 @@
 
 #![allow(clippy::disallowed_methods)]
 
-mod http_client;
-mod support;
-
-use http_client::{get, send};
+use crate::http_client::{get, send};
+use crate::support::{Client, TestRelay, fast_config};
 use serde_json::Value;
-use support::{Client, TestRelay, fast_config};
 
 fn keys(value: &Value) -> Vec<&str> {
     let mut keys: Vec<&str> = value

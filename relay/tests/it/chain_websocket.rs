@@ -5,18 +5,14 @@
 // Tests act from outside the relay, so they use real sockets and clocks directly.
 #![allow(clippy::disallowed_methods)]
 
-mod support;
-
-#[path = "support/chain_fakes.rs"]
-mod fakes;
-
 use std::time::Duration;
 
+use crate::support::chain_fakes as fakes;
+use crate::support::cluster::{eventually, http_get};
+use crate::support::{Client, TestRelay, fast_config};
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use sdk_relay::config::{BitcoinCoreConfig, BlindbitConfig};
 use serde_json::json;
-use support::cluster::{eventually, http_get};
-use support::{Client, TestRelay, fast_config};
 
 const SCAN_HEX: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 

@@ -3,10 +3,8 @@
 // Tests act from outside the relay, so they use real sockets and clocks directly.
 #![allow(clippy::disallowed_methods)]
 
-mod support;
-
+use crate::support::{Client, TestRelay, fast_config, raw_upgrade};
 use serde_json::json;
-use support::{Client, TestRelay, fast_config, raw_upgrade};
 
 /// Handshake answers `handshake_response` with the granted capabilities, then `health`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,10 @@
 //! Test support: a relay running in-process on loopback, and a WebSocket client built on
 //! fastwebsockets (an independent implementation of the protocol's framing).
 
-#![allow(dead_code)] // Each test binary uses a different part of the support.
+// Tests act from outside the relay, so they use real sockets and clocks directly.
+#![allow(clippy::disallowed_methods)]
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
@@ -109,7 +108,6 @@ pub fn fast_config() -> Config {
 #[derive(Debug)]
 pub struct Refused {
     pub status: u16,
-    pub retry_after: Option<String>,
 }
 
 pub struct Client {
@@ -143,10 +141,9 @@ impl Client {
                     ws: FragmentCollector::new(ws),
                 })
             }
-            Err(fastwebsockets::WebSocketError::InvalidStatusCode(status)) => Err(Refused {
-                status,
-                retry_after: None,
-            }),
+            Err(fastwebsockets::WebSocketError::InvalidStatusCode(status)) => {
+                Err(Refused { status })
+            }
             Err(e) => panic!("upgrade failed: {e}"),
         }
     }
@@ -279,8 +276,7 @@ pub fn raise_fd_limit() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 }
 
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
+pub mod chain_fakes;
 pub mod cluster;
 
 /// Sends a raw upgrade request and returns the status code and the response head, for

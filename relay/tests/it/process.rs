@@ -4,13 +4,11 @@
 // Tests act from outside the relay, so they use real sockets and clocks directly.
 #![allow(clippy::disallowed_methods)]
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{Client, TestRelay, WAIT, fast_config};
+use crate::support::{Client, TestRelay, WAIT, fast_config};
 use tokio::process::Command;
 
 fn clients_dir() -> PathBuf {

@@ -1,0 +1,17 @@
+//! The relay's integration tests, as one test binary so the test build links once. Each
+//! module is one area; `support` and `http_client` are the helpers they share.
+
+mod chain_bip352;
+mod chain_watcher;
+mod chain_websocket;
+mod fanout;
+mod http_api;
+mod http_limits;
+mod limits;
+mod mesh;
+mod process;
+mod prometheus;
+mod websocket;
+
+mod http_client;
+mod support;
