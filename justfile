@@ -11,6 +11,7 @@ test:
 # Format check and clippy with warnings denied.
 lint:
     cargo fmt --all -- --check
+    python3 scripts/check-module-cycles.py --quiet
     cargo clippy --workspace --all-targets -- -D warnings
 
 fmt:
@@ -31,3 +32,12 @@ schemathesis:
 # Deterministic mesh simulation: every scenario (except the negative control) for seeds 1..N.
 sim-soak N="20":
     cargo run --release -p sim -- soak --seeds {{N}}
+
+# Refactoring guard: record the simulator's traces (seeds 1..20) before a change, compare after.
+sim-traces-record DIR:
+    cargo build --release -p sim
+    bash scripts/sim-trace-guard.sh record {{DIR}}
+
+sim-traces-compare DIR:
+    cargo build --release -p sim
+    bash scripts/sim-trace-guard.sh compare {{DIR}}

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sdk_relay::hub::{ClientControl, Hub, Outbound};
+use sdk_relay::conn::{Control, Outbound, Outlet};
+use sdk_relay::hub::Hub;
 use tokio::sync::mpsc;
 
 /// Publishes timed back to back before the queues are drained (the queue capacity).
@@ -26,14 +27,9 @@ fn fan_out(c: &mut Criterion) {
         let hub = Hub::new();
         let mut queues: Vec<mpsc::Receiver<Outbound>> = (0..subscribers)
             .map(|id| {
-                let (tx, rx) = mpsc::channel(BATCH_PUBLISHES_MAX as usize);
-                hub.join(
-                    id as u64,
-                    tx,
-                    Arc::new(ClientControl::default()),
-                    true,
-                    false,
-                );
+                let control = Arc::new(Control::default());
+                let (outlet, rx) = Outlet::new(BATCH_PUBLISHES_MAX as usize, control);
+                hub.join(id as u64, outlet, true, false);
                 rx
             })
             .collect();

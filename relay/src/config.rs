@@ -5,6 +5,7 @@
 //! knows what to fix before the relay starts.
 
 mod cli;
+mod watcher;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use cli::{Cli, Command, RunArgs};
+pub use watcher::WatcherConfig;
 
 /// The effective configuration of one relay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +36,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub bitcoin_core: Option<BitcoinCoreConfig>,
     pub blindbit: Option<BlindbitConfig>,
-    pub watcher: crate::chain::WatcherConfig,
+    pub watcher: WatcherConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,7 +238,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             bitcoin_core: None,
             blindbit: None,
-            watcher: crate::chain::WatcherConfig::default(),
+            watcher: WatcherConfig::default(),
         }
     }
 }

@@ -5,143 +5,19 @@
 //! client can neither delay the others nor make memory grow.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
 
+use crate::conn::{CloseReason, Delivery, Outbound, Outlet};
 use crate::protocol::SUBSCRIBE_ALL;
 
 /// Identifies one connection for the life of the relay process.
 pub type ClientId = u64;
 
-/// What a connection's writer sends next.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A text frame, shared by every recipient.
-    Text(Bytes),
-    /// A WebSocket ping frame (heartbeat).
-    Ping,
-    /// A WebSocket pong frame answering the client's ping.
-    Pong(Bytes),
-}
-
-/// Why the relay closed a connection; its WebSocket close code and reason text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloseReason {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-impl CloseReason {
-    pub const NORMAL: CloseReason = CloseReason {
-        code: 1000,
-        reason: "normal closure",
-    };
-    pub const SHUTDOWN: CloseReason = CloseReason {
-        code: 1001,
-        reason: "relay shutting down",
-    };
-    pub const PROTOCOL: CloseReason = CloseReason {
-        code: 1002,
-        reason: "protocol error",
-    };
-    pub const BEFORE_HANDSHAKE: CloseReason = CloseReason {
-        code: 1002,
-        reason: "first message must be a handshake",
-    };
-    pub const HANDSHAKE_TIMEOUT: CloseReason = CloseReason {
-        code: 1002,
-        reason: "no handshake in time",
-    };
-    pub const BINARY: CloseReason = CloseReason {
-        code: 1003,
-        reason: "binary frames are not supported",
-    };
-    pub const INVALID_UTF8: CloseReason = CloseReason {
-        code: 1007,
-        reason: "invalid UTF-8",
-    };
-    pub const AUTH: CloseReason = CloseReason {
-        code: 1008,
-        reason: "authentication refused",
-    };
-    pub const TOO_BIG: CloseReason = CloseReason {
-        code: 1009,
-        reason: "message over the size limit",
-    };
-    pub const INTERNAL: CloseReason = CloseReason {
-        code: 1011,
-        reason: "internal error",
-    };
-    /// RFC 6455 1013 "try again later": the client did not read fast enough.
-    pub const SLOW_CONSUMER: CloseReason = CloseReason {
-        code: 1013,
-        reason: "slow consumer: outbound queue full",
-    };
-    pub const IDLE_TIMEOUT: CloseReason = CloseReason {
-        code: 1000,
-        reason: "connection timed out",
-    };
-    /// Recorded (never sent) when the other side vanished without a close handshake.
-    pub const LOST: CloseReason = CloseReason {
-        code: 1006,
-        reason: "connection lost",
-    };
-}
-
-/// Shared between a connection's tasks and the hub: how to stop it, and when it was
-/// last heard from.
-#[derive(Debug, Default)]
-pub struct ClientControl {
-    kick: Notify,
-    /// `None` while open; why it is closing once someone decided to close it.
-    closing: Mutex<Option<CloseReason>>,
-    /// Milliseconds on the relay's monotonic clock when a frame last arrived.
-    last_seen_ms: AtomicU64,
-}
-
-impl ClientControl {
-    /// Asks the connection to close with `reason`; the first reason given wins.
-    pub fn close(&self, reason: CloseReason) {
-        let mut closing = self.closing.lock().unwrap_or_else(|p| p.into_inner());
-        if closing.is_none() {
-            *closing = Some(reason);
-        }
-        drop(closing);
-        self.kick.notify_waiters();
-    }
-
-    /// The reason the connection is closing, once one was given.
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        *self.closing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Completes once `close` has been called.
-    pub async fn closed(&self) {
-        let notified = self.kick.notified();
-        tokio::pin!(notified);
-        // Register before checking, so a `close` in between is not missed.
-        notified.as_mut().enable();
-        if self.close_reason().is_none() {
-            notified.await;
-        }
-    }
-
-    pub fn touch(&self, now_ms: u64) {
-        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
-    }
-
-    pub fn last_seen_ms(&self) -> u64 {
-        self.last_seen_ms.load(Ordering::Relaxed)
-    }
-}
-
 /// A handshaken client, as the hub knows it.
 struct Client {
-    tx: mpsc::Sender<Outbound>,
-    control: Arc<ClientControl>,
+    outlet: Outlet,
     subscriptions: BTreeSet<String>,
     wants_sync: bool,
 }
@@ -152,13 +28,6 @@ struct State {
     /// notification type -> subscribers; `*` subscribers are in `all_types`.
     by_type: HashMap<String, BTreeSet<ClientId>>,
     all_types: BTreeSet<ClientId>,
-}
-
-/// Counts of what a delivery did, for metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    pub delivered: usize,
-    pub slow_disconnects: usize,
 }
 
 /// The registry of handshaken clients and their subscriptions.
@@ -173,14 +42,7 @@ impl Hub {
     }
 
     /// Registers a handshaken client. With `subscribe_all` it receives every type.
-    pub fn join(
-        &self,
-        id: ClientId,
-        tx: mpsc::Sender<Outbound>,
-        control: Arc<ClientControl>,
-        subscribe_all: bool,
-        wants_sync: bool,
-    ) {
+    pub fn join(&self, id: ClientId, outlet: Outlet, subscribe_all: bool, wants_sync: bool) {
         let mut state = self.write();
         let mut subscriptions = BTreeSet::new();
         if subscribe_all {
@@ -190,8 +52,7 @@ impl Hub {
         state.clients.insert(
             id,
             Client {
-                tx,
-                control,
+                outlet,
                 subscriptions,
                 wants_sync,
             },
@@ -280,7 +141,7 @@ impl Hub {
         let mut delivery = Delivery::default();
         let mut send = |id: &ClientId| {
             if let Some(client) = state.clients.get(id) {
-                offer(client, Outbound::Text(frame.clone()), &mut delivery);
+                delivery.add(client.outlet.offer(Outbound::Text(frame.clone())));
             }
         };
         match typed {
@@ -296,7 +157,7 @@ impl Hub {
         let state = self.read();
         let mut delivery = Delivery::default();
         if let Some(client) = state.clients.get(&id) {
-            offer(client, message, &mut delivery);
+            delivery.add(client.outlet.offer(message));
         }
         delivery
     }
@@ -310,7 +171,7 @@ impl Hub {
             .values()
             .filter(|c| !sync_only || c.wants_sync)
         {
-            offer(client, message.clone(), &mut delivery);
+            delivery.add(client.outlet.offer(message.clone()));
         }
         delivery
     }
@@ -320,10 +181,9 @@ impl Hub {
         let state = self.read();
         let mut closed = 0;
         for client in state.clients.values() {
-            if client.control.last_seen_ms() < deadline_ms
-                && client.control.close_reason().is_none()
-            {
-                client.control.close(CloseReason::IDLE_TIMEOUT);
+            let control = client.outlet.control();
+            if control.last_seen_ms() < deadline_ms && control.close_reason().is_none() {
+                control.close(CloseReason::IDLE_TIMEOUT);
                 closed += 1;
             }
         }
@@ -333,7 +193,7 @@ impl Hub {
     /// Asks every client to close with `reason`.
     pub fn close_all(&self, reason: CloseReason) {
         for client in self.read().clients.values() {
-            client.control.close(reason);
+            client.outlet.close(reason);
         }
     }
 
@@ -360,21 +220,6 @@ impl State {
     }
 }
 
-/// Queues without waiting; a full queue marks the client as a slow consumer.
-fn offer(client: &Client, message: Outbound, delivery: &mut Delivery) {
-    match client.tx.try_send(message) {
-        Ok(()) => delivery.delivered += 1,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            if client.control.close_reason().is_none() {
-                client.control.close(CloseReason::SLOW_CONSUMER);
-                delivery.slow_disconnects += 1;
-            }
-        }
-        // The connection is already gone; it leaves the hub on its own.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
-    }
-}
-
 /// Visits the union of two sorted sets, each element once.
 fn merge_union(a: &BTreeSet<ClientId>, b: &BTreeSet<ClientId>, visit: &mut impl FnMut(&ClientId)) {
     let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
@@ -397,15 +242,21 @@ fn merge_union(a: &BTreeSet<ClientId>, b: &BTreeSet<ClientId>, visit: &mut impl 
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
+    use tokio::sync::mpsc;
+
+    use crate::conn::Control;
+
     fn client(
         hub: &Hub,
         id: ClientId,
         all: bool,
         queue: usize,
-    ) -> (mpsc::Receiver<Outbound>, Arc<ClientControl>) {
-        let (tx, rx) = mpsc::channel(queue);
-        let control = Arc::new(ClientControl::default());
-        hub.join(id, tx, control.clone(), all, false);
+    ) -> (mpsc::Receiver<Outbound>, Arc<Control>) {
+        let control = Arc::new(Control::default());
+        let (outlet, rx) = Outlet::new(queue, control.clone());
+        hub.join(id, outlet, all, false);
         (rx, control)
     }
 

@@ -1,23 +1,32 @@
 //! sdk_relay: the relay that Bitcoin Silent Payments wallets connect to.
 //!
-//! Layers, from the wire inwards: `ws` and `http` (the two interfaces), `hub` (local
-//! fan-out), `node` (state shared by one relay's tasks), `protocol` (pure message
-//! types), `config`, `metrics`, `logs`, `process`, and `rt`, the seam through which every
-//! socket, timer, timestamp and random choice passes.
+//! The rooms, from the top (ARCHITECTURE.md draws them and says what each may import):
+//! `server` runs one relay; `node` assembles it and answers the HTTP API's views; `http`
+//! and `ws` are its two faces (operators, wallets); `mesh` links relays and routes every
+//! notification; `wallets`, `health`, `routing`, `hub` and `chain` are the parts they
+//! share; `conn` is the connection layer under both faces; `protocol` holds every wire
+//! message; `config`, `metrics`, `logs`, `process`, `lifecycle`, `secret` and `rt` (the
+//! seam through which every socket, timer, timestamp and random choice passes) are the
+//! ground floor.
 
-mod accept;
 pub mod chain;
 pub mod config;
+pub mod conn;
+pub mod health;
 pub mod http;
 pub mod hub;
+pub mod lifecycle;
 pub mod logs;
 pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod process;
 pub mod protocol;
+pub mod routing;
 pub mod rt;
+pub mod secret;
 mod server;
+pub mod wallets;
 pub mod ws;
 
 pub use server::{Listeners, run};

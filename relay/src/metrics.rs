@@ -14,6 +14,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use names::*;
 
+use crate::conn::Delivery;
+use crate::protocol::peer::SyncType;
+use crate::protocol::{InboundKind, LabelValue, OutboundKind};
+
 /// Counters for a closed set of label values; unknown values count under `other`.
 pub struct Labeled {
     entries: Vec<(&'static str, Counter)>,
@@ -39,28 +43,31 @@ impl Labeled {
     }
 }
 
-/// Message types counted in `sdk_relay_ws_messages_*_total`.
-const INBOUND_TYPES: &[&str] = &[
-    "handshake",
-    "ping",
-    "subscribe",
-    "unsubscribe",
-    "notification",
-    "invalid",
-];
-const OUTBOUND_TYPES: &[&str] = &[
-    "handshake_response",
-    "pong",
-    "notification",
-    "notification_ack",
-    "health",
-    "sync",
-    "error",
-    "subscriptions",
-    "watch_response",
-];
-const SYNC_TYPES: &[&str] = &SYNC_TYPES_ARRAY;
-const SYNC_TYPES_ARRAY: [&str; 3] = ["StateSync", "HealthSync", "MetricsSync"];
+/// One counter per value of a label enum: the label set is the enum, so no value can
+/// be missing from it.
+pub struct LabeledBy<E: LabelValue> {
+    counters: Vec<(E, Counter)>,
+}
+
+impl<E: LabelValue> LabeledBy<E> {
+    fn new(name: &'static str, label: &'static str) -> Self {
+        let counters = E::ALL
+            .iter()
+            .map(|v| (*v, metrics::counter!(name, label => v.as_str())))
+            .collect();
+        LabeledBy { counters }
+    }
+
+    pub fn get(&self, value: E) -> &Counter {
+        &self
+            .counters
+            .iter()
+            .find(|(v, _)| *v == value)
+            .expect("every value of the enum is registered")
+            .1
+    }
+}
+
 const CLOSE_CODES: &[&str] = &[
     "1000", "1001", "1002", "1003", "1006", "1007", "1008", "1009", "1011", "1013",
 ];
@@ -72,8 +79,8 @@ pub struct Metrics {
     pub ws_accepted: Counter,
     pub ws_refused: Labeled,
     pub ws_handshakes: Labeled,
-    pub ws_received: Labeled,
-    pub ws_sent: Labeled,
+    pub ws_received: LabeledBy<InboundKind>,
+    pub ws_sent: LabeledBy<OutboundKind>,
     pub ws_received_bytes: Counter,
     pub ws_sent_bytes: Counter,
     pub ws_closes: Labeled,
@@ -97,11 +104,13 @@ pub struct Metrics {
     pub mesh_connections: Gauge,
     /// By health: healthy, degraded, unreachable.
     pub mesh_peers: [Gauge; 3],
-    pub sync_requests: Labeled,
-    pub sync_received: Labeled,
-    pub sync_responses: Labeled,
-    pub sync_errors: Labeled,
-    sync_rtt: [Histogram; 3],
+    pub sync_requests: LabeledBy<SyncType>,
+    pub sync_received: LabeledBy<SyncType>,
+    pub sync_responses: LabeledBy<SyncType>,
+    /// By sync type; malformed peer messages (no sync type) count in `sync_errors_other`.
+    pub sync_errors: LabeledBy<SyncType>,
+    pub sync_errors_other: Counter,
+    sync_rtt: Vec<(SyncType, Histogram)>,
 }
 
 impl Metrics {
@@ -141,8 +150,8 @@ impl Metrics {
                 "outcome",
                 &["accepted", "rejected", "timeout", "protocol_error"],
             ),
-            ws_received: Labeled::new(WS_MESSAGES_RECEIVED_TOTAL, "type", INBOUND_TYPES),
-            ws_sent: Labeled::new(WS_MESSAGES_SENT_TOTAL, "type", OUTBOUND_TYPES),
+            ws_received: LabeledBy::new(WS_MESSAGES_RECEIVED_TOTAL, "type"),
+            ws_sent: LabeledBy::new(WS_MESSAGES_SENT_TOTAL, "type"),
             ws_received_bytes: metrics::counter!(WS_RECEIVED_BYTES_TOTAL),
             ws_sent_bytes: metrics::counter!(WS_SENT_BYTES_TOTAL),
             ws_closes: Labeled::new(WS_CLOSES_TOTAL, "code", CLOSE_CODES),
@@ -166,12 +175,19 @@ impl Metrics {
             mesh_connections: metrics::gauge!(MESH_CONNECTIONS),
             mesh_peers: ["healthy", "degraded", "unreachable"]
                 .map(|h| metrics::gauge!(MESH_PEERS, "health" => h)),
-            sync_requests: Labeled::new(SYNC_REQUESTS_TOTAL, "sync_type", SYNC_TYPES),
-            sync_received: Labeled::new(SYNC_REQUESTS_RECEIVED_TOTAL, "sync_type", SYNC_TYPES),
-            sync_responses: Labeled::new(SYNC_RESPONSES_TOTAL, "sync_type", SYNC_TYPES),
-            sync_errors: Labeled::new(SYNC_ERRORS_TOTAL, "sync_type", SYNC_TYPES),
-            sync_rtt: SYNC_TYPES_ARRAY
-                .map(|t| metrics::histogram!(SYNC_ROUND_TRIP_SECONDS, "sync_type" => t)),
+            sync_requests: LabeledBy::new(SYNC_REQUESTS_TOTAL, "sync_type"),
+            sync_received: LabeledBy::new(SYNC_REQUESTS_RECEIVED_TOTAL, "sync_type"),
+            sync_responses: LabeledBy::new(SYNC_RESPONSES_TOTAL, "sync_type"),
+            sync_errors: LabeledBy::new(SYNC_ERRORS_TOTAL, "sync_type"),
+            sync_errors_other: metrics::counter!(SYNC_ERRORS_TOTAL, "sync_type" => "other"),
+            sync_rtt: SyncType::ALL
+                .iter()
+                .map(|t| {
+                    let histogram =
+                        metrics::histogram!(SYNC_ROUND_TRIP_SECONDS, "sync_type" => t.as_str());
+                    (*t, histogram)
+                })
+                .collect(),
         }
     }
 
@@ -182,11 +198,32 @@ impl Metrics {
     }
 
     /// The round-trip histogram of one sync type.
-    pub fn sync_rtt(&self, sync_type: crate::mesh::SyncType) -> &Histogram {
-        &self.sync_rtt[crate::mesh::SyncType::ALL
+    pub fn sync_rtt(&self, sync_type: SyncType) -> &Histogram {
+        &self
+            .sync_rtt
             .iter()
-            .position(|t| *t == sync_type)
-            .expect("all sync types")]
+            .find(|(t, _)| *t == sync_type)
+            .expect("every sync type is registered")
+            .1
+    }
+
+    /// Counts what a delivery of `kind` frames of `frame_bytes` each did.
+    pub fn count_delivery(&self, delivery: Delivery, kind: OutboundKind, frame_bytes: usize) {
+        self.ws_sent.get(kind).increment(delivery.delivered as u64);
+        self.ws_sent_bytes
+            .increment((delivery.delivered * frame_bytes) as u64);
+        if kind == OutboundKind::Notification {
+            self.notifications_delivered
+                .increment(delivery.delivered as u64);
+        }
+        self.ws_slow_consumers
+            .increment(delivery.slow_disconnects as u64);
+    }
+
+    /// Counts one message queued to one client.
+    pub fn count_sent(&self, kind: OutboundKind, frame_bytes: usize) {
+        self.ws_sent.get(kind).increment(1);
+        self.ws_sent_bytes.increment(frame_bytes as u64);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -381,21 +418,46 @@ fn describe() {
 mod tests {
     use super::*;
 
+    /// The label sets are the enums: every message kind shows in the exposition from the
+    /// start, `watch` included (it once fell under `other`).
+    #[test]
+    fn every_message_kind_has_its_own_series() {
+        let m = Metrics::new();
+        m.ws_received.get(InboundKind::Watch).increment(2);
+        let text = m.render();
+        for kind in InboundKind::ALL {
+            let series = format!(
+                "sdk_relay_ws_messages_received_total{{type=\"{}\"}}",
+                kind.as_str()
+            );
+            assert!(text.contains(&series), "missing {series}");
+        }
+        for kind in OutboundKind::ALL {
+            let series = format!(
+                "sdk_relay_ws_messages_sent_total{{type=\"{}\"}}",
+                kind.as_str()
+            );
+            assert!(text.contains(&series), "missing {series}");
+        }
+        assert!(text.contains(r#"sdk_relay_ws_messages_received_total{type="watch"} 2"#));
+        assert!(!text.contains(r#"sdk_relay_ws_messages_received_total{type="other"}"#));
+    }
+
     #[test]
     fn each_relay_has_its_own_registry_and_the_sum_reads_it_back() {
         let a = Metrics::new();
         let b = Metrics::new();
-        a.ws_sent.get("pong").increment(3);
-        a.ws_sent.get("error").increment(2);
-        a.ws_sent.get("nonsense").increment(1);
-        b.ws_sent.get("pong").increment(7);
-        assert_eq!(a.sum(WS_MESSAGES_SENT_TOTAL), 6.0);
+        a.ws_sent.get(OutboundKind::Pong).increment(3);
+        a.ws_sent.get(OutboundKind::Error).increment(2);
+        a.ws_refused.get("nonsense").increment(1);
+        b.ws_sent.get(OutboundKind::Pong).increment(7);
+        assert_eq!(a.sum(WS_MESSAGES_SENT_TOTAL), 5.0);
         assert_eq!(b.sum(WS_MESSAGES_SENT_TOTAL), 7.0);
         a.ws_connections.set(4.0);
         assert_eq!(a.sum(WS_CONNECTIONS), 4.0);
         assert!(
             a.render()
-                .contains("sdk_relay_ws_messages_sent_total{type=\"other\"} 1")
+                .contains("sdk_relay_ws_connections_refused_total{reason=\"other\"} 1")
         );
     }
 }

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::hub::{CloseReason, Outbound};
+use crate::conn::CloseReason;
 use crate::logs::LogRing;
 use crate::node::Node;
-use crate::protocol;
 use crate::rt::{Env, Net};
 
 /// The sockets a relay serves, bound by the caller (`main`, a test, the simulator).
@@ -34,12 +33,13 @@ pub async fn run<N: Net>(
         http = %node.config.http_url,
         "relay started"
     );
+    let ws = node.ws_context();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::ws::serve(node.clone(), listeners.ws));
+    tasks.spawn(crate::ws::serve(ws.clone(), listeners.ws));
     tasks.spawn(crate::http::serve(node.clone(), listeners.http));
-    tasks.spawn(heartbeat(node.clone()));
-    tasks.spawn(state_sync_to_clients(node.clone()));
-    tasks.spawn(crate::mesh::run(node.clone(), env.net.clone()));
+    tasks.spawn(crate::ws::heartbeat(ws.clone()));
+    tasks.spawn(crate::ws::state_sync_to_clients(ws));
+    tasks.spawn(crate::mesh::run(node.mesh.clone(), env.net.clone()));
     tasks.spawn(chain_watcher(node.clone(), env.clone()));
 
     shutdown.await;
@@ -53,13 +53,16 @@ async fn drain(node: &Arc<Node>) {
         clients = node.ws_connections(),
         "shutting down: closing clients"
     );
-    node.begin_shutdown();
+    node.lifecycle.begin_shutdown();
     node.hub.close_all(CloseReason::SHUTDOWN);
     let deadline = Duration::from_secs(node.config.limits.shutdown_drain_secs);
     let waited = tokio::time::timeout(deadline, async {
         while node.ws_connections() > 0 {
             node.hub.close_all(CloseReason::SHUTDOWN);
-            node.clock.sleep(Duration::from_millis(10)).await;
+            node.lifecycle
+                .clock()
+                .sleep(Duration::from_millis(10))
+                .await;
         }
     })
     .await;
@@ -81,7 +84,7 @@ async fn chain_watcher<N: Net>(node: Arc<Node>, env: Env<N>) {
         let node = node.clone();
         async move {
             while let Some(event) = events_rx.recv().await {
-                node.publish_chain_event(&event);
+                node.wallets.deliver(&event);
             }
         }
     };
@@ -91,53 +94,10 @@ async fn chain_watcher<N: Net>(node: Arc<Node>, env: Env<N>) {
         env,
         node.chain.clone(),
         events_tx,
-        node.shutdown_started(),
+        node.lifecycle.shutdown_started(),
     );
     let (result, ()) = tokio::join!(watcher, pump);
     if let Err(error) = result {
         tracing::error!(%error, "chain watcher stopped");
-    }
-}
-
-/// Every heartbeat: a `health` message and a ping frame to every client, and clients not
-/// heard from within the connection timeout are closed.
-async fn heartbeat(node: Arc<Node>) {
-    let limits = &node.config.limits;
-    let period = limits.heartbeat_interval();
-    let timeout_ms = limits.connection_timeout().as_millis() as u64;
-    loop {
-        node.clock.sleep(period).await;
-        let frame = node.health_frame();
-        let delivery = node.hub.broadcast(Outbound::Text(frame.clone()), false);
-        node.count_delivery(delivery, "health", frame.len());
-        let pings = node.hub.broadcast(Outbound::Ping, false);
-        node.metrics
-            .ws_slow_consumers
-            .increment(pings.slow_disconnects as u64);
-        let idle = node
-            .hub
-            .close_idle(node.now_ms().saturating_sub(timeout_ms));
-        if idle > 0 {
-            tracing::info!(
-                clients = idle,
-                "closed clients silent past the connection timeout"
-            );
-        }
-    }
-}
-
-/// Every sync interval, the relay's own `StateSync` to clients that asked for `sync`.
-async fn state_sync_to_clients(node: Arc<Node>) {
-    loop {
-        node.clock.sleep(node.config.sync_interval()).await;
-        let frame = protocol::encode_state_sync(
-            node.relay_id(),
-            node.config.network.as_str(),
-            node.uptime_secs(),
-            &node.next_sync_id(),
-            node.unix_secs(),
-        );
-        let delivery = node.hub.broadcast(Outbound::Text(frame.clone()), true);
-        node.count_delivery(delivery, "sync", frame.len());
     }
 }

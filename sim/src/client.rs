@@ -50,9 +50,9 @@ impl WsClient {
         let stream = turmoil::net::TcpStream::connect(addr.to_string())
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let request = sdk_relay::ws::client::upgrade_request(addr);
+        let request = sdk_relay::conn::client::upgrade_request(addr);
         let (ws, _) = fastwebsockets::handshake::client(
-            &sdk_relay::ws::client::SpawnExecutor,
+            &sdk_relay::conn::client::SpawnExecutor,
             request,
             stream,
         )

@@ -7,12 +7,12 @@ use std::str::FromStr;
 use silentpayments::secp256k1::{PublicKey, XOnlyPublicKey};
 use tokio::sync::mpsc;
 
-use super::events::{ChainEvent, Target, WalletId};
 use super::keys::WatchedKey;
 use super::progress::Progress;
 use super::scan::{candidate_scripts, filter_matches, scan_outputs, shared_secret};
 use super::source::{BlindbitSource, BlindbitUtxo, CoreBlock, CoreSource, SourceError};
 use super::watcher::{TickError, WAITING_FOR_INDEX, Watcher};
+use crate::protocol::chain::{ChainEvent, Target, WalletId};
 
 /// A payment found in a block, before or after confirmation.
 #[derive(Debug, Clone, PartialEq, Eq)]

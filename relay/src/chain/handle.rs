@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::events::{WalletId, WatchRequest};
 use super::keys::{ScanSecret, WatchedKey, parse_spend_key};
 use crate::config::{Config, Network};
+use crate::protocol::chain::{WalletId, WatchRequest};
 
 /// What `/health` shows about the chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

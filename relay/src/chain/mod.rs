@@ -17,8 +17,6 @@
 //! (and is rescanned from its birth height) after a relay restart.
 
 mod block;
-pub mod config;
-pub mod events;
 mod handle;
 pub mod keys;
 mod progress;
@@ -27,8 +25,8 @@ pub mod source;
 pub mod store;
 mod watcher;
 
-pub use config::WatcherConfig;
-pub use events::{
+pub use crate::config::WatcherConfig;
+pub use crate::protocol::chain::{
     ChainEvent, Target, WalletId, WatchOutcome, WatchRequest, encode_watch_response, format_btc,
 };
 pub use handle::{ChainStatus, WatchHandle};

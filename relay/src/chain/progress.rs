@@ -7,10 +7,10 @@ use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::mpsc;
 
 use super::block::Hit;
-use super::events::{ChainEvent, Target, format_btc};
 use super::source::{BlindbitSource, CoreSource};
 use super::store::{self, OwnPayment, PersistedState};
 use super::watcher::{PAYMENTS_MAX, TickError, Watcher, WatcherError};
+use crate::protocol::chain::{ChainEvent, Target, format_btc};
 
 /// A payment emitted and still inside the reorg window.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::events::ChainEvent;
 use super::handle::WatchHandle;
 use super::keys::{KeyError, ScanSecret, WatchedKey, parse_spend_key};
 use super::progress::Progress;
@@ -20,6 +19,7 @@ use super::source::{
 };
 use super::store::StoreError;
 use crate::config::{Config, Network};
+use crate::protocol::chain::ChainEvent;
 use crate::rt::{Env, Net, SeededRng, SharedClock};
 
 /// Start of the wait reason for a block Blindbit has not indexed yet.

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use tracing::Level;
 
 use super::error::ApiError;
-use crate::mesh::{PeerHealth, SyncType};
-use crate::node::{HealthStatus, Node};
+use crate::health::HealthStatus;
+use crate::node::Node;
 use crate::process;
+use crate::protocol::peer::{PeerHealth, SyncType};
 
 /// `GET /logs` returns at most this many records per request.
 pub const LOG_LIMIT_MAX: usize = 1000;

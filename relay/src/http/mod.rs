@@ -5,7 +5,7 @@
 //! and the per-request pipeline: rate limit, route, method, auth, drain, body size,
 //! handler, all under the `http_timeout_secs` deadline, and counted in the metrics.
 //! The endpoints themselves are in `handlers`; every error becomes a response in
-//! `error`.
+//! `error`. [`app`] gives the same pipeline without a socket, for tests.
 
 mod auth;
 mod error;
@@ -17,12 +17,11 @@ mod router;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::CONTENT_LENGTH;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -37,6 +36,7 @@ use auth::BasicAuth;
 use limits::RateLimiter;
 use router::Route;
 
+use crate::conn::{Permit, Slots};
 use crate::metrics::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 use crate::node::Node;
 use crate::rt::Listener;
@@ -47,18 +47,25 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The `route` label of requests refused because of `http_connections_max`.
 const CONNECTION_LIMIT_LABEL: &str = "connection_limit";
 
-/// State shared by every HTTP connection of one relay.
-struct Api {
+/// The HTTP API of one relay: state shared by all its connections, and the pipeline
+/// every request goes through.
+pub struct Api {
     node: Arc<Node>,
     limiter: RateLimiter,
     auth: BasicAuth,
     /// Open connections being served (at most `http_connections_max`).
-    connections: AtomicUsize,
+    connections: Arc<Slots>,
     /// Connections being told 503 because of the cap (at most `http_connections_max`
     /// too, so a flood cannot pile up refusal tasks).
-    refusing: AtomicUsize,
+    refusing: Arc<Slots>,
     /// Per-route latency histograms, registered at start-up; the last is `unmatched`.
     durations: Vec<(&'static str, Histogram)>,
+}
+
+/// The API without a socket: `app(node).call(client, request)` runs a request through
+/// the whole pipeline (rate limit, route, auth, drain, body size, handler, metrics).
+pub fn app(node: Arc<Node>) -> Arc<Api> {
+    Arc::new(Api::new(node))
 }
 
 impl Api {
@@ -83,11 +90,12 @@ impl Api {
                 (label, histogram)
             })
             .collect();
+        let connections_max = limits.http_connections_max;
         Api {
             limiter: RateLimiter::new(limits.http_requests_per_minute_max, RATE_ADDRESSES_MAX),
             auth: BasicAuth::new(&node.config.auth),
-            connections: AtomicUsize::new(0),
-            refusing: AtomicUsize::new(0),
+            connections: Slots::with_gauge(connections_max, node.metrics.http_connections.clone()),
+            refusing: Slots::new(connections_max),
             durations,
             node,
         }
@@ -104,40 +112,15 @@ impl Api {
     }
 }
 
-/// Takes a slot of `counter` if fewer than `max` are taken; the guard gives it back.
-fn take_slot(api: &Arc<Api>, counter: fn(&Api) -> &AtomicUsize) -> Option<Slot> {
-    let max = api.node.config.limits.http_connections_max;
-    counter(api)
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Slot {
-            api: api.clone(),
-            counter,
-        })
-}
-
-struct Slot {
-    api: Arc<Api>,
-    counter: fn(&Api) -> &AtomicUsize,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        (self.counter)(&self.api).fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Serves the HTTP API on `listener` until the task is aborted. It keeps answering
 /// while the relay drains, so probes see the 503 instead of a refused connection.
 pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
-    let api = Arc::new(Api::new(node));
+    let api = app(node);
     let on_accept = |stream, peer: SocketAddr| {
-        if let Some(slot) = take_slot(&api, |a| &a.connections) {
+        if let Some(slot) = api.connections.try_acquire() {
             tokio::spawn(serve_connection(api.clone(), stream, peer, slot));
-        } else if let Some(slot) = take_slot(&api, |a| &a.refusing) {
-            tokio::spawn(refuse_connection(stream, slot));
+        } else if let Some(slot) = api.refusing.try_acquire() {
+            tokio::spawn(refuse_connection(api.clone(), stream, slot));
         } else {
             tracing::debug!(%peer, "HTTP connection dropped: refusals at their cap");
         }
@@ -147,8 +130,8 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
     };
     // No stop: probes keep getting answers (503) while the relay drains, until `run`
     // ends the task.
-    let clock = api.node.clock.clone();
-    crate::accept::accept_loop(
+    let clock = api.node.lifecycle.clock().clone();
+    crate::conn::accept::accept_loop(
         &mut listener,
         &clock,
         std::future::pending(),
@@ -167,16 +150,15 @@ fn http1(timeout: Duration) -> hyper::server::conn::http1::Builder {
     builder
 }
 
-async fn serve_connection<S>(api: Arc<Api>, stream: S, peer: SocketAddr, _slot: Slot)
+async fn serve_connection<S>(api: Arc<Api>, stream: S, peer: SocketAddr, _slot: Permit)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let _gauge = GaugeGuard::up(&api.node.metrics.http_connections);
     let timeout = Duration::from_secs(api.node.config.limits.http_timeout_secs);
     let service_api = api.clone();
     let service = hyper::service::service_fn(move |request| {
         let api = service_api.clone();
-        async move { Ok::<_, Infallible>(handle(&api, peer.ip(), request).await) }
+        async move { Ok::<_, Infallible>(api.call(peer.ip(), request).await) }
     });
     if let Err(error) = http1(timeout)
         .serve_connection(TokioIo::new(stream), service)
@@ -186,28 +168,11 @@ where
     }
 }
 
-/// Counts one open connection in a gauge for as long as it lives, however it ends.
-struct GaugeGuard(metrics::Gauge);
-
-impl GaugeGuard {
-    fn up(gauge: &metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        GaugeGuard(gauge.clone())
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
 /// Answers one request on a connection over `http_connections_max` with 503 and closes.
-async fn refuse_connection<S>(stream: S, slot: Slot)
+async fn refuse_connection<S>(api: Arc<Api>, stream: S, _slot: Permit)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let api = slot.api.clone();
     let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
         let error = ApiError::Unavailable {
             reason: "connection limit reached",
@@ -222,10 +187,25 @@ where
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, connection).await;
 }
 
-/// One request, from arrival to counted response, bounded by `http_timeout_secs`.
-async fn handle(api: &Api, client: IpAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+impl Api {
+    /// One request, from arrival to counted response, bounded by `http_timeout_secs`.
+    pub async fn call<B>(&self, client: IpAddr, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        handle(self, client, request).await
+    }
+}
+
+async fn handle<B>(api: &Api, client: IpAddr, request: Request<B>) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let node = &api.node;
-    let started = node.clock.now();
+    let clock = node.lifecycle.clock();
+    let started = clock.now();
     let route = router::find(request.uri().path());
     let label = route.map_or(Route::UNMATCHED_LABEL, Route::label);
     let deadline = Duration::from_secs(node.config.limits.http_timeout_secs);
@@ -238,20 +218,24 @@ async fn handle(api: &Api, client: IpAddr, request: Request<Incoming>) -> Respon
         }
         .into_response(),
     };
-    let seconds = node.clock.now().duration_since(started).as_secs_f64();
+    let seconds = clock.now().duration_since(started).as_secs_f64();
     api.record(label, response.status().as_u16(), seconds);
     response
 }
 
-async fn dispatch(
+async fn dispatch<B>(
     api: &Api,
     client: IpAddr,
     route: Option<Route>,
-    request: Request<Incoming>,
-) -> handlers::ApiResult {
+    request: Request<B>,
+) -> handlers::ApiResult
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let node = &api.node;
     api.limiter
-        .check(client, node.clock.now())
+        .check(client, node.lifecycle.clock().now())
         .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
     let route = route.ok_or(ApiError::NotFound)?;
     router::check_method(route, request.method())?;
@@ -304,7 +288,11 @@ fn check_content_length<B>(request: &Request<B>, bytes_max: usize) -> Result<(),
 
 /// Reads the whole body, stopping as soon as it passes `bytes_max` (chunked bodies
 /// declare no length up front).
-async fn read_body(body: Incoming, bytes_max: usize) -> Result<Bytes, ApiError> {
+async fn read_body<B>(body: B, bytes_max: usize) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match Limited::new(body, bytes_max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {

@@ -4,9 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::protocol::Notification;
+use crate::protocol::peer::StreamSummary;
 
 /// Message ids remembered for deduplication (oldest forgotten first). Ten times the log,
 /// so an id still offered by any peer's log is still remembered here.
@@ -75,13 +74,6 @@ impl DedupCache {
 pub fn split_message_id(id: &str) -> Option<(&str, u64)> {
     let (stream, seq) = id.rsplit_once('-')?;
     Some((stream, seq.parse().ok()?))
-}
-
-/// Seq ranges (inclusive) of one origin stream present in a log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamSummary {
-    pub stream: String,
-    pub ranges: Vec<(u64, u64)>,
 }
 
 /// Recent notifications, by arrival, bounded in count and age.

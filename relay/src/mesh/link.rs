@@ -5,15 +5,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncRead;
-use tokio::sync::mpsc;
 
+use super::Mesh;
 use super::state::{LinkRefused, Pending};
 use super::sync;
-use super::view::SyncType;
-use super::wire::{self, PeerMessage};
-use crate::hub::{ClientControl, CloseReason, Outbound};
-use crate::node::Node;
-use crate::ws::codec::{FrameReader, Incoming, ReadError};
+use crate::conn::codec::{FrameReader, Incoming, ReadError};
+use crate::conn::{CloseReason, Outbound, Outlet};
+use crate::protocol::peer::{self, PeerMessage, SyncType};
 
 /// A handshaken link, ready to serve.
 pub struct LinkParts {
@@ -22,22 +20,12 @@ pub struct LinkParts {
     /// The relay id of the side that dialed.
     pub dialer: String,
     pub inbound: bool,
-    pub tx: mpsc::Sender<Outbound>,
-    pub control: Arc<ClientControl>,
-}
-
-/// Serves a link accepted on the WebSocket port after a `relay` handshake.
-pub async fn serve_inbound<R: AsyncRead + Unpin>(
-    node: &Arc<Node>,
-    reader: &mut FrameReader<R>,
-    parts: LinkParts,
-) {
-    serve(node, reader, parts).await;
+    pub outlet: Outlet,
 }
 
 /// Registers the link, then handles the peer's frames until the link closes.
 pub(super) async fn serve<R: AsyncRead + Unpin>(
-    node: &Arc<Node>,
+    mesh: &Mesh,
     reader: &mut FrameReader<R>,
     parts: LinkParts,
 ) {
@@ -46,14 +34,13 @@ pub(super) async fn serve<R: AsyncRead + Unpin>(
         address,
         dialer,
         inbound,
-        tx,
-        control,
+        outlet,
     } = parts;
-    let registered = node.mesh.register_link(
-        node.relay_id(),
+    let registered = mesh.state.register_link(
+        mesh.relay_id(),
         &peer_id,
-        (tx.clone(), control.clone(), dialer, inbound),
-        node.config.mesh.peers_max,
+        (outlet.clone(), dialer, inbound),
+        mesh.parts.config.mesh.peers_max,
     );
     let link_id = match registered {
         Ok(id) => id,
@@ -63,52 +50,47 @@ pub(super) async fn serve<R: AsyncRead + Unpin>(
                 LinkRefused::Full => "peers_max reached",
             };
             tracing::debug!(peer = %peer_id, reason, "peer link refused");
-            control.close(CloseReason { code: 1000, reason });
+            outlet.close(CloseReason { code: 1000, reason });
             return;
         }
     };
     tracing::info!(peer = %peer_id, %address, inbound, "peer link up");
-    node.mesh.heard(
-        &peer_id,
-        Some(&address),
-        node.clock.unix_time().as_millis() as u64,
-    );
-    sync::send_all_types_to(node, &peer_id, &tx);
-    read_loop(node, reader, &peer_id, &tx, &control).await;
-    node.mesh.unregister_link(&peer_id, link_id);
-    tracing::info!(peer = %peer_id, reason = ?control.close_reason().map(|r| r.reason), "peer link down");
+    mesh.state.heard(&peer_id, Some(&address), mesh.unix_ms());
+    sync::send_all_types_to(mesh, &peer_id);
+    read_loop(mesh, reader, &peer_id, &outlet).await;
+    mesh.state.unregister_link(&peer_id, link_id);
+    tracing::info!(peer = %peer_id, reason = ?outlet.control().close_reason().map(|r| r.reason), "peer link down");
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
-    node: &Arc<Node>,
+    mesh: &Mesh,
     reader: &mut FrameReader<R>,
     peer_id: &str,
-    tx: &mpsc::Sender<Outbound>,
-    control: &Arc<ClientControl>,
+    outlet: &Outlet,
 ) {
-    let limits = &node.config.limits;
+    let control = outlet.control();
+    let limits = &mesh.parts.config.limits;
     let idle_ms = limits.connection_timeout().as_millis() as u64;
     let mut ticker = tokio::time::interval(limits.heartbeat_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard_ms = node.now_ms();
+    let mut last_heard_ms = mesh.now_ms();
     loop {
         let frame = tokio::select! {
             biased;
             () = control.closed() => return,
             _ = ticker.tick() => {
-                if node.now_ms().saturating_sub(last_heard_ms) > idle_ms {
+                if mesh.now_ms().saturating_sub(last_heard_ms) > idle_ms {
                     control.close(CloseReason::IDLE_TIMEOUT);
                     return;
                 }
-                offer(tx, control, Outbound::Ping);
+                outlet.offer(Outbound::Ping);
                 continue;
             }
             frame = reader.next() => frame,
         };
-        last_heard_ms = node.now_ms();
-        node.mesh
-            .heard(peer_id, None, node.clock.unix_time().as_millis() as u64);
-        if let Some(reason) = on_frame(node, peer_id, tx, control, frame) {
+        last_heard_ms = mesh.now_ms();
+        mesh.state.heard(peer_id, None, mesh.unix_ms());
+        if let Some(reason) = on_frame(mesh, peer_id, outlet, frame) {
             control.close(reason);
             return;
         }
@@ -116,42 +98,35 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 fn on_frame(
-    node: &Arc<Node>,
+    mesh: &Mesh,
     peer_id: &str,
-    tx: &mpsc::Sender<Outbound>,
-    control: &Arc<ClientControl>,
+    outlet: &Outlet,
     frame: Result<Incoming, ReadError>,
 ) -> Option<CloseReason> {
-    if let Some(reason) = crate::ws::ending(&frame) {
+    if let Some(reason) = crate::conn::ending(&frame) {
         return Some(reason);
     }
     match frame {
         Ok(Incoming::Text(text)) => {
-            on_text(node, peer_id, tx, control, &text);
+            on_text(mesh, peer_id, outlet, &text);
             None
         }
         Ok(Incoming::Ping(payload)) => {
-            offer(tx, control, Outbound::Pong(payload));
+            outlet.offer(Outbound::Pong(payload));
             None
         }
         _ => None,
     }
 }
 
-fn on_text(
-    node: &Arc<Node>,
-    peer_id: &str,
-    tx: &mpsc::Sender<Outbound>,
-    control: &Arc<ClientControl>,
-    text: &Bytes,
-) {
-    let message = match wire::parse(text) {
+fn on_text(mesh: &Mesh, peer_id: &str, outlet: &Outlet, text: &Bytes) {
+    let message = match peer::parse(text) {
         Ok(message) => message,
         Err(error) => {
             // A peer speaking nonsense is counted, never trusted, never fatal to others.
-            node.metrics.sync_errors.get("other").increment(1);
-            node.mesh
-                .record_error(node.unix_secs(), peer_id, None, error.to_string());
+            mesh.parts.metrics.sync_errors_other.increment(1);
+            mesh.state
+                .record_error(mesh.unix_secs(), peer_id, None, error.to_string());
             return;
         }
     };
@@ -162,20 +137,17 @@ fn on_text(
             message_id,
             payload,
         } => {
-            node.metrics
-                .sync_received
-                .get(sync_type.as_str())
-                .increment(1);
-            sync::observe(node, peer_id, tx, control, &payload);
-            let answer = sync::payload_for(node, sync_type);
-            let frame = wire::encode_sync_response(
+            mesh.parts.metrics.sync_received.get(sync_type).increment(1);
+            sync::observe(mesh, peer_id, outlet, &payload);
+            let answer = sync::payload_for(mesh, sync_type);
+            let frame = peer::encode_sync_response(
                 sync_type,
-                node.relay_id(),
+                mesh.relay_id(),
                 &message_id,
                 &answer,
-                node.unix_secs(),
+                mesh.unix_secs(),
             );
-            offer(tx, control, Outbound::Text(frame));
+            outlet.offer(Outbound::Text(frame));
         }
         PeerMessage::SyncResponse {
             sync_type,
@@ -183,16 +155,16 @@ fn on_text(
             request_id,
             payload,
         } => {
-            on_sync_response(node, peer_id, sync_type, &request_id);
-            sync::observe(node, peer_id, tx, control, &payload);
+            on_sync_response(mesh, peer_id, sync_type, &request_id);
+            sync::observe(mesh, peer_id, outlet, &payload);
         }
         PeerMessage::Notification(notification) => {
-            node.route(Arc::new(notification), Some(peer_id));
+            mesh.route(Arc::new(notification), Some(peer_id));
         }
         PeerMessage::Fetch(ids) => {
             let ids = &ids[..ids.len().min(super::dedup::FETCH_IDS_MAX)];
-            for frame in node.mesh.logged(ids) {
-                if !offer(tx, control, Outbound::Text(frame)) {
+            for frame in mesh.state.logged(ids) {
+                if outlet.offer(Outbound::Text(frame)) != crate::conn::Offered::Queued {
                     break;
                 }
             }
@@ -200,40 +172,25 @@ fn on_text(
     }
 }
 
-fn on_sync_response(node: &Node, peer_id: &str, sync_type: SyncType, request_id: &str) {
-    let now_ms = node.now_ms();
-    match node
-        .mesh
-        .complete_pending(request_id, now_ms, node.unix_secs())
+fn on_sync_response(mesh: &Mesh, peer_id: &str, sync_type: SyncType, request_id: &str) {
+    let now_ms = mesh.now_ms();
+    match mesh
+        .state
+        .complete_pending(request_id, now_ms, mesh.unix_secs())
     {
         Some((Pending { sync_type, .. }, rtt_ms)) => {
-            node.metrics
+            mesh.parts
+                .metrics
                 .sync_responses
-                .get(sync_type.as_str())
+                .get(sync_type)
                 .increment(1);
-            node.metrics
+            mesh.parts
+                .metrics
                 .sync_rtt(sync_type)
                 .record(rtt_ms as f64 / 1000.0);
         }
         None => {
             tracing::debug!(peer = %peer_id, sync_type = sync_type.as_str(), "late or unknown sync response");
         }
-    }
-}
-
-/// Queues a frame for a peer without waiting; a peer whose queue is full is cut off
-/// (anti-entropy catches it up after it reconnects). Returns false when not queued.
-pub(super) fn offer(
-    tx: &mpsc::Sender<Outbound>,
-    control: &ClientControl,
-    message: Outbound,
-) -> bool {
-    match tx.try_send(message) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            control.close(CloseReason::SLOW_CONSUMER);
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

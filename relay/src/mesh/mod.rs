@@ -1,30 +1,44 @@
-//! The mesh: links to peer relays, membership, sync, and notification flooding.
+//! The mesh: links to peer relays, membership, sync, notification routing and
+//! anti-entropy.
 //!
 //! A relay dials the relays it knows (configured peers, then those learned from gossip)
 //! over the WebSocket port, keeps one live link per pair, and on every link exchanges
 //! `StateSync` (membership and a summary of its notification log), `HealthSync` and
 //! `MetricsSync`, each answered so round trips are measured. Notifications flood: a relay
 //! that sees a message id for the first time delivers it locally and forwards it to its
-//! other peers. Anti-entropy repairs what a partition or a restart made a relay miss: a
-//! relay that finds ids in a peer's log summary that it never saw fetches them.
+//! other peers (`router`). Anti-entropy repairs what a partition or a restart made a
+//! relay miss: a relay that finds ids in a peer's log summary that it never saw fetches
+//! them.
+//!
+//! The rest of the relay reaches the mesh through three doors: it is the
+//! [`Backbone`](crate::routing::Backbone) publications enter, the
+//! [`PeerHandoff`](crate::conn::PeerHandoff) that takes relays dialing the WebSocket
+//! port, and the read-only views the HTTP API shows (`views`).
 
 pub mod dedup;
+mod inbound;
 mod link;
 mod persist;
-pub mod report;
+mod report;
+mod router;
 mod state;
 mod supervisor;
 mod sync;
-mod view;
-pub mod wire;
+mod views;
 
-pub use link::{LinkParts, serve_inbound};
-pub use state::Mesh;
-pub use supervisor::PEER_ENVELOPE_SLACK_BYTES;
-pub use supervisor::run;
-pub use view::{
-    PeerHealth, PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus, SyncType,
-};
+use std::sync::Arc;
+
+pub use supervisor::{PEER_ENVELOPE_SLACK_BYTES, run};
+pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::protocol::HealthReport;
+use crate::protocol::peer::SyncType;
+use crate::routing::Origin;
+use crate::rt::{SeededRng, SharedClock};
 
 /// Frames queued for one peer before it is cut off as too slow (anti-entropy catches it
 /// up after it reconnects).
@@ -36,11 +50,72 @@ pub const SYNC_ERRORS_MAX: usize = 50;
 /// Sync requests awaiting an answer.
 pub const PENDING_SYNCS_MAX: usize = 4096;
 
-/// Queues a notification frame for a peer; false (and the link cut) when its queue is full.
-pub fn forward(
-    tx: &tokio::sync::mpsc::Sender<crate::hub::Outbound>,
-    control: &crate::hub::ClientControl,
-    frame: bytes::Bytes,
-) -> bool {
-    link::offer(tx, control, crate::hub::Outbound::Text(frame))
+/// What the mesh reports about this relay to its peers (HealthSync, MetricsSync).
+pub trait LocalStatus: Send + Sync + 'static {
+    fn health_report(&self) -> HealthReport;
+    /// Wallets connected to this relay.
+    fn client_connections(&self) -> usize;
+}
+
+/// What the mesh needs from the rest of the relay.
+pub struct MeshParts {
+    pub config: Arc<Config>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Arc<Metrics>,
+    pub rng: SeededRng,
+    /// This relay's subscribers, to which notifications are delivered.
+    pub hub: Arc<Hub>,
+    /// Ids of what this relay originates.
+    pub origin: Arc<Origin>,
+    pub status: Arc<dyn LocalStatus>,
+}
+
+/// The mesh of one relay.
+pub struct Mesh {
+    parts: MeshParts,
+    state: state::Shared,
+}
+
+impl Mesh {
+    pub fn new(parts: MeshParts) -> Arc<Mesh> {
+        Arc::new(Mesh {
+            parts,
+            state: state::Shared::default(),
+        })
+    }
+
+    fn relay_id(&self) -> &str {
+        &self.parts.config.relay_id
+    }
+
+    fn clock(&self) -> &SharedClock {
+        self.parts.lifecycle.clock()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.parts.lifecycle.now_ms()
+    }
+
+    fn unix_secs(&self) -> u64 {
+        self.parts.lifecycle.unix_secs()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.parts.lifecycle.unix_ms()
+    }
+
+    /// Live links accepted on this relay's port.
+    pub fn inbound_links(&self) -> usize {
+        self.state.inbound_links()
+    }
+
+    pub fn link_count(&self) -> usize {
+        self.state.link_count()
+    }
+
+    /// Sends the named sync types to every live peer now; returns how many peers.
+    pub fn force_sync(&self, types: &[SyncType]) -> usize {
+        tracing::info!(?types, "sync forced");
+        self.state.force(types)
+    }
 }

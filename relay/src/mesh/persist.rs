@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::dedup::{DEDUP_IDS_MAX, StreamSummary};
+use super::dedup::DEDUP_IDS_MAX;
+use crate::protocol::peer::StreamSummary;
 
 const SEEN_FILE: &str = "mesh-seen.json";
 /// Ranges written; more than the dedup cache could ever need for contiguous streams.

@@ -6,16 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::dedup::{
-    DEDUP_IDS_MAX, DedupCache, LOG_ENTRIES_MAX, LOG_RETENTION_SECS, NotificationLog, StreamSummary,
+    DEDUP_IDS_MAX, DedupCache, LOG_ENTRIES_MAX, LOG_RETENTION_SECS, NotificationLog,
 };
-use super::view::{PeerHealth, SyncErrorRecord, SyncType};
-use super::wire::GossipRelay;
+use super::views::SyncErrorRecord;
 use super::{KNOWN_RELAYS_MAX, PENDING_SYNCS_MAX, SYNC_ERRORS_MAX};
-use crate::hub::{ClientControl, CloseReason, Outbound};
+use crate::conn::{CloseReason, Outlet};
 use crate::protocol::Notification;
+use crate::protocol::peer::{GossipRelay, PeerHealth, StreamSummary, SyncType};
 
 /// Another relay, as this one knows it.
 #[derive(Debug, Clone)]
@@ -30,8 +30,7 @@ pub(super) struct Member {
 /// A live link to a peer.
 pub(super) struct Link {
     pub link_id: u64,
-    pub tx: mpsc::Sender<Outbound>,
-    pub control: Arc<ClientControl>,
+    pub outlet: Outlet,
     /// The relay id of the side that dialed; decides which of two links survives.
     pub dialer: String,
     pub inbound: bool,
@@ -82,7 +81,7 @@ pub(super) struct State {
 }
 
 /// The mesh state of one relay.
-pub struct Mesh {
+pub struct Shared {
     state: Mutex<State>,
     next_link_id: AtomicU64,
     /// Wakes the supervisor: a relay was learned, a link dropped, a sync was forced.
@@ -91,9 +90,9 @@ pub struct Mesh {
     pub(super) forced: Mutex<BTreeSet<SyncType>>,
 }
 
-impl Default for Mesh {
+impl Default for Shared {
     fn default() -> Self {
-        Mesh {
+        Shared {
             state: Mutex::new(State {
                 members: BTreeMap::new(),
                 links: BTreeMap::new(),
@@ -130,10 +129,10 @@ pub enum LinkRefused {
 pub(crate) struct Routed {
     pub fresh: bool,
     pub repaired: bool,
-    pub targets: Vec<(String, mpsc::Sender<Outbound>, Arc<ClientControl>)>,
+    pub targets: Vec<(String, Outlet)>,
 }
 
-impl Mesh {
+impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -163,7 +162,7 @@ impl Mesh {
             .links
             .iter()
             .filter(|(peer, _)| Some(peer.as_str()) != from)
-            .map(|(peer, link)| (peer.clone(), link.tx.clone(), link.control.clone()))
+            .map(|(peer, link)| (peer.clone(), link.outlet.clone()))
             .collect();
         Routed {
             fresh: true,
@@ -178,10 +177,10 @@ impl Mesh {
         &self,
         self_id: &str,
         peer: &str,
-        link: (mpsc::Sender<Outbound>, Arc<ClientControl>, String, bool),
+        link: (Outlet, String, bool),
         peers_max: usize,
     ) -> Result<u64, LinkRefused> {
-        let (tx, control, dialer, inbound) = link;
+        let (outlet, dialer, inbound) = link;
         let preferred_dialer = self_id.min(peer);
         let mut state = self.lock();
         if let Some(existing) = state.links.get(peer) {
@@ -189,7 +188,7 @@ impl Mesh {
             if existing_preferred && dialer != preferred_dialer {
                 return Err(LinkRefused::Duplicate);
             }
-            existing.control.close(CloseReason {
+            existing.outlet.close(CloseReason {
                 code: 1000,
                 reason: "replaced by another link",
             });
@@ -201,8 +200,7 @@ impl Mesh {
             peer.to_string(),
             Link {
                 link_id,
-                tx,
-                control,
+                outlet,
                 dialer,
                 inbound,
             },
@@ -402,22 +400,16 @@ impl Mesh {
     }
 
     /// The live links, for sending.
-    pub(super) fn link_senders(&self) -> Vec<(String, mpsc::Sender<Outbound>, Arc<ClientControl>)> {
+    pub(super) fn link_senders(&self) -> Vec<(String, Outlet)> {
         self.lock()
             .links
             .iter()
-            .map(|(p, l)| (p.clone(), l.tx.clone(), l.control.clone()))
+            .map(|(p, l)| (p.clone(), l.outlet.clone()))
             .collect()
     }
 
-    pub(super) fn link_sender(
-        &self,
-        peer: &str,
-    ) -> Option<(mpsc::Sender<Outbound>, Arc<ClientControl>)> {
-        self.lock()
-            .links
-            .get(peer)
-            .map(|l| (l.tx.clone(), l.control.clone()))
+    pub(super) fn link_sender(&self, peer: &str) -> Option<Outlet> {
+        self.lock().links.get(peer).map(|l| l.outlet.clone())
     }
 
     /// Live links accepted on this relay's port (they hold WebSocket slots, but are not
@@ -472,30 +464,28 @@ pub fn health_from_age(age_ms: u64, interval_ms: u64) -> PeerHealth {
 mod tests {
     use super::*;
 
-    fn link(dialer: &str) -> (mpsc::Sender<Outbound>, Arc<ClientControl>, String, bool) {
-        let (tx, _rx) = mpsc::channel(1);
-        (
-            tx,
-            Arc::new(ClientControl::default()),
-            dialer.to_string(),
-            false,
-        )
+    use crate::conn::Control;
+
+    fn link(dialer: &str) -> (Outlet, String, bool) {
+        let (outlet, _rx) = Outlet::new(1, Arc::new(Control::default()));
+        (outlet, dialer.to_string(), false)
     }
 
     #[test]
     fn the_link_dialed_by_the_smaller_id_wins_on_both_sides() {
         // On relay "a": a link a dialed, then one b dialed.
-        let mesh = Mesh::default();
+        let mesh = Shared::default();
         assert!(mesh.register_link("a", "b", link("a"), 8).is_ok());
         assert_eq!(
             mesh.register_link("a", "b", link("b"), 8),
             Err(LinkRefused::Duplicate)
         );
         // On relay "b": the link b dialed came first, then a's replaces it.
-        let mesh = Mesh::default();
-        let (tx, control, dialer, inbound) = link("b");
+        let mesh = Shared::default();
+        let (outlet, dialer, inbound) = link("b");
+        let control = outlet.control().clone();
         assert!(
-            mesh.register_link("b", "a", (tx, control.clone(), dialer, inbound), 8)
+            mesh.register_link("b", "a", (outlet, dialer, inbound), 8)
                 .is_ok()
         );
         assert!(mesh.register_link("b", "a", link("a"), 8).is_ok());
@@ -507,7 +497,7 @@ mod tests {
 
     #[test]
     fn peers_max_bounds_links() {
-        let mesh = Mesh::default();
+        let mesh = Shared::default();
         assert!(mesh.register_link("a", "b", link("a"), 1).is_ok());
         assert_eq!(
             mesh.register_link("a", "c", link("a"), 1),
@@ -524,7 +514,7 @@ mod tests {
 
     #[test]
     fn gossip_learns_new_relays_but_never_itself() {
-        let mesh = Mesh::default();
+        let mesh = Shared::default();
         let relays = [
             GossipRelay {
                 relay_id: "a".into(),

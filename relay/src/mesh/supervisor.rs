@@ -4,15 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Mesh;
 use super::link::{self, LinkParts};
 use super::state::health_from_age;
 use super::sync;
-use super::view::{PeerHealth, SyncType};
-use super::wire::{self, PeerHandshakeResponse};
-use crate::hub::{ClientControl, CloseReason};
-use crate::node::Node;
+use crate::conn::codec::{FrameKind, FrameReader, FrameWriter, Incoming, Role};
+use crate::conn::{CloseReason, Control, Outlet};
+use crate::protocol::peer::{self, PeerHandshakeResponse, PeerHealth, SyncType};
 use crate::rt::Net;
-use crate::ws::codec::{FrameKind, FrameReader, FrameWriter, Incoming, Role};
 
 /// Dial backoff starts here and doubles per failed attempt, up to the sync interval
 /// (clamped to 1-30 s), with jitter from the seeded RNG.
@@ -23,81 +22,84 @@ const DIAL_TIMEOUT_MAX: Duration = Duration::from_secs(5);
 pub const PEER_ENVELOPE_SLACK_BYTES: usize = 64 * 1024;
 
 /// Runs the mesh until shutdown.
-pub async fn run<N: Net>(node: Arc<Node>, net: N) {
-    let interval = node.config.sync_interval();
-    let health_interval = node.config.health_interval();
-    let tick = (node.config.limits.heartbeat_interval().min(interval) / 4)
+pub async fn run<N: Net>(mesh: Arc<Mesh>, net: N) {
+    let interval = mesh.parts.config.sync_interval();
+    let health_interval = mesh.parts.config.health_interval();
+    let tick = (mesh.parts.config.limits.heartbeat_interval().min(interval) / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut next_state = node.clock.now();
-    let mut next_health = node.clock.now();
-    restore_seen(&node);
+    let mut next_state = mesh.clock().now();
+    let mut next_health = mesh.clock().now();
+    restore_seen(&mesh);
     loop {
         tokio::select! {
             biased;
-            () = node.shutdown_started() => {
-                save_seen(&node);
+            () = mesh.parts.lifecycle.shutdown_started() => {
+                save_seen(&mesh);
                 return;
             }
-            () = node.mesh.wake.notified() => {}
-            () = node.clock.sleep(tick) => {}
+            () = mesh.state.wake.notified() => {}
+            () = mesh.clock().sleep(tick) => {}
         }
-        let now = node.clock.now();
+        let now = mesh.clock().now();
         let forced: Vec<SyncType> =
-            std::mem::take(&mut *node.mesh.forced.lock().unwrap_or_else(|p| p.into_inner()))
+            std::mem::take(&mut *mesh.state.forced.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
                 .collect();
         if !forced.is_empty() {
-            sync::send_to_all(&node, &forced);
+            sync::send_to_all(&mesh, &forced);
         }
         if now >= next_state {
-            sync::send_to_all(&node, &[SyncType::StateSync, SyncType::MetricsSync]);
+            sync::send_to_all(&mesh, &[SyncType::StateSync, SyncType::MetricsSync]);
             next_state = now + interval;
-            save_seen(&node);
-            node.mesh.lock().next_sync = node.unix_secs() + interval.as_secs();
+            save_seen(&mesh);
+            mesh.state.lock().next_sync = mesh.unix_secs() + interval.as_secs();
         }
         if now >= next_health {
-            sync::send_to_all(&node, &[SyncType::HealthSync]);
+            sync::send_to_all(&mesh, &[SyncType::HealthSync]);
             next_health = now + health_interval;
         }
-        expire_pending(&node);
-        dial_due(&node, &net);
-        update_gauges(&node);
+        expire_pending(&mesh);
+        dial_due(&mesh, &net);
+        update_gauges(&mesh);
     }
 }
 
-fn restore_seen(node: &Node) {
-    match super::persist::load(&node.config.data_dir) {
+fn restore_seen(mesh: &Mesh) {
+    match super::persist::load(&mesh.parts.config.data_dir) {
         Ok(ids) if !ids.is_empty() => {
             tracing::info!(
                 ids = ids.len(),
                 "restored the notification ids seen before the restart"
             );
-            node.mesh.restore_seen(&ids);
+            mesh.state.restore_seen(&ids);
         }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "ignoring the saved notification ids"),
     }
 }
 
-fn save_seen(node: &Node) {
-    if let Err(error) = super::persist::save(&node.config.data_dir, &node.mesh.seen_summary()) {
+fn save_seen(mesh: &Mesh) {
+    if let Err(error) =
+        super::persist::save(&mesh.parts.config.data_dir, &mesh.state.seen_summary())
+    {
         tracing::warn!(%error, "cannot save the notification ids seen");
     }
 }
 
-fn expire_pending(node: &Node) {
-    let timeout_ms = 2 * node.config.sync_interval().as_millis() as u64;
-    for pending in node
-        .mesh
-        .expire_pending(node.now_ms().saturating_sub(timeout_ms))
+fn expire_pending(mesh: &Mesh) {
+    let timeout_ms = 2 * mesh.parts.config.sync_interval().as_millis() as u64;
+    for pending in mesh
+        .state
+        .expire_pending(mesh.now_ms().saturating_sub(timeout_ms))
     {
-        node.metrics
+        mesh.parts
+            .metrics
             .sync_errors
-            .get(pending.sync_type.as_str())
+            .get(pending.sync_type)
             .increment(1);
         let message = format!("no answer within {timeout_ms} ms");
-        node.mesh.record_error(
-            node.unix_secs(),
+        mesh.state.record_error(
+            mesh.unix_secs(),
             &pending.peer,
             Some(pending.sync_type),
             message,
@@ -106,11 +108,11 @@ fn expire_pending(node: &Node) {
 }
 
 /// Addresses worth dialing now: configured peers and known relays without a live link.
-fn due_addresses(node: &Node) -> Vec<String> {
-    let now_ms = node.now_ms();
-    let own = node.config.advertised_addr();
-    let peers_max = node.config.mesh.peers_max;
-    let state = node.mesh.lock();
+fn due_addresses(mesh: &Mesh) -> Vec<String> {
+    let now_ms = mesh.now_ms();
+    let own = mesh.parts.config.advertised_addr();
+    let peers_max = mesh.parts.config.mesh.peers_max;
+    let state = mesh.state.lock();
     let linked: Vec<&str> = state
         .links
         .keys()
@@ -122,7 +124,8 @@ fn due_addresses(node: &Node) -> Vec<String> {
         .iter()
         .filter(|(id, _)| !state.links.contains_key(*id))
         .map(|(_, m)| m.address.clone());
-    let mut candidates: Vec<String> = node
+    let mut candidates: Vec<String> = mesh
+        .parts
         .config
         .mesh
         .peers
@@ -167,18 +170,18 @@ fn due_addresses(node: &Node) -> Vec<String> {
         .collect()
 }
 
-fn dial_due<N: Net>(node: &Arc<Node>, net: &N) {
-    for address in due_addresses(node) {
-        node.mesh
+fn dial_due<N: Net>(mesh: &Arc<Mesh>, net: &N) {
+    for address in due_addresses(mesh) {
+        mesh.state
             .lock()
             .dials
             .entry(address.clone())
             .or_default()
             .in_flight = true;
-        let (node, net) = (node.clone(), net.clone());
+        let (mesh, net) = (mesh.clone(), net.clone());
         tokio::spawn(async move {
-            let outcome = dial(&node, &net, &address).await;
-            finish_dial(&node, &address, outcome);
+            let outcome = dial(&mesh, &net, &address).await;
+            finish_dial(&mesh, &address, outcome);
         });
     }
 }
@@ -192,13 +195,14 @@ enum DialOutcome {
     Failed(String),
 }
 
-fn finish_dial(node: &Node, address: &str, outcome: DialOutcome) {
-    let now_ms = node.now_ms();
-    let cap = node
+fn finish_dial(mesh: &Mesh, address: &str, outcome: DialOutcome) {
+    let now_ms = mesh.now_ms();
+    let cap = mesh
+        .parts
         .config
         .sync_interval()
         .clamp(Duration::from_secs(1), Duration::from_secs(30));
-    let mut state = node.mesh.lock();
+    let mut state = mesh.state.lock();
     if matches!(outcome, DialOutcome::ItsMe) {
         state.self_addresses.insert(address.to_string());
         state.dials.remove(address);
@@ -214,15 +218,16 @@ fn finish_dial(node: &Node, address: &str, outcome: DialOutcome) {
         .saturating_mul(1 << dial.attempts.min(16))
         .min(cap);
     let half = backoff.as_millis() as u64 / 2;
-    dial.next_attempt_ms = now_ms + half + node.rng.range_u64(0, half.max(1));
+    dial.next_attempt_ms = now_ms + half + mesh.parts.rng.range_u64(0, half.max(1));
     if let DialOutcome::Failed(reason) = outcome {
         tracing::debug!(%address, attempts = dial.attempts, %reason, "peer dial failed");
     }
 }
 
 /// Connects, upgrades, handshakes as a relay, then serves the link until it closes.
-async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
-    let limit = node
+async fn dial<N: Net>(mesh: &Mesh, net: &N, address: &str) -> DialOutcome {
+    let limit = mesh
+        .parts
         .config
         .limits
         .connection_timeout()
@@ -232,10 +237,10 @@ async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
         Ok(Err(e)) => return DialOutcome::Failed(format!("connect: {e}")),
         Err(_) => return DialOutcome::Failed("connect timed out".into()),
     };
-    let request = crate::ws::client::upgrade_request(address);
+    let request = crate::conn::client::upgrade_request(address);
     let upgraded = tokio::time::timeout(
         limit,
-        fastwebsockets::handshake::client(&crate::ws::client::SpawnExecutor, request, stream),
+        fastwebsockets::handshake::client(&crate::conn::client::SpawnExecutor, request, stream),
     )
     .await;
     let ws = match upgraded {
@@ -244,13 +249,13 @@ async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
         Err(_) => return DialOutcome::Failed("upgrade timed out".into()),
     };
     let (read_half, write_half) = tokio::io::split(ws.into_inner());
-    let message_max = node.config.limits.ws_message_bytes_max + PEER_ENVELOPE_SLACK_BYTES;
+    let message_max = mesh.parts.config.limits.ws_message_bytes_max + PEER_ENVELOPE_SLACK_BYTES;
     let mut reader = FrameReader::new(read_half, Role::Client, message_max);
-    let mut writer = FrameWriter::new(write_half, Role::Client, node.rng.next_u64() as u32);
-    let handshake = wire::encode_peer_handshake(
-        node.relay_id(),
-        node.config.advertised_addr(),
-        node.config.auth.mesh_token.as_deref(),
+    let mut writer = FrameWriter::new(write_half, Role::Client, mesh.parts.rng.next_u64() as u32);
+    let handshake = peer::encode_peer_handshake(
+        mesh.relay_id(),
+        mesh.parts.config.advertised_addr(),
+        mesh.parts.config.auth.mesh_token.as_deref(),
     );
     if writer.push(FrameKind::Text, &handshake).await.is_err() || writer.flush().await.is_err() {
         return DialOutcome::Failed("handshake write failed".into());
@@ -261,13 +266,13 @@ async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
         Err(_) => return DialOutcome::Failed("handshake timed out".into()),
     };
     let response = match response {
-        Ok(r) if r.relay_id == node.relay_id() => return DialOutcome::ItsMe,
+        Ok(r) if r.relay_id == mesh.relay_id() => return DialOutcome::ItsMe,
         Ok(r) if r.status == "accepted" => r,
         Ok(r) => return DialOutcome::Failed(format!("refused: {}", r.reason.unwrap_or_default())),
         Err(e) => return DialOutcome::Failed(format!("bad handshake response: {e}")),
     };
     let peer_id = response.relay_id;
-    node.mesh
+    mesh.state
         .lock()
         .dials
         .entry(address.to_string())
@@ -279,12 +284,12 @@ async fn dial<N: Net>(node: &Arc<Node>, net: &N, address: &str) -> DialOutcome {
         .address
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| address.to_string());
-    serve_outbound(node, reader, writer, peer_id, advertised).await;
+    serve_outbound(mesh, reader, writer, peer_id, advertised).await;
     DialOutcome::Served
 }
 
 async fn serve_outbound<R, W>(
-    node: &Arc<Node>,
+    mesh: &Mesh,
     mut reader: FrameReader<R>,
     writer: FrameWriter<W>,
     peer_id: String,
@@ -293,28 +298,27 @@ async fn serve_outbound<R, W>(
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let control = Arc::new(ClientControl::default());
-    let (tx, rx) = tokio::sync::mpsc::channel(super::PEER_QUEUE_MAX);
-    let writer_task = tokio::spawn(crate::ws::write_loop(writer, rx, control.clone()));
+    let control = Arc::new(Control::default());
+    let (outlet, rx) = Outlet::new(super::PEER_QUEUE_MAX, control.clone());
+    let writer_task = tokio::spawn(crate::conn::write_loop(writer, rx, control.clone()));
     let parts = LinkParts {
         peer_id,
         address,
-        dialer: node.relay_id().to_string(),
+        dialer: mesh.relay_id().to_string(),
         inbound: false,
-        tx,
-        control: control.clone(),
+        outlet,
     };
-    link::serve(node, &mut reader, parts).await;
+    link::serve(mesh, &mut reader, parts).await;
     if control.close_reason().is_none() {
         control.close(CloseReason::NORMAL);
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), writer_task).await;
 }
 
-fn update_gauges(node: &Node) {
-    let now_ms = node.clock.unix_time().as_millis() as u64;
-    let interval_ms = node.config.sync_interval().as_millis() as u64;
-    let state = node.mesh.lock();
+fn update_gauges(mesh: &Mesh) {
+    let now_ms = mesh.unix_ms();
+    let interval_ms = mesh.parts.config.sync_interval().as_millis() as u64;
+    let state = mesh.state.lock();
     let mut counts = [0usize; 3];
     for member in state.members.values() {
         let index = match health_from_age(now_ms.saturating_sub(member.last_seen_ms), interval_ms) {
@@ -324,11 +328,15 @@ fn update_gauges(node: &Node) {
         };
         counts[index] += 1;
     }
-    for (gauge, count) in node.metrics.mesh_peers.iter().zip(counts) {
+    for (gauge, count) in mesh.parts.metrics.mesh_peers.iter().zip(counts) {
         gauge.set(count as f64);
     }
-    node.metrics
+    mesh.parts
+        .metrics
         .mesh_known_relays
         .set((state.members.len() + 1) as f64);
-    node.metrics.mesh_connections.set(state.links.len() as f64);
+    mesh.parts
+        .metrics
+        .mesh_connections
+        .set(state.links.len() as f64);
 }

@@ -1,14 +1,19 @@
-//! The WebSocket protocol: message types, parsing and validation, serialization.
-//! Pure code, no I/O.
+//! Every message the relay reads or writes, and nothing else: the wallet protocol
+//! (`inbound`, `outbound`), the peer protocol between relays (`peer`), and what the chain
+//! watcher tells wallets (`chain`). Pure code, no I/O.
 //!
 //! Inbound messages are parsed in one pass into a flat envelope and then validated per
 //! `type`; a notification's `data` stays raw JSON, so a 1 MiB payload is routed without
 //! being parsed into a tree or re-serialized.
 
+pub mod chain;
 mod inbound;
+mod kinds;
 mod outbound;
+pub mod peer;
 
 pub use inbound::{ClientMessage, Handshake, ParseError, Publish, parse_client_message};
+pub use kinds::{InboundKind, LabelValue, OutboundKind};
 pub use outbound::{
     HealthReport, Notification, encode_error, encode_handshake_accepted, encode_handshake_rejected,
     encode_health, encode_notification_ack, encode_pong, encode_state_sync, encode_subscriptions,
@@ -85,6 +90,11 @@ impl Capabilities {
     fn bit(c: Capability) -> u8 {
         1 << (c as u8)
     }
+}
+
+/// Serializes one of our own messages; plain structs and JSON values cannot fail.
+fn to_bytes<T: serde::Serialize>(value: &T) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(value).expect("relay messages serialize"))
 }
 
 /// Machine-readable codes of `error` messages.

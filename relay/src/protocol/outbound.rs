@@ -2,7 +2,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{Capabilities, VERSION};
+use super::{Capabilities, VERSION, to_bytes};
 
 /// A notification as it travels the mesh: stamped once by the relay where it was
 /// published, and never changed after.
@@ -40,11 +40,6 @@ impl Notification {
             relay_id: &self.relay_id,
         })
     }
-}
-
-fn to_bytes<T: Serialize>(value: &T) -> Bytes {
-    // Serializing our own plain structs cannot fail.
-    Bytes::from(serde_json::to_vec(value).expect("outbound messages serialize"))
 }
 
 fn capability_names(capabilities: Capabilities) -> Vec<&'static str> {

@@ -1,15 +1,19 @@
-//! The WebSocket interface (port 8090): accepting connections, the HTTP upgrade, and one
-//! session per client.
+//! The WebSocket interface (port 8090): accepting connections, the HTTP upgrade, one
+//! session per wallet, and the heartbeat and sync broadcasts to wallets. A connection
+//! whose handshake asks for capability `relay` is handed over to the mesh (through
+//! `conn::PeerHandoff`); this module never learns what a peer link does.
 
-pub mod client;
-pub mod codec;
+mod broadcast;
 mod connection;
 mod session;
 
-pub(crate) use connection::write_loop;
+pub use broadcast::{heartbeat, state_sync_to_clients};
+#[cfg(test)]
+pub(crate) use connection::task_state_bytes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +23,15 @@ use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::node::Node;
+use crate::config::Config;
+use crate::conn::{PeerHandoff, Permit, Slots};
+use crate::health::Health;
+use crate::hub::{ClientId, Hub};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::routing::Publisher;
 use crate::rt::Listener;
+use crate::wallets::Wallets;
 
 /// Connections allowed in the pre-upgrade HTTP exchange beyond `ws_connections_max`, so
 /// the ones over the limit can still be told 503.
@@ -28,28 +39,64 @@ const PENDING_UPGRADES_SLACK: usize = 1024;
 /// Seconds a refused client is told to wait before retrying.
 const RETRY_AFTER_SECS: &str = "5";
 
-/// How a frame or a read error ends a connection, if it does: a binary frame, the
-/// peer's close, a message over the limit, invalid UTF-8, a protocol violation, or a
-/// lost connection. `None` for text, ping and pong, which the caller handles.
-pub(crate) fn ending(
-    frame: &Result<codec::Incoming, codec::ReadError>,
-) -> Option<crate::hub::CloseReason> {
-    use crate::hub::CloseReason;
-    use codec::{Incoming, ReadError};
-    match frame {
-        Ok(Incoming::Text(_) | Incoming::Ping(_) | Incoming::Pong) => None,
-        Ok(Incoming::Binary) => Some(CloseReason::BINARY),
-        Ok(Incoming::Close(_)) => Some(CloseReason::NORMAL),
-        Err(ReadError::TooBig(_)) => Some(CloseReason::TOO_BIG),
-        Err(ReadError::InvalidUtf8) => Some(CloseReason::INVALID_UTF8),
-        Err(ReadError::Protocol(_)) => Some(CloseReason::PROTOCOL),
-        Err(ReadError::Eof | ReadError::Io(_)) => Some(CloseReason::LOST),
+/// What the wallet server needs from the rest of the relay.
+pub struct WsContext {
+    pub config: Arc<Config>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Arc<Metrics>,
+    /// Handshaken wallets and their subscriptions.
+    pub hub: Arc<Hub>,
+    /// `ws_connections_max` slots, peer links on this port included.
+    pub slots: Arc<Slots>,
+    /// Where wallets' publications enter the backbone.
+    pub publisher: Arc<Publisher>,
+    /// Wallets registered with the chain watcher.
+    pub wallets: Arc<Wallets>,
+    pub health: Arc<Health>,
+    /// Takes connections that handshake as relays.
+    pub peers: Arc<dyn PeerHandoff>,
+    next_client_id: AtomicU64,
+}
+
+impl WsContext {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+        hub: Arc<Hub>,
+        slots: Arc<Slots>,
+        publisher: Arc<Publisher>,
+        wallets: Arc<Wallets>,
+        health: Arc<Health>,
+        peers: Arc<dyn PeerHandoff>,
+    ) -> Arc<WsContext> {
+        Arc::new(WsContext {
+            config,
+            lifecycle,
+            metrics,
+            hub,
+            slots,
+            publisher,
+            wallets,
+            health,
+            peers,
+            next_client_id: AtomicU64::new(1),
+        })
+    }
+
+    fn next_client_id(&self) -> ClientId {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn try_acquire_slot(&self) -> Option<Permit> {
+        self.slots.try_acquire()
     }
 }
 
 /// Accepts WebSocket connections until shutdown. Never exits on accept errors: it backs
 /// off and retries, so running out of descriptors degrades service instead of ending it.
-pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
+pub async fn serve<L: Listener>(node: Arc<WsContext>, mut listener: L) {
     // Connections still in the HTTP exchange before the upgrade: bounded, so sockets
     // that never upgrade cannot pile up (each is also cut off after the timeout).
     let pending = Arc::new(tokio::sync::Semaphore::new(
@@ -69,11 +116,11 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
         node.metrics.ws_refused.get("accept_error").increment(1);
         tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "WebSocket accept failed; backing off");
     };
-    let clock = node.clock.clone();
-    crate::accept::accept_loop(
+    let clock = node.lifecycle.clock().clone();
+    crate::conn::accept::accept_loop(
         &mut listener,
         &clock,
-        node.shutdown_started(),
+        node.lifecycle.shutdown_started(),
         on_accept,
         on_error,
     )
@@ -81,7 +128,7 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
 }
 
 /// Serves the HTTP exchange that precedes the upgrade, bounded by the connection timeout.
-async fn serve_http<S>(node: Arc<Node>, stream: S)
+async fn serve_http<S>(node: Arc<WsContext>, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -104,7 +151,7 @@ where
     let _ = tokio::time::timeout(timeout, connection).await;
 }
 
-fn upgrade(node: Arc<Node>, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+fn upgrade(node: Arc<WsContext>, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         node.metrics.ws_refused.get("bad_upgrade").increment(1);
         return plain(
@@ -112,11 +159,11 @@ fn upgrade(node: Arc<Node>, mut request: Request<Incoming>) -> Response<Full<Byt
             "this port speaks WebSocket; connect with a WebSocket client\n",
         );
     }
-    if node.is_draining() {
+    if node.lifecycle.is_draining() {
         node.metrics.ws_refused.get("draining").increment(1);
         return unavailable("relay shutting down\n");
     }
-    let Some(slot) = node.try_acquire_ws_slot() else {
+    let Some(slot) = node.try_acquire_slot() else {
         node.metrics.ws_refused.get("limit").increment(1);
         tracing::debug!("WebSocket connection refused: ws_connections_max reached");
         return unavailable("connection limit reached\n");

@@ -4,111 +4,85 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncRead;
-use tokio::sync::mpsc;
 
-use super::codec::{FrameReader, Incoming, ReadError};
-use crate::hub::{ClientControl, ClientId, CloseReason, Outbound};
-use crate::node::Node;
+use super::WsContext;
+use crate::conn::codec::{FrameReader, Incoming, ReadError};
+use crate::conn::{CloseReason, Offered, Outbound, Outlet};
+use crate::hub::ClientId;
 use crate::protocol::{
-    self, Capabilities, Capability, ClientMessage, Handshake, ParseError, error_code,
+    self, Capability, ClientMessage, Handshake, InboundKind, OutboundKind, ParseError, error_code,
 };
 
 /// Wallets one connection may register with the chain watcher.
 const WALLETS_PER_CONNECTION_MAX: usize = 8;
 
 pub struct Session {
-    node: Arc<Node>,
+    node: Arc<WsContext>,
     id: ClientId,
-    tx: mpsc::Sender<Outbound>,
-    control: Arc<ClientControl>,
+    outlet: Outlet,
     /// Granted at the handshake; `None` until then.
-    granted: Option<Capabilities>,
-    /// Set when the other side handshook as a relay: (relay id, advertised address).
-    peer: Option<(String, String)>,
+    granted: Option<protocol::Capabilities>,
+    /// Set when the other side handshook as a relay: the connection goes to the mesh.
+    peer: Option<Handshake>,
     /// Wallets this connection registered with the chain watcher.
     wallets: Vec<crate::chain::WalletId>,
 }
 
+/// How a session ended.
+pub enum SessionEnd {
+    /// The connection is to close; the reason is in its control block.
+    Closed,
+    /// The other side is a relay: hand the connection to the mesh.
+    Peer(Handshake),
+}
+
 impl Session {
-    pub fn new(
-        node: Arc<Node>,
-        id: ClientId,
-        tx: mpsc::Sender<Outbound>,
-        control: Arc<ClientControl>,
-    ) -> Self {
+    pub fn new(node: Arc<WsContext>, id: ClientId, outlet: Outlet) -> Self {
         Session {
             node,
             id,
-            tx,
-            control,
+            outlet,
             granted: None,
             peer: None,
             wallets: Vec::new(),
         }
     }
 
-    /// Reads and handles messages until the connection is to close; the reason is then
-    /// recorded in the control block.
-    pub async fn run<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) {
+    /// Reads and handles messages until the connection is to close (the reason is then
+    /// recorded in the control block) or turns out to be a relay's.
+    pub async fn run<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) -> SessionEnd {
+        let control = self.outlet.control().clone();
         let handshake_deadline = self
             .node
-            .clock
+            .lifecycle
+            .clock()
             .sleep(self.node.config.limits.connection_timeout());
         tokio::pin!(handshake_deadline);
         loop {
             let next = tokio::select! {
                 biased;
-                () = self.control.closed() => return,
+                () = control.closed() => return SessionEnd::Closed,
                 () = &mut handshake_deadline, if self.granted.is_none() => {
                     self.node.metrics.ws_handshakes.get("timeout").increment(1);
-                    self.control.close(CloseReason::HANDSHAKE_TIMEOUT);
-                    return;
+                    control.close(CloseReason::HANDSHAKE_TIMEOUT);
+                    return SessionEnd::Closed;
                 }
                 next = reader.next() => next,
             };
-            self.control.touch(self.node.now_ms());
+            control.touch(self.node.lifecycle.now_ms());
             if let Some(reason) = self.on_frame(next) {
-                self.control.close(reason);
-                return;
+                control.close(reason);
+                return SessionEnd::Closed;
             }
-            if let Some((peer_id, address)) = self.peer.take() {
-                return self.serve_peer(reader, peer_id, address).await;
+            if let Some(handshake) = self.peer.take() {
+                return SessionEnd::Peer(handshake);
             }
-        }
-    }
-
-    /// The rest of the connection is a mesh link.
-    async fn serve_peer<R: AsyncRead + Unpin>(
-        &mut self,
-        reader: &mut FrameReader<R>,
-        peer_id: String,
-        address: String,
-    ) {
-        let limit =
-            self.node.config.limits.ws_message_bytes_max + crate::mesh::PEER_ENVELOPE_SLACK_BYTES;
-        reader.set_message_bytes_max(limit);
-        let parts = crate::mesh::LinkParts {
-            // The peer dialed this link: the tie-break between two links to the same
-            // peer must know that, or both ends drop the link the other one keeps.
-            dialer: peer_id.clone(),
-            peer_id,
-            address,
-            inbound: true,
-            tx: self.tx.clone(),
-            control: self.control.clone(),
-        };
-        // A peer link is not a client: the connection gauge counts wallets only.
-        self.node.metrics.ws_connections.decrement(1.0);
-        crate::mesh::serve_inbound(&self.node, reader, parts).await;
-        self.node.metrics.ws_connections.increment(1.0);
-        if self.control.close_reason().is_none() {
-            self.control.close(CloseReason::NORMAL);
         }
     }
 
     /// Handles one frame; `Some` closes the connection with that reason.
     fn on_frame(&mut self, frame: Result<Incoming, ReadError>) -> Option<CloseReason> {
-        if let Some(reason) = super::ending(&frame) {
+        if let Some(reason) = crate::conn::ending(&frame) {
             return Some(reason);
         }
         match frame {
@@ -135,20 +109,17 @@ impl Session {
             Ok(message) => message,
             Err(error) => return self.reject_message(&error),
         };
+        self.count_in(message.kind());
         match message {
-            ClientMessage::Handshake(_) => {
-                self.count_in("handshake");
-                self.send_error(
-                    error_code::ALREADY_HANDSHAKEN,
-                    "the handshake was already done",
-                )
-            }
+            ClientMessage::Handshake(_) => self.send_error(
+                error_code::ALREADY_HANDSHAKEN,
+                "the handshake was already done",
+            ),
             ClientMessage::Ping { id } => {
-                self.count_in("ping");
-                self.send_text("pong", protocol::encode_pong(id, self.node.unix_secs()))
+                let pong = protocol::encode_pong(id, self.node.lifecycle.unix_secs());
+                self.send_text(OutboundKind::Pong, pong)
             }
             ClientMessage::Subscribe(names) => {
-                self.count_in("subscribe");
                 let names = self
                     .node
                     .hub
@@ -165,16 +136,11 @@ impl Session {
                 }
             }
             ClientMessage::Unsubscribe(names) => {
-                self.count_in("unsubscribe");
                 let names = self.node.hub.unsubscribe(self.id, &names);
                 self.send_subscriptions(&names)
             }
-            ClientMessage::Watch => {
-                self.count_in("watch");
-                self.watch(text)
-            }
+            ClientMessage::Watch => self.watch(text),
             ClientMessage::Publish(publish) => {
-                self.count_in("notification");
                 if !granted.contains(Capability::Publish) {
                     return self.send_error(
                         error_code::FORBIDDEN,
@@ -183,12 +149,13 @@ impl Session {
                 }
                 let notification = self
                     .node
-                    .publish_local(publish.notification_type, publish.data);
+                    .publisher
+                    .publish(publish.notification_type, publish.data);
                 let ack = protocol::encode_notification_ack(
                     &notification.message_id,
                     notification.timestamp,
                 );
-                self.send_text("notification_ack", ack)
+                self.send_text(OutboundKind::NotificationAck, ack)
             }
         }
     }
@@ -199,11 +166,11 @@ impl Session {
     ) -> Option<CloseReason> {
         match parsed {
             Ok(ClientMessage::Handshake(handshake)) => {
-                self.count_in("handshake");
+                self.count_in(InboundKind::Handshake);
                 self.handshake(handshake)
             }
             _ => {
-                self.count_in("invalid");
+                self.count_in(InboundKind::Invalid);
                 self.node
                     .metrics
                     .ws_handshakes
@@ -216,16 +183,19 @@ impl Session {
 
     fn handshake(&mut self, handshake: Handshake) -> Option<CloseReason> {
         if handshake.capabilities.contains(Capability::Relay) {
-            return self.relay_handshake(handshake);
+            // A relay dialing in: the mesh answers it and serves the link.
+            self.peer = Some(handshake);
+            return None;
         }
         let node = self.node.clone();
         let limits = &node.config.limits;
         let tokens = &node.config.auth.ws_tokens;
         let token_ok = tokens.is_empty()
-            || handshake
-                .token
-                .as_deref()
-                .is_some_and(|t| tokens.iter().any(|known| constant_time_eq(known, t)));
+            || handshake.token.as_deref().is_some_and(|t| {
+                tokens
+                    .iter()
+                    .any(|known| crate::secret::matches(known.as_bytes(), t.as_bytes()))
+            });
         if !token_ok {
             node.metrics.ws_handshakes.get("rejected").increment(1);
             let reason = if handshake.token.is_some() {
@@ -235,77 +205,32 @@ impl Session {
             };
             tracing::info!(client_id = %handshake.client_id, reason, "handshake rejected");
             let frame = protocol::encode_handshake_rejected(
-                node.relay_id(),
+                &node.config.relay_id,
                 reason,
                 limits.heartbeat_interval_secs,
-                node.unix_secs(),
+                node.lifecycle.unix_secs(),
             );
-            self.send_text("handshake_response", frame);
+            self.send_text(OutboundKind::HandshakeResponse, frame);
             return Some(CloseReason::AUTH);
         }
         let granted = handshake.capabilities;
         self.granted = Some(granted);
         node.hub.join(
             self.id,
-            self.tx.clone(),
-            self.control.clone(),
+            self.outlet.clone(),
             granted.contains(Capability::Notifications),
             granted.contains(Capability::Sync),
         );
         node.metrics.ws_handshakes.get("accepted").increment(1);
         tracing::debug!(client_id = %handshake.client_id, version = %handshake.version, "client handshake accepted");
         let response = protocol::encode_handshake_accepted(
-            node.relay_id(),
+            &node.config.relay_id,
             granted,
             limits.heartbeat_interval_secs,
-            node.unix_secs(),
+            node.lifecycle.unix_secs(),
         );
-        self.send_text("handshake_response", response)
-            .or_else(|| self.send_text("health", node.health_frame()))
-    }
-
-    /// A relay dialing in: check the mesh token, answer, and become a mesh link.
-    fn relay_handshake(&mut self, handshake: Handshake) -> Option<CloseReason> {
-        let node = self.node.clone();
-        let token_ok = match &node.config.auth.mesh_token {
-            None => true,
-            Some(expected) => handshake
-                .token
-                .as_deref()
-                .is_some_and(|t| constant_time_eq(expected, t)),
-        };
-        let peer_id = handshake.relay_id.unwrap_or_default();
-        let refusal = if !token_ok {
-            Some(("invalid mesh token", CloseReason::AUTH))
-        } else if peer_id == node.relay_id() {
-            Some(("that is this relay", CloseReason::NORMAL))
-        } else {
-            None
-        };
-        if let Some((reason, close)) = refusal {
-            node.metrics.ws_handshakes.get("rejected").increment(1);
-            tracing::info!(peer = %peer_id, reason, "relay handshake refused");
-            let heartbeat = node.config.limits.heartbeat_interval_secs;
-            let frame = protocol::encode_handshake_rejected(
-                node.relay_id(),
-                reason,
-                heartbeat,
-                node.unix_secs(),
-            );
-            self.send_text("handshake_response", frame);
-            return Some(close);
-        }
-        node.metrics.ws_handshakes.get("accepted").increment(1);
-        let mut granted = Capabilities::default();
-        granted.insert(Capability::Relay);
-        self.granted = Some(granted);
-        self.peer = Some((peer_id, handshake.address.unwrap_or_default()));
-        let response = crate::mesh::wire::encode_peer_accepted(
-            node.relay_id(),
-            node.config.advertised_addr(),
-            node.unix_secs(),
-        );
-        self.send_text("handshake_response", response)
+        self.send_text(OutboundKind::HandshakeResponse, response)
+            .or_else(|| self.send_text(OutboundKind::Health, node.health.frame()))
     }
 
     /// Registers a wallet's keys with the chain watcher; its payments come back on this
@@ -317,81 +242,66 @@ impl Session {
             WatchOutcome::Rejected { reason }
         } else {
             match WatchRequest::from_json(text)
-                .and_then(|request| self.node.chain.register(request))
+                .and_then(|request| self.node.wallets.register(request, self.id))
             {
                 Ok((wallet, address)) => {
-                    self.node.bind_wallet(wallet, self.id);
                     self.wallets.push(wallet);
                     WatchOutcome::Accepted { address }
                 }
                 Err(reason) => WatchOutcome::Rejected { reason },
             }
         };
-        self.send_text("watch_response", encode_watch_response(&outcome))
+        self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome))
     }
 
     fn reject_message(&mut self, error: &ParseError) -> Option<CloseReason> {
-        self.count_in("invalid");
+        self.count_in(InboundKind::Invalid);
         self.send_error(error.code(), &error.to_string())
     }
 
     fn send_subscriptions(&mut self, names: &[String]) -> Option<CloseReason> {
         self.send_text(
-            "subscriptions",
+            OutboundKind::Subscriptions,
             protocol::encode_subscriptions(names.iter().map(String::as_str)),
         )
     }
 
     fn send_error(&mut self, code: &str, message: &str) -> Option<CloseReason> {
         self.node.metrics.ws_errors_sent.increment(1);
-        self.send_text("error", protocol::encode_error(code, message))
+        self.send_text(OutboundKind::Error, protocol::encode_error(code, message))
     }
 
-    fn send_text(&mut self, kind: &str, frame: Bytes) -> Option<CloseReason> {
-        self.node.metrics.ws_sent.get(kind).increment(1);
-        self.node
-            .metrics
-            .ws_sent_bytes
-            .increment(frame.len() as u64);
+    fn send_text(&mut self, kind: OutboundKind, frame: Bytes) -> Option<CloseReason> {
+        self.node.metrics.count_sent(kind, frame.len());
         self.send(Outbound::Text(frame))
     }
 
     /// Queues without waiting; a client that lets its queue fill is disconnected.
     fn send(&mut self, message: Outbound) -> Option<CloseReason> {
-        match self.tx.try_send(message) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.outlet.offer(message) {
+            Offered::Queued => None,
+            Offered::CutSlow => {
                 self.node.metrics.ws_slow_consumers.increment(1);
                 Some(CloseReason::SLOW_CONSUMER)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Some(CloseReason {
-                code: super::connection::ABNORMAL,
-                reason: "writer gone",
-            }),
+            Offered::Dropped => Some(
+                self.outlet
+                    .control()
+                    .close_reason()
+                    .unwrap_or(CloseReason::WRITER_GONE),
+            ),
         }
     }
 
-    fn count_in(&self, kind: &str) {
+    fn count_in(&self, kind: InboundKind) {
         self.node.metrics.ws_received.get(kind).increment(1);
     }
-}
-
-/// Compares secrets without revealing, through timing, where they first differ.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         for wallet in self.wallets.drain(..) {
-            self.node.release_wallet(wallet);
+            self.node.wallets.release(wallet);
         }
     }
 }

@@ -398,3 +398,55 @@ async fn client_mistakes_are_not_logged_as_errors() {
     assert!(errors.is_empty(), "{errors:?}");
     relay.shutdown().await;
 }
+
+/// Proves the API's whole pipeline (route, method, body, handler, metrics) answers
+/// without a socket, through `http::app`, the entry point tests can call directly.
+#[tokio::test]
+async fn the_api_answers_without_a_socket() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use sdk_relay::rt::Env;
+
+    let env = Env::tokio(5);
+    let node = sdk_relay::node::Node::new(
+        fast_config(),
+        env.clock.clone(),
+        env.rng.clone(),
+        sdk_relay::logs::LogRing::new(10),
+    );
+    let api = sdk_relay::http::app(node.clone());
+    let client = std::net::IpAddr::from([127, 0, 0, 1]);
+    let call = |method: &str, path: &str, body: &'static str| {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let api = api.clone();
+        async move {
+            let response = api.call(client, request).await;
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (status, health) = call("GET", "/health", "").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+    let (status, error) = call("POST", "/sync/force", r#"{"sync_types":["Bogus"]}"#).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Bogus")
+    );
+    let (status, forced) = call("POST", "/sync/force", "{}").await;
+    assert_eq!((status, forced["peers"].as_u64()), (200, Some(0)));
+    assert_eq!(call("GET", "/nowhere", "").await.0, 404);
+    assert_eq!(call("DELETE", "/health", "").await.0, 405);
+    let exposition = node.metrics.render();
+    assert!(
+        exposition.contains(r#"sdk_relay_http_requests_total{route="sync_force",status="400"} 1"#),
+        "requests without a socket are counted like the others"
+    );
+}

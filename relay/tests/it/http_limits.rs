@@ -234,7 +234,7 @@ async fn a_draining_relay_answers_503_with_retry_after() {
     );
     let server = tokio::spawn(sdk_relay::http::serve(Arc::clone(&node), listener));
     assert_eq!(get(addr, "/health").await.status, 200);
-    node.begin_shutdown();
+    node.lifecycle.begin_shutdown();
     let health = get(addr, "/health").await;
     assert_eq!(health.status, 503, "{}", health.text());
     assert!(health.header("retry-after").is_some());

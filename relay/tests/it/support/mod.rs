@@ -125,9 +125,9 @@ impl Client {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .expect("tcp connect");
-        let request = sdk_relay::ws::client::upgrade_request(&addr.to_string());
+        let request = sdk_relay::conn::client::upgrade_request(&addr.to_string());
         let upgrade = fastwebsockets::handshake::client(
-            &sdk_relay::ws::client::SpawnExecutor,
+            &sdk_relay::conn::client::SpawnExecutor,
             request,
             stream,
         );

@@ -2,52 +2,7 @@
 
 use serde::Serialize;
 
-/// The three kinds of sync relays exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum SyncType {
-    StateSync,
-    HealthSync,
-    MetricsSync,
-}
-
-impl SyncType {
-    pub const ALL: [SyncType; 3] = [
-        SyncType::StateSync,
-        SyncType::HealthSync,
-        SyncType::MetricsSync,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncType::StateSync => "StateSync",
-            SyncType::HealthSync => "HealthSync",
-            SyncType::MetricsSync => "MetricsSync",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<SyncType> {
-        SyncType::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-}
-
-/// How a relay looks from here: heard from recently, late, or gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PeerHealth {
-    Healthy,
-    Degraded,
-    Unreachable,
-}
-
-impl PeerHealth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerHealth::Healthy => "healthy",
-            PeerHealth::Degraded => "degraded",
-            PeerHealth::Unreachable => "unreachable",
-        }
-    }
-}
+use crate::protocol::peer::{PeerHealth, SyncType};
 
 /// One entry of `GET /relays`.
 #[derive(Debug, Clone, Serialize)]

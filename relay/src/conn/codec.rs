@@ -88,6 +88,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The same reader over a boxed stream, its buffered bytes kept: a connection handed
+    /// from one owner to another (see `conn::PeerHandoff`) needs a type both can name.
+    pub fn boxed(self) -> FrameReader<Box<dyn AsyncRead + Send + Unpin>>
+    where
+        R: Send + 'static,
+    {
+        FrameReader {
+            io: Box::new(self.io),
+            role: self.role,
+            buf: self.buf,
+            read_chunk_bytes: self.read_chunk_bytes,
+            message_bytes_max: self.message_bytes_max,
+            partial: self.partial,
+        }
+    }
+
     /// Changes the message size limit (mesh links carry stamped notifications).
     pub fn set_message_bytes_max(&mut self, message_bytes_max: usize) {
         self.message_bytes_max = message_bytes_max;

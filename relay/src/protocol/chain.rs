@@ -136,7 +136,7 @@ pub enum WatchType {
 impl std::fmt::Debug for WatchRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchRequest")
-            .field("scan_secret_key", &super::config::REDACTED)
+            .field("scan_secret_key", &crate::secret::REDACTED)
             .field("spend_public_key", &self.spend_public_key)
             .field("labels", &self.labels)
             .field("birth_height", &self.birth_height)
@@ -177,7 +177,7 @@ pub fn encode_watch_response(outcome: &WatchOutcome) -> Bytes {
             json!({"type": "watch_response", "status": "rejected", "reason": reason})
         }
     };
-    Bytes::from(value.to_string())
+    super::to_bytes(&value)
 }
 
 #[cfg(test)]

@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-
-/// What `redacted()` and `Debug` show in place of a secret.
-pub const REDACTED: &str = "<redacted>";
+use super::ConfigError;
+use crate::secret::REDACTED;
 
 /// `[watcher]`: polling cadence, the relay's own silent-payment keys, reorg and wallet bounds.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

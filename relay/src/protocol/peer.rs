@@ -8,9 +8,68 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::dedup::StreamSummary;
-use super::view::{PeerHealth, SyncType};
-use crate::protocol::Notification;
+use super::{Notification, VERSION, to_bytes};
+
+/// The three kinds of sync relays exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum SyncType {
+    StateSync,
+    HealthSync,
+    MetricsSync,
+}
+
+impl SyncType {
+    pub const ALL: [SyncType; 3] = [
+        SyncType::StateSync,
+        SyncType::HealthSync,
+        SyncType::MetricsSync,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncType::StateSync => "StateSync",
+            SyncType::HealthSync => "HealthSync",
+            SyncType::MetricsSync => "MetricsSync",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SyncType> {
+        SyncType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl super::LabelValue for SyncType {
+    const ALL: &'static [Self] = &SyncType::ALL;
+    fn as_str(self) -> &'static str {
+        SyncType::as_str(self)
+    }
+}
+
+/// How a relay looks from here: heard from recently, late, or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerHealth {
+    Healthy,
+    Degraded,
+    Unreachable,
+}
+
+impl PeerHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerHealth::Healthy => "healthy",
+            PeerHealth::Degraded => "degraded",
+            PeerHealth::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// Seq ranges (inclusive) of one origin stream present in a log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    pub stream: String,
+    pub ranges: Vec<(u64, u64)>,
+}
 
 /// A relay as gossiped in `StateSync`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,10 +208,6 @@ pub fn parse(text: &[u8]) -> Result<PeerMessage, WireError> {
     }
 }
 
-fn to_bytes<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).expect("peer messages serialize"))
-}
-
 pub fn encode_sync(
     sync_type: SyncType,
     relay_id: &str,
@@ -196,7 +251,7 @@ pub fn encode_peer_handshake(relay_id: &str, address: &str, token: Option<&str>)
     let mut message = serde_json::json!({
         "type": "handshake",
         "client_id": relay_id,
-        "version": crate::protocol::VERSION,
+        "version": VERSION,
         "capabilities": ["relay"],
         "relay_id": relay_id,
         "address": address,
@@ -224,7 +279,7 @@ pub fn encode_peer_accepted(relay_id: &str, address: &str, timestamp: u64) -> By
         "type": "handshake_response",
         "status": "accepted",
         "relay_id": relay_id,
-        "version": crate::protocol::VERSION,
+        "version": VERSION,
         "capabilities": ["relay"],
         "address": address,
         "timestamp": timestamp,

@@ -1,0 +1,253 @@
+//! The connection layer under both faces of the relay (wallet sessions in `ws`, peer
+//! links in `mesh`): the frame codec, the client side of the upgrade, the accept loop,
+//! what a connection's writer sends, why a connection closes, the writer loop, the one
+//! way to queue a frame ("offer, or cut the connection as a slow consumer"), connection
+//! slots, and the hand-over of a connection from the wallet server to the mesh.
+//!
+//! Nothing here knows what the frames mean: that is `protocol`'s business.
+
+pub mod accept;
+pub mod client;
+pub mod codec;
+mod handoff;
+mod slots;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+
+pub use handoff::{BoxedRead, PeerArrival, PeerHandoff};
+pub use slots::{Permit, Slots};
+pub use writer::{CLOSE_WRITE_TIMEOUT, write_loop};
+
+/// What a connection's writer sends next.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A text frame, shared by every recipient.
+    Text(Bytes),
+    /// A WebSocket ping frame (heartbeat).
+    Ping,
+    /// A WebSocket pong frame answering the other side's ping.
+    Pong(Bytes),
+}
+
+/// Why the relay closed a connection; its WebSocket close code and reason text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    pub const NORMAL: CloseReason = CloseReason {
+        code: 1000,
+        reason: "normal closure",
+    };
+    pub const SHUTDOWN: CloseReason = CloseReason {
+        code: 1001,
+        reason: "relay shutting down",
+    };
+    pub const PROTOCOL: CloseReason = CloseReason {
+        code: 1002,
+        reason: "protocol error",
+    };
+    pub const BEFORE_HANDSHAKE: CloseReason = CloseReason {
+        code: 1002,
+        reason: "first message must be a handshake",
+    };
+    pub const HANDSHAKE_TIMEOUT: CloseReason = CloseReason {
+        code: 1002,
+        reason: "no handshake in time",
+    };
+    pub const BINARY: CloseReason = CloseReason {
+        code: 1003,
+        reason: "binary frames are not supported",
+    };
+    pub const INVALID_UTF8: CloseReason = CloseReason {
+        code: 1007,
+        reason: "invalid UTF-8",
+    };
+    pub const AUTH: CloseReason = CloseReason {
+        code: 1008,
+        reason: "authentication refused",
+    };
+    pub const TOO_BIG: CloseReason = CloseReason {
+        code: 1009,
+        reason: "message over the size limit",
+    };
+    pub const INTERNAL: CloseReason = CloseReason {
+        code: 1011,
+        reason: "internal error",
+    };
+    /// RFC 6455 1013 "try again later": the other side did not read fast enough.
+    pub const SLOW_CONSUMER: CloseReason = CloseReason {
+        code: 1013,
+        reason: "slow consumer: outbound queue full",
+    };
+    pub const IDLE_TIMEOUT: CloseReason = CloseReason {
+        code: 1000,
+        reason: "connection timed out",
+    };
+    /// Recorded (never sent) when the other side vanished without a close handshake.
+    pub const LOST: CloseReason = CloseReason {
+        code: 1006,
+        reason: "connection lost",
+    };
+    /// Recorded (never sent) when the connection's writer could not write.
+    pub const WRITE_FAILED: CloseReason = CloseReason {
+        code: 1006,
+        reason: "write failed",
+    };
+    /// Recorded (never sent) when a frame was offered after the writer had stopped.
+    pub const WRITER_GONE: CloseReason = CloseReason {
+        code: 1006,
+        reason: "writer gone",
+    };
+
+    /// True for the reasons recorded when the socket is already unusable: no close
+    /// frame is sent and nothing is drained.
+    pub fn is_abnormal(self) -> bool {
+        self.code == Self::LOST.code
+    }
+}
+
+/// How a frame or a read error ends a connection, if it does: a binary frame, the other
+/// side's close, a message over the limit, invalid UTF-8, a protocol violation, or a
+/// lost connection. `None` for text, ping and pong, which the caller handles.
+pub fn ending(frame: &Result<codec::Incoming, codec::ReadError>) -> Option<CloseReason> {
+    use codec::{Incoming, ReadError};
+    match frame {
+        Ok(Incoming::Text(_) | Incoming::Ping(_) | Incoming::Pong) => None,
+        Ok(Incoming::Binary) => Some(CloseReason::BINARY),
+        Ok(Incoming::Close(_)) => Some(CloseReason::NORMAL),
+        Err(ReadError::TooBig(_)) => Some(CloseReason::TOO_BIG),
+        Err(ReadError::InvalidUtf8) => Some(CloseReason::INVALID_UTF8),
+        Err(ReadError::Protocol(_)) => Some(CloseReason::PROTOCOL),
+        Err(ReadError::Eof | ReadError::Io(_)) => Some(CloseReason::LOST),
+    }
+}
+
+/// Shared between a connection's tasks and whoever sends to it: how to stop it, and
+/// when it was last heard from.
+#[derive(Debug, Default)]
+pub struct Control {
+    kick: Notify,
+    /// `None` while open; why it is closing once someone decided to close it.
+    closing: Mutex<Option<CloseReason>>,
+    /// Milliseconds on the relay's monotonic clock when a frame last arrived.
+    last_seen_ms: AtomicU64,
+}
+
+impl Control {
+    /// Asks the connection to close with `reason`; the first reason given wins. Returns
+    /// whether this call decided it.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let mut closing = self.closing.lock().unwrap_or_else(|p| p.into_inner());
+        let first = closing.is_none();
+        if first {
+            *closing = Some(reason);
+        }
+        drop(closing);
+        self.kick.notify_waiters();
+        first
+    }
+
+    /// The reason the connection is closing, once one was given.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.closing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes once `close` has been called.
+    pub async fn closed(&self) {
+        let notified = self.kick.notified();
+        tokio::pin!(notified);
+        // Register before checking, so a `close` in between is not missed.
+        notified.as_mut().enable();
+        if self.close_reason().is_none() {
+            notified.await;
+        }
+    }
+
+    pub fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// What offering a frame to a connection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    Queued,
+    /// The queue was full: this offer cut the connection as a slow consumer.
+    CutSlow,
+    /// Not queued: the connection was already cut as slow, or its writer is gone.
+    Dropped,
+}
+
+/// The sending side of one connection: its bounded outbound queue and its control block.
+/// Cheap to clone; every sender (the session, the hub's fan-out, the mesh) holds one.
+#[derive(Debug, Clone)]
+pub struct Outlet {
+    tx: mpsc::Sender<Outbound>,
+    control: Arc<Control>,
+}
+
+impl Outlet {
+    /// A new outlet with room for `queue_max` frames, and the receiver its writer drains.
+    pub fn new(queue_max: usize, control: Arc<Control>) -> (Outlet, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue_max);
+        (Outlet { tx, control }, rx)
+    }
+
+    /// Queues without waiting. A full queue cuts the connection as a slow consumer
+    /// (anti-entropy, or the wallet's own reconnect, then catches it up): delivery never
+    /// waits for one connection, so one slow reader neither delays the others nor makes
+    /// memory grow.
+    pub fn offer(&self, message: Outbound) -> Offered {
+        match self.tx.try_send(message) {
+            Ok(()) => Offered::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.control.close(CloseReason::SLOW_CONSUMER) {
+                    Offered::CutSlow
+                } else {
+                    Offered::Dropped
+                }
+            }
+            // The connection is already gone; it leaves on its own.
+            Err(mpsc::error::TrySendError::Closed(_)) => Offered::Dropped,
+        }
+    }
+
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    pub fn close(&self, reason: CloseReason) -> bool {
+        self.control.close(reason)
+    }
+}
+
+/// Counts of what a delivery to several connections did, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: usize,
+    pub slow_disconnects: usize,
+}
+
+impl Delivery {
+    /// Adds one offer's outcome.
+    pub fn add(&mut self, offered: Offered) {
+        match offered {
+            Offered::Queued => self.delivered += 1,
+            Offered::CutSlow => self.slow_disconnects += 1,
+            Offered::Dropped => {}
+        }
+    }
+}

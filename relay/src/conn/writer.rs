@@ -1,0 +1,122 @@
+//! A connection's writer task: drains the bounded outbound queue, coalescing whatever is
+//! already queued into one write, and ends with the close frame.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+
+use super::codec::{FrameKind, FrameWriter, close_payload};
+use super::{CloseReason, Control, Outbound};
+
+/// How long the close sequence (last frames, close frame) may take before the socket is
+/// dropped anyway.
+pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Writes queued frames until the connection closes, then the close frame.
+pub async fn write_loop<W>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::Receiver<Outbound>,
+    control: Arc<Control>,
+) where
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = control.closed() => break,
+            next = rx.recv() => match next {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        let batch = write_batch(&mut writer, first, &mut rx);
+        tokio::pin!(batch);
+        let written = tokio::select! {
+            biased;
+            result = &mut batch => result.is_ok(),
+            () = control.closed() => {
+                // Finish the frame in flight (briefly) so the close frame lands on a boundary.
+                matches!(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, batch).await, Ok(Ok(())))
+            }
+        };
+        if !written {
+            control.close(CloseReason::WRITE_FAILED);
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, close(&mut writer, &mut rx, &control)).await;
+    writer.shutdown().await;
+}
+
+/// Writes `first` and whatever else is already queued, as one batch.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    first: Outbound,
+    rx: &mut mpsc::Receiver<Outbound>,
+) -> std::io::Result<()> {
+    push(writer, &first).await?;
+    while !writer.batch_full() {
+        match rx.try_recv() {
+            Ok(message) => push(writer, &message).await?,
+            Err(_) => break,
+        }
+    }
+    writer.flush().await
+}
+
+async fn push<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    message: &Outbound,
+) -> std::io::Result<()> {
+    match message {
+        Outbound::Text(bytes) => writer.push(FrameKind::Text, bytes).await,
+        Outbound::Ping => writer.push(FrameKind::Ping, b"").await,
+        Outbound::Pong(payload) => writer.push(FrameKind::Pong, payload).await,
+    }
+}
+
+/// Sends what is still queued (unless the other side is too slow to take it), then the
+/// close frame.
+async fn close<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    rx: &mut mpsc::Receiver<Outbound>,
+    control: &Control,
+) -> std::io::Result<()> {
+    let reason = control.close_reason().unwrap_or(CloseReason::NORMAL);
+    if reason.is_abnormal() {
+        return Ok(());
+    }
+    if reason != CloseReason::SLOW_CONSUMER {
+        while let Ok(message) = rx.try_recv() {
+            push(writer, &message).await?;
+        }
+    }
+    writer
+        .push(FrameKind::Close, &close_payload(reason.code, reason.reason))
+        .await?;
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection holds its writer task state for its whole life: a regression
+    /// here (say, a buffer in the future) costs memory on every idle connection.
+    #[test]
+    fn writer_task_state_stays_small() {
+        let (c, _d) = tokio::io::duplex(16);
+        let (_r, w) = tokio::io::split(c);
+        let (_tx, rx) = tokio::sync::mpsc::channel(4);
+        let wf = super::write_loop(
+            super::FrameWriter::new(w, super::super::codec::Role::Server, 0),
+            rx,
+            std::sync::Arc::new(Default::default()),
+        );
+        assert!(
+            std::mem::size_of_val(&wf) <= 1024,
+            "writer task state: {} bytes",
+            std::mem::size_of_val(&wf)
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Relays that dial this one: the wallet server hands over a connection whose handshake
+//! asked for capability `relay`; the mesh checks it, answers, and serves the link.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::Mesh;
+use super::link::{self, LinkParts};
+use crate::conn::{CloseReason, Outbound, PeerArrival, PeerHandoff};
+use crate::protocol::{self, OutboundKind, peer};
+
+impl PeerHandoff for Mesh {
+    fn serve<'a>(
+        &'a self,
+        arrival: PeerArrival<'a>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.serve_inbound(arrival))
+    }
+}
+
+impl Mesh {
+    async fn serve_inbound(&self, arrival: PeerArrival<'_>) {
+        let PeerArrival {
+            handshake,
+            reader,
+            outlet,
+        } = arrival;
+        let token_ok = match &self.parts.config.auth.mesh_token {
+            None => true,
+            Some(expected) => handshake
+                .token
+                .as_deref()
+                .is_some_and(|t| crate::secret::matches(expected.as_bytes(), t.as_bytes())),
+        };
+        let peer_id = handshake.relay_id.unwrap_or_default();
+        let refusal = if !token_ok {
+            Some(("invalid mesh token", CloseReason::AUTH))
+        } else if peer_id == self.relay_id() {
+            Some(("that is this relay", CloseReason::NORMAL))
+        } else {
+            None
+        };
+        if let Some((reason, close)) = refusal {
+            self.parts
+                .metrics
+                .ws_handshakes
+                .get("rejected")
+                .increment(1);
+            tracing::info!(peer = %peer_id, reason, "relay handshake refused");
+            let frame = protocol::encode_handshake_rejected(
+                self.relay_id(),
+                reason,
+                self.parts.config.limits.heartbeat_interval_secs,
+                self.unix_secs(),
+            );
+            self.count_sent(OutboundKind::HandshakeResponse, frame.len());
+            outlet.offer(Outbound::Text(frame));
+            outlet.close(close);
+            return;
+        }
+        self.parts
+            .metrics
+            .ws_handshakes
+            .get("accepted")
+            .increment(1);
+        let response = peer::encode_peer_accepted(
+            self.relay_id(),
+            self.parts.config.advertised_addr(),
+            self.unix_secs(),
+        );
+        self.count_sent(OutboundKind::HandshakeResponse, response.len());
+        outlet.offer(Outbound::Text(response));
+        reader.set_message_bytes_max(
+            self.parts.config.limits.ws_message_bytes_max + super::PEER_ENVELOPE_SLACK_BYTES,
+        );
+        let parts = LinkParts {
+            // The peer dialed this link: the tie-break between two links to the same
+            // peer must know that, or both ends drop the link the other one keeps.
+            dialer: peer_id.clone(),
+            peer_id,
+            address: handshake.address.unwrap_or_default(),
+            inbound: true,
+            outlet: outlet.clone(),
+        };
+        link::serve(self, reader, parts).await;
+        if outlet.control().close_reason().is_none() {
+            outlet.close(CloseReason::NORMAL);
+        }
+    }
+
+    fn count_sent(&self, kind: OutboundKind, bytes: usize) {
+        self.parts.metrics.count_sent(kind, bytes);
+    }
+}

@@ -1,0 +1,48 @@
+//! Routing: every notification, whether a wallet of this relay published it or a peer
+//! forwarded it, passes here once. Seen for the first time, it is logged (for
+//! anti-entropy), delivered to this relay's subscribers and forwarded to every peer but
+//! the one it came from; seen before, it is dropped.
+
+use std::sync::Arc;
+
+use super::Mesh;
+use crate::conn::{Offered, Outbound};
+use crate::protocol::{Notification, OutboundKind};
+use crate::routing::Backbone;
+
+impl Mesh {
+    /// Routes one notification; returns whether it was new.
+    pub(super) fn route(&self, notification: Arc<Notification>, from_peer: Option<&str>) -> bool {
+        let routed = self.state.admit(&notification, from_peer, self.unix_secs());
+        if !routed.fresh {
+            self.parts.metrics.dedup_hits.increment(1);
+            return false;
+        }
+        self.parts.metrics.dedup_misses.increment(1);
+        if routed.repaired {
+            self.parts.metrics.anti_entropy_repairs.increment(1);
+        }
+        let frame = notification.encode();
+        let delivery = self
+            .parts
+            .hub
+            .publish(&notification.notification_type, &frame);
+        self.parts
+            .metrics
+            .count_delivery(delivery, OutboundKind::Notification, frame.len());
+        for (peer, outlet) in routed.targets {
+            if outlet.offer(Outbound::Text(frame.clone())) == Offered::Queued {
+                self.parts.metrics.notifications_forwarded.increment(1);
+            } else {
+                tracing::debug!(%peer, "peer queue full: link cut, anti-entropy will catch it up");
+            }
+        }
+        true
+    }
+}
+
+impl Backbone for Mesh {
+    fn publish(&self, notification: Arc<Notification>) {
+        self.route(notification, None);
+    }
+}

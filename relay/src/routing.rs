@@ -1,0 +1,124 @@
+//! How a notification accepted on this relay (a wallet's publish, a chain event) reaches
+//! every subscriber: it is stamped with a mesh-unique id, then handed to the backbone,
+//! which delivers it to this relay's subscribers and carries it to every other relay.
+//!
+//! The mesh (`mesh::Mesh`) is the backbone. Another way of carrying notifications between
+//! relays (a message bus) implements [`Backbone`] beside it; the wallet server and the
+//! HTTP API only ever see a [`Publisher`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::value::RawValue;
+
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::protocol::Notification;
+use crate::rt::{SeededRng, SharedClock};
+
+/// Carries notifications this relay originated to subscribers here and elsewhere.
+pub trait Backbone: Send + Sync + 'static {
+    fn publish(&self, notification: Arc<Notification>);
+}
+
+/// Ids for what this relay originates: `<relay_id>-<boot nonce>-<seq>` for notifications,
+/// `<relay_id>-<boot nonce>-s<seq>` for sync messages.
+pub struct Origin {
+    relay_id: String,
+    /// Makes ids unique across restarts of the same relay id.
+    boot_nonce: u32,
+    next_message_seq: AtomicU64,
+    next_sync_seq: AtomicU64,
+}
+
+impl Origin {
+    pub fn new(relay_id: &str, rng: &SeededRng, clock: &SharedClock) -> Origin {
+        // Mixing the wall clock in keeps ids unique when a simulated relay restarts with
+        // the same seed.
+        let boot_nonce = (rng.next_u64() ^ clock.unix_time().as_millis() as u64) as u32;
+        Origin {
+            relay_id: relay_id.to_string(),
+            boot_nonce,
+            next_message_seq: AtomicU64::new(1),
+            next_sync_seq: AtomicU64::new(1),
+        }
+    }
+
+    pub fn relay_id(&self) -> &str {
+        &self.relay_id
+    }
+
+    /// A message id unique in the mesh: relay id, boot nonce, sequence.
+    pub fn next_message_id(&self) -> String {
+        let seq = self.next_message_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{:08x}-{seq}", self.relay_id, self.boot_nonce)
+    }
+
+    /// Notifications this relay has stamped since it started.
+    pub fn notifications_originated(&self) -> u64 {
+        self.next_message_seq.load(Ordering::Relaxed) - 1
+    }
+
+    /// An id for a sync message, from its own sequence so notification sequences stay
+    /// contiguous (anti-entropy summarizes them as ranges).
+    pub fn next_sync_id(&self) -> String {
+        let seq = self.next_sync_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{:08x}-s{seq}", self.relay_id, self.boot_nonce)
+    }
+
+    /// A notification from this relay, stamped now.
+    pub fn stamp(
+        &self,
+        notification_type: String,
+        data: Box<RawValue>,
+        now_unix: u64,
+    ) -> Notification {
+        Notification {
+            message_id: self.next_message_id(),
+            relay_id: self.relay_id.clone(),
+            notification_type,
+            data,
+            timestamp: now_unix,
+        }
+    }
+}
+
+/// Where wallets' publications and the relay's own chain events enter the backbone.
+pub struct Publisher {
+    origin: Arc<Origin>,
+    lifecycle: Arc<Lifecycle>,
+    metrics: Arc<Metrics>,
+    backbone: Arc<dyn Backbone>,
+}
+
+impl Publisher {
+    pub fn new(
+        origin: Arc<Origin>,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+        backbone: Arc<dyn Backbone>,
+    ) -> Publisher {
+        Publisher {
+            origin,
+            lifecycle,
+            metrics,
+            backbone,
+        }
+    }
+
+    /// Stamps a notification and sends it to every subscriber in the mesh.
+    pub fn publish(&self, notification_type: String, data: &RawValue) -> Arc<Notification> {
+        let notification = Arc::new(self.origin.stamp(
+            notification_type,
+            data.to_owned(),
+            self.lifecycle.unix_secs(),
+        ));
+        self.metrics.notifications_published.increment(1);
+        self.backbone.publish(notification.clone());
+        notification
+    }
+
+    pub fn origin(&self) -> &Arc<Origin> {
+        &self.origin
+    }
+}
