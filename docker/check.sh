@@ -21,14 +21,14 @@ compose_file=docker/docker-compose.yml
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'docker/check.sh: %s\n' "$*" >&2; exit 1; }
 
-command -v promtool >/dev/null 2>&1 \
-  || die "promtool not found (apt-get install -y --no-install-recommends prometheus)"
-if command -v docker-compose >/dev/null 2>&1; then
+type -P promtool >/dev/null \
+  || die "missing promtool: install Debian's prometheus package (scripts/test-deps.sh does, as root)"
+if type -P docker-compose >/dev/null; then
   compose=(docker-compose)
 elif docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
 else
-  die "docker-compose not found (apt-get install -y --no-install-recommends docker-compose)"
+  die "missing docker-compose: install Debian's docker-compose package (scripts/test-deps.sh does, as root)"
 fi
 
 tmp="$(mktemp -d)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: dependencies, Rust tests, deployment checks.
+# Every suite runs: a missing prerequisite stops the run (test-deps.sh names it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,6 +8,5 @@ bash scripts/test-deps.sh
 cargo test --workspace --locked
 # The HTTP API against its OpenAPI description, on a live relay (bounded run).
 bash scripts/schemathesis.sh
-if command -v promtool >/dev/null && command -v docker-compose >/dev/null; then
-  bash docker/check.sh
-fi
+# Alert rules and their tests, dashboard queries, metric names, the compose file.
+bash docker/check.sh
