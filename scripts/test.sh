@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/test-deps.sh
 cargo test --workspace --locked
+# The negative controls of the simulator's checks: a relay broken on purpose, one thing
+# at a time (feature `mutations`, never in a production build), each named by the verdict.
+cargo test -p sim --features mutations --locked --test mutations
 # The HTTP API against its OpenAPI description, on a live relay (bounded run).
 bash scripts/schemathesis.sh
 # Alert rules and their tests, dashboard queries, metric names, the compose file.

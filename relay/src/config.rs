@@ -37,6 +37,11 @@ pub struct Config {
     pub bitcoin_core: Option<BitcoinCoreConfig>,
     pub blindbit: Option<BlindbitConfig>,
     pub watcher: WatcherConfig,
+    /// A deliberate fault for the simulator's negative controls; never in production
+    /// builds, never read from a file.
+    #[cfg(feature = "mutations")]
+    #[serde(skip)]
+    pub mutation: Option<crate::mutation::Mutation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +244,8 @@ impl Default for Config {
             bitcoin_core: None,
             blindbit: None,
             watcher: WatcherConfig::default(),
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 }

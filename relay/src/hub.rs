@@ -34,11 +34,22 @@ struct State {
 #[derive(Default)]
 pub struct Hub {
     state: RwLock<State>,
+    #[cfg(feature = "mutations")]
+    mutant: Option<crate::mutation::Mutant>,
 }
 
 impl Hub {
     pub fn new() -> Self {
         Hub::default()
+    }
+
+    /// A hub that applies a deliberate fault to the notifications it delivers.
+    #[cfg(feature = "mutations")]
+    pub fn with_mutation(mutation: Option<crate::mutation::Mutation>) -> Self {
+        Hub {
+            mutant: mutation.map(crate::mutation::Mutant::new),
+            ..Hub::default()
+        }
     }
 
     /// Registers a handshaken client. With `subscribe_all` it receives every type.
@@ -136,6 +147,10 @@ impl Hub {
     /// Sends a notification frame to every client subscribed to its type (or to `*`),
     /// each exactly once.
     pub fn publish(&self, notification_type: &str, frame: &Bytes) -> Delivery {
+        #[cfg(feature = "mutations")]
+        if let Some(mutant) = &self.mutant {
+            return self.publish_mutated(mutant, notification_type, frame);
+        }
         let state = self.read();
         let typed = state.by_type.get(notification_type);
         let mut delivery = Delivery::default();
@@ -217,6 +232,57 @@ impl State {
                 self.by_type.remove(name);
             }
         }
+    }
+}
+
+#[cfg(feature = "mutations")]
+impl Hub {
+    /// `publish`, with the deliberate fault applied (see `crate::mutation`).
+    fn publish_mutated(
+        &self,
+        mutant: &crate::mutation::Mutant,
+        notification_type: &str,
+        frame: &Bytes,
+    ) -> Delivery {
+        use crate::mutation::Twist;
+        let twist = mutant.next_notification();
+        let state = self.read();
+        let mut ids = Vec::new();
+        match state.by_type.get(notification_type) {
+            Some(typed) => merge_union(&state.all_types, typed, &mut |id| ids.push(*id)),
+            None => ids.extend(state.all_types.iter().copied()),
+        }
+        let mut delivery = Delivery::default();
+        for (index, id) in ids.iter().enumerate() {
+            let Some(client) = state.clients.get(id) else {
+                continue;
+            };
+            if index == 0 {
+                match twist {
+                    Twist::SkipOne => continue,
+                    Twist::Reset => {
+                        client.outlet.close(CloseReason::LOST);
+                        continue;
+                    }
+                    Twist::GoingAway => {
+                        client.outlet.close(CloseReason::SHUTDOWN);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            delivery.add(client.outlet.offer(Outbound::Text(frame.clone())));
+            if twist == Twist::Twice {
+                delivery.add(client.outlet.offer(Outbound::Text(frame.clone())));
+            }
+            if twist == Twist::Invent {
+                let invented = Bytes::from_static(
+                    br#"{"type":"notification","notification_type":"payment_detected","data":{},"timestamp":0,"message_id":"mutant-00000000-1","relay_id":"mutant"}"#,
+                );
+                delivery.add(client.outlet.offer(Outbound::Text(invented)));
+            }
+        }
+        delivery
     }
 }
 

@@ -19,6 +19,8 @@ pub mod lifecycle;
 pub mod logs;
 pub mod mesh;
 pub mod metrics;
+#[cfg(feature = "mutations")]
+pub mod mutation;
 pub mod node;
 pub mod process;
 pub mod protocol;

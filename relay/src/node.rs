@@ -42,7 +42,10 @@ impl Node {
         let origin = Arc::new(Origin::new(&config.relay_id, &rng, &clock));
         let metrics = Arc::new(Metrics::new());
         let chain = WatchHandle::from_config(&config);
+        #[cfg(not(feature = "mutations"))]
         let hub = Arc::new(Hub::new());
+        #[cfg(feature = "mutations")]
+        let hub = Arc::new(Hub::with_mutation(config.mutation));
         let ws_slots = Slots::with_gauge(
             config.limits.ws_connections_max,
             metrics.ws_connections.clone(),

@@ -1,14 +1,26 @@
-//! The whole-mesh checks every run ends with.
+//! The whole-mesh checks every run ends with. None of them can pass vacuously: missing
+//! data is a failure, and a run with no activity fails the activity check.
 //!
 //! - no panic anywhere (a panic hook records them, even those tokio catches in spawned
 //!   tasks);
 //! - membership converged: every relay's `GET /relays` lists every relay as healthy;
+//! - activity: something was published and acknowledged, and the subscribers of every
+//!   relay received something;
+//! - live subscribers: every planned subscriber that does not leave on schedule holds a
+//!   live session at the end;
 //! - delivery: every acknowledged notification reached, exactly once, every subscriber
-//!   session that was connected when it was published and stayed connected to the end
-//!   (a partitioned relay's subscribers get it through anti-entropy);
-//! - no duplicate delivery to any session, even those that ended early;
-//! - no subscriber was cut off by its relay (a close code other than 1001 would be the
-//!   slow-consumer or another limit firing on a well-behaved client);
+//!   session that was connected when it was published (a partitioned relay's
+//!   subscribers get it through anti-entropy). A session that ended loses what was
+//!   published until its subscriber's next session: that is a miss, unless the end is
+//!   explained by a fault the scenario injected (its relay crashed) or by the subscriber
+//!   leaving on schedule;
+//! - no duplicate delivery to any session, and no notification delivered again in a
+//!   later session of the same subscriber unless its relay crashed in between (a
+//!   restarted relay may repeat what it saw since its last save);
+//! - nothing invented: every notification received was published (at most as many
+//!   unknown ids as publications whose acknowledgement was lost);
+//! - no subscriber was closed by its relay, with any code: the relays are never shut
+//!   down gracefully in a scenario, so even 1001 ("going away") is a finding;
 //! - fully linked: every relay holds a live link to every other one (the design's steady
 //!   state, one link per pair; the simulation sets `peers_max` to N-1, exactly enough);
 //! - bounds: every publisher got all its notifications acknowledged; no relay knows
@@ -20,10 +32,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Once;
 use std::time::Duration;
 
-use crate::fault::host;
+use crate::fault::{Fault, host};
 use crate::harness::Plan;
 use crate::trace::Trace;
-use crate::workload::Observations;
+use crate::workload::{Observations, Session, SessionEnd};
 
 thread_local! {
     static PANICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -80,7 +92,11 @@ pub fn all(plan: &Plan, obs: &Observations, trace: &Trace, at: Duration) -> Vec<
         failures.push(format!("{} panic(s): {}", panics.len(), listed(&panics)));
     }
     failures.extend(membership(plan, obs));
-    failures.extend(delivery(obs));
+    failures.extend(activity(plan, obs));
+    failures.extend(live_subscribers(plan, obs));
+    failures.extend(delivery(plan, obs));
+    failures.extend(redelivery(plan, obs));
+    failures.extend(invented(obs));
     failures.extend(publishers(plan, obs));
     failures.extend(bounds(plan, obs));
     failures.extend(links(plan, obs));
@@ -178,11 +194,121 @@ fn membership(plan: &Plan, obs: &Observations) -> Option<String> {
     ))
 }
 
-/// Exactly-once delivery to every session connected from publication to the end.
-fn delivery(obs: &Observations) -> Vec<String> {
+/// A notification published this long before a session ended may still have been on
+/// its way: a subscriber that leaves on schedule is not owed it.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
+
+/// When each relay crashed (`relay-N` -> times).
+fn crashes(plan: &Plan) -> BTreeMap<String, Vec<Duration>> {
+    let mut crashes: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    for (at, fault) in &plan.schedule.0 {
+        if let Fault::Crash(i) = fault {
+            crashes.entry(host(*i)).or_default().push(*at);
+        }
+    }
+    crashes
+}
+
+/// How long after its relay's crash a session may end and still be explained by it: the
+/// subscriber notices a crashed relay by its silence.
+fn crash_notice(plan: &Plan) -> Duration {
+    Duration::from_secs(plan.timing.timeout_secs)
+        + crate::workload::CLIENT_SILENCE_SLACK
+        + Duration::from_secs(1)
+}
+
+/// The crash that explains a session's end, if one does.
+fn explaining_crash(
+    plan: &Plan,
+    crashes: &BTreeMap<String, Vec<Duration>>,
+    session: &Session,
+) -> Option<Duration> {
+    let ended = session.ended_at?;
+    crashes
+        .get(&session.relay)?
+        .iter()
+        .copied()
+        .find(|crash| *crash <= ended && ended <= *crash + crash_notice(plan))
+}
+
+/// Something happened: notifications were published and acknowledged, and every relay
+/// with a subscriber planned to be there while notifications are published (from before
+/// the first publication to the end) delivered some.
+fn activity(plan: &Plan, obs: &Observations) -> Vec<String> {
     let mut failures = Vec::new();
+    let planned: usize = plan.publishers.iter().map(|p| p.count).sum();
+    if planned == 0 {
+        return failures;
+    }
+    if obs.published.is_empty() {
+        failures.push("no activity: nothing was published and acknowledged".to_string());
+    }
+    let first_publication = plan
+        .publishers
+        .iter()
+        .map(|p| p.start)
+        .min()
+        .unwrap_or_default();
+    let relays: BTreeSet<&str> = plan
+        .subscribers
+        .iter()
+        .filter(|s| s.start <= first_publication && s.leave.is_none_or(|l| l >= plan.end))
+        .map(|s| s.relay.as_str())
+        .collect();
+    let silent: Vec<String> = relays
+        .into_iter()
+        .filter(|relay| {
+            !obs.sessions
+                .iter()
+                .any(|s| s.relay == *relay && !s.received.is_empty())
+        })
+        .map(str::to_string)
+        .collect();
+    if !silent.is_empty() {
+        failures.push(format!(
+            "no activity: no subscriber of {} received anything",
+            listed(&silent)
+        ));
+    }
+    failures
+}
+
+/// Every planned subscriber that does not leave holds a live session at the end.
+fn live_subscribers(plan: &Plan, obs: &Observations) -> Vec<String> {
+    plan.subscribers
+        .iter()
+        .filter(|s| s.leave.is_none_or(|leave| leave >= plan.end))
+        .filter_map(|planned| {
+            let mine: Vec<&Session> = obs
+                .sessions
+                .iter()
+                .filter(|s| s.subscriber == planned.name)
+                .collect();
+            match mine.last() {
+                Some(last) if last.ended_at.is_none() => None,
+                Some(last) => Some(format!(
+                    "{} holds no live session on {} at the end (its last session {})",
+                    planned.name,
+                    planned.relay,
+                    last.end.map_or("ended".to_string(), |e| e.to_string())
+                )),
+                None => Some(format!(
+                    "{} never held a session on {}",
+                    planned.name, planned.relay
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Exactly-once delivery: to every session, of what was published while it was
+/// connected; across a session's end, of what was published until the next session,
+/// unless the end is explained.
+fn delivery(plan: &Plan, obs: &Observations) -> Vec<String> {
+    let mut failures = Vec::new();
+    let crashes = crashes(plan);
     let mut missed_by_relay: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for session in &obs.sessions {
+    for (index, session) in obs.sessions.iter().enumerate() {
         let mut seen = BTreeSet::new();
         let duplicates: Vec<String> = session
             .received
@@ -198,32 +324,46 @@ fn delivery(obs: &Observations) -> Vec<String> {
                 listed(&duplicates)
             ));
         }
-        if let Some(code) = session.close_code.filter(|c| *c != 1001) {
+        if let Some(SessionEnd::ClosedByRelay(code)) = session.end {
             failures.push(format!(
                 "{} on {} was closed by its relay with code {code}",
                 session.subscriber, session.relay
             ));
         }
-        if session.ended_at.is_some() {
-            continue;
-        }
+        // What this subscriber was owed through this session: from its start to the
+        // start of its next session (or the end of the run).
+        let next_start = obs.sessions[index + 1..]
+            .iter()
+            .find(|s| s.subscriber == session.subscriber)
+            .map(|s| s.started_at);
+        let owed_until = match (session.end, session.ended_at) {
+            (None, _) | (_, None) => None,
+            (Some(SessionEnd::Left), Some(ended)) => Some(ended.saturating_sub(IN_FLIGHT_GRACE)),
+            (Some(_), Some(ended)) => match explaining_crash(plan, &crashes, session) {
+                // What was on its way when the relay crashed is excused, and so is the
+                // gap until the next session.
+                Some(crash) => Some(crash.saturating_sub(IN_FLIGHT_GRACE).min(ended)),
+                None => Some(next_start.unwrap_or(Duration::MAX)),
+            },
+        };
         let missed: Vec<String> = obs
             .published
             .iter()
-            .filter(|p| p.sent_at >= session.started_at && !seen.contains(p.message_id.as_str()))
+            .filter(|p| p.sent_at >= session.started_at)
+            .filter(|p| owed_until.is_none_or(|until| p.sent_at < until))
+            .filter(|p| !seen.contains(p.message_id.as_str()))
             .map(|p| p.message_id.clone())
             .collect();
         if !missed.is_empty() {
-            let expected = obs
-                .published
-                .iter()
-                .filter(|p| p.sent_at >= session.started_at)
-                .count();
+            let why = match session.end {
+                Some(end) if end != SessionEnd::Left => format!(", session {end}"),
+                _ => String::new(),
+            };
             missed_by_relay
                 .entry(session.relay.clone())
                 .or_default()
                 .push(format!(
-                    "{} missed {} of {expected} ({})",
+                    "{} missed {}{why} ({})",
                     session.subscriber,
                     missed.len(),
                     listed(&missed[..missed.len().min(2)])
@@ -242,6 +382,92 @@ fn delivery(obs: &Observations) -> Vec<String> {
     failures
 }
 
+/// No notification reaches a subscriber again in a later session, unless its relay
+/// crashed between the two (a restarted relay may repeat what it saw since its last
+/// save of the ids it had seen).
+fn redelivery(plan: &Plan, obs: &Observations) -> Vec<String> {
+    let crashes = crashes(plan);
+    let mut failures = Vec::new();
+    let mut by_subscriber: BTreeMap<&str, Vec<&Session>> = BTreeMap::new();
+    for session in &obs.sessions {
+        by_subscriber
+            .entry(&session.subscriber)
+            .or_default()
+            .push(session);
+    }
+    for (subscriber, sessions) in by_subscriber {
+        let mut repeated = Vec::new();
+        for (later_index, later) in sessions.iter().enumerate() {
+            for earlier in &sessions[..later_index] {
+                let crashed_between = crashes.get(&later.relay).is_some_and(|times| {
+                    times
+                        .iter()
+                        .any(|t| *t >= earlier.started_at && *t <= later.started_at)
+                });
+                if crashed_between {
+                    continue;
+                }
+                let before: BTreeSet<&str> = earlier.received.iter().map(String::as_str).collect();
+                repeated.extend(
+                    later
+                        .received
+                        .iter()
+                        .filter(|id| before.contains(id.as_str()))
+                        .cloned(),
+                );
+            }
+        }
+        if !repeated.is_empty() {
+            failures.push(format!(
+                "{subscriber} received again in a later session, with no crash to explain it: {}",
+                listed(&repeated)
+            ));
+        }
+    }
+    failures
+}
+
+/// Every notification received was published: at most as many unknown ids as
+/// publications whose acknowledgement was lost, each from a publishing relay.
+fn invented(obs: &Observations) -> Option<String> {
+    let published: BTreeSet<&str> = obs
+        .published
+        .iter()
+        .map(|p| p.message_id.as_str())
+        .collect();
+    let origins: BTreeSet<String> = obs
+        .published
+        .iter()
+        .map(|p| format!("{}-", p.relay))
+        .collect();
+    let unknown: BTreeSet<&str> = obs
+        .sessions
+        .iter()
+        .flat_map(|s| s.received.iter())
+        .map(String::as_str)
+        .filter(|id| !published.contains(id))
+        .collect();
+    let unexplained: Vec<String> = unknown
+        .iter()
+        .filter(|id| !origins.iter().any(|o| id.starts_with(o.as_str())))
+        .map(|id| id.to_string())
+        .collect();
+    if !unexplained.is_empty() || unknown.len() > obs.unacked {
+        let all: Vec<String> = unknown.iter().map(|id| id.to_string()).collect();
+        return Some(format!(
+            "received {} notification(s) nobody published ({} publications unacknowledged): {}",
+            unknown.len(),
+            obs.unacked,
+            listed(if unexplained.is_empty() {
+                &all
+            } else {
+                &unexplained
+            })
+        ));
+    }
+    None
+}
+
 fn publishers(plan: &Plan, obs: &Observations) -> Vec<String> {
     plan.publishers
         .iter()
@@ -256,17 +482,31 @@ fn publishers(plan: &Plan, obs: &Observations) -> Vec<String> {
         .collect()
 }
 
+/// A figure from a relay's `GET /metrics`, or why it could not be read.
+fn sync_figure(obs: &Observations, relay: &str, field: &str) -> Result<u64, String> {
+    let view = obs
+        .views
+        .get(relay)
+        .ok_or_else(|| format!("{relay} was not read"))?;
+    let metrics = view
+        .metrics
+        .as_ref()
+        .ok_or_else(|| format!("{relay} /metrics unreadable"))?;
+    metrics["sync_metrics"][field]
+        .as_u64()
+        .ok_or_else(|| format!("{relay} /metrics has no sync_metrics.{field}"))
+}
+
 fn bounds(plan: &Plan, obs: &Observations) -> Vec<String> {
-    obs.views
-        .iter()
-        .filter_map(|(relay, view)| {
-            let known = view.metrics.as_ref()?["sync_metrics"]["known_relays"].as_u64()?;
-            (known > plan.relays as u64).then(|| {
-                format!(
-                    "{relay} knows {known} relays, more than the {} that exist",
-                    plan.relays
-                )
-            })
+    (1..=plan.relays)
+        .map(host)
+        .filter_map(|relay| match sync_figure(obs, &relay, "known_relays") {
+            Err(missing) => Some(format!("bounds unchecked: {missing}")),
+            Ok(known) if known > plan.relays as u64 => Some(format!(
+                "{relay} knows {known} relays, more than the {} that exist",
+                plan.relays
+            )),
+            Ok(_) => None,
         })
         .collect()
 }
@@ -274,12 +514,11 @@ fn bounds(plan: &Plan, obs: &Observations) -> Vec<String> {
 /// One live link per pair once the mesh settled: every relay is linked to all others.
 fn links(plan: &Plan, obs: &Observations) -> Option<String> {
     let want = plan.relays as u64 - 1;
-    let short: Vec<String> = obs
-        .views
-        .iter()
-        .filter_map(|(relay, view)| {
-            let links = view.metrics.as_ref()?["sync_metrics"]["mesh_connections"].as_u64()?;
-            (links != want).then(|| format!("{relay} has {links}"))
+    let short: Vec<String> = (1..=plan.relays)
+        .map(host)
+        .filter_map(|relay| match sync_figure(obs, &relay, "mesh_connections") {
+            Err(missing) => Some(missing),
+            Ok(links) => (links != want).then(|| format!("{relay} has {links}")),
         })
         .collect();
     (!short.is_empty()).then(|| {

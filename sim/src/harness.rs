@@ -65,6 +65,9 @@ pub struct Plan {
     pub schedule: Schedule,
     /// When the workloads stop and the checker reads the relays.
     pub end: Duration,
+    /// A deliberate fault in one relay (its index, a `sdk_relay::mutation` name), for the
+    /// checks' negative controls; needs the `mutations` feature.
+    pub mutation: Option<(usize, String)>,
 }
 
 /// What a run produced.
@@ -139,10 +142,28 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
         peers.push(format!("{}:{WS_PORT}", host(plan.relays)));
     }
     config.mesh.peers = peers;
+    if let Some((mutant, name)) = &plan.mutation
+        && *mutant == index
+    {
+        mutate(&mut config, name);
+    }
     config
         .validate()
         .expect("the simulation's relay config is valid");
     config
+}
+
+#[cfg(feature = "mutations")]
+fn mutate(config: &mut Config, name: &str) {
+    config.mutation = Some(
+        sdk_relay::mutation::Mutation::parse(name)
+            .unwrap_or_else(|| panic!("unknown mutation `{name}`")),
+    );
+}
+
+#[cfg(not(feature = "mutations"))]
+fn mutate(_: &mut Config, name: &str) {
+    panic!("mutation `{name}` needs the simulator built with `--features mutations`");
 }
 
 /// Runs `plan` and checks the mesh at its end.

@@ -49,6 +49,13 @@ enum Command {
         /// its last fault.
         #[arg(long)]
         schedule: Option<std::path::PathBuf>,
+        /// Negative control: break one thing in one relay, `N:NAME` (e.g.
+        /// `2:drop-delivery`), to see the checks name it. Needs a simulator built with
+        /// `--features mutations`; the names are drop-delivery, duplicate-delivery,
+        /// reset-subscriber, close-going-away, invent-notification, refuse-link,
+        /// phantom-members.
+        #[arg(long, value_name = "N:NAME")]
+        mutate: Option<String>,
     },
     /// Runs every non-negative scenario for seeds 1..=N; prints a line per failing run.
     Soak {
@@ -89,6 +96,7 @@ fn main() -> anyhow::Result<ExitCode> {
             sync_secs,
             quiet,
             schedule,
+            mutate,
         } => {
             let mut options = Options::new(relays, seed);
             options.duration = duration_secs.map(Duration::from_secs);
@@ -107,6 +115,17 @@ fn main() -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 plan.end = plan.end.max(faults.last() + scenario::SETTLE);
                 plan.schedule = faults;
+            }
+            if let Some(spec) = &mutate {
+                if !cfg!(feature = "mutations") {
+                    bail!("--mutate needs the simulator built with `--features mutations`");
+                }
+                let (relay, name) = spec
+                    .split_once(':')
+                    .and_then(|(n, name)| Some((n.parse::<usize>().ok()?, name.to_string())))
+                    .filter(|(n, _)| (1..=plan.relays).contains(n))
+                    .with_context(|| format!("--mutate {spec}: expected N:NAME with N a relay"))?;
+                plan.mutation = Some((relay, name));
             }
             let outcome = sim::harness::run(&plan);
             let report = outcome.report();

@@ -96,6 +96,7 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
         subscribers: Vec::new(),
         schedule: Schedule::default(),
         end: Duration::ZERO,
+        mutation: None,
     };
     let rng = &mut rng;
     plan.end = match name {

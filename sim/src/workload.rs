@@ -32,6 +32,30 @@ pub struct Published {
     pub sent_at: Duration,
 }
 
+/// How a subscriber session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The subscriber left on schedule and closed the connection itself.
+    Left,
+    /// The relay sent a close frame with this code.
+    ClosedByRelay(u16),
+    /// The connection ended without a close frame (reset, end of stream).
+    Reset,
+    /// The subscriber heard nothing, not even the heartbeat, for its silence limit.
+    Silent,
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEnd::Left => write!(f, "left"),
+            SessionEnd::ClosedByRelay(code) => write!(f, "closed by its relay with {code}"),
+            SessionEnd::Reset => write!(f, "reset without a close frame"),
+            SessionEnd::Silent => write!(f, "silent past its limit"),
+        }
+    }
+}
+
 /// One subscriber connection, from accepted handshake to end.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -40,9 +64,9 @@ pub struct Session {
     pub started_at: Duration,
     /// `None` while still connected at the end of the run.
     pub ended_at: Option<Duration>,
+    /// Why it ended; `None` while still connected at the end of the run.
+    pub end: Option<SessionEnd>,
     pub received: Vec<String>,
-    /// Close codes the relay sent (1001 at shutdown is expected; others are findings).
-    pub close_code: Option<u16>,
 }
 
 /// The relays' answers to the checker's requests.
@@ -58,6 +82,9 @@ pub struct RelayView {
 pub struct Observations {
     pub published: Vec<Published>,
     pub sessions: Vec<Session>,
+    /// Publications sent whose acknowledgement never came (the relay may still have
+    /// stamped and routed them, under an id nobody recorded).
+    pub unacked: usize,
     pub views: BTreeMap<String, RelayView>,
     pub checker_done: bool,
 }
@@ -143,6 +170,7 @@ impl Publisher {
                 }
                 Err(e) => {
                     trace.here(&self.name, format!("publish failed: {e}"));
+                    obs.borrow_mut().unacked += 1;
                     tokio::time::sleep(RECONNECT_DELAY).await;
                 }
             }
@@ -196,8 +224,8 @@ impl Subscriber {
                     relay,
                     started_at: now(),
                     ended_at: None,
+                    end: None,
                     received: Vec::new(),
-                    close_code: None,
                 });
                 o.sessions.len() - 1
             };
@@ -206,15 +234,24 @@ impl Subscriber {
                 None => {
                     // Left on schedule (or the run ended): close politely.
                     if stop < end {
-                        obs.borrow_mut().sessions[index].ended_at = Some(now());
+                        let mut o = obs.borrow_mut();
+                        o.sessions[index].ended_at = Some(now());
+                        o.sessions[index].end = Some(SessionEnd::Left);
                         trace.here(&self.name, "left");
                     }
                     ws.close().await;
                     return Ok(());
                 }
                 Some(why) => {
-                    obs.borrow_mut().sessions[index].ended_at = Some(now());
-                    trace.here(&self.name, format!("lost {}: {why}", self.relay));
+                    {
+                        let mut o = obs.borrow_mut();
+                        o.sessions[index].ended_at = Some(now());
+                        o.sessions[index].end = Some(why);
+                    }
+                    trace.here(
+                        &self.name,
+                        format!("lost {}: {}", self.relay, describe(why)),
+                    );
                     tokio::time::sleep(RECONNECT_DELAY).await;
                 }
             }
@@ -230,7 +267,7 @@ impl Subscriber {
         trace: &Trace,
         index: usize,
         stop: Duration,
-    ) -> Option<String> {
+    ) -> Option<SessionEnd> {
         loop {
             let left = stop.saturating_sub(now());
             if left.is_zero() {
@@ -239,11 +276,9 @@ impl Subscriber {
             let received = tokio::time::timeout(left.min(self.silence_max), ws.recv()).await;
             match received {
                 Err(_) if now() >= stop => return None,
-                Err(_) => return Some("silent".into()),
-                Ok(Received::Closed(code)) => {
-                    obs.borrow_mut().sessions[index].close_code = code;
-                    return Some(format!("closed with {code:?}"));
-                }
+                Err(_) => return Some(SessionEnd::Silent),
+                Ok(Received::Closed(Some(code))) => return Some(SessionEnd::ClosedByRelay(code)),
+                Ok(Received::Closed(None)) => return Some(SessionEnd::Reset),
                 Ok(Received::Message(m)) if m["type"] == "notification" => {
                     let id = m["message_id"].as_str().unwrap_or_default().to_string();
                     trace.here(&self.name, format!("recv {id}"));
@@ -252,6 +287,16 @@ impl Subscriber {
                 Ok(Received::Message(_)) => {}
             }
         }
+    }
+}
+
+/// The words the trace has always used for a lost session.
+fn describe(end: SessionEnd) -> String {
+    match end {
+        SessionEnd::Silent => "silent".into(),
+        SessionEnd::ClosedByRelay(code) => format!("closed with Some({code})"),
+        SessionEnd::Reset => "closed with None".into(),
+        SessionEnd::Left => "left".into(),
     }
 }
 

@@ -36,6 +36,16 @@ pub(super) async fn serve<R: AsyncRead + Unpin>(
         inbound,
         outlet,
     } = parts;
+    #[cfg(feature = "mutations")]
+    if let Some(crate::mutation::Mutation::RefuseLink { peer }) = mesh.parts.config.mutation
+        && peer_id == format!("relay-{peer}")
+    {
+        outlet.close(CloseReason {
+            code: 1000,
+            reason: "refused (mutation)",
+        });
+        return;
+    }
     let registered = mesh.state.register_link(
         mesh.relay_id(),
         &peer_id,

@@ -316,6 +316,13 @@ async fn serve_outbound<R, W>(
 }
 
 fn update_gauges(mesh: &Mesh) {
+    #[cfg(feature = "mutations")]
+    if let Some(crate::mutation::Mutation::PhantomMembers { count }) = mesh.parts.config.mutation {
+        for i in 1..=count {
+            mesh.state
+                .heard(&format!("phantom-{i}"), None, mesh.unix_ms());
+        }
+    }
     let now_ms = mesh.unix_ms();
     let interval_ms = mesh.parts.config.sync_interval().as_millis() as u64;
     let state = mesh.state.lock();
