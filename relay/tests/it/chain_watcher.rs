@@ -497,10 +497,46 @@ async fn wrong_network_is_refused_and_no_source_is_disabled() {
     assert!(!handle.status().enabled);
 }
 
-// Proves every hit is confirmed against Core: when Core reports another value for the
-// output than Blindbit, nothing is emitted.
+// Proves every hit is confirmed against Core. The same chain is scanned twice: with Core
+// agreeing, the documented payment is detected (so detection works in this setup);
+// with Core reporting another value for that output, the hit is still found (Core is
+// asked for the payment's block, which the watcher only does for hits, and the drop is
+// logged naming the transaction) and nothing is emitted.
 #[tokio::test]
 async fn hit_not_confirmed_by_core_is_dropped() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let ring = sdk_relay::logs::LogRing::new(1000);
+    // The watcher runs on this test's thread (current-thread runtime): its records land here.
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(ring.layer(Arc::new(TokioClock))),
+    );
+    let getblock_of_payment = |fakes: &Fakes| {
+        fakes
+            .chain
+            .lock()
+            .unwrap()
+            .core_calls
+            .iter()
+            .filter(|(method, params)| method == "getblock" && params[0] == PAYMENT_HASH)
+            .count()
+    };
+
+    let confirmed = fakes_for(fakes::chain(295120, 295126)).await;
+    let run = spawn(
+        &confirmed,
+        settings(temp_dir("confirmed"), Some(own_key(295120))),
+    );
+    wait_scanned(&run.handle, 295126).await;
+    let events = run.stop().await;
+    let found = payments(&events);
+    assert_eq!(
+        found.len(),
+        1,
+        "Core agreeing, the payment is detected: {events:?}"
+    );
+    assert_documented_payment(found[0], Target::Own, PAYMENT_HEIGHT, PAYMENT_HASH);
+    assert_eq!(getblock_of_payment(&confirmed), 1);
+
     let chain = fakes::chain(295120, 295126);
     let key = (PAYMENT_TXID.to_string(), 0);
     chain
@@ -513,6 +549,18 @@ async fn hit_not_confirmed_by_core_is_dropped() {
     wait_scanned(&run.handle, 295126).await;
     let events = run.stop().await;
     assert!(payments(&events).is_empty(), "{events:?}");
+    assert_eq!(
+        getblock_of_payment(&fakes),
+        1,
+        "the hit was found: Core was asked to confirm it"
+    );
+    let warnings = ring.recent(tracing::Level::WARN, 1000);
+    assert!(
+        warnings
+            .iter()
+            .any(|r| r.message.contains("does not confirm") && r.message.contains(PAYMENT_TXID)),
+        "the dropped hit is logged: {warnings:?}"
+    );
 }
 
 // Proves cookie-file authentication, and that a refused login is reported as degraded

@@ -67,8 +67,9 @@ async fn notifications_reach_each_subscriber_exactly_once() {
     relay.shutdown().await;
 }
 
-/// A subscriber that never reads is disconnected once its queue fills; the subscribers
-/// that read receive every notification.
+/// A subscriber that never reads is cut off as a slow consumer once its queue fills
+/// (close 1013, counted as a slow-consumer disconnect); the subscribers that read
+/// receive every notification.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
     let mut config = fast_config();
@@ -104,8 +105,10 @@ async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
             "a reading subscriber lost or reordered nothing"
         );
     }
-    // The stalled client finally reads: some notifications, then the slow-consumer close
-    // (or a reset, if the relay already dropped the socket).
+    // The stalled client finally reads: some notifications, then the slow-consumer close.
+    // The close frame itself may not make it (its socket buffers were full, so the relay
+    // may give up writing it and drop the socket): the relay's own count of slow-consumer
+    // cuts, and of 1013 closes, must then say what happened.
     let mut received = 0;
     let code = loop {
         match stalled.recv().await {
@@ -118,5 +121,32 @@ async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
         "the stalled client was cut off before the end"
     );
     assert!(matches!(code, Some(1013) | None), "closed with {code:?}");
+    // The relay counts the close once the connection's task has ended, just after.
+    let (cuts, slow_closes) = crate::support::cluster::eventually(
+        std::time::Duration::from_secs(10),
+        "a close with 1013 counted",
+        || async {
+            let exposition = crate::http_client::get(relay.http_addr, "/metrics/prometheus")
+                .await
+                .text();
+            let slow_closes = exposition
+                .lines()
+                .find_map(|l| l.strip_prefix("sdk_relay_ws_closes_total{code=\"1013\"} "))
+                .map(|v| v.parse::<f64>().unwrap())
+                .unwrap_or(0.0);
+            let cuts = sdk_relay::metrics::sum_series(
+                &exposition,
+                "sdk_relay_ws_slow_consumer_disconnects_total",
+            );
+            (slow_closes >= 1.0).then_some((cuts, slow_closes))
+        },
+    )
+    .await;
+    assert_eq!(
+        (cuts, slow_closes),
+        (1.0, 1.0),
+        "exactly the stalled client was cut as a slow consumer and closed with 1013 (what \
+         it read: {code:?})"
+    );
     relay.shutdown().await;
 }

@@ -327,19 +327,22 @@ async fn specification_curl_examples_succeed() {
         "/tests/fixtures/spec_curl_examples.sh"
     );
     let script = std::fs::read_to_string(spec).expect("examples file");
-    // Where the specification is checked out beside the repository, the fixture must be
-    // its text, character for character.
-    let original = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/spec/sdk_relay-api-reference.fr.txt"
-    );
-    if let Ok(text) = std::fs::read_to_string(original) {
-        for command in script.split("\n\n") {
-            assert!(
-                text.contains(command.trim()),
-                "not in the specification: {command}"
-            );
-        }
+    // The fixture must be the specification's text, character for character. The
+    // specification is kept in the repository (docs/specification.fr.txt), so this check
+    // runs on every checkout.
+    let original = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/specification.fr.txt");
+    let text = std::fs::read_to_string(original)
+        .unwrap_or_else(|e| panic!("the specification {original}: {e}"));
+    let commands: Vec<&str> = script
+        .split("\n\n")
+        .filter(|c| c.contains("curl "))
+        .collect();
+    assert_eq!(commands.len(), 4, "the fixture holds four cURL examples");
+    for command in script.split("\n\n") {
+        assert!(
+            text.contains(command.trim()),
+            "not in the specification: {command}"
+        );
     }
     let script = script.replace("localhost:8091", &relay.http_addr.to_string());
     let mut outputs = Vec::new();

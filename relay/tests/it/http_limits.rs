@@ -202,20 +202,38 @@ async fn over_the_connection_cap_gets_503_and_close() {
     relay.shutdown().await;
 }
 
-/// Proves a request not complete within `http_timeout_secs` is answered 503.
+/// Proves a request not complete within `http_timeout_secs` is answered 503, after
+/// that long: not before (less a little slack for the clocks), not long after.
 #[tokio::test]
 async fn a_stalled_request_times_out_with_503() {
     let mut config = fast_config();
-    config.limits.http_timeout_secs = 1;
+    config.limits.http_timeout_secs = 2;
+    let timeout = std::time::Duration::from_secs(config.limits.http_timeout_secs);
     let relay = TestRelay::start(config).await;
+    // Started before the request is sent, so never after the relay's own deadline.
+    let started = tokio::time::Instant::now();
     let mut stream = tokio::net::TcpStream::connect(relay.http_addr)
         .await
         .unwrap();
     let head = "POST /sync/force HTTP/1.1\r\nHost: r\r\nContent-Length: 100\r\n\r\n{";
     stream.write_all(head.as_bytes()).await.unwrap();
+    // The answer's first byte marks when the relay gave up (it may close a bit later).
+    tokio::time::timeout(WAIT, stream.peek(&mut [0u8; 1]))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let elapsed = started.elapsed();
     let reply = http_client::read_reply(&mut stream).await;
     reply.error_message(503, "unavailable");
     assert!(reply.header("retry-after").is_some());
+    let (early, late) = (
+        timeout - std::time::Duration::from_millis(250),
+        timeout + std::time::Duration::from_millis(1500),
+    );
+    assert!(
+        (early..=late).contains(&elapsed),
+        "answered after {elapsed:?}; http_timeout_secs is {timeout:?}"
+    );
     relay.shutdown().await;
 }
 

@@ -334,3 +334,76 @@ async fn forced_sync_reaches_every_live_peer() {
     )
     .await;
 }
+
+/// Proves the sync round trip the relays report is the one on the wire: two relays
+/// linked only through a proxy that holds every byte 150 ms each way report, in
+/// `/sync/status`, in `/metrics` and in the round-trip histogram, round trips of at
+/// least the 300 ms the proxy adds, and not wildly more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_sync_round_trip_is_the_delay_on_the_wire() {
+    const DELAY: Duration = Duration::from_millis(150);
+    // What the relays may add to the proxy's 300 ms on a loaded machine.
+    const SLACK_MS: f64 = 700.0;
+    let added_ms = 2.0 * DELAY.as_millis() as f64;
+    // Advertised addresses refuse (port 9): the only link is the one through the proxy.
+    let far = RelayProcess::start("r2", "advertise_addr = \"127.0.0.1:9\"", FAST).await;
+    let proxy = Proxy::start_with_delay(far.ws_addr, DELAY).await;
+    let near = RelayProcess::start(
+        "r1",
+        "advertise_addr = \"127.0.0.1:9\"",
+        &format!("{FAST}{}", peers(&[proxy.addr.to_string()])),
+    )
+    .await;
+    let relays = [near, far];
+    fully_linked(&relays).await;
+    for relay in &relays {
+        // A few syncs each way (one a second), all through the proxy.
+        let peer = eventually(
+            Duration::from_secs(20),
+            &format!("{}: five syncs answered", relay.id),
+            || async {
+                let status = relay.get("/sync/status").await;
+                let peer = status["peers"].as_array()?.first()?.clone();
+                (peer["sync_responses"].as_u64()? >= 5).then_some(peer)
+            },
+        )
+        .await;
+        let within = |ms: f64| ms >= added_ms - 2.0 && ms <= added_ms + SLACK_MS;
+        let per_peer = peer["avg_latency_ms"].as_f64().unwrap();
+        assert!(
+            within(per_peer),
+            "{}: /sync/status avg_latency_ms {per_peer} with {added_ms} ms added on the wire",
+            relay.id
+        );
+        let metrics = relay.get("/metrics").await;
+        let overall = metrics["sync_metrics"]["avg_latency"].as_f64().unwrap();
+        assert!(
+            within(overall),
+            "{}: /metrics avg_latency {overall} with {added_ms} ms added on the wire",
+            relay.id
+        );
+        let text = relay.get_text("/metrics/prometheus").await;
+        let sum = |name: &str| sdk_relay::metrics::sum_series(&text, name);
+        let count = sum("sdk_relay_sync_round_trip_seconds_count");
+        let mean_ms = sum("sdk_relay_sync_round_trip_seconds_sum") / count * 1000.0;
+        assert!(count >= 5.0, "{}: {count} round trips recorded", relay.id);
+        assert!(
+            within(mean_ms),
+            "{}: histogram mean {mean_ms} ms with {added_ms} ms added on the wire",
+            relay.id
+        );
+        let fast: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("sdk_relay_sync_round_trip_seconds_bucket")
+                    && l.contains("le=\"0.25\"")
+            })
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+            .sum();
+        assert_eq!(
+            fast, 0.0,
+            "{}: no round trip under 250 ms through a 300 ms delay",
+            relay.id
+        );
+    }
+}

@@ -131,12 +131,26 @@ async fn tokens_gate_the_handshake() {
     relay.shutdown().await;
 }
 
-/// A client that never handshakes is closed after the connection timeout.
+/// A client that never handshakes is closed with 1002 after `connection_timeout_secs`:
+/// not before (less a little slack for the clocks), not long after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_handshake_times_out() {
-    let relay = TestRelay::start(fast_config()).await;
+    let config = fast_config();
+    let timeout = std::time::Duration::from_secs(config.limits.connection_timeout_secs);
+    let relay = TestRelay::start(config).await;
+    // Started before the connection exists, so never after the relay's own deadline.
+    let started = tokio::time::Instant::now();
     let mut client = Client::connect(relay.ws_addr).await.unwrap();
     assert_eq!(client.recv_close().await, Some(1002));
+    let elapsed = started.elapsed();
+    let (early, late) = (
+        timeout - std::time::Duration::from_millis(250),
+        timeout + std::time::Duration::from_secs(2),
+    );
+    assert!(
+        (early..=late).contains(&elapsed),
+        "closed after {elapsed:?}; connection_timeout_secs is {timeout:?}"
+    );
     relay.shutdown().await;
 }
 

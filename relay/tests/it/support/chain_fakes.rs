@@ -36,7 +36,9 @@ fn data_dir() -> PathBuf {
 
 fn read_json(height: u32, file: &str) -> Value {
     let path = data_dir().join(height.to_string()).join(file);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("recorded fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 impl FakeBlock {
@@ -48,7 +50,10 @@ impl FakeBlock {
         FakeBlock {
             hash: filter["block_hash"].as_str().unwrap().to_string(),
             tweaks: serde_json::from_value(tweaks).unwrap(),
-            utxos: utxos.as_array().cloned().unwrap_or_default(),
+            utxos: utxos
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| panic!("{height}/utxos.json is not an array")),
             filter_hex: filter["data"].as_str().unwrap().to_string(),
         }
     }
@@ -126,6 +131,8 @@ pub struct ChainModel {
     /// `user:password` Core requires, if any.
     pub core_auth: Option<String>,
     pub core_requests: u64,
+    /// Core RPC calls answered, in order: method and params.
+    pub core_calls: Vec<(String, Value)>,
     /// Values (sats) Core reports instead of Blindbit's, by (txid, vout).
     pub core_value_override: BTreeMap<(String, u32), u64>,
     /// Paths Blindbit was asked for, in order (tests bound how many they cause).
@@ -256,7 +263,7 @@ async fn core_reply(chain: &Chain, req: Request<hyper::body::Incoming>) -> Respo
         .map(str::to_string);
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let call: Value = serde_json::from_slice(&body).unwrap();
-    let model = chain.lock().unwrap();
+    let mut model = chain.lock().unwrap();
     if let Some(expected) = &model.core_auth {
         use base64::Engine;
         let want = format!(
@@ -268,6 +275,8 @@ async fn core_reply(chain: &Chain, req: Request<hyper::body::Incoming>) -> Respo
         }
     }
     let id = call["id"].clone();
+    let method = call["method"].as_str().unwrap().to_string();
+    model.core_calls.push((method, call["params"].clone()));
     match core_method(&model, call["method"].as_str().unwrap(), &call["params"]) {
         Ok(result) => reply(200, json!({"result": result, "error": null, "id": id})),
         Err((code, message)) => reply(

@@ -109,6 +109,41 @@ impl RelayProcess {
             .to_path_buf()
     }
 
+    /// The relay's process id, for reading its figures from `/proc` independently.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the relay process is running")
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// `GET path` as text (the Prometheus exposition).
+    pub async fn get_text(&self, path: &str) -> String {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(self.http_addr).await.ok()?;
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.http_addr
+            );
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.ok()?;
+            Some(response.split_once("\r\n\r\n")?.1.to_string())
+        };
+        tokio::time::timeout(WAIT, exchange)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("GET {path} on {}", self.id))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.config_path.with_extension("log")).unwrap_or_default()
     }
@@ -193,7 +228,45 @@ where
     }
 }
 
-/// A TCP proxy to `target` whose connections the test can cut (and later allow again).
+/// What the kernel says of a process, read from `/proc/<pid>` by the test itself.
+pub mod procfs {
+    /// User + system CPU time in clock ticks (USER_HZ, 100 per second on Linux): fields
+    /// 14 and 15 of `/proc/<pid>/stat`.
+    pub fn cpu_ticks(pid: u32) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+        let after_name = stat.rsplit_once(')').expect("stat has a command name").1;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let utime: u64 = fields[11].parse().expect("utime");
+        let stime: u64 = fields[12].parse().expect("stime");
+        utime + stime
+    }
+
+    /// Resident memory in bytes: `VmRSS` of `/proc/<pid>/status`.
+    pub fn resident_bytes(pid: u32) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .expect("VmRSS line")
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .expect("VmRSS in kB");
+        kib * 1024
+    }
+
+    /// Open file descriptors.
+    pub fn open_fds(pid: u32) -> usize {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("/proc/<pid>/fd")
+            .count()
+    }
+}
+
+/// A TCP proxy to `target` whose connections the test can cut (and later allow again),
+/// and that can hold every byte for a fixed delay in each direction.
 pub struct Proxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
@@ -207,6 +280,12 @@ struct ProxyState {
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
+        Proxy::start_with_delay(target, Duration::ZERO).await
+    }
+
+    /// A proxy that passes each byte on `delay` after it arrived, in both directions (a
+    /// delay line: latency is added, throughput is kept).
+    pub async fn start_with_delay(target: SocketAddr, delay: Duration) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ProxyState::default()));
@@ -218,9 +297,21 @@ impl Proxy {
                     continue; // dropped at once: the dialer sees the connection close
                 }
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    if delay.is_zero() {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
                     }
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::join!(
+                        delay_line(in_read, out_write, delay),
+                        delay_line(out_read, in_write, delay)
+                    );
                 });
                 state.live.retain(|t| !t.is_finished());
                 state.live.push(task.abort_handle());
@@ -241,4 +332,37 @@ impl Proxy {
     pub fn heal(&self) {
         self.state.lock().unwrap().cut = false;
     }
+}
+
+/// Copies `from` to `to`, writing each chunk `delay` after it was read.
+async fn delay_line(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now() + delay;
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
