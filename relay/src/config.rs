@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::{REDACTED, redact};
 pub use cli::{Cli, Command, RunArgs};
 pub use watcher::WatcherConfig;
 
@@ -195,8 +196,9 @@ impl Limits {
     }
 }
 
-/// `[auth]`: empty lists and absent values mean open access.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[auth]`: empty lists and absent values mean open access. Every field but
+/// `http_basic_user` is a secret: `Debug` and [`Config::redacted`] show it as `***`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Tokens a WebSocket client must present in its handshake; empty = open.
@@ -207,7 +209,9 @@ pub struct AuthConfig {
     pub mesh_token: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[bitcoin_core]`: `rpc_password` is a secret (`Debug` and [`Config::redacted`] show
+/// `***`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BitcoinCoreConfig {
     pub url: String,
@@ -225,6 +229,53 @@ pub struct BitcoinCoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct BlindbitConfig {
     pub url: String,
+}
+
+impl AuthConfig {
+    /// A copy safe to show: each token and password replaced by `***`, absent ones absent.
+    pub fn redacted(&self) -> AuthConfig {
+        AuthConfig {
+            ws_tokens: self.ws_tokens.iter().map(|_| REDACTED.into()).collect(),
+            http_basic_user: self.http_basic_user.clone(),
+            http_basic_password: redact(self.http_basic_password.as_deref()).map(Into::into),
+            mesh_token: redact(self.mesh_token.as_deref()).map(Into::into),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.redacted();
+        f.debug_struct("AuthConfig")
+            .field("ws_tokens", &r.ws_tokens)
+            .field("http_basic_user", &r.http_basic_user)
+            .field("http_basic_password", &r.http_basic_password)
+            .field("mesh_token", &r.mesh_token)
+            .finish()
+    }
+}
+
+impl BitcoinCoreConfig {
+    /// A copy safe to show: the RPC password replaced by `***` when set.
+    pub fn redacted(&self) -> BitcoinCoreConfig {
+        BitcoinCoreConfig {
+            rpc_password: redact(self.rpc_password.as_deref()).map(Into::into),
+            ..self.clone()
+        }
+    }
+}
+
+impl std::fmt::Debug for BitcoinCoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.redacted();
+        f.debug_struct("BitcoinCoreConfig")
+            .field("url", &r.url)
+            .field("wallet", &r.wallet)
+            .field("rpc_user", &r.rpc_user)
+            .field("rpc_password", &r.rpc_password)
+            .field("cookie_file", &r.cookie_file)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -293,6 +344,18 @@ impl Config {
     /// Text that is not TOML, unknown keys, mistyped values.
     pub fn from_toml_str(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// A copy safe to show (`check-config`, `GET /config`): every secret (WebSocket
+    /// tokens, HTTP and mesh passwords, the Core RPC password, the scan secret key)
+    /// replaced by `***`; unset secrets stay unset. `Debug` shows the same.
+    pub fn redacted(&self) -> Config {
+        Config {
+            auth: self.auth.redacted(),
+            bitcoin_core: self.bitcoin_core.as_ref().map(BitcoinCoreConfig::redacted),
+            watcher: self.watcher.redacted(),
+            ..self.clone()
+        }
     }
 
     /// The address other relays dial to reach this one.

@@ -25,7 +25,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::CheckConfig) = cli.command {
-        print!("{}", toml::to_string(&config).unwrap_or_default());
+        // Secrets print as `***`, never in clear.
+        print!(
+            "{}",
+            toml::to_string(&config.redacted()).unwrap_or_default()
+        );
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }

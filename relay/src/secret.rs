@@ -2,7 +2,12 @@
 //! requests are printed.
 
 /// What `Debug`, `GET /config` and `check-config` show in place of a secret.
-pub const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = "***";
+
+/// A set secret as `REDACTED`; an absent one stays absent.
+pub fn redact(secret: Option<&str>) -> Option<&'static str> {
+    secret.map(|_| REDACTED)
+}
 
 /// Compares a presented secret with the expected one without revealing, through timing,
 /// where they first differ.

@@ -18,7 +18,7 @@ pub struct ScanSecret(SecretKey);
 
 impl std::fmt::Debug for ScanSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ScanSecret(<redacted>)")
+        write!(f, "ScanSecret({})", crate::secret::REDACTED)
     }
 }
 

@@ -148,3 +148,98 @@ fn flags_override_the_file() {
     assert_eq!(c.mesh.peers, ["p:1"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+const SCAN_SECRET: &str = "5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c";
+const SECRETS: [&str; 5] = [
+    "ws-token-one-secret",
+    "ws-token-two-secret",
+    "http-basic-secret",
+    "mesh-token-secret",
+    "rpc-password-secret",
+];
+
+/// A valid configuration with every secret set.
+fn with_every_secret() -> Config {
+    let c = Config {
+        auth: AuthConfig {
+            ws_tokens: vec![SECRETS[0].into(), SECRETS[1].into()],
+            http_basic_user: Some("operator".into()),
+            http_basic_password: Some(SECRETS[2].into()),
+            mesh_token: Some(SECRETS[3].into()),
+        },
+        bitcoin_core: Some(BitcoinCoreConfig {
+            url: "http://bitcoin:8332".into(),
+            wallet: None,
+            rpc_user: Some("rpc".into()),
+            rpc_password: Some(SECRETS[4].into()),
+            cookie_file: None,
+        }),
+        watcher: WatcherConfig {
+            scan_secret_key: Some(SCAN_SECRET.into()),
+            spend_public_key: Some(format!("02{}", "ab".repeat(32))),
+            ..WatcherConfig::default()
+        },
+        ..Config::default()
+    };
+    c.validate().expect("valid");
+    c
+}
+
+fn assert_no_secret(text: &str) {
+    for secret in SECRETS.iter().chain([&SCAN_SECRET]) {
+        assert!(!text.contains(secret), "{secret} shown in clear: {text}");
+    }
+}
+
+// Proves Debug of the configuration and of each section holding a secret shows `***`,
+// never a secret, and keeps what is not secret.
+#[test]
+fn debug_never_shows_a_secret() {
+    let c = with_every_secret();
+    let core = c.bitcoin_core.as_ref().unwrap();
+    for text in [
+        format!("{c:?}"),
+        format!("{c:#?}"),
+        format!("{:?}", c.auth),
+        format!("{core:?}"),
+        format!("{:?}", c.watcher),
+    ] {
+        assert_no_secret(&text);
+        assert!(text.contains(crate::secret::REDACTED), "{text}");
+    }
+    let auth = format!("{:?}", c.auth);
+    assert_eq!(auth.matches("\"***\"").count(), 4, "{auth}");
+    assert!(auth.contains("operator"), "{auth}");
+    assert!(format!("{core:?}").contains("http://bitcoin:8332"));
+}
+
+// Proves `redacted()` (what `check-config` and `GET /config` print) replaces each set
+// secret by `***`, leaves unset ones unset, and changes nothing else.
+#[test]
+fn redacted_replaces_set_secrets_only() {
+    let c = with_every_secret();
+    let r = c.redacted();
+    assert_eq!(r.auth.ws_tokens, ["***", "***"]);
+    assert_eq!(r.auth.http_basic_password.as_deref(), Some("***"));
+    assert_eq!(r.auth.mesh_token.as_deref(), Some("***"));
+    assert_eq!(r.auth.http_basic_user.as_deref(), Some("operator"));
+    assert_eq!(
+        r.bitcoin_core.as_ref().unwrap().rpc_password.as_deref(),
+        Some("***")
+    );
+    assert_eq!(r.watcher.scan_secret_key.as_deref(), Some("***"));
+    assert_no_secret(&toml::to_string(&r).unwrap());
+    let rest = Config {
+        auth: c.auth.clone(),
+        bitcoin_core: c.bitcoin_core.clone(),
+        watcher: c.watcher.clone(),
+        ..r.clone()
+    };
+    assert_eq!(rest, c, "only secrets change");
+    let open = Config::default().redacted();
+    assert!(open.auth.ws_tokens.is_empty());
+    assert_eq!(open.auth.http_basic_password, None);
+    assert_eq!(open.auth.mesh_token, None);
+    assert_eq!(open.watcher.scan_secret_key, None);
+    assert_eq!(open, Config::default());
+}

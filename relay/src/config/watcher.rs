@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::secret::REDACTED;
+use crate::secret::{REDACTED, redact};
 
 /// `[watcher]`: polling cadence, the relay's own silent-payment keys, reorg and wallet bounds.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -17,7 +17,7 @@ pub struct WatcherConfig {
     /// Seconds between two looks at the chain tip.
     pub poll_interval_secs: u64,
     /// The relay's own scan secret key (64 hex). Secret: serialized (`GET /config`,
-    /// `check-config`) and debug-printed only as `<redacted>`.
+    /// `check-config`) and debug-printed only as `***`.
     #[serde(serialize_with = "serialize_redacted")]
     pub scan_secret_key: Option<String>,
     /// A file holding the scan secret key, so it need not sit in the TOML file.
@@ -86,7 +86,7 @@ impl WatcherConfig {
     /// A copy safe to show (`GET /config`, `check-config`): the scan secret key is replaced.
     pub fn redacted(&self) -> WatcherConfig {
         WatcherConfig {
-            scan_secret_key: self.scan_secret_key.as_ref().map(|_| REDACTED.to_string()),
+            scan_secret_key: redact(self.scan_secret_key.as_deref()).map(Into::into),
             ..self.clone()
         }
     }

@@ -17,8 +17,6 @@ use crate::protocol::peer::{PeerHealth, SyncType};
 /// `GET /logs` returns at most this many records per request.
 pub const LOG_LIMIT_MAX: usize = 1000;
 const LOG_LIMIT_DEFAULT: usize = 100;
-/// What replaces a secret in `GET /config`.
-const REDACTED: &str = "***";
 
 pub type ApiResult = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -127,33 +125,12 @@ pub fn prometheus(node: &Node) -> Response<Full<Bytes>> {
     response
 }
 
-/// The effective configuration under its TOML keys, secrets replaced by `***`.
+/// The effective configuration under its TOML keys, secrets replaced by `***`
+/// (`crate::secret::REDACTED`, as in `check-config`); unset secrets stay `null`.
 pub fn config(node: &Node) -> ApiResult {
-    let mut value = serde_json::to_value(&*node.config)
+    let value = serde_json::to_value(node.config.redacted())
         .map_err(|e| ApiError::Internal(format!("config does not serialize: {e}")))?;
-    redact(&mut value)?;
     Ok(json_response(StatusCode::OK, &value))
-}
-
-fn redact(config: &mut Value) -> Result<(), ApiError> {
-    let secret = |value: &mut Value| {
-        if !value.is_null() {
-            *value = Value::from(REDACTED);
-        }
-    };
-    let auth = config
-        .get_mut("auth")
-        .ok_or_else(|| ApiError::Internal("config has no auth section".into()))?;
-    for key in ["http_basic_password", "mesh_token"] {
-        auth.get_mut(key).map(secret);
-    }
-    if let Some(Value::Array(tokens)) = auth.get_mut("ws_tokens") {
-        tokens.iter_mut().for_each(secret);
-    }
-    if let Some(core) = config.get_mut("bitcoin_core").filter(|c| c.is_object()) {
-        core.get_mut("rpc_password").map(secret);
-    }
-    Ok(())
 }
 
 pub fn relays(node: &Node) -> Response<Full<Bytes>> {

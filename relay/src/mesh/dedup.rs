@@ -171,25 +171,40 @@ pub fn summarize<'a>(ids: impl Iterator<Item = &'a str>, ranges_max: usize) -> V
     out
 }
 
+/// The ranges of `sorted` seqs (duplicates allowed): sorted, disjoint, separated by at
+/// least one absent seq, covering exactly the seqs given. No arithmetic can overflow, even
+/// at `u64::MAX` (peers choose the seqs).
 fn to_ranges(sorted: &[u64]) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for &seq in sorted {
         match ranges.last_mut() {
-            Some((_, hi)) if seq <= *hi + 1 => *hi = (*hi).max(seq),
+            // `hi` = u64::MAX: every later (sorted) seq is `hi` again, so it joins.
+            Some((_, hi)) if seq <= hi.saturating_add(1) => *hi = (*hi).max(seq),
             _ => ranges.push((seq, seq)),
         }
     }
     ranges
 }
 
-/// Ids in a peer's summary that `seen` does not know, at most `FETCH_IDS_MAX`.
+/// Ids looked at by one `missing_ids`, in all: an honest peer's summary describes its
+/// log, so it covers at most this many ids.
+pub const MISSING_SCAN_IDS_MAX: usize = LOG_ENTRIES_MAX;
+
+/// Ids in a peer's summary that `seen` does not know, at most `FETCH_IDS_MAX`, in the
+/// summary's order. A hostile or broken summary cannot make us loop for long: at most
+/// `MISSING_SCAN_IDS_MAX` ids are looked at in all, whatever its ranges (`(0, u64::MAX)`,
+/// repeated or overlapping ranges); a range with `lo > hi` is empty.
 pub fn missing_ids(summary: &[StreamSummary], seen: &DedupCache) -> Vec<String> {
     let mut missing = Vec::new();
+    let mut budget = MISSING_SCAN_IDS_MAX;
     for stream in summary {
         for &(lo, hi) in &stream.ranges {
-            // A hostile or broken range cannot make us loop for long.
-            let hi = hi.min(lo.saturating_add(LOG_ENTRIES_MAX as u64));
-            for seq in lo..=hi {
+            if budget == 0 {
+                return missing;
+            }
+            // `RangeInclusive` ends at `u64::MAX` without overflow; `take` bounds the loop.
+            for seq in (lo..=hi).take(budget) {
+                budget -= 1;
                 let id = format!("{}-{seq}", stream.stream);
                 if !seen.contains(&id) {
                     missing.push(id);
@@ -273,6 +288,21 @@ mod tests {
         );
     }
 
+    // Proves two peer ids with the same stream at seq u64::MAX ("…-18446744073709551615"
+    // and "…-018446744073709551615" parse alike) summarize without overflow.
+    #[test]
+    fn summary_of_seqs_at_u64_max_does_not_overflow() {
+        let max = u64::MAX;
+        let ids = [
+            format!("s-1-{max}"),
+            format!("s-1-0{max}"),
+            format!("s-1-{}", max - 1),
+        ];
+        let summary = summarize(ids.iter().map(String::as_str), SUMMARY_RANGES_MAX);
+        assert_eq!(summary.len(), 1);
+        assert_eq!(summary[0].ranges, [(max - 1, max)]);
+    }
+
     #[test]
     fn message_ids_split_into_stream_and_seq() {
         assert_eq!(
@@ -280,5 +310,183 @@ mod tests {
             Some(("relay-1-0a0b0c0d", 42))
         );
         assert_eq!(split_message_id("nonsense"), None);
+    }
+
+    // Proves a summary whose every id is already seen, repeated in many ranges, stops after
+    // MISSING_SCAN_IDS_MAX ids instead of looking at ranges × ids (here 10^8 before).
+    #[test]
+    fn missing_ids_looks_at_a_bounded_number_of_ids() {
+        let mut seen = DedupCache::new(DEDUP_IDS_MAX);
+        for seq in 0..LOG_ENTRIES_MAX {
+            seen.insert(&format!("s-1-{seq}"));
+        }
+        let summary = [StreamSummary {
+            stream: "s-1".into(),
+            ranges: vec![(0, LOG_ENTRIES_MAX as u64 - 1); LOG_ENTRIES_MAX],
+        }];
+        assert!(missing_ids(&summary, &seen).is_empty());
+        let hostile = [StreamSummary {
+            stream: "s-1".into(),
+            ranges: vec![(0, u64::MAX), (u64::MAX, u64::MAX), (5, 1)],
+        }];
+        let missing = missing_ids(&hostile, &seen);
+        assert_eq!(
+            missing.len(),
+            0,
+            "the first range used the whole budget on seen ids"
+        );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Seqs at the edges of u64 (and some anywhere), so that neighbours and duplicates
+        /// near 0 and u64::MAX are common.
+        fn seq() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                0u64..4,
+                (u64::MAX - 3)..=u64::MAX,
+                (1u64 << 32) - 2..(1u64 << 32) + 2,
+                any::<u64>(),
+            ]
+        }
+
+        fn range() -> impl Strategy<Value = (u64, u64)> {
+            prop_oneof![
+                (seq(), seq()),
+                Just((u64::MAX, u64::MAX)),
+                Just((0, u64::MAX)),
+                Just((u64::MAX, 0)),
+            ]
+        }
+
+        fn summary() -> impl Strategy<Value = Vec<StreamSummary>> {
+            prop::collection::vec(
+                (
+                    prop_oneof![Just("a-1"), Just("b-2")],
+                    prop::collection::vec(range(), 0..8),
+                ),
+                0..4,
+            )
+            .prop_map(|streams| {
+                streams
+                    .into_iter()
+                    .map(|(stream, ranges)| StreamSummary {
+                        stream: stream.into(),
+                        ranges,
+                    })
+                    .collect()
+            })
+        }
+
+        /// Checks `ranges` are sorted, disjoint and apart (a gap between two), and cover
+        /// exactly the distinct `seqs`.
+        fn assert_exact_cover(ranges: &[(u64, u64)], seqs: &[u64]) {
+            let distinct: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+            let mut covered: u128 = 0;
+            for (i, &(lo, hi)) in ranges.iter().enumerate() {
+                assert!(lo <= hi, "{ranges:?}");
+                assert!(
+                    distinct.contains(&lo) && distinct.contains(&hi),
+                    "{ranges:?}"
+                );
+                if i > 0 {
+                    let prev_hi = ranges[i - 1].1;
+                    assert!(
+                        prev_hi < u64::MAX && lo > prev_hi + 1,
+                        "not sorted or not apart: {ranges:?}"
+                    );
+                }
+                covered += u128::from(hi - lo) + 1;
+            }
+            for seq in &distinct {
+                assert!(
+                    ranges.iter().any(|&(lo, hi)| lo <= *seq && *seq <= hi),
+                    "{seq} not covered by {ranges:?}"
+                );
+            }
+            // Every distinct seq is covered and the ranges hold as many seqs as there are
+            // distinct seqs, so they hold nothing else.
+            assert_eq!(covered, distinct.len() as u128, "{ranges:?} for {seqs:?}");
+        }
+
+        proptest! {
+            // Proves summaries of any ids (unsorted, duplicated, at u64 edges, padded with
+            // zeros) never panic and cover exactly each stream's seqs.
+            #[test]
+            fn summaries_cover_exactly_the_ids(
+                a in prop::collection::vec(seq(), 0..40),
+                b in prop::collection::vec(seq(), 0..40),
+                padded in any::<bool>(),
+            ) {
+                let pad = if padded { "0" } else { "" };
+                let ids: Vec<String> = a
+                    .iter()
+                    .map(|s| format!("a-1-{pad}{s}"))
+                    .chain(b.iter().map(|s| format!("b-2-{s}")))
+                    .chain(a.iter().map(|s| format!("a-1-{s}")))
+                    .collect();
+                let summary = summarize(ids.iter().map(String::as_str), usize::MAX);
+                let streams: Vec<&str> = summary.iter().map(|s| s.stream.as_str()).collect();
+                let mut expected = Vec::new();
+                if !a.is_empty() { expected.push("a-1"); }
+                if !b.is_empty() { expected.push("b-2"); }
+                prop_assert_eq!(streams, expected);
+                for stream in &summary {
+                    let seqs = if stream.stream == "a-1" { &a } else { &b };
+                    assert_exact_cover(&stream.ranges, seqs);
+                }
+            }
+
+            // Proves a range budget keeps at most that many ranges, the newest of each
+            // stream (a suffix of its full summary).
+            #[test]
+            fn summaries_keep_the_newest_ranges_within_budget(
+                seqs in prop::collection::vec(seq(), 0..40),
+                ranges_max in 0usize..6,
+            ) {
+                let ids: Vec<String> = seqs.iter().map(|s| format!("a-1-{s}")).collect();
+                let full = summarize(ids.iter().map(String::as_str), usize::MAX);
+                let kept = summarize(ids.iter().map(String::as_str), ranges_max);
+                let total: usize = kept.iter().map(|s| s.ranges.len()).sum();
+                prop_assert!(total <= ranges_max);
+                if let (Some(full), Some(kept)) = (full.first(), kept.first()) {
+                    prop_assert!(full.ranges.ends_with(&kept.ranges));
+                    prop_assert_eq!(kept.ranges.len(), full.ranges.len().min(ranges_max));
+                }
+            }
+
+            // Proves missing_ids never panics nor loops long on any ranges (including
+            // (0, u64::MAX), (u64::MAX, u64::MAX) and lo > hi), returns at most
+            // FETCH_IDS_MAX ids, each unseen and inside a range of its stream.
+            #[test]
+            fn missing_ids_are_bounded_unseen_and_in_range(
+                summary in summary(),
+                seen_seqs in prop::collection::vec(seq(), 0..20),
+            ) {
+                let mut seen = DedupCache::new(DEDUP_IDS_MAX);
+                for s in &seen_seqs {
+                    seen.insert(&format!("a-1-{s}"));
+                }
+                let missing = missing_ids(&summary, &seen);
+                prop_assert!(missing.len() <= FETCH_IDS_MAX);
+                for id in &missing {
+                    prop_assert!(!seen.contains(id));
+                    let (stream, seq) = split_message_id(id).expect("a message id");
+                    prop_assert!(summary.iter().any(|s| s.stream == stream
+                        && s.ranges.iter().any(|&(lo, hi)| lo <= seq && seq <= hi)));
+                }
+                let wide_enough = (FETCH_IDS_MAX + seen_seqs.len()) as u64;
+                let wide = summary
+                    .iter()
+                    .any(|s| s.ranges.iter().any(|&(lo, hi)| hi.saturating_sub(lo) >= wide_enough));
+                if wide {
+                    // A range holding more unseen ids than a fetch: a full fetch.
+                    prop_assert_eq!(missing.len(), FETCH_IDS_MAX);
+                }
+            }
+        }
     }
 }

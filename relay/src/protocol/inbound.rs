@@ -49,7 +49,9 @@ pub enum ClientMessage<'a> {
     Watch,
 }
 
-#[derive(Debug, Clone)]
+/// A client's handshake. `token` is a credential (a `auth.ws_tokens` or `auth.mesh_token`
+/// value when right): `Debug` shows it as `***`.
+#[derive(Clone)]
 pub struct Handshake {
     pub client_id: String,
     pub version: String,
@@ -59,6 +61,19 @@ pub struct Handshake {
     /// For relays (capability `relay`): the dialing relay's id and advertised address.
     pub relay_id: Option<String>,
     pub address: Option<String>,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("client_id", &self.client_id)
+            .field("version", &self.version)
+            .field("capabilities", &self.capabilities)
+            .field("token", &crate::secret::redact(self.token.as_deref()))
+            .field("relay_id", &self.relay_id)
+            .field("address", &self.address)
+            .finish()
+    }
 }
 
 #[derive(Debug)]

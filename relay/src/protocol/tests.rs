@@ -13,6 +13,22 @@ fn the_specification_handshake_parses() {
     assert_eq!(h.token, None);
 }
 
+// Proves a handshake's token (a credential) shows as `***` in Debug, and parses intact.
+#[test]
+fn handshake_debug_hides_the_token() {
+    let text = r#"{"type":"handshake","client_id":"c","token":"hs-secret-token"}"#;
+    let message = parse_client_message(text).unwrap();
+    let shown = format!("{message:?}");
+    assert!(
+        !shown.contains("hs-secret-token") && shown.contains("***"),
+        "{shown}"
+    );
+    let ClientMessage::Handshake(h) = message else {
+        panic!("handshake")
+    };
+    assert_eq!(h.token.as_deref(), Some("hs-secret-token"));
+}
+
 #[test]
 fn unknown_capabilities_are_ignored_not_granted() {
     let text = r#"{"type":"handshake","client_id":"c","capabilities":["root","publish"]}"#;

@@ -196,6 +196,80 @@ fn check_config_names_the_bad_key() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `check-config` on a file with every secret set prints none of them: each is `***`,
+/// and the user names beside them still show.
+#[test]
+fn check_config_prints_secrets_as_stars() {
+    let dir = std::env::temp_dir().join(format!("sdk_relay_secrets_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scan_key = "5c".repeat(32);
+    let secrets = [
+        "ws-token-one-secret",
+        "ws-token-two-secret",
+        "http-basic-secret",
+        "mesh-token-secret",
+        "rpc-password-secret",
+        scan_key.as_str(),
+    ];
+    let text = format!(
+        "[auth]\nws_tokens = [\"{}\", \"{}\"]\nhttp_basic_user = \"operator\"\n\
+         http_basic_password = \"{}\"\nmesh_token = \"{}\"\n\
+         [bitcoin_core]\nurl = \"http://bitcoin:8332\"\nrpc_user = \"rpc\"\nrpc_password = \"{}\"\n\
+         [watcher]\nscan_secret_key = \"{}\"\nspend_public_key = \"02{}\"\n",
+        secrets[0],
+        secrets[1],
+        secrets[2],
+        secrets[3],
+        secrets[4],
+        secrets[5],
+        "ab".repeat(32)
+    );
+    let path = dir.join("secrets.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = relay_command()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for secret in secrets {
+        assert!(
+            !stdout.contains(secret),
+            "{secret} printed in clear:\n{stdout}"
+        );
+        assert!(
+            !stderr.contains(secret),
+            "{secret} printed in clear:\n{stderr}"
+        );
+    }
+    let printed: toml::Value = toml::from_str(&stdout).expect("check-config prints TOML");
+    let stars = toml::Value::from("***");
+    assert_eq!(
+        printed["auth"]["ws_tokens"],
+        toml::Value::from(vec!["***", "***"])
+    );
+    assert_eq!(printed["auth"]["http_basic_password"], stars);
+    assert_eq!(printed["auth"]["mesh_token"], stars);
+    assert_eq!(
+        printed["auth"]["http_basic_user"],
+        toml::Value::from("operator")
+    );
+    assert_eq!(printed["bitcoin_core"]["rpc_password"], stars);
+    assert_eq!(
+        printed["bitcoin_core"]["rpc_user"],
+        toml::Value::from("rpc")
+    );
+    assert_eq!(printed["watcher"]["scan_secret_key"], stars);
+    // Unset secrets stay unset: no `***` for a password that is not there.
+    let open = relay_command().arg("check-config").output().unwrap();
+    let open = String::from_utf8_lossy(&open.stdout);
+    assert!(!open.contains("***"), "{open}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `--help` explains every flag.
 #[test]
 fn help_lists_every_flag() {

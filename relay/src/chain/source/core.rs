@@ -35,7 +35,9 @@ impl std::fmt::Debug for CoreAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CoreAuth::None => f.write_str("None"),
-            CoreAuth::Basic { user, .. } => write!(f, "Basic({user}, <redacted>)"),
+            CoreAuth::Basic { user, .. } => {
+                write!(f, "Basic({user}, {})", crate::secret::REDACTED)
+            }
             CoreAuth::Cookie(path) => write!(f, "Cookie({})", path.display()),
         }
     }
