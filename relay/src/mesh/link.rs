@@ -1,6 +1,7 @@
 //! One live link to a peer relay, whichever side dialed: register it, read and handle
 //! the peer's messages, ping it, and cut it off when it goes silent.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -84,6 +85,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut ticker = tokio::time::interval(limits.heartbeat_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard_ms = mesh.now_ms();
+    let window_ms = mesh.parts.config.sync_interval().as_millis() as u64;
+    let mut rates = Rates {
+        syncs: Rate::new(window_ms),
+        fetches: Rate::new(window_ms),
+    };
     loop {
         let frame = tokio::select! {
             biased;
@@ -100,27 +106,89 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         last_heard_ms = mesh.now_ms();
         mesh.state.heard(peer_id, None, mesh.unix_ms());
-        if let Some(reason) = on_frame(mesh, peer_id, outlet, frame) {
+        if let Some(reason) = on_frame(mesh, peer_id, outlet, &mut rates, frame) {
             control.close(reason);
             return;
         }
     }
 }
 
+/// A peer whose log summary broke its bounds: cut as a policy violation.
+const INVALID_SUMMARY: CloseReason = CloseReason {
+    code: 1008,
+    reason: "invalid log summary",
+};
+/// A peer asking more than twice `SYNC_REQUESTS_PER_INTERVAL_MAX` in one interval.
+const TOO_FAST: CloseReason = CloseReason {
+    code: 1008,
+    reason: "sync requests or fetches too fast",
+};
+
+/// What one peer asked for in the current window of one sync interval.
+struct Rate {
+    window_ms: u64,
+    window_start_ms: u64,
+    count: usize,
+}
+
+/// How a request fits the peer's rate.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Answer,
+    /// Over `SYNC_REQUESTS_PER_INTERVAL_MAX` in this interval: left unanswered.
+    Excess {
+        first: bool,
+    },
+    /// Over twice that: the peer is cut.
+    Cut,
+}
+
+impl Rate {
+    fn new(window_ms: u64) -> Rate {
+        Rate {
+            window_ms: window_ms.max(1),
+            window_start_ms: 0,
+            count: 0,
+        }
+    }
+
+    fn admit(&mut self, now_ms: u64) -> Admit {
+        if self.count == 0 || now_ms.saturating_sub(self.window_start_ms) >= self.window_ms {
+            self.window_start_ms = now_ms;
+            self.count = 0;
+        }
+        self.count += 1;
+        let max = super::SYNC_REQUESTS_PER_INTERVAL_MAX;
+        if self.count <= max {
+            Admit::Answer
+        } else if self.count <= 2 * max {
+            Admit::Excess {
+                first: self.count == max + 1,
+            }
+        } else {
+            Admit::Cut
+        }
+    }
+}
+
+struct Rates {
+    /// Sync requests, and sync responses that answer no pending request.
+    syncs: Rate,
+    fetches: Rate,
+}
+
 fn on_frame(
     mesh: &Mesh,
     peer_id: &str,
     outlet: &Outlet,
+    rates: &mut Rates,
     frame: Result<Incoming, ReadError>,
 ) -> Option<CloseReason> {
     if let Some(reason) = crate::conn::ending(&frame) {
         return Some(reason);
     }
     match frame {
-        Ok(Incoming::Text(text)) => {
-            on_text(mesh, peer_id, outlet, &text);
-            None
-        }
+        Ok(Incoming::Text(text)) => on_text(mesh, peer_id, outlet, rates, &text),
         Ok(Incoming::Ping(payload)) => {
             outlet.offer(Outbound::Pong(payload));
             None
@@ -129,7 +197,73 @@ fn on_frame(
     }
 }
 
-fn on_text(mesh: &Mesh, peer_id: &str, outlet: &Outlet, text: &Bytes) {
+/// Counts and records a peer's breach of the protocol's bounds.
+fn breach(mesh: &Mesh, peer_id: &str, sync_type: Option<SyncType>, message: String) {
+    match sync_type {
+        Some(sync_type) => mesh.parts.metrics.sync_errors.get(sync_type).increment(1),
+        None => mesh.parts.metrics.sync_errors_other.increment(1),
+    }
+    tracing::info!(peer = %peer_id, %message, "peer breached the protocol's bounds");
+    mesh.state
+        .record_error(mesh.unix_secs(), peer_id, sync_type, message);
+}
+
+/// Applies the peer's rate to one request; `Some` when the request is to be dropped
+/// (`Some(None)`) or the link cut (`Some(Some(reason))`).
+fn over_rate(
+    mesh: &Mesh,
+    peer_id: &str,
+    rate: &mut Rate,
+    sync_type: Option<SyncType>,
+    what: &str,
+) -> Option<Option<CloseReason>> {
+    let max = super::SYNC_REQUESTS_PER_INTERVAL_MAX;
+    match rate.admit(mesh.now_ms()) {
+        Admit::Answer => None,
+        Admit::Excess { first } => {
+            if first {
+                let message = format!("{what} over {max} per sync interval: left unanswered");
+                breach(mesh, peer_id, sync_type, message);
+            } else if let Some(sync_type) = sync_type {
+                mesh.parts.metrics.sync_errors.get(sync_type).increment(1);
+            } else {
+                mesh.parts.metrics.sync_errors_other.increment(1);
+            }
+            Some(None)
+        }
+        Admit::Cut => {
+            let message = format!("{what} over {} per sync interval: link cut", 2 * max);
+            breach(mesh, peer_id, sync_type, message);
+            Some(Some(TOO_FAST))
+        }
+    }
+}
+
+/// Checks a log summary before anything reads it; a bad one cuts the link.
+fn summary_refused(
+    mesh: &Mesh,
+    peer_id: &str,
+    sync_type: SyncType,
+    payload: &peer::SyncPayload,
+) -> Option<CloseReason> {
+    let log = payload.log.as_deref()?;
+    let why = super::seen::validate(log).err()?;
+    breach(
+        mesh,
+        peer_id,
+        Some(sync_type),
+        format!("log summary rejected: {why}"),
+    );
+    Some(INVALID_SUMMARY)
+}
+
+fn on_text(
+    mesh: &Mesh,
+    peer_id: &str,
+    outlet: &Outlet,
+    rates: &mut Rates,
+    text: &Bytes,
+) -> Option<CloseReason> {
     let message = match peer::parse(text) {
         Ok(message) => message,
         Err(error) => {
@@ -137,7 +271,7 @@ fn on_text(mesh: &Mesh, peer_id: &str, outlet: &Outlet, text: &Bytes) {
             mesh.parts.metrics.sync_errors_other.increment(1);
             mesh.state
                 .record_error(mesh.unix_secs(), peer_id, None, error.to_string());
-            return;
+            return None;
         }
     };
     match message {
@@ -148,6 +282,18 @@ fn on_text(mesh: &Mesh, peer_id: &str, outlet: &Outlet, text: &Bytes) {
             payload,
         } => {
             mesh.parts.metrics.sync_received.get(sync_type).increment(1);
+            if let Some(verdict) = over_rate(
+                mesh,
+                peer_id,
+                &mut rates.syncs,
+                Some(sync_type),
+                "sync requests",
+            ) {
+                return verdict;
+            }
+            if let Some(reason) = summary_refused(mesh, peer_id, sync_type, &payload) {
+                return Some(reason);
+            }
             sync::observe(mesh, peer_id, outlet, &payload);
             let answer = sync::payload_for(mesh, sync_type);
             let frame = peer::encode_sync_response(
@@ -165,24 +311,61 @@ fn on_text(mesh: &Mesh, peer_id: &str, outlet: &Outlet, text: &Bytes) {
             request_id,
             payload,
         } => {
-            on_sync_response(mesh, peer_id, sync_type, &request_id);
+            // A response that answers nothing this relay asked counts like a request.
+            if !on_sync_response(mesh, peer_id, sync_type, &request_id)
+                && let Some(verdict) = over_rate(
+                    mesh,
+                    peer_id,
+                    &mut rates.syncs,
+                    Some(sync_type),
+                    "unsolicited sync responses",
+                )
+            {
+                return verdict;
+            }
+            if let Some(reason) = summary_refused(mesh, peer_id, sync_type, &payload) {
+                return Some(reason);
+            }
             sync::observe(mesh, peer_id, outlet, &payload);
         }
         PeerMessage::Notification(notification) => {
             mesh.route(Arc::new(notification), Some(peer_id));
         }
         PeerMessage::Fetch(ids) => {
-            let ids = &ids[..ids.len().min(super::dedup::FETCH_IDS_MAX)];
-            for frame in mesh.state.logged(ids) {
-                if outlet.offer(Outbound::Text(frame)) != crate::conn::Offered::Queued {
-                    break;
-                }
+            if let Some(verdict) = over_rate(mesh, peer_id, &mut rates.fetches, None, "fetches") {
+                return verdict;
             }
+            answer_fetch(mesh, outlet, &ids);
+        }
+    }
+    None
+}
+
+/// Answers a fetch: each distinct id once, at most `FETCH_IDS_MAX` of them, in the order
+/// asked, until the next would pass `FETCH_ANSWER_BYTES_MAX` (the first is always sent).
+fn answer_fetch(mesh: &Mesh, outlet: &Outlet, ids: &[String]) {
+    let mut distinct = HashSet::new();
+    let ids: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| distinct.insert(*id))
+        .take(super::dedup::FETCH_IDS_MAX)
+        .collect();
+    let mut bytes = 0usize;
+    for notification in mesh.state.logged(&ids) {
+        let frame = notification.encode();
+        if bytes > 0 && bytes.saturating_add(frame.len()) > super::FETCH_ANSWER_BYTES_MAX {
+            break;
+        }
+        bytes += frame.len();
+        if outlet.offer(Outbound::Text(frame)) != crate::conn::Offered::Queued {
+            break;
         }
     }
 }
 
-fn on_sync_response(mesh: &Mesh, peer_id: &str, sync_type: SyncType, request_id: &str) {
+/// Matches a response to a pending request; false when it answers none.
+fn on_sync_response(mesh: &Mesh, peer_id: &str, sync_type: SyncType, request_id: &str) -> bool {
     let now_ms = mesh.now_ms();
     match mesh
         .state
@@ -198,9 +381,36 @@ fn on_sync_response(mesh: &Mesh, peer_id: &str, sync_type: SyncType, request_id:
                 .metrics
                 .sync_rtt(sync_type)
                 .record(rtt_ms as f64 / 1000.0);
+            true
         }
         None => {
             tracing::debug!(peer = %peer_id, sync_type = sync_type.as_str(), "late or unknown sync response");
+            false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::SYNC_REQUESTS_PER_INTERVAL_MAX as MAX;
+
+    #[test]
+    fn a_rate_answers_up_to_the_bound_per_window_then_drops_then_cuts() {
+        let mut rate = Rate::new(1000);
+        for _ in 0..MAX {
+            assert_eq!(rate.admit(5), Admit::Answer);
+        }
+        assert_eq!(rate.admit(5), Admit::Excess { first: true });
+        for _ in 1..MAX {
+            assert_eq!(rate.admit(5), Admit::Excess { first: false });
+        }
+        assert_eq!(rate.admit(5), Admit::Cut);
+        // A new interval starts afresh.
+        assert_eq!(rate.admit(1005), Admit::Answer);
+        for _ in 1..MAX {
+            assert_eq!(rate.admit(1500), Admit::Answer);
+        }
+        assert_eq!(rate.admit(1500), Admit::Excess { first: true });
     }
 }

@@ -21,6 +21,7 @@ mod link;
 mod persist;
 mod report;
 mod router;
+mod seen;
 mod state;
 mod supervisor;
 mod sync;
@@ -28,6 +29,7 @@ mod views;
 
 use std::sync::Arc;
 
+pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
 pub use supervisor::{PEER_ENVELOPE_SLACK_BYTES, run};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
 
@@ -49,6 +51,16 @@ pub const KNOWN_RELAYS_MAX: usize = 1024;
 pub const SYNC_ERRORS_MAX: usize = 50;
 /// Sync requests awaiting an answer.
 pub const PENDING_SYNCS_MAX: usize = 4096;
+/// Bytes of notifications answered to one `fetch`: the ids are answered in order until
+/// the next would pass this (the first is always answered). Four notifications of the
+/// largest size a wallet may publish (1 MiB by default); an honest peer asks again for
+/// the rest after two sync intervals.
+pub const FETCH_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Sync requests answered per peer per sync interval. An honest relay sends about three
+/// (StateSync, MetricsSync, a HealthSync every `sync.health_interval`) plus those
+/// `/sync/force` asks for; the excess is left unanswered and counted as a sync error, and
+/// a peer sending more than twice this in one interval is cut (1008).
+pub const SYNC_REQUESTS_PER_INTERVAL_MAX: usize = 10;
 
 /// What the mesh reports about this relay to its peers (HealthSync, MetricsSync).
 pub trait LocalStatus: Send + Sync + 'static {

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::dedup::{
     DEDUP_IDS_MAX, DedupCache, LOG_ENTRIES_MAX, LOG_RETENTION_SECS, NotificationLog,
 };
+use super::seen::SeenIndex;
 use super::views::SyncErrorRecord;
 use super::{KNOWN_RELAYS_MAX, PENDING_SYNCS_MAX, SYNC_ERRORS_MAX};
 use crate::conn::{CloseReason, Outlet};
@@ -66,6 +66,8 @@ pub(super) struct State {
     /// Addresses that turned out to be this relay.
     pub self_addresses: BTreeSet<String>,
     pub dedup: DedupCache,
+    /// The ids `dedup` holds, as seq ranges per stream (kept in step by `remember`).
+    pub seen: SeenIndex,
     pub log: NotificationLog,
     /// Ids requested by anti-entropy and when (monotonic ms): not asked again from
     /// another peer while the first request may still be answered; counted as repairs
@@ -99,6 +101,7 @@ impl Default for Shared {
                 dials: BTreeMap::new(),
                 self_addresses: BTreeSet::new(),
                 dedup: DedupCache::new(DEDUP_IDS_MAX),
+                seen: SeenIndex::default(),
                 log: NotificationLog::new(LOG_ENTRIES_MAX, LOG_RETENTION_SECS),
                 repairs_requested: HashMap::new(),
                 pending: BTreeMap::new(),
@@ -146,7 +149,7 @@ impl Shared {
         now_unix: u64,
     ) -> Routed {
         let mut state = self.lock();
-        if !state.dedup.insert(&notification.message_id) {
+        if !state.remember(&notification.message_id) {
             return Routed {
                 fresh: false,
                 repaired: false,
@@ -356,7 +359,7 @@ impl Shared {
     pub(super) fn restore_seen(&self, ids: &[String]) {
         let mut state = self.lock();
         for id in ids {
-            state.dedup.insert(id);
+            state.remember(id);
         }
     }
 
@@ -367,8 +370,11 @@ impl Shared {
         state.log.summary()
     }
 
-    /// Ids in a peer's summary this relay never saw and has not asked for within
-    /// `retry_ms`; they are remembered as requested.
+    /// Ids in a peer's (validated) summary this relay never saw and has not asked for
+    /// within `retry_ms`; they are remembered as requested. At most `FETCH_IDS_MAX` ids
+    /// are considered per call, and finding them walks the summary's ranges and this
+    /// relay's seen ranges, never the ids a range spans, so the mutex is held for
+    /// O((ranges + FETCH_IDS_MAX) · log n) whatever the summary says.
     pub(super) fn missing_from(
         &self,
         summary: &[StreamSummary],
@@ -378,12 +384,13 @@ impl Shared {
         let mut state = self.lock();
         let State {
             dedup,
+            seen,
             repairs_requested,
             ..
         } = &mut *state;
         repairs_requested.retain(|_, at| now_ms.saturating_sub(*at) < retry_ms);
-        let mut missing = super::dedup::missing_ids(summary, dedup);
-        missing.retain(|id| !repairs_requested.contains_key(id));
+        let mut missing = seen.unseen(summary, super::dedup::FETCH_IDS_MAX);
+        missing.retain(|id| !dedup.contains(id) && !repairs_requested.contains_key(id));
         if repairs_requested.len() + missing.len() > super::dedup::FETCH_IDS_MAX * 8 {
             repairs_requested.clear();
         }
@@ -391,12 +398,11 @@ impl Shared {
         missing
     }
 
-    pub(super) fn logged(&self, ids: &[String]) -> Vec<Bytes> {
+    /// The logged notifications among `ids`, in their order (encoding them is left to
+    /// the caller, outside the mutex).
+    pub(super) fn logged(&self, ids: &[&str]) -> Vec<Arc<Notification>> {
         let state = self.lock();
-        ids.iter()
-            .filter_map(|id| state.log.get(id))
-            .map(|n| n.encode())
-            .collect()
+        ids.iter().filter_map(|id| state.log.get(id)).collect()
     }
 
     /// The live links, for sending.
@@ -430,6 +436,24 @@ impl Shared {
             .extend(types.iter().copied());
         self.wake.notify_one();
         self.link_count()
+    }
+}
+
+impl State {
+    /// Records `id` in the dedup cache and the seen index; true when it was new. The
+    /// cache forgets its oldest id when full; the index forgets it too.
+    fn remember(&mut self, id: &str) -> bool {
+        if self.dedup.contains(id) {
+            return false;
+        }
+        if self.dedup.len() >= DEDUP_IDS_MAX
+            && let Some(oldest) = self.dedup.ids().next()
+        {
+            self.seen.remove(oldest);
+        }
+        self.dedup.insert(id);
+        self.seen.insert(id);
+        true
     }
 }
 
@@ -492,6 +516,31 @@ mod tests {
         assert!(
             control.close_reason().is_some(),
             "the losing link is closed"
+        );
+    }
+
+    #[test]
+    fn the_seen_index_forgets_what_the_dedup_cache_forgets() {
+        let mesh = Shared::default();
+        let summary = [StreamSummary {
+            stream: "a-1".into(),
+            ranges: vec![(1, DEDUP_IDS_MAX as u64 + 2)],
+        }];
+        {
+            let mut state = mesh.lock();
+            for seq in 1..=DEDUP_IDS_MAX as u64 + 1 {
+                assert!(state.remember(&format!("a-1-{seq}")));
+            }
+            assert!(!state.remember("a-1-5"));
+        }
+        // a-1-1 was forgotten as the oldest: it is missing again, with the one never seen.
+        assert_eq!(
+            mesh.missing_from(&summary, 0, 1000),
+            ["a-1-1", &format!("a-1-{}", DEDUP_IDS_MAX + 2)]
+        );
+        assert!(
+            mesh.missing_from(&summary, 1, 1000).is_empty(),
+            "not asked again while the request may be answered"
         );
     }
 

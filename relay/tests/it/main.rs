@@ -5,6 +5,7 @@ mod chain_bip352;
 mod chain_watcher;
 mod chain_websocket;
 mod fanout;
+mod hostile;
 mod http_api;
 mod http_limits;
 mod limits;
