@@ -168,7 +168,17 @@ pub struct Limits {
     pub http_connections_max: usize,
     /// Seconds the relay waits for clients to close at shutdown.
     pub shutdown_drain_secs: u64,
+    /// Bytes of notifications the mesh keeps for anti-entropy (besides the 10,000-entry
+    /// count and one-hour age bounds); the oldest are dropped first.
+    pub notification_log_bytes_max: usize,
 }
+
+/// Default `limits.notification_log_bytes_max`: 64 MiB, 6,400 notifications of 10 KiB
+/// (the count bound, 10,000, binds below ~6.5 KiB), 64 of the largest (1 MiB).
+pub const NOTIFICATION_LOG_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// Smallest `limits.notification_log_bytes_max`: one notification of the default maximum
+/// size (1 MiB) must fit.
+pub const NOTIFICATION_LOG_BYTES_MAX_MIN: usize = 1 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -183,6 +193,7 @@ impl Default for Limits {
             http_timeout_secs: 30,
             http_connections_max: 100,
             shutdown_drain_secs: 5,
+            notification_log_bytes_max: NOTIFICATION_LOG_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -390,6 +401,7 @@ impl Config {
         }
         self.validate_positive()?;
         self.validate_ordering()?;
+        self.validate_budgets()?;
         self.validate_auth()?;
         self.validate_chain_sources()?;
         self.watcher.validate()
@@ -397,7 +409,7 @@ impl Config {
 
     fn validate_positive(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 13] = [
+        let positive: [(&str, u64); 14] = [
             ("sync.interval", self.sync.interval),
             ("sync.health_interval", self.sync.health_interval),
             ("mesh.peers_max", self.mesh.peers_max as u64),
@@ -417,6 +429,10 @@ impl Config {
             ("limits.http_timeout_secs", l.http_timeout_secs),
             ("limits.http_connections_max", l.http_connections_max as u64),
             ("limits.shutdown_drain_secs", l.shutdown_drain_secs),
+            (
+                "limits.notification_log_bytes_max",
+                l.notification_log_bytes_max as u64,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -443,6 +459,22 @@ impl Config {
                 format!(
                     "must not exceed sync.health_interval ({} > {}): health is judged from the state sync cadence",
                     self.sync.interval, self.sync.health_interval
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_budgets(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let least = NOTIFICATION_LOG_BYTES_MAX_MIN.max(l.ws_message_bytes_max);
+        if l.notification_log_bytes_max < least {
+            return Err(invalid(
+                "limits.notification_log_bytes_max",
+                format!(
+                    "must be at least {least} (1 MiB and limits.ws_message_bytes_max), so \
+                     that one notification of the largest size fits ({} < {least})",
+                    l.notification_log_bytes_max
                 ),
             ));
         }

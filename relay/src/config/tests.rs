@@ -51,6 +51,7 @@ fn every_documented_table_and_key_parses() {
         http_body_bytes_max = 100
         http_timeout_secs = 2
         http_connections_max = 3
+        notification_log_bytes_max = 16777216
         [auth]
         ws_tokens = ["t1"]
         http_basic_user = "admin"
@@ -69,6 +70,7 @@ fn every_documented_table_and_key_parses() {
     c.validate().expect("valid");
     assert_eq!(c.mesh.peers, ["a:8090", "10.0.0.2:8090"]);
     assert_eq!(c.limits.http_connections_max, 3);
+    assert_eq!(c.limits.notification_log_bytes_max, 16 << 20);
     assert_eq!(
         c.bitcoin_core.unwrap().wallet.as_deref(),
         Some("relay_wallet")
@@ -91,6 +93,29 @@ fn zero_limits_name_their_key() {
     let mut c = Config::default();
     c.sync.health_interval = 0;
     assert_eq!(invalid_key(&c), "sync.health_interval");
+}
+
+#[test]
+fn the_notification_log_budget_fits_one_notification() {
+    assert_eq!(
+        Config::default().limits.notification_log_bytes_max,
+        64 << 20,
+        "the documented default"
+    );
+    let mut c = Config::default();
+    c.limits.notification_log_bytes_max = 0;
+    assert_eq!(invalid_key(&c), "limits.notification_log_bytes_max");
+    c.limits.notification_log_bytes_max = (1 << 20) - 1;
+    assert_eq!(invalid_key(&c), "limits.notification_log_bytes_max");
+    c.limits.notification_log_bytes_max = 1 << 20;
+    c.validate()
+        .expect("1 MiB holds one notification of the default maximum size");
+    c.limits.ws_message_bytes_max = 2 << 20;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("limits.notification_log_bytes_max") && err.contains("ws_message_bytes_max"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,8 +10,23 @@ use crate::protocol::peer::StreamSummary;
 /// Message ids remembered for deduplication (oldest forgotten first). Ten times the log,
 /// so an id still offered by any peer's log is still remembered here.
 pub const DEDUP_IDS_MAX: usize = 100_000;
+/// What one remembered id costs beyond its bytes: its `Arc` header, its slot in the set
+/// and in the order (rounded up).
+pub const DEDUP_ID_OVERHEAD_BYTES: usize = 64;
+/// Bytes the dedup cache may hold, counting each id as its length plus
+/// `DEDUP_ID_OVERHEAD_BYTES`. Honest ids (`{relay_id}-{boot nonce}-{seq}`, a relay id of
+/// at most 64 bytes) cost at most 158 bytes, so 100,000 of them fit (15.8 MB) and the
+/// count binds; only ids longer than any relay makes (peers choose them, up to 256
+/// bytes) meet this bound first, leaving at least ~78,000 ids, still far more than a
+/// log holds.
+pub const DEDUP_BYTES_MAX: usize = 24 << 20;
 /// Notifications kept for anti-entropy.
 pub const LOG_ENTRIES_MAX: usize = 10_000;
+/// Default bytes the notification log may hold (`[limits] notification_log_bytes_max`).
+pub const LOG_BYTES_MAX: usize = crate::config::NOTIFICATION_LOG_BYTES_MAX_DEFAULT;
+/// What one logged notification costs beyond its fields: the JSON envelope it is sent
+/// in, the struct, its slot in the queue and in the index (rounded up).
+pub const LOG_ENTRY_OVERHEAD_BYTES: usize = 256;
 /// Seconds a notification stays in the log (the anti-entropy retention window).
 pub const LOG_RETENTION_SECS: u64 = 3600;
 /// Seq ranges carried in one log summary.
@@ -19,35 +34,63 @@ pub const SUMMARY_RANGES_MAX: usize = 1024;
 /// Ids asked for in one fetch.
 pub const FETCH_IDS_MAX: usize = 512;
 
-/// Remembers the most recent `capacity` ids.
+/// Remembers the most recent ids, at most `capacity` of them and `bytes_max` bytes
+/// (each id counted as its length plus `DEDUP_ID_OVERHEAD_BYTES`).
 pub struct DedupCache {
     seen: HashSet<Arc<str>>,
     order: VecDeque<Arc<str>>,
     capacity: usize,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+fn id_cost(id: &str) -> usize {
+    id.len().saturating_add(DEDUP_ID_OVERHEAD_BYTES)
 }
 
 impl DedupCache {
+    /// At most `capacity` ids and `DEDUP_BYTES_MAX` bytes.
     pub fn new(capacity: usize) -> Self {
+        DedupCache::with_bytes_max(capacity, DEDUP_BYTES_MAX)
+    }
+
+    pub fn with_bytes_max(capacity: usize, bytes_max: usize) -> Self {
         DedupCache {
             seen: HashSet::new(),
             order: VecDeque::new(),
             capacity,
+            bytes: 0,
+            bytes_max,
         }
     }
 
     /// Records `id`; true when it was not seen before (a miss).
     pub fn insert(&mut self, id: &str) -> bool {
+        self.insert_evicting(id, |_| {})
+    }
+
+    /// Records `id`, forgetting the oldest ids while over the count or byte bound (the
+    /// newest id is always kept); `evicted` is told each id forgotten. True when `id` was
+    /// not seen before (a miss).
+    pub fn insert_evicting(&mut self, id: &str, mut evicted: impl FnMut(&str)) -> bool {
         if self.seen.contains(id) {
             return false;
         }
-        if self.order.len() == self.capacity
-            && let Some(oldest) = self.order.pop_front()
+        let cost = id_cost(id);
+        while !self.order.is_empty()
+            && (self.order.len() >= self.capacity
+                || self.bytes.saturating_add(cost) > self.bytes_max)
         {
-            self.seen.remove(&oldest);
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+                self.bytes -= id_cost(&oldest);
+                evicted(&oldest);
+            }
         }
         let id: Arc<str> = Arc::from(id);
         self.seen.insert(id.clone());
         self.order.push_back(id);
+        self.bytes += cost;
         true
     }
 
@@ -67,6 +110,11 @@ impl DedupCache {
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
+
+    /// The bytes counted against `bytes_max`.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// A message id as relays make them: `{relay_id}-{boot nonce}-{seq}`; the stream is
@@ -76,32 +124,67 @@ pub fn split_message_id(id: &str) -> Option<(&str, u64)> {
     Some((stream, seq.parse().ok()?))
 }
 
-/// Recent notifications, by arrival, bounded in count and age.
+/// What a logged notification counts against the log's byte budget: its id (stored
+/// twice: in the notification and as the index key), origin relay, type and data, plus
+/// `LOG_ENTRY_OVERHEAD_BYTES` for the envelope and bookkeeping.
+pub fn log_entry_cost(notification: &Notification) -> usize {
+    (2 * notification.message_id.len())
+        .saturating_add(notification.relay_id.len())
+        .saturating_add(notification.notification_type.len())
+        .saturating_add(notification.data.get().len())
+        .saturating_add(LOG_ENTRY_OVERHEAD_BYTES)
+}
+
+/// Recent notifications, by arrival, bounded in count, bytes and age.
 pub struct NotificationLog {
     entries: VecDeque<(u64, Arc<Notification>)>,
     by_id: HashMap<String, Arc<Notification>>,
     capacity: usize,
     retention_secs: u64,
+    bytes: usize,
+    bytes_max: usize,
 }
 
 impl NotificationLog {
-    pub fn new(capacity: usize, retention_secs: u64) -> Self {
+    /// At most `capacity` entries, `bytes_max` bytes (as `log_entry_cost` counts them;
+    /// the newest entry is always kept), none older than `retention_secs`.
+    pub fn new(capacity: usize, retention_secs: u64, bytes_max: usize) -> Self {
         NotificationLog {
             entries: VecDeque::new(),
             by_id: HashMap::new(),
             capacity,
             retention_secs,
+            bytes: 0,
+            bytes_max,
         }
     }
 
+    /// Logs `notification`, dropping the oldest entries while over the count or byte
+    /// bound.
     pub fn push(&mut self, now_unix: u64, notification: Arc<Notification>) {
         self.expire(now_unix);
-        if self.entries.len() == self.capacity {
+        let cost = log_entry_cost(&notification);
+        while !self.entries.is_empty()
+            && (self.entries.len() >= self.capacity
+                || self.bytes.saturating_add(cost) > self.bytes_max)
+        {
             self.pop_oldest();
         }
-        self.by_id
-            .insert(notification.message_id.clone(), notification.clone());
+        if let Some(replaced) = self
+            .by_id
+            .insert(notification.message_id.clone(), notification.clone())
+        {
+            // The same id logged twice (callers dedup first): count it once.
+            self.entries.retain(|(_, n)| !Arc::ptr_eq(n, &replaced));
+            self.bytes -= log_entry_cost(&replaced);
+        }
+        self.bytes += cost;
         self.entries.push_back((now_unix, notification));
+    }
+
+    /// The bytes counted against `bytes_max`.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Notification>> {
@@ -128,6 +211,7 @@ impl NotificationLog {
     fn pop_oldest(&mut self) {
         if let Some((_, n)) = self.entries.pop_front() {
             self.by_id.remove(&n.message_id);
+            self.bytes -= log_entry_cost(&n);
         }
     }
 
@@ -246,7 +330,7 @@ mod tests {
 
     #[test]
     fn log_is_bounded_in_count_and_age() {
-        let mut log = NotificationLog::new(3, 10);
+        let mut log = NotificationLog::new(3, 10, LOG_BYTES_MAX);
         for i in 0..5 {
             log.push(100, note(&format!("r-1-{i}")));
         }
@@ -257,9 +341,84 @@ mod tests {
         assert_eq!(log.len(), 1, "entries older than the retention expire");
     }
 
+    fn sized(id: &str, data_bytes: usize) -> Arc<Notification> {
+        let data = format!("\"{}\"", "x".repeat(data_bytes - 2));
+        Arc::new(Notification {
+            message_id: id.into(),
+            relay_id: "r".into(),
+            notification_type: "t".into(),
+            data: serde_json::value::RawValue::from_string(data).unwrap(),
+            timestamp: 0,
+        })
+    }
+
+    // Proves the log drops its oldest entries to stay within its byte budget, whatever
+    // the count bound allows, and counts what it drops (here 1 MiB notifications in a
+    // 4 MiB log of 10,000 entries).
+    #[test]
+    fn log_is_bounded_in_bytes_oldest_dropped_first() {
+        const MIB: usize = 1 << 20;
+        let mut log = NotificationLog::new(LOG_ENTRIES_MAX, 3600, 4 * MIB);
+        for i in 0..50 {
+            log.push(100, sized(&format!("r-1-{i}"), MIB - 1024));
+            assert!(log.bytes() <= 4 * MIB, "{} bytes after {i}", log.bytes());
+        }
+        assert_eq!(log.len(), 4);
+        assert!(log.get("r-1-45").is_none());
+        assert!(log.get("r-1-46").is_some() && log.get("r-1-49").is_some());
+        let expected: usize = (46..50)
+            .map(|i| log_entry_cost(&sized(&format!("r-1-{i}"), MIB - 1024)))
+            .sum();
+        assert_eq!(log.bytes(), expected, "the count follows pushes and drops");
+        // Small entries: once the slack is used, the oldest large one makes room.
+        for i in 0..100 {
+            log.push(100, note(&format!("s-1-{i}")));
+            assert!(log.bytes() <= 4 * MIB);
+        }
+        assert_eq!(log.len(), 103);
+        assert!(log.get("r-1-46").is_none() && log.get("r-1-47").is_some());
+        // One entry over the whole budget is kept alone (the newest always is).
+        log.push(100, sized("r-1-99", 5 * MIB));
+        assert_eq!(log.len(), 1);
+        assert!(log.get("r-1-99").is_some());
+        // Expiry gives the bytes back.
+        log.push(10_000, note("t-1-1"));
+        assert_eq!(log.len(), 1);
+        assert_eq!(log.bytes(), log_entry_cost(&note("t-1-1")));
+    }
+
+    // Proves the dedup cache forgets its oldest ids to stay within its byte budget and
+    // reports each one it forgets (the seen index follows these reports).
+    #[test]
+    fn dedup_is_bounded_in_bytes_oldest_forgotten_first() {
+        let id = |i: usize| format!("{i:0>250}-{i}");
+        let cost = id(10).len() + DEDUP_ID_OVERHEAD_BYTES;
+        let mut cache = DedupCache::with_bytes_max(DEDUP_IDS_MAX, 10 * cost + 10);
+        let mut forgotten = Vec::new();
+        for i in 0..25 {
+            assert!(cache.insert_evicting(&id(i), |old| forgotten.push(old.to_string())));
+            assert!(cache.bytes() <= 10 * cost + 10);
+        }
+        assert_eq!(cache.len(), 10);
+        assert_eq!(forgotten, (0..15).map(id).collect::<Vec<_>>());
+        assert!(!cache.contains(&id(14)) && cache.contains(&id(15)));
+        // A short id frees one long one: bytes, not count, decided.
+        assert!(cache.insert_evicting("a-1-1", |old| forgotten.push(old.to_string())));
+        assert_eq!(forgotten.last(), Some(&id(15)));
+        assert_eq!(cache.len(), 10);
+    }
+
+    // Proves the byte budget never binds for honest ids: 100,000 of the longest ids a
+    // relay makes (a 64-byte relay id) fit.
+    #[test]
+    fn honest_ids_meet_the_count_bound_first() {
+        let longest = format!("{}-0a0b0c0d-{}", "r".repeat(64), u64::MAX);
+        assert!(DEDUP_IDS_MAX * (longest.len() + DEDUP_ID_OVERHEAD_BYTES) <= DEDUP_BYTES_MAX);
+    }
+
     #[test]
     fn summary_and_missing_ids_find_the_gap() {
-        let mut log = NotificationLog::new(100, 1000);
+        let mut log = NotificationLog::new(100, 1000, LOG_BYTES_MAX);
         for seq in [1, 2, 3, 7, 8] {
             log.push(0, note(&format!("a-00000001-{seq}")));
         }

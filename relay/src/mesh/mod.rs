@@ -90,10 +90,8 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn new(parts: MeshParts) -> Arc<Mesh> {
-        Arc::new(Mesh {
-            parts,
-            state: state::Shared::default(),
-        })
+        let state = state::Shared::new(parts.config.limits.notification_log_bytes_max);
+        Arc::new(Mesh { parts, state })
     }
 
     fn relay_id(&self) -> &str {

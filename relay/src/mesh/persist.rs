@@ -4,7 +4,10 @@
 //!
 //! Stored compactly as seq ranges per origin stream, written atomically every sync
 //! interval and at shutdown: a crash can repeat at most one interval's notifications.
+//! The file holds at most `SEEN_FILE_BYTES_MAX` bytes: what does not fit (the oldest
+//! ranges) is left out when saving, and a larger file is refused when loading, unread.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::dedup::DEDUP_IDS_MAX;
@@ -13,6 +16,10 @@ use crate::protocol::peer::StreamSummary;
 const SEEN_FILE: &str = "mesh-seen.json";
 /// Ranges written; more than the dedup cache could ever need for contiguous streams.
 pub const SEEN_RANGES_MAX: usize = 65_536;
+/// Bytes of the file at most. A range costs at most 44 bytes and a stream's header at
+/// most ~300 (names are at most 256 bytes), so a relay's own contiguous streams take a
+/// few hundred bytes and 1 MiB still holds ~20,000 ranges of gapped, peer-chosen seqs.
+pub const SEEN_FILE_BYTES_MAX: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -23,9 +30,12 @@ pub enum PersistError {
     },
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
+    #[error("{path} is larger than {bytes_max} bytes; not read")]
+    TooLarge { path: PathBuf, bytes_max: usize },
 }
 
-/// Writes the seen ranges (temporary file, then rename).
+/// Writes the seen ranges (temporary file, then rename), at most `SEEN_FILE_BYTES_MAX`
+/// bytes of them: each stream's newest ranges first (see `within_budget`).
 ///
 /// # Errors
 /// The data directory cannot be created or written.
@@ -34,10 +44,10 @@ pub fn save(dir: &Path, seen: &[StreamSummary]) -> Result<(), PersistError> {
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let temporary = dir.join(format!("{SEEN_FILE}.tmp"));
-        std::fs::write(
-            &temporary,
-            serde_json::to_vec(seen).expect("ranges serialize"),
-        )?;
+        let kept = within_budget(seen, SEEN_FILE_BYTES_MAX);
+        let bytes = serde_json::to_vec(&kept).expect("ranges serialize");
+        debug_assert!(bytes.len() <= SEEN_FILE_BYTES_MAX, "{}", bytes.len());
+        std::fs::write(&temporary, bytes)?;
         std::fs::rename(&temporary, &path)
     };
     write().map_err(|source| PersistError::Write { path, source })
@@ -47,11 +57,16 @@ pub fn save(dir: &Path, seen: &[StreamSummary]) -> Result<(), PersistError> {
 /// within each stream are kept by `save` already). No file means nothing seen.
 ///
 /// # Errors
-/// The file exists but cannot be read or parsed.
+/// The file exists but cannot be read or parsed, or is over `SEEN_FILE_BYTES_MAX` bytes
+/// (it is not read past that).
 pub fn load(dir: &Path) -> Result<Vec<String>, PersistError> {
+    load_within(dir, SEEN_FILE_BYTES_MAX)
+}
+
+fn load_within(dir: &Path, bytes_max: usize) -> Result<Vec<String>, PersistError> {
     let path = dir.join(SEEN_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
             return Err(PersistError::Read {
@@ -60,12 +75,82 @@ pub fn load(dir: &Path) -> Result<Vec<String>, PersistError> {
             });
         }
     };
+    // One byte more than allowed tells a file over the budget, without reading it all.
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(bytes_max)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    if let Err(e) = file.take(limit).read_to_end(&mut bytes) {
+        return Err(PersistError::Read {
+            path,
+            message: e.to_string(),
+        });
+    }
+    if bytes.len() > bytes_max {
+        return Err(PersistError::TooLarge { path, bytes_max });
+    }
     let seen: Vec<StreamSummary> =
         serde_json::from_slice(&bytes).map_err(|e| PersistError::Read {
             path,
             message: e.to_string(),
         })?;
     Ok(expand(&seen, DEDUP_IDS_MAX))
+}
+
+/// Bytes of `n` written in decimal.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// What `seen` serializes to, within `bytes_max` bytes: streams and ranges are taken in
+/// rounds, each stream's newest (last) range in the first round, its next newest in the
+/// second, and so on, until one does not fit; kept ranges stay in order. Costs are those
+/// of `serde_json`'s compact output, so the result serializes to at most `bytes_max`.
+pub fn within_budget(seen: &[StreamSummary], bytes_max: usize) -> Vec<StreamSummary> {
+    // `[` and `]`.
+    let mut used = 2usize;
+    // Per stream: how many of its newest ranges are kept.
+    let mut kept = vec![0usize; seen.len()];
+    let mut active: Vec<usize> = (0..seen.len())
+        .filter(|&i| !seen[i].ranges.is_empty())
+        .collect();
+    let mut streams_kept = 0usize;
+    'rounds: while !active.is_empty() {
+        let mut still = Vec::with_capacity(active.len());
+        for &i in &active {
+            let stream = &seen[i];
+            let (lo, hi) = stream.ranges[stream.ranges.len() - 1 - kept[i]];
+            // `[lo,hi]`, and a comma unless it is the stream's first range.
+            let mut cost = digits(lo) + digits(hi) + 3 + usize::from(kept[i] > 0);
+            if kept[i] == 0 {
+                // `{"stream":NAME,"ranges":[` … `]}`, and a comma unless first.
+                let name = serde_json::to_string(&stream.stream)
+                    .expect("strings serialize")
+                    .len();
+                cost += name + 23 + usize::from(streams_kept > 0);
+            }
+            if used.saturating_add(cost) > bytes_max {
+                break 'rounds;
+            }
+            used += cost;
+            if kept[i] == 0 {
+                streams_kept += 1;
+            }
+            kept[i] += 1;
+            if kept[i] < stream.ranges.len() {
+                still.push(i);
+            }
+        }
+        active = still;
+    }
+    seen.iter()
+        .zip(kept)
+        .filter(|(_, k)| *k > 0)
+        .map(|(stream, k)| StreamSummary {
+            stream: stream.stream.clone(),
+            ranges: stream.ranges[stream.ranges.len() - k..].to_vec(),
+        })
+        .collect()
 }
 
 /// The ids of `seen`'s ranges, in order, at most `ids_max`: a range such as
@@ -133,6 +218,87 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    // Proves a seen set far over the budget (3 streams of 65,536 gapped ranges: ~8 MiB
+    // of JSON) is saved within SEEN_FILE_BYTES_MAX, keeping each stream's newest ranges,
+    // and loads again.
+    #[test]
+    fn a_huge_seen_set_is_saved_within_the_budget_newest_first() {
+        let dir =
+            std::env::temp_dir().join(format!("sdk_relay_persist_budget_{}", std::process::id()));
+        let seen: Vec<StreamSummary> = (0..3)
+            .map(|s| StreamSummary {
+                stream: format!("relay-{s}-0a0b0c0d"),
+                ranges: (0..SEEN_RANGES_MAX as u64)
+                    .map(|i| (1_000_000_000 + 2 * i, 1_000_000_000 + 2 * i))
+                    .collect(),
+            })
+            .collect();
+        assert!(serde_json::to_vec(&seen).unwrap().len() > 4 * SEEN_FILE_BYTES_MAX);
+        save(&dir, &seen).unwrap();
+        let size = std::fs::metadata(dir.join(SEEN_FILE)).unwrap().len() as usize;
+        assert!(size <= SEEN_FILE_BYTES_MAX, "{size} bytes");
+        assert!(
+            size > SEEN_FILE_BYTES_MAX - 64,
+            "the budget is used: {size} bytes"
+        );
+        let ids = load(&dir).unwrap();
+        let newest = 1_000_000_000 + 2 * (SEEN_RANGES_MAX as u64 - 1);
+        for s in 0..3 {
+            assert!(
+                ids.contains(&format!("relay-{s}-0a0b0c0d-{newest}")),
+                "stream {s} keeps its newest range"
+            );
+        }
+        assert!(
+            !ids.contains(&"relay-0-0a0b0c0d-1000000000".to_string()),
+            "the oldest ranges are left out"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    // Proves the budget computation is exact: what it keeps serializes to at most the
+    // budget, and one byte less keeps less.
+    #[test]
+    fn the_budget_is_counted_exactly() {
+        let seen = vec![
+            StreamSummary {
+                stream: "a\"b-1".into(),
+                ranges: vec![(0, 9), (11, u64::MAX)],
+            },
+            StreamSummary {
+                stream: "c-2".into(),
+                ranges: vec![(5, 5)],
+            },
+            StreamSummary {
+                stream: "empty".into(),
+                ranges: vec![],
+            },
+        ];
+        let whole = serde_json::to_vec(&seen[..2]).unwrap().len();
+        assert_eq!(within_budget(&seen, whole), seen[..2]);
+        let less = within_budget(&seen, whole - 1);
+        assert_ne!(less, seen[..2]);
+        assert!(serde_json::to_vec(&less).unwrap().len() < whole);
+        assert_eq!(within_budget(&seen, 2), Vec::<StreamSummary>::new());
+    }
+
+    // Proves a file over the budget is refused, not parsed (here a 100 MiB sparse file).
+    #[test]
+    fn an_oversized_file_is_refused_unread() {
+        let dir =
+            std::env::temp_dir().join(format!("sdk_relay_persist_big_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = std::fs::File::create(dir.join(SEEN_FILE)).unwrap();
+        file.set_len(100 << 20).unwrap();
+        match load(&dir) {
+            Err(PersistError::TooLarge { bytes_max, .. }) => {
+                assert_eq!(bytes_max, SEEN_FILE_BYTES_MAX);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     mod properties {
         use proptest::prelude::*;
 
@@ -179,6 +345,7 @@ mod tests {
             ) {
                 let ids: Vec<String> = seqs.iter().map(|s| format!("s-1-{s}")).collect();
                 let seen = summarize(ids.iter().map(String::as_str), SEEN_RANGES_MAX);
+                prop_assert_eq!(&within_budget(&seen, usize::MAX), &seen);
                 let mut loaded = expand(&seen, DEDUP_IDS_MAX);
                 loaded.sort();
                 let mut distinct = ids.clone();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::dedup::{
-    DEDUP_IDS_MAX, DedupCache, LOG_ENTRIES_MAX, LOG_RETENTION_SECS, NotificationLog,
+    DEDUP_IDS_MAX, DedupCache, LOG_BYTES_MAX, LOG_ENTRIES_MAX, LOG_RETENTION_SECS, NotificationLog,
 };
 use super::seen::SeenIndex;
 use super::views::SyncErrorRecord;
@@ -94,6 +94,13 @@ pub struct Shared {
 
 impl Default for Shared {
     fn default() -> Self {
+        Shared::new(LOG_BYTES_MAX)
+    }
+}
+
+impl Shared {
+    /// Empty state whose notification log holds at most `log_bytes_max` bytes.
+    pub fn new(log_bytes_max: usize) -> Self {
         Shared {
             state: Mutex::new(State {
                 members: BTreeMap::new(),
@@ -102,7 +109,7 @@ impl Default for Shared {
                 self_addresses: BTreeSet::new(),
                 dedup: DedupCache::new(DEDUP_IDS_MAX),
                 seen: SeenIndex::default(),
-                log: NotificationLog::new(LOG_ENTRIES_MAX, LOG_RETENTION_SECS),
+                log: NotificationLog::new(LOG_ENTRIES_MAX, LOG_RETENTION_SECS, log_bytes_max),
                 repairs_requested: HashMap::new(),
                 pending: BTreeMap::new(),
                 errors: VecDeque::new(),
@@ -441,18 +448,14 @@ impl Shared {
 
 impl State {
     /// Records `id` in the dedup cache and the seen index; true when it was new. The
-    /// cache forgets its oldest id when full; the index forgets it too.
+    /// cache forgets its oldest ids when over its count or byte bound; the index forgets
+    /// each of them too.
     fn remember(&mut self, id: &str) -> bool {
-        if self.dedup.contains(id) {
+        let State { dedup, seen, .. } = self;
+        if !dedup.insert_evicting(id, |oldest| seen.remove(oldest)) {
             return false;
         }
-        if self.dedup.len() >= DEDUP_IDS_MAX
-            && let Some(oldest) = self.dedup.ids().next()
-        {
-            self.seen.remove(oldest);
-        }
-        self.dedup.insert(id);
-        self.seen.insert(id);
+        seen.insert(id);
         true
     }
 }
@@ -541,6 +544,33 @@ mod tests {
         assert!(
             mesh.missing_from(&summary, 1, 1000).is_empty(),
             "not asked again while the request may be answered"
+        );
+    }
+
+    // Proves the seen index also forgets the ids the cache drops for its byte budget
+    // (several at once when a long id arrives), so anti-entropy asks for them again.
+    #[test]
+    fn the_seen_index_follows_evictions_by_bytes() {
+        let mesh = Shared::default();
+        let long = |seq: u64| format!("{}-1-{seq}", "s".repeat(240));
+        let per_id = long(100_000).len() + super::super::dedup::DEDUP_ID_OVERHEAD_BYTES;
+        let fit = (super::super::dedup::DEDUP_BYTES_MAX / per_id) as u64;
+        {
+            let mut state = mesh.lock();
+            for seq in 100_000..100_000 + fit + 2 {
+                assert!(state.remember(&long(seq)));
+            }
+            assert!(state.dedup.len() < DEDUP_IDS_MAX, "bytes, not count, bound");
+            assert!(state.dedup.bytes() <= super::super::dedup::DEDUP_BYTES_MAX);
+        }
+        let stream = format!("{}-1", "s".repeat(240));
+        let summary = [StreamSummary {
+            stream: stream.clone(),
+            ranges: vec![(100_000, 100_003)],
+        }];
+        assert_eq!(
+            mesh.missing_from(&summary, 0, 1000),
+            [format!("{stream}-100000"), format!("{stream}-100001")]
         );
     }
 

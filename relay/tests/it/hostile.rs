@@ -378,3 +378,76 @@ async fn a_sync_flood_is_answered_up_to_the_rate_then_cut() {
     assert!(errors.contains("sync requests"), "{errors}");
     relay.shutdown().await;
 }
+
+/// A peer forwarding 200 distinct notifications of ~1 MB each (the most a frame carries)
+/// to a relay whose notification log may hold 16 MiB: the log keeps only the newest that
+/// fit (before the byte budget it kept all 200, ~200 MB, as its count bound allows
+/// 10,000), memory stays near that, the relay stays responsive, and an honest subscriber
+/// still receives every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_notifications_stay_within_the_log_byte_budget() {
+    const SENT: u64 = 200;
+    const DATA_BYTES: usize = 1_000_000;
+    const LOG_BYTES_MAX: usize = 16 << 20;
+    let mut config = fast_config();
+    config.limits.notification_log_bytes_max = LOG_BYTES_MAX;
+    let relay = TestRelay::start(config).await;
+    let (mut subscriber, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
+    let probes = Probes::start(&relay).await;
+    let mut peer = hostile_peer(&relay, "evil").await;
+    let (rss_before, _) = memory_kib();
+    let received =
+        tokio::spawn(async move { subscriber.recv_notification_ids(SENT as usize).await });
+    let big = "x".repeat(DATA_BYTES);
+    for seq in 1..=SENT {
+        peer.send_json(&notification(&format!("evil-1-{seq}"), json!(big)))
+            .await;
+    }
+    let ids = tokio::time::timeout(Duration::from_secs(120), received)
+        .await
+        .expect("the subscriber received them in time")
+        .expect("the subscriber's task");
+    let expected: Vec<String> = (1..=SENT).map(|s| format!("evil-1-{s}")).collect();
+    assert_eq!(
+        ids, expected,
+        "the subscriber got every notification, in order"
+    );
+    let (rss_after, hwm) = memory_kib();
+    // What the log holds, from the first summary the relay sends its peer naming the
+    // newest notification.
+    let newest = format!(",{SENT}]");
+    let (seen, _) = read_until(&mut peer, WAIT, |seen| {
+        seen.last().is_some_and(|m| {
+            m["sync_type"] == "StateSync" && m["payload"]["log"].to_string().contains(&newest)
+        })
+    })
+    .await;
+    probes.finish("large notifications").await;
+    let log = &seen.last().expect("a StateSync")["payload"]["log"];
+    let logged: u64 = log
+        .as_array()
+        .expect("a log summary")
+        .iter()
+        .filter(|s| s["stream"] == "evil-1")
+        .flat_map(|s| s["ranges"].as_array().cloned().unwrap_or_default())
+        .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1)
+        .sum();
+    eprintln!(
+        "[log bytes] {logged} of {SENT} notifications of {DATA_BYTES} bytes logged; VmRSS \
+         before {rss_before} KiB, after {rss_after} KiB (+{} KiB), VmHWM {hwm} KiB",
+        rss_after.saturating_sub(rss_before)
+    );
+    assert!(logged >= 1, "the newest notification is logged: {log}");
+    assert!(
+        logged as usize * DATA_BYTES <= LOG_BYTES_MAX,
+        "{logged} notifications of {DATA_BYTES} bytes logged (budget {LOG_BYTES_MAX} bytes)"
+    );
+    // Generous: the 16 MiB log, frames in flight and allocator slack, far below the
+    // ~200 MB an unbounded log holds.
+    let growth_kib = rss_after.saturating_sub(rss_before);
+    assert!(
+        growth_kib < 120 * 1024,
+        "VmRSS grew by {growth_kib} KiB for a 16 MiB log"
+    );
+    relay.shutdown().await;
+}
