@@ -45,6 +45,9 @@ mkdir -p "$OUT"
 cat >"$OUT/relay.toml" <<TOML
 [limits]
 ws_connections_max = $RELAY_CONNECTIONS_MAX
+# Load comes from few loopback addresses (up to 25,000 connections each): no per-address cap.
+ws_connections_per_address_max = $RELAY_CONNECTIONS_MAX
+http_connections_per_address_max = 100
 TOML
 
 pids=()

@@ -166,6 +166,16 @@ pub struct Limits {
     pub http_body_bytes_max: usize,
     pub http_timeout_secs: u64,
     pub http_connections_max: usize,
+    /// Connections one client address may hold at once on the WebSocket port.
+    pub ws_connections_per_address_max: usize,
+    /// Connections one client address may hold at once on the HTTP API port.
+    pub http_connections_per_address_max: usize,
+    /// Seconds a new WebSocket connection may take to send its upgrade request (clamped
+    /// to `connection_timeout_secs`).
+    pub upgrade_timeout_secs: u64,
+    /// Seconds an upgraded connection may take to handshake (clamped to
+    /// `connection_timeout_secs`).
+    pub handshake_timeout_secs: u64,
     /// Seconds the relay waits for clients to close at shutdown.
     pub shutdown_drain_secs: u64,
     /// Bytes of notifications the mesh keeps for anti-entropy (besides the 10,000-entry
@@ -192,6 +202,10 @@ impl Default for Limits {
             http_body_bytes_max: 10 << 20,
             http_timeout_secs: 30,
             http_connections_max: 100,
+            ws_connections_per_address_max: 100,
+            http_connections_per_address_max: 20,
+            upgrade_timeout_secs: 10,
+            handshake_timeout_secs: 10,
             shutdown_drain_secs: 5,
             notification_log_bytes_max: NOTIFICATION_LOG_BYTES_MAX_DEFAULT,
         }
@@ -204,6 +218,17 @@ impl Limits {
     }
     pub fn connection_timeout(&self) -> Duration {
         Duration::from_secs(self.connection_timeout_secs)
+    }
+    /// The bound on the HTTP exchange before a WebSocket upgrade.
+    pub fn upgrade_timeout(&self) -> Duration {
+        Duration::from_secs(self.upgrade_timeout_secs.min(self.connection_timeout_secs))
+    }
+    /// The bound on the time from the upgrade to the handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(
+            self.handshake_timeout_secs
+                .min(self.connection_timeout_secs),
+        )
     }
 }
 
@@ -402,6 +427,7 @@ impl Config {
         self.validate_positive()?;
         self.validate_ordering()?;
         self.validate_budgets()?;
+        self.validate_connection_bounds()?;
         self.validate_auth()?;
         self.validate_chain_sources()?;
         self.watcher.validate()
@@ -433,6 +459,30 @@ impl Config {
                 "limits.notification_log_bytes_max",
                 l.notification_log_bytes_max as u64,
             ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-address caps and the short timeouts before the handshake (kept apart from
+    /// `validate_positive` so the keys added here stay on lines of their own).
+    fn validate_connection_bounds(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive: [(&str, u64); 4] = [
+            (
+                "limits.ws_connections_per_address_max",
+                l.ws_connections_per_address_max as u64,
+            ),
+            (
+                "limits.http_connections_per_address_max",
+                l.http_connections_per_address_max as u64,
+            ),
+            ("limits.upgrade_timeout_secs", l.upgrade_timeout_secs),
+            ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -143,6 +143,7 @@ impl Metrics {
                     "bad_upgrade",
                     "accept_error",
                     "pending_upgrades",
+                    "per_address",
                 ],
             ),
             ws_handshakes: Labeled::new(

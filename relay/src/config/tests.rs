@@ -268,3 +268,40 @@ fn redacted_replaces_set_secrets_only() {
     assert_eq!(open.watcher.scan_secret_key, None);
     assert_eq!(open, Config::default());
 }
+
+#[test]
+fn per_address_caps_and_short_timeouts_parse_default_and_validate() {
+    let d = Limits::default();
+    assert_eq!(
+        (
+            d.ws_connections_per_address_max,
+            d.http_connections_per_address_max
+        ),
+        (100, 20)
+    );
+    assert_eq!((d.upgrade_timeout_secs, d.handshake_timeout_secs), (10, 10));
+    assert_eq!(d.upgrade_timeout(), Duration::from_secs(10));
+    let c = parse(
+        "[limits]\nws_connections_per_address_max = 7\nhttp_connections_per_address_max = 3\n\
+         upgrade_timeout_secs = 4\nhandshake_timeout_secs = 90\nconnection_timeout_secs = 60\n",
+    )
+    .expect("parses");
+    c.validate().expect("valid");
+    assert_eq!(c.limits.ws_connections_per_address_max, 7);
+    assert_eq!(c.limits.http_connections_per_address_max, 3);
+    assert_eq!(c.limits.upgrade_timeout(), Duration::from_secs(4));
+    assert_eq!(
+        c.limits.handshake_timeout(),
+        Duration::from_secs(60),
+        "never longer than the connection timeout"
+    );
+    for key in [
+        "ws_connections_per_address_max",
+        "http_connections_per_address_max",
+        "upgrade_timeout_secs",
+        "handshake_timeout_secs",
+    ] {
+        let c = parse(&format!("[limits]\n{key} = 0\n")).expect("parses");
+        assert_eq!(invalid_key(&c), format!("limits.{key}"));
+    }
+}

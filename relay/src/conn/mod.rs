@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 
 pub use handoff::{BoxedRead, PeerArrival, PeerHandoff};
-pub use slots::{Permit, Slots};
+pub use slots::{AddressPermit, AddressSlots, Permit, Slots};
 pub use writer::{CLOSE_WRITE_TIMEOUT, write_loop};
 
 /// What a connection's writer sends next.

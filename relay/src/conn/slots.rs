@@ -1,8 +1,11 @@
 //! Connection slots: a bound on how many connections of one kind are open at once, and
-//! the permit that holds one slot for as long as its connection lives.
+//! the permit that holds one slot for as long as its connection lives; and the same
+//! bound per client address ([`AddressSlots`]), so one address cannot take every slot.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use metrics::Gauge;
 
@@ -103,9 +106,95 @@ impl Drop for Permit {
     }
 }
 
+/// At most `max` permits per client address at once. The table holds only addresses
+/// with a permit out (an entry goes at zero), so it never has more entries than there
+/// are connections, which the listeners' caps bound.
+pub struct AddressSlots {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl AddressSlots {
+    pub fn new(max: usize) -> Arc<AddressSlots> {
+        Arc::new(AddressSlots {
+            max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for `address` if it holds fewer than `max`. An IPv4 address seen
+    /// through an IPv6 socket (`::ffff:a.b.c.d`) counts as the IPv4 address.
+    pub fn try_acquire(self: &Arc<Self>, address: IpAddr) -> Option<AddressPermit> {
+        let address = address.to_canonical();
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(address).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressPermit {
+            slots: self.clone(),
+            address,
+        })
+    }
+
+    /// Permits out for `address`.
+    pub fn held(&self, address: IpAddr) -> usize {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.get(&address.to_canonical()).copied().unwrap_or(0)
+    }
+
+    /// Addresses with at least one permit out (the table's size).
+    pub fn addresses(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// One address's slot, given back when dropped.
+pub struct AddressPermit {
+    slots: Arc<AddressSlots>,
+    address: IpAddr,
+}
+
+impl Drop for AddressPermit {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.address);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_permits_are_bounded_per_address_and_the_table_empties() {
+        let slots = AddressSlots::new(2);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let a1 = slots.try_acquire(a).unwrap();
+        let a2 = slots.try_acquire(mapped).unwrap();
+        assert!(
+            slots.try_acquire(a).is_none(),
+            "the IPv4-mapped one counted"
+        );
+        let b1 = slots.try_acquire(b).unwrap();
+        assert_eq!((slots.held(a), slots.held(b), slots.addresses()), (2, 1, 2));
+        drop(a1);
+        assert!(slots.try_acquire(a).is_some(), "freed, then given back");
+        drop((a2, b1));
+        assert_eq!(slots.addresses(), 0, "entries go at zero");
+    }
 
     #[test]
     fn permits_are_bounded_and_given_back() {

@@ -1,7 +1,9 @@
 //! The HTTP API (port 8091): operators' and orchestrators' view of one relay.
 //!
 //! This file owns the connection side: the accept loop (backing off on accept errors),
-//! the `http_connections_max` cap (a connection over it is answered 503 and closed),
+//! the `http_connections_max` cap and the `http_connections_per_address_max` cap (a
+//! connection over either is answered 503 and closed, unless it asks for `/health`,
+//! which is answered normally so probes never restart a relay whose slots are full),
 //! and the per-request pipeline: rate limit, route, method, auth, drain, body size,
 //! handler, all under the `http_timeout_secs` deadline, and counted in the metrics.
 //! The endpoints themselves are in `handlers`; every error becomes a response in
@@ -36,7 +38,7 @@ use auth::BasicAuth;
 use limits::RateLimiter;
 use router::Route;
 
-use crate::conn::{Permit, Slots};
+use crate::conn::{AddressPermit, AddressSlots, Permit, Slots};
 use crate::metrics::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 use crate::node::Node;
 use crate::rt::Listener;
@@ -46,6 +48,8 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The `route` label of requests refused because of `http_connections_max`.
 const CONNECTION_LIMIT_LABEL: &str = "connection_limit";
+/// The `route` label of requests refused because of `http_connections_per_address_max`.
+const ADDRESS_LIMIT_LABEL: &str = "address_limit";
 
 /// The HTTP API of one relay: state shared by all its connections, and the pipeline
 /// every request goes through.
@@ -58,6 +62,12 @@ pub struct Api {
     /// Connections being told 503 because of the cap (at most `http_connections_max`
     /// too, so a flood cannot pile up refusal tasks).
     refusing: Arc<Slots>,
+    /// Connections per client address, served or refused over `http_connections_max`
+    /// (at most `http_connections_per_address_max` each).
+    by_address: Arc<AddressSlots>,
+    /// Connections per client address being refused because that address is at its
+    /// cap (as many again), so one address cannot take every refusal slot either.
+    refusing_by_address: Arc<AddressSlots>,
     /// Per-route latency histograms, registered at start-up; the last is `unmatched`.
     durations: Vec<(&'static str, Histogram)>,
 }
@@ -96,6 +106,8 @@ impl Api {
             auth: BasicAuth::new(&node.config.auth),
             connections: Slots::with_gauge(connections_max, node.metrics.http_connections.clone()),
             refusing: Slots::new(connections_max),
+            by_address: AddressSlots::new(limits.http_connections_per_address_max),
+            refusing_by_address: AddressSlots::new(limits.http_connections_per_address_max),
             durations,
             node,
         }
@@ -117,10 +129,36 @@ impl Api {
 pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
     let api = app(node);
     let on_accept = |stream, peer: SocketAddr| {
+        let Some(address) = api.by_address.try_acquire(peer.ip()) else {
+            let refusal = api
+                .refusing
+                .try_acquire()
+                .zip(api.refusing_by_address.try_acquire(peer.ip()));
+            if let Some(held) = refusal {
+                let api = api.clone();
+                tokio::spawn(refuse_connection(
+                    api,
+                    stream,
+                    peer,
+                    ADDRESS_LIMIT_LABEL,
+                    held,
+                ));
+            } else {
+                tracing::debug!(%peer, "HTTP connection dropped: its address is at its cap");
+            }
+            return;
+        };
         if let Some(slot) = api.connections.try_acquire() {
-            tokio::spawn(serve_connection(api.clone(), stream, peer, slot));
+            tokio::spawn(serve_connection(api.clone(), stream, peer, (slot, address)));
         } else if let Some(slot) = api.refusing.try_acquire() {
-            tokio::spawn(refuse_connection(api.clone(), stream, slot));
+            let held = (slot, address);
+            tokio::spawn(refuse_connection(
+                api.clone(),
+                stream,
+                peer,
+                CONNECTION_LIMIT_LABEL,
+                held,
+            ));
         } else {
             tracing::debug!(%peer, "HTTP connection dropped: refusals at their cap");
         }
@@ -150,8 +188,13 @@ fn http1(timeout: Duration) -> hyper::server::conn::http1::Builder {
     builder
 }
 
-async fn serve_connection<S>(api: Arc<Api>, stream: S, peer: SocketAddr, _slot: Permit)
-where
+/// Serves one connection; `_held` (its slot and its address's) is given back at the end.
+async fn serve_connection<S>(
+    api: Arc<Api>,
+    stream: S,
+    peer: SocketAddr,
+    _held: (Permit, AddressPermit),
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let timeout = Duration::from_secs(api.node.config.limits.http_timeout_secs);
@@ -168,18 +211,33 @@ where
     }
 }
 
-/// Answers one request on a connection over `http_connections_max` with 503 and closes.
-async fn refuse_connection<S>(api: Arc<Api>, stream: S, _slot: Permit)
-where
+/// Answers one request on a connection over a cap (`label` says which) with 503 and
+/// closes; a request for `/health` is answered normally instead, so probes see the
+/// relay's health and not its connection slots.
+async fn refuse_connection<S>(
+    api: Arc<Api>,
+    stream: S,
+    peer: SocketAddr,
+    label: &'static str,
+    _held: (Permit, AddressPermit),
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
-        let error = ApiError::Unavailable {
-            reason: "connection limit reached",
-        };
-        let response = error.into_response();
-        api.record(CONNECTION_LIMIT_LABEL, response.status().as_u16(), 0.0);
-        async move { Ok::<_, Infallible>(response) }
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let api = api.clone();
+        async move {
+            if router::find(request.uri().path()) == Some(Route::Health) {
+                return Ok::<_, Infallible>(api.call(peer.ip(), request).await);
+            }
+            let reason = if label == ADDRESS_LIMIT_LABEL {
+                "too many connections from this address"
+            } else {
+                "connection limit reached"
+            };
+            let response = ApiError::Unavailable { reason }.into_response();
+            api.record(label, response.status().as_u16(), 0.0);
+            Ok(response)
+        }
     });
     let mut builder = http1(REFUSAL_TIMEOUT);
     builder.keep_alive(false);

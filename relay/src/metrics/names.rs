@@ -4,7 +4,8 @@
 // WebSocket
 pub const WS_CONNECTIONS: &str = "sdk_relay_ws_connections";
 pub const WS_CONNECTIONS_ACCEPTED_TOTAL: &str = "sdk_relay_ws_connections_accepted_total";
-/// Label `reason`: `limit`, `draining`, `bad_upgrade`, `accept_error`, `pending_upgrades`.
+/// Label `reason`: `limit`, `draining`, `bad_upgrade`, `accept_error`, `pending_upgrades`,
+/// `per_address`.
 pub const WS_CONNECTIONS_REFUSED_TOTAL: &str = "sdk_relay_ws_connections_refused_total";
 /// Label `outcome`: `accepted`, `rejected`, `timeout`, `protocol_error`.
 pub const WS_HANDSHAKES_TOTAL: &str = "sdk_relay_ws_handshakes_total";
@@ -21,7 +22,8 @@ pub const WS_ERRORS_SENT_TOTAL: &str = "sdk_relay_ws_errors_sent_total";
 
 // HTTP API
 /// Labels `route` (the endpoint, `unmatched` for unknown paths, `connection_limit` for
-/// connections refused over `http_connections_max`) and `status` (numeric code).
+/// connections refused over `http_connections_max`, `address_limit` for those refused
+/// over `http_connections_per_address_max`) and `status` (numeric code).
 pub const HTTP_REQUESTS_TOTAL: &str = "sdk_relay_http_requests_total";
 /// Label `route`. Histogram.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sdk_relay_http_request_duration_seconds";

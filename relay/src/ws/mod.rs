@@ -24,7 +24,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::config::Config;
-use crate::conn::{PeerHandoff, Permit, Slots};
+use crate::conn::{AddressPermit, AddressSlots, PeerHandoff, Permit, Slots};
 use crate::health::Health;
 use crate::hub::{ClientId, Hub};
 use crate::lifecycle::Lifecycle;
@@ -38,6 +38,11 @@ use crate::wallets::Wallets;
 const PENDING_UPGRADES_SLACK: usize = 1024;
 /// Seconds a refused client is told to wait before retrying.
 const RETRY_AFTER_SECS: &str = "5";
+/// Connections being told 503 at once because their address is at
+/// `ws_connections_per_address_max` (beyond it they are closed without an answer).
+const PER_ADDRESS_REFUSALS_MAX: usize = 256;
+/// How long a connection refused over its address's cap may take to receive its 503.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the wallet server needs from the rest of the relay.
 pub struct WsContext {
@@ -102,15 +107,34 @@ pub async fn serve<L: Listener>(node: Arc<WsContext>, mut listener: L) {
     let pending = Arc::new(tokio::sync::Semaphore::new(
         node.config.limits.ws_connections_max + PENDING_UPGRADES_SLACK,
     ));
-    let on_accept = |stream, _peer| match pending.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let node = node.clone();
-            tokio::spawn(async move {
-                serve_http(node, stream).await;
-                drop(permit);
-            });
+    // Connections per client address, from accept to close, so that one address cannot
+    // hold every pending or connection slot; refusals over it are bounded in all and per
+    // address (as many again), and short.
+    let per_address_max = node.config.limits.ws_connections_per_address_max;
+    let by_address = AddressSlots::new(per_address_max);
+    let refusing = Slots::new(PER_ADDRESS_REFUSALS_MAX);
+    let refusing_by_address = AddressSlots::new(per_address_max);
+    let on_accept = |stream, peer: std::net::SocketAddr| {
+        let Some(address) = by_address.try_acquire(peer.ip()) else {
+            node.metrics.ws_refused.get("per_address").increment(1);
+            let refusal = refusing
+                .try_acquire()
+                .zip(refusing_by_address.try_acquire(peer.ip()));
+            if let Some(held) = refusal {
+                tokio::spawn(refuse_per_address(stream, held));
+            }
+            return;
+        };
+        match pending.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    serve_http(node, stream, Arc::new(address)).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => node.metrics.ws_refused.get("pending_upgrades").increment(1),
         }
-        Err(_) => node.metrics.ws_refused.get("pending_upgrades").increment(1),
     };
     let on_error = |error: &std::io::Error, backoff: Duration| {
         node.metrics.ws_refused.get("accept_error").increment(1);
@@ -127,16 +151,17 @@ pub async fn serve<L: Listener>(node: Arc<WsContext>, mut listener: L) {
     .await;
 }
 
-/// Serves the HTTP exchange that precedes the upgrade, bounded by the connection timeout.
-async fn serve_http<S>(node: Arc<WsContext>, stream: S)
+/// Serves the HTTP exchange that precedes the upgrade, bounded by the upgrade timeout.
+/// `address` (the client address's slot) is held until the connection closes.
+async fn serve_http<S>(node: Arc<WsContext>, stream: S, address: Arc<AddressPermit>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let timeout = node.config.limits.connection_timeout();
+    let timeout = node.config.limits.upgrade_timeout();
     let service_node = node.clone();
     let service = hyper::service::service_fn(move |request| {
-        let node = service_node.clone();
-        async move { Ok::<_, Infallible>(upgrade(node, request)) }
+        let (node, address) = (service_node.clone(), address.clone());
+        async move { Ok::<_, Infallible>(upgrade(node, request, address)) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -151,7 +176,30 @@ where
     let _ = tokio::time::timeout(timeout, connection).await;
 }
 
-fn upgrade(node: Arc<WsContext>, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers 503 with `Retry-After` to the request of a connection whose address is at
+/// `ws_connections_per_address_max`, and closes; `_held` is its refusal slots.
+async fn refuse_per_address<S>(stream: S, _held: (Permit, AddressPermit))
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
+        Ok::<_, Infallible>(unavailable("too many connections from this address\n"))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_TIMEOUT)
+        .keep_alive(false)
+        .auto_date_header(false);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, connection).await;
+}
+
+fn upgrade(
+    node: Arc<WsContext>,
+    mut request: Request<Incoming>,
+    address: Arc<AddressPermit>,
+) -> Response<Full<Bytes>> {
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         node.metrics.ws_refused.get("bad_upgrade").increment(1);
         return plain(
@@ -176,6 +224,7 @@ fn upgrade(node: Arc<WsContext>, mut request: Request<Incoming>) -> Response<Ful
                     Ok(ws) => connection::run(node, ws.into_inner(), slot).await,
                     Err(error) => tracing::debug!(%error, "WebSocket upgrade did not complete"),
                 }
+                drop(address);
             });
             response.map(|_| Full::default())
         }

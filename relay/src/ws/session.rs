@@ -56,7 +56,7 @@ impl Session {
             .node
             .lifecycle
             .clock()
-            .sleep(self.node.config.limits.connection_timeout());
+            .sleep(self.node.config.limits.handshake_timeout());
         tokio::pin!(handshake_deadline);
         loop {
             let next = tokio::select! {

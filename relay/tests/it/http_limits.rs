@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::http_client::{self, Conn, get, send};
-use crate::support::{TestRelay, WAIT, fast_config};
+use crate::support::{TestRelay, WAIT, fast_config, tcp_from};
 use sdk_relay::logs::LogRing;
 use sdk_relay::node::Node;
 use sdk_relay::rt::{Env, Listener as _, Net as _, TokioNet};
@@ -174,7 +174,8 @@ async fn over_the_connection_cap_gets_503_and_close() {
         assert_eq!(conn.get("/health").await.status, 200, "served, kept open");
         held.push(conn);
     }
-    let refused = get(relay.http_addr, "/health").await;
+    // Not `/health`: that is answered even over the cap (see below).
+    let refused = get(relay.http_addr, "/sync/status").await;
     refused.error_message(503, "unavailable");
     assert_eq!(refused.header("retry-after"), Some("5"));
     assert_eq!(refused.header("connection"), Some("close"));
@@ -189,7 +190,7 @@ async fn over_the_connection_cap_gets_503_and_close() {
     drop(first);
     let served = tokio::time::timeout(WAIT, async {
         loop {
-            let reply = get(relay.http_addr, "/health").await;
+            let reply = get(relay.http_addr, "/sync/status").await;
             if reply.status == 200 {
                 return reply;
             }
@@ -198,7 +199,7 @@ async fn over_the_connection_cap_gets_503_and_close() {
     })
     .await
     .expect("a freed slot is reused");
-    assert_eq!(served.json()["status"], "healthy");
+    assert_eq!(served.status, 200);
     relay.shutdown().await;
 }
 
@@ -286,5 +287,110 @@ async fn an_idle_keep_alive_connection_is_closed() {
     .await
     .expect("the relay closes the idle connection");
     assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    relay.shutdown().await;
+}
+
+/// A GET with `Connection: close` from the loopback address `source`; the status and
+/// the whole response.
+async fn get_from(source: [u8; 4], addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tcp_from(source, addr).await;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("answered and closed in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    (status, text)
+}
+
+/// Proves `http_connections_per_address_max`: an address holding its cap of open
+/// connections gets 503 (counted as route `address_limit`) and a close, but `/health`
+/// still, while another address is served; a closed connection gives its slot back.
+#[tokio::test]
+async fn one_address_over_its_cap_gets_503_others_are_served() {
+    let mut config = fast_config();
+    config.limits.http_connections_per_address_max = 3;
+    let relay = TestRelay::start(config).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = Conn::open(relay.http_addr).await;
+        assert_eq!(
+            conn.get("/sync/status").await.status,
+            200,
+            "served, kept open"
+        );
+        held.push(conn);
+    }
+    let (status, text) = get_from([127, 0, 0, 1], relay.http_addr, "/sync/status").await;
+    assert_eq!(status, 503, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(
+        lower.contains("retry-after: 5") && lower.contains("connection: close"),
+        "{text}"
+    );
+    assert!(
+        text.contains("too many connections from this address"),
+        "{text}"
+    );
+    let (status, text) = get_from([127, 0, 0, 1], relay.http_addr, "/health").await;
+    assert_eq!(status, 200, "probes are answered over the cap: {text}");
+    let (status, text) = get_from([127, 0, 0, 2], relay.http_addr, "/sync/status").await;
+    assert_eq!(status, 200, "another address is served: {text}");
+    let exposition = held[0].get("/metrics/prometheus").await.text();
+    assert!(
+        exposition
+            .contains("sdk_relay_http_requests_total{route=\"address_limit\",status=\"503\"} 1"),
+        "{exposition}"
+    );
+    held.pop().unwrap().stream.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while get_from([127, 0, 0, 1], relay.http_addr, "/sync/status")
+            .await
+            .0
+            != 200
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a closed connection gives its address's slot back");
+    relay.shutdown().await;
+}
+
+/// Proves `/health` is answered while `http_connections_max` is held by idle sockets
+/// (that never send a byte) from several addresses, each within its per-address cap:
+/// other requests get 503, `GET /health` gets 200 within a second.
+#[tokio::test]
+async fn health_is_answered_with_every_connection_slot_held() {
+    let mut config = fast_config();
+    config.limits.http_connections_max = 40;
+    config.limits.http_connections_per_address_max = 20;
+    let relay = TestRelay::start(config).await;
+    let mut idle = Vec::new();
+    for source in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+        for _ in 0..20 {
+            idle.push(tcp_from(source, relay.http_addr).await);
+        }
+    }
+    let (status, text) = get_from([127, 0, 0, 4], relay.http_addr, "/sync/status").await;
+    assert_eq!(status, 503, "the cap is full: {text}");
+    let started = tokio::time::Instant::now();
+    let (status, text) = get_from([127, 0, 0, 4], relay.http_addr, "/health").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("healthy"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
     relay.shutdown().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::http_client::get;
 use crate::support::cluster::{RelayProcess, eventually, procfs};
-use crate::support::{Client, TestRelay, WAIT, fast_config, raise_fd_limit, raw_upgrade};
+use crate::support::{Client, TestRelay, WAIT, fast_config, raise_fd_limit, raw_upgrade, tcp_from};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_refuses_the_1001st_with_503() {
@@ -18,6 +18,8 @@ async fn connection_limit_refuses_the_1001st_with_503() {
     let mut config = fast_config();
     config.limits.heartbeat_interval_secs = 30;
     config.limits.connection_timeout_secs = 60;
+    // All from 127.0.0.1: no per-address cap here.
+    config.limits.ws_connections_per_address_max = usize::MAX;
     assert_eq!(
         config.limits.ws_connections_max, 1000,
         "the specification's default"
@@ -84,6 +86,9 @@ async fn idle_connections_before_the_upgrade_are_capped() {
     config.limits.ws_connections_max = 1;
     config.limits.heartbeat_interval_secs = 30;
     config.limits.connection_timeout_secs = 60;
+    config.limits.upgrade_timeout_secs = 60;
+    // All from 127.0.0.1: no per-address cap here.
+    config.limits.ws_connections_per_address_max = usize::MAX;
     let cap = config.limits.ws_connections_max + PENDING_UPGRADES_SLACK;
     let relay = TestRelay::start(config).await;
     let mut held = Vec::with_capacity(cap);
@@ -262,4 +267,128 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
         errors >= 8 && errors <= paced,
         "{errors} accept failures in {stalled:?}: backing off, not spinning"
     );
+}
+
+/// The relay's count of WebSocket connections refused for `reason`.
+async fn refused_for(relay: &TestRelay, reason: &str) -> u64 {
+    let exposition = get(relay.http_addr, "/metrics/prometheus").await.text();
+    let prefix = format!("sdk_relay_ws_connections_refused_total{{reason=\"{reason}\"}} ");
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// Proves `ws_connections_per_address_max` keeps one address from taking every
+/// connection slot: with 50 slots and a cap of 40, 127.0.0.1 holds 40 handshaken
+/// connections, its 41st upgrade is refused 503 + `Retry-After` (counted as refused
+/// `per_address`), a wallet from 127.0.0.2 still connects and handshakes, and a closed
+/// connection gives its address's slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection_slot() {
+    let mut config = fast_config();
+    config.limits.ws_connections_max = 50;
+    config.limits.ws_connections_per_address_max = 40;
+    let relay = TestRelay::start(config).await;
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(Client::handshaken(relay.ws_addr, &[]).await.0);
+    }
+    for _ in 0..20 {
+        let (status, head) = raw_upgrade(relay.ws_addr).await;
+        assert_eq!(status, 503, "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 5"),
+            "{head}"
+        );
+    }
+    assert_eq!(refused_for(&relay, "per_address").await, 20);
+    assert_eq!(refused_for(&relay, "limit").await, 0, "slots were left");
+    let (mut wallet, _) = Client::handshaken_from([127, 0, 0, 2], relay.ws_addr).await;
+    wallet
+        .send_json(&serde_json::json!({"type":"ping","id":7}))
+        .await;
+    assert_eq!(wallet.recv_type("pong").await["id"], 7);
+    // A closed connection gives its address's slot back (once the relay saw the close).
+    drop(held.pop());
+    tokio::time::timeout(WAIT, async {
+        while Client::connect(relay.ws_addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("127.0.0.1 connects again after closing one");
+    drop(held);
+    relay.shutdown().await;
+}
+
+/// Proves idle sockets from one address cannot fill the pre-upgrade pool (the
+/// measured lock-out: ~2,000 idle sockets kept every wallet off the port): with
+/// `ws_connections_max` = 1 the pool holds 1025, yet after 1,100 idle sockets from
+/// 127.0.0.1 a wallet from 127.0.0.2 connects and handshakes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_from_one_address_do_not_lock_wallets_out() {
+    raise_fd_limit();
+    let mut config = fast_config();
+    config.limits.ws_connections_max = 1;
+    config.limits.heartbeat_interval_secs = 30;
+    config.limits.connection_timeout_secs = 60;
+    config.limits.upgrade_timeout_secs = 60;
+    config.limits.ws_connections_per_address_max = 50;
+    let relay = TestRelay::start(config).await;
+    let mut idle = Vec::with_capacity(1100);
+    for _ in 0..1100 {
+        idle.push(tcp_from([127, 0, 0, 1], relay.ws_addr).await);
+    }
+    // Accepted in order: by the time this one is served, all of the idle ones were.
+    let (mut wallet, _) = tokio::time::timeout(
+        Duration::from_secs(2),
+        Client::handshaken_from([127, 0, 0, 2], relay.ws_addr),
+    )
+    .await
+    .expect("the wallet is served at once");
+    wallet
+        .send_json(&serde_json::json!({"type":"ping","id":1}))
+        .await;
+    assert_eq!(wallet.recv_type("pong").await["id"], 1);
+    assert_eq!(refused_for(&relay, "per_address").await, 1050);
+    assert_eq!(refused_for(&relay, "pending_upgrades").await, 0);
+    drop(idle);
+    relay.shutdown().await;
+}
+
+/// Reads until the relay closes the connection; how long that took from `started`.
+async fn closed_after(
+    stream: &mut tokio::net::TcpStream,
+    started: tokio::time::Instant,
+) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(WAIT, async {
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await
+    .expect("closed in time");
+    started.elapsed()
+}
+
+/// Proves a connection that never sends its upgrade request is cut after
+/// `upgrade_timeout_secs`, well before the connection timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_before_the_upgrade_is_cut_after_the_upgrade_timeout() {
+    let mut config = fast_config();
+    config.limits.connection_timeout_secs = 10;
+    config.limits.upgrade_timeout_secs = 1;
+    let timeout = Duration::from_secs(config.limits.upgrade_timeout_secs);
+    let relay = TestRelay::start(config).await;
+    // Started before the connection exists, so never after the relay's own deadline.
+    let started = tokio::time::Instant::now();
+    let mut idle = tcp_from([127, 0, 0, 1], relay.ws_addr).await;
+    let elapsed = closed_after(&mut idle, started).await;
+    assert!(
+        (timeout - Duration::from_millis(250)..=timeout + Duration::from_millis(1500))
+            .contains(&elapsed),
+        "closed after {elapsed:?}; upgrade_timeout_secs is {timeout:?}"
+    );
+    relay.shutdown().await;
 }

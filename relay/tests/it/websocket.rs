@@ -131,12 +131,15 @@ async fn tokens_gate_the_handshake() {
     relay.shutdown().await;
 }
 
-/// A client that never handshakes is closed with 1002 after `connection_timeout_secs`:
+/// A client that never handshakes is closed with 1002 after `handshake_timeout_secs`:
 /// not before (less a little slack for the clocks), not long after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_handshake_times_out() {
-    let config = fast_config();
-    let timeout = std::time::Duration::from_secs(config.limits.connection_timeout_secs);
+    let mut config = fast_config();
+    // Well apart, so the close shows which of the two it was.
+    config.limits.connection_timeout_secs = 8;
+    config.limits.handshake_timeout_secs = 2;
+    let timeout = std::time::Duration::from_secs(config.limits.handshake_timeout_secs);
     let relay = TestRelay::start(config).await;
     // Started before the connection exists, so never after the relay's own deadline.
     let started = tokio::time::Instant::now();
@@ -149,7 +152,7 @@ async fn no_handshake_times_out() {
     );
     assert!(
         (early..=late).contains(&elapsed),
-        "closed after {elapsed:?}; connection_timeout_secs is {timeout:?}"
+        "closed after {elapsed:?}; handshake_timeout_secs is {timeout:?}"
     );
     relay.shutdown().await;
 }

@@ -125,6 +125,22 @@ impl Client {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .expect("tcp connect");
+        Client::upgrade_over(stream, addr, auto_pong).await
+    }
+
+    /// Connects from the loopback address `source` (127.0.0.x: every such address is
+    /// this host's, so tests can be several client addresses at once) and handshakes.
+    pub async fn handshaken_from(source: [u8; 4], addr: SocketAddr) -> (Client, Value) {
+        let stream = tcp_from(source, addr).await;
+        let client = Client::upgrade_over(stream, addr, true).await;
+        client.expect("upgrade accepted").handshake(&[]).await
+    }
+
+    async fn upgrade_over(
+        stream: tokio::net::TcpStream,
+        addr: SocketAddr,
+        auto_pong: bool,
+    ) -> Result<Client, Refused> {
         let request = sdk_relay::conn::client::upgrade_request(&addr.to_string());
         let upgrade = fastwebsockets::handshake::client(
             &sdk_relay::conn::client::SpawnExecutor,
@@ -159,9 +175,14 @@ impl Client {
         capabilities: &[&str],
         auto_pong: bool,
     ) -> (Client, Value) {
-        let mut client = Client::connect_with(addr, auto_pong)
+        let client = Client::connect_with(addr, auto_pong)
             .await
             .expect("upgrade accepted");
+        client.handshake(capabilities).await
+    }
+
+    async fn handshake(mut self, capabilities: &[&str]) -> (Client, Value) {
+        let client = &mut self;
         client
             .send_json(&serde_json::json!({
                 "type": "handshake", "client_id": "test", "version": "1.0.0", "capabilities": capabilities,
@@ -169,7 +190,7 @@ impl Client {
             .await;
         let response = client.recv_type("handshake_response").await;
         assert_eq!(response["status"], "accepted", "{response}");
-        (client, response)
+        (self, response)
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -269,6 +290,18 @@ impl Client {
             }
         }
     }
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (127.0.0.x).
+pub async fn tcp_from(source: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind a loopback source address");
+    tokio::time::timeout(WAIT, socket.connect(addr))
+        .await
+        .expect("connected in time")
+        .expect("tcp connect")
 }
 
 /// Raises this process's open-file limit, for tests that hold many sockets.
