@@ -141,7 +141,8 @@ async fn check_connections(opener: &Opener, max: usize) -> anyhow::Result<String
     let opener = Arc::new(opener.clone());
     let (held, errors) = ramp(max, FILL_PER_SEC, |index| {
         let opener = opener.clone();
-        async move { opener.open(index, None, Role::Subscriber).await }
+        let source = spread_source(&opener.target, index);
+        async move { opener.open(index, source, Role::Subscriber).await }
     })
     .await;
     anyhow::ensure!(
@@ -326,6 +327,29 @@ fn retry_after_secs(value: Option<&str>) -> anyhow::Result<u64> {
     value
         .parse()
         .with_context(|| format!("Retry-After `{value}` is not a number of seconds"))
+}
+
+/// Connections held from one source address by the connection check: under the relay's
+/// default `ws_connections_per_address_max` (100), so the check meets the total cap,
+/// not the per-address one.
+const CONNECTIONS_PER_SOURCE: usize = 50;
+
+/// Where connection `index` of the connection check comes from. Towards a loopback relay:
+/// 127.4.x.y, [`CONNECTIONS_PER_SOURCE`] connections per address. Elsewhere: the host's
+/// address (the relay's per-address cap must then be at least `ws_connections_max`).
+fn spread_source(target: &WsTarget, index: usize) -> Option<IpAddr> {
+    match target.addr.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            let n = index / CONNECTIONS_PER_SOURCE;
+            Some(IpAddr::V4(Ipv4Addr::new(
+                127,
+                4,
+                (n / 250) as u8,
+                (n % 250 + 1) as u8,
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// Where the rate check's requests come from. Towards a loopback relay: an address of
