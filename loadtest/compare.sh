@@ -13,7 +13,9 @@
 # so a second ramp on the same process would measure nothing.
 # Environment: RUNS (3), BASELINE_ADDR (127.0.0.1:9100), RELAY_WS_ADDR (127.0.0.1:9190),
 # RELAY_HTTP_ADDR (127.0.0.1:9191), RELAY_CONNECTIONS_MAX (19000: the relay's
-# ws_connections_max, above any workload here), SERVER_THREADS (2), NO_BUILD (skip
+# ws_connections_max, above any workload here), RELAY_MESSAGES_PER_SECOND_MAX (1000000:
+# the relay's ws_messages_per_second_max and ws_messages_burst_max, so that no workload
+# here is rate limited), SERVER_THREADS (2), NO_BUILD (skip
 # cargo build), OUT (directory for the JSON reports and logs; temporary by default).
 set -euo pipefail
 
@@ -22,6 +24,7 @@ BASELINE_ADDR=${BASELINE_ADDR:-127.0.0.1:9100}
 RELAY_WS_ADDR=${RELAY_WS_ADDR:-127.0.0.1:9190}
 RELAY_HTTP_ADDR=${RELAY_HTTP_ADDR:-127.0.0.1:9191}
 RELAY_CONNECTIONS_MAX=${RELAY_CONNECTIONS_MAX:-19000}
+RELAY_MESSAGES_PER_SECOND_MAX=${RELAY_MESSAGES_PER_SECOND_MAX:-1000000}
 SERVER_THREADS=${SERVER_THREADS:-2}
 OUT=${OUT:-$(mktemp -d)}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,12 +45,18 @@ if [[ -z ${NO_BUILD:-} ]]; then
         -p loadtest -p bench -p sdk_relay
 fi
 mkdir -p "$OUT"
+# The relay's per-connection message rate (100/s, bursts of 200 by default) would refuse
+# most of a ping or fan-out workload, which sends as fast as answers come (hundreds to
+# thousands of messages a second per connection): measure the relay's work, not its
+# refusals. RELAY_MESSAGES_PER_SECOND_MAX overrides (used as the burst too).
 cat >"$OUT/relay.toml" <<TOML
 [limits]
 ws_connections_max = $RELAY_CONNECTIONS_MAX
 # Load comes from few loopback addresses (up to 25,000 connections each): no per-address cap.
 ws_connections_per_address_max = $RELAY_CONNECTIONS_MAX
 http_connections_per_address_max = 100
+ws_messages_per_second_max = $RELAY_MESSAGES_PER_SECOND_MAX
+ws_messages_burst_max = $RELAY_MESSAGES_PER_SECOND_MAX
 TOML
 
 pids=()

@@ -162,6 +162,10 @@ pub struct Limits {
     pub connection_timeout_secs: u64,
     /// Frames queued for one client before it is disconnected as a slow consumer.
     pub ws_outbound_queue_max: usize,
+    /// Messages per second one handshaken wallet may send, sustained (token bucket).
+    pub ws_messages_per_second_max: u32,
+    /// Messages one wallet may send at once (the bucket's size); it starts full.
+    pub ws_messages_burst_max: u32,
     pub http_requests_per_minute_max: u32,
     pub http_body_bytes_max: usize,
     pub http_timeout_secs: u64,
@@ -198,6 +202,8 @@ impl Default for Limits {
             heartbeat_interval_secs: 30,
             connection_timeout_secs: 60,
             ws_outbound_queue_max: 1024,
+            ws_messages_per_second_max: 100,
+            ws_messages_burst_max: 200,
             http_requests_per_minute_max: 1000,
             http_body_bytes_max: 10 << 20,
             http_timeout_secs: 30,
@@ -435,7 +441,7 @@ impl Config {
 
     fn validate_positive(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 14] = [
+        let positive = [
             ("sync.interval", self.sync.interval),
             ("sync.health_interval", self.sync.health_interval),
             ("mesh.peers_max", self.mesh.peers_max as u64),
@@ -446,6 +452,14 @@ impl Config {
             (
                 "limits.ws_outbound_queue_max",
                 l.ws_outbound_queue_max as u64,
+            ),
+            (
+                "limits.ws_messages_per_second_max",
+                u64::from(l.ws_messages_per_second_max),
+            ),
+            (
+                "limits.ws_messages_burst_max",
+                u64::from(l.ws_messages_burst_max),
             ),
             (
                 "limits.http_requests_per_minute_max",

@@ -86,6 +86,7 @@ pub struct Metrics {
     pub ws_closes: Labeled,
     pub ws_slow_consumers: Counter,
     pub ws_errors_sent: Counter,
+    pub ws_rate_limited: Counter,
     pub notifications_published: Counter,
     pub notifications_delivered: Counter,
     pub notifications_forwarded: Counter,
@@ -158,6 +159,7 @@ impl Metrics {
             ws_closes: Labeled::new(WS_CLOSES_TOTAL, "code", CLOSE_CODES),
             ws_slow_consumers: metrics::counter!(WS_SLOW_CONSUMER_DISCONNECTS_TOTAL),
             ws_errors_sent: metrics::counter!(WS_ERRORS_SENT_TOTAL),
+            ws_rate_limited: metrics::counter!(WS_RATE_LIMITED_TOTAL),
             notifications_published: metrics::counter!(NOTIFICATIONS_PUBLISHED_TOTAL),
             notifications_delivered: metrics::counter!(NOTIFICATIONS_DELIVERED_TOTAL),
             notifications_forwarded: metrics::counter!(NOTIFICATIONS_FORWARDED_TOTAL),
@@ -348,6 +350,10 @@ fn describe() {
         "Clients disconnected because their outbound queue filled."
     );
     metrics::describe_counter!(WS_ERRORS_SENT_TOTAL, "`error` messages sent to clients.");
+    metrics::describe_counter!(
+        WS_RATE_LIMITED_TOTAL,
+        "Wallet messages refused as over the connection's message rate (`rate_limited`)."
+    );
     metrics::describe_counter!(
         NOTIFICATIONS_PUBLISHED_TOTAL,
         "Notifications published by local clients."

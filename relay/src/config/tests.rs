@@ -23,6 +23,8 @@ fn defaults_are_the_specification_values() {
     assert_eq!(c.limits.ws_connections_max, 1000);
     assert_eq!(c.limits.ws_message_bytes_max, 1_048_576);
     assert_eq!(c.limits.http_body_bytes_max, 10_485_760);
+    assert_eq!(c.limits.ws_messages_per_second_max, 100);
+    assert_eq!(c.limits.ws_messages_burst_max, 200);
     assert_eq!(c.advertised_addr(), "0.0.0.0:8090");
 }
 
@@ -47,6 +49,9 @@ fn every_documented_table_and_key_parses() {
         ws_message_bytes_max = 2048
         heartbeat_interval_secs = 1
         connection_timeout_secs = 3
+        ws_outbound_queue_max = 8
+        ws_messages_per_second_max = 7
+        ws_messages_burst_max = 9
         http_requests_per_minute_max = 5
         http_body_bytes_max = 100
         http_timeout_secs = 2
@@ -72,6 +77,13 @@ fn every_documented_table_and_key_parses() {
     assert_eq!(c.limits.http_connections_max, 3);
     assert_eq!(c.limits.notification_log_bytes_max, 16 << 20);
     assert_eq!(
+        (
+            c.limits.ws_messages_per_second_max,
+            c.limits.ws_messages_burst_max
+        ),
+        (7, 9)
+    );
+    assert_eq!(
         c.bitcoin_core.unwrap().wallet.as_deref(),
         Some("relay_wallet")
     );
@@ -90,6 +102,12 @@ fn zero_limits_name_their_key() {
     let mut c = Config::default();
     c.limits.ws_connections_max = 0;
     assert_eq!(invalid_key(&c), "limits.ws_connections_max");
+    let mut c = Config::default();
+    c.limits.ws_messages_per_second_max = 0;
+    assert_eq!(invalid_key(&c), "limits.ws_messages_per_second_max");
+    let mut c = Config::default();
+    c.limits.ws_messages_burst_max = 0;
+    assert_eq!(invalid_key(&c), "limits.ws_messages_burst_max");
     let mut c = Config::default();
     c.sync.health_interval = 0;
     assert_eq!(invalid_key(&c), "sync.health_interval");

@@ -75,6 +75,11 @@ impl CloseReason {
         code: 1008,
         reason: "authentication refused",
     };
+    /// A wallet kept sending over its message rate after being told (`rate_limited`).
+    pub const RATE_LIMITED: CloseReason = CloseReason {
+        code: 1008,
+        reason: "rate limit exceeded",
+    };
     pub const TOO_BIG: CloseReason = CloseReason {
         code: 1009,
         reason: "message over the size limit",

@@ -19,6 +19,9 @@ pub const WS_SENT_BYTES_TOTAL: &str = "sdk_relay_ws_sent_bytes_total";
 pub const WS_CLOSES_TOTAL: &str = "sdk_relay_ws_closes_total";
 pub const WS_SLOW_CONSUMER_DISCONNECTS_TOTAL: &str = "sdk_relay_ws_slow_consumer_disconnects_total";
 pub const WS_ERRORS_SENT_TOTAL: &str = "sdk_relay_ws_errors_sent_total";
+/// Messages refused (`rate_limited`) because their connection was over
+/// `ws_messages_per_second_max` / `ws_messages_burst_max`.
+pub const WS_RATE_LIMITED_TOTAL: &str = "sdk_relay_ws_rate_limited_total";
 
 // HTTP API
 /// Labels `route` (the endpoint, `unmatched` for unknown paths, `connection_limit` for

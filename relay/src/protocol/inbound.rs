@@ -3,7 +3,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Capabilities, Capability, NAME_BYTES_MAX, SUBSCRIPTIONS_MAX, error_code};
+use super::{
+    Capabilities, Capability, DATA_DEPTH_MAX, NAME_BYTES_MAX, SUBSCRIPTIONS_MAX, error_code,
+    within_depth,
+};
 
 /// Every field any client message may carry; `type` selects which are required.
 /// One flat struct (not a tagged enum) so that `data` can stay borrowed raw JSON.
@@ -126,7 +129,12 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
     })?;
     match envelope.kind.as_ref() {
         "handshake" => handshake(envelope).map(ClientMessage::Handshake),
-        "ping" => Ok(ClientMessage::Ping { id: envelope.id }),
+        "ping" => {
+            if let Some(id) = envelope.id {
+                check_depth("ping", "id", id)?;
+            }
+            Ok(ClientMessage::Ping { id: envelope.id })
+        }
         "subscribe" => {
             names("subscribe", envelope.notification_types).map(ClientMessage::Subscribe)
         }
@@ -205,6 +213,7 @@ fn publish(envelope: Envelope<'_>) -> Result<Publish<'_>, ParseError> {
     let data = envelope
         .data
         .ok_or_else(|| invalid("notification", "missing `data`"))?;
+    check_depth("notification", "data", data)?;
     Ok(Publish {
         notification_type,
         data,
@@ -219,6 +228,19 @@ fn check_name(kind: &'static str, field: &str, value: &str) -> Result<(), ParseE
         ));
     }
     Ok(())
+}
+
+/// Raw JSON the relay passes on (a notification's `data`, a ping's `id`) nests at most
+/// [`DATA_DEPTH_MAX`] levels: the relay never parses it, but its receivers do.
+fn check_depth(kind: &'static str, field: &str, raw: &RawValue) -> Result<(), ParseError> {
+    if within_depth(raw.get().as_bytes(), DATA_DEPTH_MAX) {
+        Ok(())
+    } else {
+        Err(invalid(
+            kind,
+            format!("`{field}` nests deeper than the limit of {DATA_DEPTH_MAX} levels"),
+        ))
+    }
 }
 
 /// Echoing a client's text back in an error is bounded.

@@ -4,14 +4,17 @@
 //!
 //! Inbound messages are parsed in one pass into a flat envelope and then validated per
 //! `type`; a notification's `data` stays raw JSON, so a 1 MiB payload is routed without
-//! being parsed into a tree or re-serialized.
+//! being parsed into a tree or re-serialized; its nesting depth is bounded by a linear
+//! scan of its bytes (`depth`), so subscribers' parsers never meet what they cannot read.
 
 pub mod chain;
+mod depth;
 mod inbound;
 mod kinds;
 mod outbound;
 pub mod peer;
 
+pub use depth::{DATA_DEPTH_MAX, within_depth};
 pub use inbound::{ClientMessage, Handshake, ParseError, Publish, parse_client_message};
 pub use kinds::{InboundKind, LabelValue, OutboundKind};
 pub use outbound::{
@@ -104,6 +107,8 @@ pub mod error_code {
     pub const INVALID_MESSAGE: &str = "invalid_message";
     pub const FORBIDDEN: &str = "forbidden";
     pub const ALREADY_HANDSHAKEN: &str = "already_handshaken";
+    /// The message was over the connection's message rate and was not processed.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 #[cfg(test)]

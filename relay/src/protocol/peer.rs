@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{Notification, VERSION, to_bytes};
+use super::{DATA_DEPTH_MAX, Notification, VERSION, to_bytes, within_depth};
 
 /// The three kinds of sync relays exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -159,6 +159,13 @@ pub enum WireError {
     Missing(String, &'static str),
     #[error("unknown peer message type `{0}`")]
     UnknownType(String),
+    /// A forwarded notification whose `data` nests deeper than wallets may publish: a
+    /// peer (a different version, or a faulty one) may not pass on what this relay would
+    /// have refused from a wallet.
+    #[error(
+        "peer notification `{0}`: `data` nests deeper than the limit of {DATA_DEPTH_MAX} levels"
+    )]
+    TooDeep(String),
 }
 
 /// Parses one text frame from a peer.
@@ -194,15 +201,22 @@ pub fn parse(text: &[u8]) -> Result<PeerMessage, WireError> {
                 })
             }
         }
-        "notification" => Ok(PeerMessage::Notification(Notification {
-            message_id: need(e.message_id, "message_id")?,
-            relay_id: need(e.relay_id, "relay_id")?,
-            notification_type: need(e.notification_type, "notification_type")?,
-            data: e
+        "notification" => {
+            let message_id = need(e.message_id, "message_id")?;
+            let data = e
                 .data
-                .ok_or_else(|| WireError::Missing(kind.clone(), "data"))?,
-            timestamp: e.timestamp.unwrap_or_default(),
-        })),
+                .ok_or_else(|| WireError::Missing(kind.clone(), "data"))?;
+            if !within_depth(data.get().as_bytes(), DATA_DEPTH_MAX) {
+                return Err(WireError::TooDeep(message_id.chars().take(64).collect()));
+            }
+            Ok(PeerMessage::Notification(Notification {
+                message_id,
+                relay_id: need(e.relay_id, "relay_id")?,
+                notification_type: need(e.notification_type, "notification_type")?,
+                data,
+                timestamp: e.timestamp.unwrap_or_default(),
+            }))
+        }
         "fetch" => Ok(PeerMessage::Fetch(e.message_ids.unwrap_or_default())),
         other => Err(WireError::UnknownType(other.chars().take(64).collect())),
     }
@@ -339,6 +353,38 @@ mod tests {
             (back.message_id.as_str(), back.timestamp, back.data.get()),
             ("a-1-7", 11, r#"{"x":1}"#)
         );
+    }
+
+    #[test]
+    fn a_forwarded_notification_nested_too_deep_is_refused() {
+        let notification = |levels: usize| {
+            let data = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            Notification {
+                message_id: "a-1-8".into(),
+                relay_id: "a".into(),
+                notification_type: "t".into(),
+                data: RawValue::from_string(data).unwrap(),
+                timestamp: 12,
+            }
+            .encode()
+        };
+        assert!(matches!(
+            parse(&notification(DATA_DEPTH_MAX)),
+            Ok(PeerMessage::Notification(_))
+        ));
+        assert!(matches!(
+            parse(&notification(DATA_DEPTH_MAX + 1)),
+            Err(WireError::TooDeep(id)) if id == "a-1-8"
+        ));
+        // Far deeper than serde_json's own limit: refused, no recursion, on a small stack.
+        let deep = notification(200_000);
+        let refused = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || matches!(parse(&deep), Err(WireError::TooDeep(_))))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(refused);
     }
 
     #[test]

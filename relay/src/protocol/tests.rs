@@ -145,3 +145,64 @@ fn handshake_response_and_health_have_the_documented_fields() {
         serde_json::json!({"type":"health","status":"healthy","metrics":{"uptime":3600,"memory_usage":"128MB","cpu_usage":"5%","connections":10},"timestamp":9})
     );
 }
+
+fn publish_with_data(data: &str) -> String {
+    format!(r#"{{"type":"notification","notification_type":"t","data":{data}}}"#)
+}
+
+#[test]
+fn data_nested_to_the_limit_is_accepted_one_deeper_is_invalid() {
+    let at = format!(
+        "{}{}",
+        "[".repeat(DATA_DEPTH_MAX),
+        "]".repeat(DATA_DEPTH_MAX)
+    );
+    let text = publish_with_data(&at);
+    let ClientMessage::Publish(p) = parse_client_message(&text).unwrap() else {
+        panic!("publish")
+    };
+    assert_eq!(p.data.get(), at);
+
+    let over = format!(
+        "{}{}",
+        "[".repeat(DATA_DEPTH_MAX + 1),
+        "]".repeat(DATA_DEPTH_MAX + 1)
+    );
+    let error = parse_client_message(&publish_with_data(&over)).unwrap_err();
+    assert_eq!(error.code(), error_code::INVALID_MESSAGE);
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("{DATA_DEPTH_MAX} levels")),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_500000_deep_data_is_refused_without_recursing() {
+    // serde_json skips a RawValue without recursion and without a depth limit: the bound
+    // is ours. Run on a small stack, so any recursion would overflow it.
+    let deep = format!("{}1{}", "{\"a\":".repeat(500_000), "}".repeat(500_000));
+    let text = publish_with_data(&deep);
+    let code = std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(move || parse_client_message(&text).unwrap_err().code())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(code, error_code::INVALID_MESSAGE);
+}
+
+#[test]
+fn a_deep_ping_id_is_invalid() {
+    let id = format!(
+        "{}{}",
+        "[".repeat(DATA_DEPTH_MAX + 1),
+        "]".repeat(DATA_DEPTH_MAX + 1)
+    );
+    let text = format!(r#"{{"type":"ping","id":{id}}}"#);
+    assert_eq!(
+        parse_client_message(&text).unwrap_err().code(),
+        error_code::INVALID_MESSAGE
+    );
+}

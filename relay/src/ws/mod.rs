@@ -5,6 +5,7 @@
 
 mod broadcast;
 mod connection;
+mod rate;
 mod session;
 
 pub use broadcast::{heartbeat, state_sync_to_clients};

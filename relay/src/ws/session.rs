@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tokio::io::AsyncRead;
 
 use super::WsContext;
+use super::rate::{RateLimit, Verdict};
 use crate::conn::codec::{FrameReader, Incoming, ReadError};
 use crate::conn::{CloseReason, Offered, Outbound, Outlet};
 use crate::hub::ClientId;
@@ -26,6 +27,8 @@ pub struct Session {
     peer: Option<Handshake>,
     /// Wallets this connection registered with the chain watcher.
     wallets: Vec<crate::chain::WalletId>,
+    /// The message rate allowed; full at the handshake (the handshake itself is free).
+    rate: RateLimit,
 }
 
 /// How a session ended.
@@ -38,6 +41,7 @@ pub enum SessionEnd {
 
 impl Session {
     pub fn new(node: Arc<WsContext>, id: ClientId, outlet: Outlet) -> Self {
+        let rate = RateLimit::new(&node.config.limits, node.lifecycle.now_ms());
         Session {
             node,
             id,
@@ -45,6 +49,7 @@ impl Session {
             granted: None,
             peer: None,
             wallets: Vec::new(),
+            rate,
         }
     }
 
@@ -101,6 +106,12 @@ impl Session {
     fn on_text(&mut self, text: &Bytes) -> Option<CloseReason> {
         // The reader validated UTF-8.
         let text = std::str::from_utf8(text).unwrap_or_default();
+        // Over the rate, a message is not even parsed.
+        if self.granted.is_some()
+            && let Some(close) = self.over_rate()
+        {
+            return close;
+        }
         let parsed = protocol::parse_client_message(text);
         let Some(granted) = self.granted else {
             return self.before_handshake(parsed);
@@ -160,6 +171,32 @@ impl Session {
         }
     }
 
+    /// Takes this message's token: `None` to process it; `Some(None)` when it was refused
+    /// (answered `rate_limited`), `Some(Some(reason))` to close the connection.
+    fn over_rate(&mut self) -> Option<Option<CloseReason>> {
+        let limits = &self.node.config.limits;
+        let now_ms = self.node.lifecycle.now_ms();
+        match self.rate.check(limits, now_ms) {
+            Verdict::Allowed => None,
+            Verdict::Refused => {
+                self.node.metrics.ws_rate_limited.increment(1);
+                let message = format!(
+                    "over {} messages per second (bursts of {}): message not processed",
+                    limits.ws_messages_per_second_max, limits.ws_messages_burst_max
+                );
+                Some(self.send_error(error_code::RATE_LIMITED, &message))
+            }
+            Verdict::Close => {
+                self.node.metrics.ws_rate_limited.increment(1);
+                tracing::info!(
+                    client = self.id,
+                    "closing a wallet that kept sending over its message rate"
+                );
+                Some(Some(CloseReason::RATE_LIMITED))
+            }
+        }
+    }
+
     fn before_handshake(
         &mut self,
         parsed: Result<ClientMessage<'_>, ParseError>,
@@ -215,6 +252,7 @@ impl Session {
         }
         let granted = handshake.capabilities;
         self.granted = Some(granted);
+        self.rate = RateLimit::new(limits, node.lifecycle.now_ms());
         node.hub.join(
             self.id,
             self.outlet.clone(),

@@ -77,6 +77,9 @@ async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
     // Heartbeats would otherwise close the stalled client as silent before it fills up.
     config.limits.heartbeat_interval_secs = 30;
     config.limits.connection_timeout_secs = 60;
+    // The publisher publishes 300 as fast as it is acked: not what the rate limit is about.
+    config.limits.ws_messages_per_second_max = 100_000;
+    config.limits.ws_messages_burst_max = 100_000;
     let relay = TestRelay::start(config).await;
     let (mut publisher, _) = Client::handshaken(relay.ws_addr, &["publish"]).await;
     let (mut stalled, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;

@@ -349,11 +349,13 @@ async fn json_and_prometheus_count_what_the_test_did() {
 async fn process_figures_match_what_the_kernel_counts() {
     use crate::support::cluster::procfs;
     // No heartbeat, no sync, no peers: only the test's own requests sample the figures.
+    // The pings below come as fast as they are answered: no message rate limit.
     let relay = RelayProcess::start(
         "relay-1",
         "",
         "[sync]\ninterval = 600\nhealth_interval = 1200\n\
-         [limits]\nheartbeat_interval_secs = 300\nconnection_timeout_secs = 600\n",
+         [limits]\nheartbeat_interval_secs = 300\nconnection_timeout_secs = 600\n\
+         ws_messages_per_second_max = 1000000\nws_messages_burst_max = 1000000\n",
     )
     .await;
     let pid = relay.pid();

@@ -223,3 +223,129 @@ async fn plain_http_gets_426() {
     let _ = raw_upgrade; // used by the limits tests
     relay.shutdown().await;
 }
+
+/// The sum of every series of `name` in the relay's Prometheus exposition.
+async fn metric(relay: &TestRelay, name: &str) -> f64 {
+    let exposition = crate::http_client::get(relay.http_addr, "/metrics/prometheus")
+        .await
+        .text();
+    sdk_relay::metrics::sum_series(&exposition, name)
+}
+
+/// A client sending exactly `ws_messages_burst_max` messages at once has every one
+/// answered; the next one is refused with `rate_limited` (and not processed), and the
+/// connection stays usable. The rate is 1/s, so nothing refills while the test sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_burst_is_answered_the_next_message_is_rate_limited() {
+    let mut config = fast_config();
+    config.limits.ws_messages_per_second_max = 1;
+    config.limits.ws_messages_burst_max = 20;
+    let relay = TestRelay::start(config).await;
+    let (mut client, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    // The handshake took no token: 20 pings, then one more, all sent at once.
+    for id in 0..=20 {
+        client.send_json(&json!({"type":"ping","id":id})).await;
+    }
+    for id in 0..20 {
+        let pong = client.recv_type("pong").await;
+        assert_eq!(
+            pong["id"], id,
+            "every message of the burst is answered, in order"
+        );
+    }
+    let error = client.recv_type("error").await;
+    assert_eq!(error["code"], "rate_limited", "{error}");
+    assert_eq!(metric(&relay, "sdk_relay_ws_rate_limited_total").await, 1.0);
+    // A second later a token has come back: the connection is still served.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    client.send_json(&json!({"type":"ping","id":"later"})).await;
+    assert_eq!(client.recv_type("pong").await["id"], "later");
+    relay.shutdown().await;
+}
+
+/// A client flooding far over its rate gets `rate_limited` errors, then, having ignored
+/// them for a whole burst, close 1008; meanwhile a well-behaved client on the same relay
+/// (under the rate) has every ping answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_rate_limited_then_closed_others_are_served() {
+    let mut config = fast_config();
+    config.limits.ws_messages_per_second_max = 50;
+    config.limits.ws_messages_burst_max = 50;
+    let relay = TestRelay::start(config).await;
+    let (mut polite, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    let (mut flooder, _) = Client::handshaken(relay.ws_addr, &[]).await;
+
+    // 40 pings, one every 25 ms at most (under 50/s), each answered before the next.
+    let polite = tokio::spawn(async move {
+        for id in 0..40 {
+            polite.send_json(&json!({"type":"ping","id":id})).await;
+            assert_eq!(polite.recv_type("pong").await["id"], id);
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    });
+
+    // 150 messages at once: 50 within the burst, the rest over it.
+    for id in 0..150 {
+        flooder.send_json(&json!({"type":"ping","id":id})).await;
+    }
+    let (mut pongs, mut refused) = (0, 0);
+    // Bounded: heartbeats would keep an unlimited relay's connection talking forever.
+    let closed = tokio::time::timeout(crate::support::WAIT, async {
+        loop {
+            match flooder.recv().await {
+                Ok(message) if message["type"] == "pong" => pongs += 1,
+                Ok(message) if message["type"] == "error" => {
+                    assert_eq!(message["code"], "rate_limited", "{message}");
+                    refused += 1;
+                }
+                Ok(message) => assert!(message["type"] == "health", "{message}"),
+                Err(code) => return code,
+            }
+        }
+    })
+    .await;
+    let close = closed.unwrap_or_else(|_| {
+        panic!("the flooder was never closed ({pongs} pongs, {refused} rate_limited)")
+    });
+    assert_eq!(close, Some(1008), "closed for policy violation");
+    assert!(pongs >= 50, "the whole burst was answered ({pongs})");
+    assert!(pongs < 60, "the flood was not processed ({pongs} pongs)");
+    assert!(refused >= 40, "refusals came before the close ({refused})");
+    polite
+        .await
+        .expect("the well-behaved client had every ping answered");
+    assert!(metric(&relay, "sdk_relay_ws_rate_limited_total").await >= 41.0);
+    relay.shutdown().await;
+}
+
+/// A notification whose `data` nests 100,000 levels deep is refused (`invalid_message`,
+/// naming the limit) and reaches no subscriber; a normal publish right after is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_data_is_refused_and_never_delivered() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (mut subscriber, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
+    let (mut publisher, _) = Client::handshaken(relay.ws_addr, &["publish"]).await;
+    let levels = 100_000;
+    let deep = format!(
+        r#"{{"type":"notification","notification_type":"deep","data":{}{}}}"#,
+        "[".repeat(levels),
+        "]".repeat(levels)
+    );
+    publisher.send_text(&deep).await;
+    let error = publisher.recv_type("error").await;
+    assert_eq!(error["code"], "invalid_message", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("64 levels"), "{message}");
+
+    let id = publisher.publish("shallow", json!({"ok": 1})).await;
+    // The subscriber's next notification is this one: the deep one never came (and would
+    // have failed the test client's own JSON parser, which stops at 128 levels).
+    let notification = subscriber.recv_type("notification").await;
+    assert_eq!(notification["message_id"], id);
+    assert_eq!(notification["data"], json!({"ok": 1}));
+    assert_eq!(
+        metric(&relay, "sdk_relay_notifications_published_total").await,
+        1.0
+    );
+    relay.shutdown().await;
+}
