@@ -282,6 +282,17 @@ fn on_text(
             payload,
         } => {
             mesh.parts.metrics.sync_received.get(sync_type).increment(1);
+            if message_id.len() > peer::MESSAGE_ID_BYTES_MAX {
+                // Its answer would echo the id: dropped unanswered.
+                mesh.parts.metrics.mesh_rejected.increment(1);
+                breach(
+                    mesh,
+                    peer_id,
+                    Some(sync_type),
+                    "sync request id too long: left unanswered".into(),
+                );
+                return None;
+            }
             if let Some(verdict) = over_rate(
                 mesh,
                 peer_id,
@@ -329,11 +340,26 @@ fn on_text(
             sync::observe(mesh, peer_id, outlet, &payload);
         }
         PeerMessage::Notification(notification) => {
+            if let Err(why) = peer::notification_fits(&notification) {
+                mesh.parts.metrics.mesh_rejected.increment(1);
+                breach(mesh, peer_id, None, format!("notification dropped: {why}"));
+                return None;
+            }
             mesh.route(Arc::new(notification), Some(peer_id));
         }
-        PeerMessage::Fetch(ids) => {
+        PeerMessage::Fetch(mut ids) => {
             if let Some(verdict) = over_rate(mesh, peer_id, &mut rates.fetches, None, "fetches") {
                 return verdict;
+            }
+            let asked = ids.len();
+            ids.retain(|id| id.len() <= peer::MESSAGE_ID_BYTES_MAX);
+            if ids.len() < asked {
+                mesh.parts
+                    .metrics
+                    .mesh_rejected
+                    .increment((asked - ids.len()) as u64);
+                let message = format!("fetch: {} ids too long, dropped", asked - ids.len());
+                breach(mesh, peer_id, None, message);
             }
             answer_fetch(mesh, outlet, &ids);
         }
