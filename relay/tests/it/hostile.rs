@@ -768,3 +768,46 @@ async fn a_small_sync_request_gets_a_bounded_answer_from_a_full_table() {
     );
     relay.shutdown().await;
 }
+
+/// Forwarded notifications naming an over-long message id or type, fetch ids and sync
+/// request ids over their bound are dropped and counted; what is bounded still flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_notification_and_fetch_ids_are_dropped() {
+    let relay = TestRelay::start(fast_config()).await;
+    let probes = Probes::start(&relay).await;
+    let (mut subscriber, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
+    let mut peer = hostile_peer(&relay, "evil").await;
+    let long_id = format!("evil-1-{}", "9".repeat(300));
+    peer.send_json(&notification(&long_id, json!({}))).await;
+    let mut long_type = notification("evil-1-2", json!({}));
+    long_type["notification_type"] = json!("t".repeat(200));
+    peer.send_json(&long_type).await;
+    peer.send_json(&notification("evil-1-3", json!({}))).await;
+    let ids = tokio::time::timeout(WAIT, subscriber.recv_notification_ids(1))
+        .await
+        .expect("the bounded notification is delivered");
+    assert_eq!(ids, ["evil-1-3"], "only the bounded notification");
+    peer.send_json(&json!({"type": "fetch", "message_ids": [long_id, "evil-1-3"]}))
+        .await;
+    peer.send_json(&json!({
+        "type": "sync", "sync_type": "HealthSync", "relay_id": "evil",
+        "message_id": "m".repeat(300), "payload": {}, "timestamp": 1,
+    }))
+    .await;
+    let (seen, _) = read_until(&mut peer, Duration::from_secs(2), |_| false).await;
+    probes.finish("long ids").await;
+    let fetched: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m["type"] == "notification")
+        .collect();
+    assert_eq!(fetched.len(), 1, "only the bounded id is answered");
+    assert!(
+        !seen
+            .iter()
+            .any(|m| m["request_id"].as_str().is_some_and(|r| r.len() > 256)),
+        "a sync request with an over-long id is left unanswered"
+    );
+    let rejected = metric(&relay, "sdk_relay_mesh_rejected_total").await;
+    assert!(rejected.unwrap_or(0.0) >= 4.0, "{rejected:?}");
+    relay.shutdown().await;
+}
