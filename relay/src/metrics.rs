@@ -103,6 +103,10 @@ pub struct Metrics {
     pub http_connections: Gauge,
     pub mesh_known_relays: Gauge,
     pub mesh_connections: Gauge,
+    /// Addresses in the dial table (bounded: pruned to what is still known).
+    pub mesh_dial_addresses: Gauge,
+    /// Peer records and messages dropped for naming something over its length bound.
+    pub mesh_rejected: Counter,
     /// By health: healthy, degraded, unreachable.
     pub mesh_peers: [Gauge; 3],
     pub sync_requests: LabeledBy<SyncType>,
@@ -176,6 +180,8 @@ impl Metrics {
             http_connections: metrics::gauge!(HTTP_CONNECTIONS),
             mesh_known_relays: metrics::gauge!(MESH_KNOWN_RELAYS),
             mesh_connections: metrics::gauge!(MESH_CONNECTIONS),
+            mesh_dial_addresses: metrics::gauge!(MESH_DIAL_ADDRESSES),
+            mesh_rejected: metrics::counter!(MESH_REJECTED_TOTAL),
             mesh_peers: ["healthy", "degraded", "unreachable"]
                 .map(|h| metrics::gauge!(MESH_PEERS, "health" => h)),
             sync_requests: LabeledBy::new(SYNC_REQUESTS_TOTAL, "sync_type"),
@@ -397,6 +403,14 @@ fn describe() {
         "Relays known in the mesh, this one included."
     );
     metrics::describe_gauge!(MESH_CONNECTIONS, "Live links to peer relays.");
+    metrics::describe_gauge!(
+        MESH_DIAL_ADDRESSES,
+        "Addresses in the dial table (configured peers and known relays' addresses)."
+    );
+    metrics::describe_counter!(
+        MESH_REJECTED_TOTAL,
+        "Gossip records, notifications, fetch ids and sync fields from peers dropped for a name over its length bound."
+    );
     metrics::describe_gauge!(MESH_PEERS, "Known peer relays, by health.");
     metrics::describe_counter!(
         SYNC_REQUESTS_TOTAL,

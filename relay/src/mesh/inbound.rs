@@ -33,8 +33,18 @@ impl Mesh {
                 .is_some_and(|t| crate::secret::matches(expected.as_bytes(), t.as_bytes())),
         };
         let peer_id = handshake.relay_id.unwrap_or_default();
+        let address_ok = handshake.address.as_deref().is_none_or(peer::address_fits);
         let refusal = if !token_ok {
             Some(("invalid mesh token", CloseReason::AUTH))
+        } else if !peer::relay_id_fits(&peer_id) || !address_ok {
+            self.parts.metrics.mesh_rejected.increment(1);
+            Some((
+                "relay id or address empty or too long",
+                CloseReason {
+                    code: 1008,
+                    reason: "relay id or address too long",
+                },
+            ))
         } else if peer_id == self.relay_id() {
             Some(("that is this relay", CloseReason::NORMAL))
         } else {
@@ -46,7 +56,8 @@ impl Mesh {
                 .ws_handshakes
                 .get("rejected")
                 .increment(1);
-            tracing::info!(peer = %peer_id, reason, "relay handshake refused");
+            let peer: String = peer_id.chars().take(peer::RELAY_ID_BYTES_MAX).collect();
+            tracing::info!(%peer, reason, "relay handshake refused");
             let frame = protocol::encode_handshake_rejected(
                 self.relay_id(),
                 reason,

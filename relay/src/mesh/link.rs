@@ -208,6 +208,19 @@ fn breach(mesh: &Mesh, peer_id: &str, sync_type: Option<SyncType>, message: Stri
         .record_error(mesh.unix_secs(), peer_id, sync_type, message);
 }
 
+/// Counts and records a message dropped for naming something over its length bound (no
+/// log line: a peer sending many would only fill the log).
+fn rejected(mesh: &Mesh, peer_id: &str, sync_type: Option<SyncType>, why: &str) {
+    mesh.parts.metrics.mesh_rejected.increment(1);
+    match sync_type {
+        Some(sync_type) => mesh.parts.metrics.sync_errors.get(sync_type).increment(1),
+        None => mesh.parts.metrics.sync_errors_other.increment(1),
+    }
+    let message = format!("dropped: {why}");
+    mesh.state
+        .record_error(mesh.unix_secs(), peer_id, sync_type, message);
+}
+
 /// Applies the peer's rate to one request; `Some` when the request is to be dropped
 /// (`Some(None)`) or the link cut (`Some(Some(reason))`).
 fn over_rate(
@@ -291,6 +304,12 @@ fn on_text(
             ) {
                 return verdict;
             }
+            if message_id.len() > peer::MESSAGE_ID_BYTES_MAX {
+                // Its answer would echo the id: dropped unanswered (after the rate, so a
+                // flood of them is cut like any other).
+                rejected(mesh, peer_id, Some(sync_type), "sync request id too long");
+                return None;
+            }
             if let Some(reason) = summary_refused(mesh, peer_id, sync_type, &payload) {
                 return Some(reason);
             }
@@ -329,11 +348,25 @@ fn on_text(
             sync::observe(mesh, peer_id, outlet, &payload);
         }
         PeerMessage::Notification(notification) => {
+            if let Err(why) = peer::notification_fits(&notification) {
+                rejected(mesh, peer_id, None, why);
+                return None;
+            }
             mesh.route(Arc::new(notification), Some(peer_id));
         }
-        PeerMessage::Fetch(ids) => {
+        PeerMessage::Fetch(mut ids) => {
             if let Some(verdict) = over_rate(mesh, peer_id, &mut rates.fetches, None, "fetches") {
                 return verdict;
+            }
+            let asked = ids.len();
+            ids.retain(|id| id.len() <= peer::MESSAGE_ID_BYTES_MAX);
+            if ids.len() < asked {
+                mesh.parts
+                    .metrics
+                    .mesh_rejected
+                    .increment((asked - ids.len()) as u64);
+                let message = format!("fetch: {} ids too long, dropped", asked - ids.len());
+                breach(mesh, peer_id, None, message);
             }
             answer_fetch(mesh, outlet, &ids);
         }

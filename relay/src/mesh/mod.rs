@@ -47,6 +47,16 @@ use crate::rt::{SeededRng, SharedClock};
 pub const PEER_QUEUE_MAX: usize = 8192;
 /// Other relays remembered; the least recently seen is forgotten first.
 pub const KNOWN_RELAYS_MAX: usize = 1024;
+/// Relays gossiped in one StateSync (this one included): the most recently seen first.
+/// Membership still converges beyond it (every relay gossips itself), more slowly.
+pub const GOSSIP_RELAYS_MAX: usize = 256;
+/// Bytes of gossip records in one StateSync (also at most a quarter of the peer message
+/// limit), so a relay's own StateSync, and its answer to a 100-byte request, always fit
+/// what its peers accept.
+pub const GOSSIP_BYTES_MAX: usize = 256 * 1024;
+/// Dials in flight to addresses that never completed a handshake here, as a fraction of
+/// `mesh.peers_max` (at least one): addresses that do not answer cannot hold every slot.
+pub const UNPROVEN_DIALS_DIVISOR: usize = 2;
 /// Sync errors kept for `/sync/status`.
 pub const SYNC_ERRORS_MAX: usize = 50;
 /// Sync requests awaiting an answer.

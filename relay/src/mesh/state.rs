@@ -25,6 +25,9 @@ pub(super) struct Member {
     pub uptime: u64,
     /// Unix milliseconds when it was last heard from, here or (via gossip) by a peer.
     pub last_seen_ms: u64,
+    /// Heard from directly, over a link: it completed a handshake with this relay. Its
+    /// address is dialed before those only gossip named.
+    pub proven: bool,
 }
 
 /// A live link to a peer.
@@ -240,7 +243,9 @@ impl Shared {
                 version: String::new(),
                 uptime: 0,
                 last_seen_ms: 0,
+                proven: true,
             });
+        member.proven = true;
         member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
         if let Some(address) = address.filter(|a| !a.is_empty()) {
             member.address = address.to_string();
@@ -271,6 +276,7 @@ impl Shared {
                         version: String::new(),
                         uptime: 0,
                         last_seen_ms,
+                        proven: false,
                     };
                     state.members.insert(relay.relay_id.clone(), member);
                 }
@@ -460,6 +466,27 @@ impl State {
     }
 }
 
+impl State {
+    /// Forgets dial entries (and self addresses) for addresses no longer known: neither
+    /// configured nor a member's address. A dial in flight is kept until it ends. The
+    /// table is so bounded by `KNOWN_RELAYS_MAX` plus the configured peers.
+    pub(super) fn prune_dials(&mut self, configured: &[String]) {
+        let State {
+            members,
+            dials,
+            self_addresses,
+            ..
+        } = self;
+        let known: BTreeSet<&str> = configured
+            .iter()
+            .map(String::as_str)
+            .chain(members.values().map(|m| m.address.as_str()))
+            .collect();
+        dials.retain(|address, d| d.in_flight || known.contains(address.as_str()));
+        self_addresses.retain(|address| known.contains(address.as_str()));
+    }
+}
+
 /// Forgets the least recently seen unlinked members beyond the bound.
 fn evict_members(state: &mut State) {
     while state.members.len() > KNOWN_RELAYS_MAX {
@@ -589,6 +616,30 @@ mod tests {
         assert_eq!(health_from_age(2000, 1000), PeerHealth::Healthy);
         assert_eq!(health_from_age(2500, 1000), PeerHealth::Degraded);
         assert_eq!(health_from_age(3001, 1000), PeerHealth::Unreachable);
+    }
+
+    #[test]
+    fn the_dial_table_keeps_only_known_addresses() {
+        let mesh = Shared::default();
+        let relays = [GossipRelay {
+            relay_id: "c".into(),
+            address: "h:3".into(),
+            last_seen: 5,
+            health: PeerHealth::Healthy,
+        }];
+        mesh.merge_gossip("a", &relays);
+        let mut state = mesh.lock();
+        for address in ["h:3", "seed:1", "gone:1", "busy:1"] {
+            state.dials.insert(address.into(), DialState::default());
+        }
+        state.dials.get_mut("busy:1").unwrap().in_flight = true;
+        state.self_addresses.insert("gone:2".into());
+        state.prune_dials(&["seed:1".to_string()]);
+        assert_eq!(
+            state.dials.keys().collect::<Vec<_>>(),
+            ["busy:1", "h:3", "seed:1"]
+        );
+        assert!(state.self_addresses.is_empty());
     }
 
     #[test]

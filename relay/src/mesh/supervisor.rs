@@ -108,66 +108,99 @@ fn expire_pending(mesh: &Mesh) {
 }
 
 /// Addresses worth dialing now: configured peers and known relays without a live link.
+///
+/// Dial slots (`mesh.peers_max` less live links and dials in flight) go first to
+/// configured peers, then to members that completed a handshake here (the most recently
+/// seen first), then to addresses only gossip named, fewest failed attempts first; those
+/// never hold more than `peers_max / UNPROVEN_DIALS_DIVISOR` slots (at least one), so
+/// addresses that do not answer cannot keep a genuine peer from being redialed. The dial
+/// table is pruned to the addresses still known first.
 fn due_addresses(mesh: &Mesh) -> Vec<String> {
     let now_ms = mesh.now_ms();
     let own = mesh.parts.config.advertised_addr();
+    let configured = &mesh.parts.config.mesh.peers;
     let peers_max = mesh.parts.config.mesh.peers_max;
-    let state = mesh.state.lock();
-    let linked: Vec<&str> = state
+    let mut state = mesh.state.lock();
+    state.prune_dials(configured);
+    let state = &*state;
+    let linked: std::collections::HashSet<&str> = state
         .links
         .keys()
         .filter_map(|id| state.members.get(id))
         .map(|m| m.address.as_str())
         .collect();
-    let unlinked_members = state
-        .members
-        .iter()
-        .filter(|(id, _)| !state.links.contains_key(*id))
-        .map(|(_, m)| m.address.clone());
-    let mut candidates: Vec<String> = mesh
-        .parts
-        .config
-        .mesh
-        .peers
-        .iter()
-        .cloned()
-        .chain(unlinked_members)
-        .collect();
-    candidates.sort();
-    candidates.dedup();
+    let is_linked = |d: &super::state::DialState| {
+        d.relay_id
+            .as_ref()
+            .is_some_and(|id| state.links.contains_key(id))
+    };
+    // Tier, then order within it: configured (0), proven (1, newest seen first),
+    // unproven (2, fewest attempts first).
+    let mut candidates: Vec<(u8, u64, &str)> =
+        configured.iter().map(|a| (0u8, 0u64, a.as_str())).collect();
+    for (id, m) in &state.members {
+        if state.links.contains_key(id) || m.address.is_empty() {
+            continue;
+        }
+        let proven = m.proven
+            || state
+                .dials
+                .get(&m.address)
+                .is_some_and(|d| d.relay_id.is_some());
+        if proven {
+            candidates.push((1, u64::MAX - m.last_seen_ms, m.address.as_str()));
+        } else {
+            let attempts = state.dials.get(&m.address).map_or(0, |d| d.attempts);
+            candidates.push((2, u64::from(attempts), m.address.as_str()));
+        }
+    }
+    candidates.sort_unstable();
+    let mut queued = std::collections::HashSet::new();
+    candidates.retain(|(_, _, a)| queued.insert(*a));
     // A dial stays in flight while the link it opened is served: count only those whose
     // link is not up yet, or each outbound link would count twice against `peers_max`.
-    let in_flight = state
+    let mut in_flight = 0;
+    let mut unproven_in_flight = 0;
+    for d in state
         .dials
         .values()
-        .filter(|d| {
-            d.in_flight
-                && !d
-                    .relay_id
-                    .as_ref()
-                    .is_some_and(|id| state.links.contains_key(id))
-        })
-        .count();
-    let budget = peers_max.saturating_sub(state.links.len() + in_flight);
-    candidates
-        .into_iter()
-        .filter(|a| {
-            !a.is_empty()
-                && a != own
-                && !state.self_addresses.contains(a)
-                && !linked.contains(&a.as_str())
-        })
-        .filter(|a| {
-            state.dials.get(a).is_none_or(|d| {
-                let linked = d
-                    .relay_id
-                    .as_ref()
-                    .is_some_and(|id| state.links.contains_key(id));
-                !linked && !d.in_flight && d.next_attempt_ms <= now_ms
-            })
-        })
-        .take(budget)
-        .collect()
+        .filter(|d| d.in_flight && !is_linked(d))
+    {
+        in_flight += 1;
+        if d.relay_id.is_none() {
+            unproven_in_flight += 1;
+        }
+    }
+    let mut budget = peers_max.saturating_sub(state.links.len() + in_flight);
+    let mut unproven_budget = (peers_max / super::UNPROVEN_DIALS_DIVISOR)
+        .max(1)
+        .saturating_sub(unproven_in_flight);
+    let mut due = Vec::new();
+    for (tier, _, address) in candidates {
+        if budget == 0 {
+            break;
+        }
+        if address.is_empty()
+            || address == own
+            || state.self_addresses.contains(address)
+            || linked.contains(address)
+        {
+            continue;
+        }
+        let dial = state.dials.get(address);
+        if dial.is_some_and(|d| is_linked(d) || d.in_flight || d.next_attempt_ms > now_ms) {
+            continue;
+        }
+        if tier == 2 {
+            if unproven_budget == 0 {
+                continue;
+            }
+            unproven_budget -= 1;
+        }
+        budget -= 1;
+        due.push(address.to_string());
+    }
+    due
 }
 
 fn dial_due<N: Net>(mesh: &Arc<Mesh>, net: &N) {
@@ -266,6 +299,13 @@ async fn dial<N: Net>(mesh: &Mesh, net: &N, address: &str) -> DialOutcome {
         Err(_) => return DialOutcome::Failed("handshake timed out".into()),
     };
     let response = match response {
+        Ok(r)
+            if !peer::relay_id_fits(&r.relay_id)
+                || !r.address.as_deref().is_none_or(peer::address_fits) =>
+        {
+            mesh.parts.metrics.mesh_rejected.increment(1);
+            return DialOutcome::Failed("relay id or address empty or too long".into());
+        }
         Ok(r) if r.relay_id == mesh.relay_id() => return DialOutcome::ItsMe,
         Ok(r) if r.status == "accepted" => r,
         Ok(r) => return DialOutcome::Failed(format!("refused: {}", r.reason.unwrap_or_default())),
@@ -346,4 +386,8 @@ fn update_gauges(mesh: &Mesh) {
         .metrics
         .mesh_connections
         .set(state.links.len() as f64);
+    mesh.parts
+        .metrics
+        .mesh_dial_addresses
+        .set(state.dials.len() as f64);
 }

@@ -4,22 +4,29 @@ use super::Mesh;
 use super::state::{Pending, health_from_age};
 use crate::conn::{Outbound, Outlet};
 use crate::protocol::VERSION;
-use crate::protocol::peer::{self, GossipRelay, PeerHealth, StatePayload, SyncPayload, SyncType};
+use crate::protocol::peer::{
+    self, GossipRelay, PeerHealth, StatePayload, StreamSummary, SyncPayload, SyncType,
+};
 
 /// What this relay says about itself in a sync of `sync_type`.
 pub(super) fn payload_for(mesh: &Mesh, sync_type: SyncType) -> SyncPayload {
     match sync_type {
-        SyncType::StateSync => SyncPayload {
-            state: Some(StatePayload {
-                uptime: mesh.parts.lifecycle.uptime_secs().to_string(),
-                version: VERSION.to_string(),
-                network: mesh.parts.config.network.as_str().to_string(),
-            }),
-            address: Some(mesh.parts.config.advertised_addr().to_string()),
-            relays: Some(gossip(mesh)),
-            log: Some(mesh.state.log_summary(mesh.unix_secs())),
-            ..SyncPayload::default()
-        },
+        SyncType::StateSync => {
+            let limit = peer_message_bytes_max(mesh);
+            let mut log = mesh.state.log_summary(mesh.unix_secs());
+            trim_summary(&mut log, limit / 2);
+            SyncPayload {
+                state: Some(StatePayload {
+                    uptime: mesh.parts.lifecycle.uptime_secs().to_string(),
+                    version: VERSION.to_string(),
+                    network: mesh.parts.config.network.as_str().to_string(),
+                }),
+                address: Some(mesh.parts.config.advertised_addr().to_string()),
+                relays: Some(gossip(mesh, gossip_bytes_max(limit))),
+                log: Some(log),
+                ..SyncPayload::default()
+            }
+        }
         SyncType::HealthSync => SyncPayload {
             health: serde_json::to_value(mesh.parts.status.health_report()).ok(),
             ..SyncPayload::default()
@@ -37,8 +44,39 @@ pub(super) fn payload_for(mesh: &Mesh, sync_type: SyncType) -> SyncPayload {
     }
 }
 
-/// This relay and the relays it knows, as StateSync gossips them.
-fn gossip(mesh: &Mesh) -> Vec<GossipRelay> {
+/// The largest message a peer accepts (with the same limits as this relay).
+pub(super) fn peer_message_bytes_max(mesh: &Mesh) -> usize {
+    mesh.parts.config.limits.ws_message_bytes_max + super::PEER_ENVELOPE_SLACK_BYTES
+}
+
+/// Bytes of gossip records in one StateSync: `GOSSIP_BYTES_MAX`, and at most a quarter
+/// of the peer message limit (the log summary takes at most half, the rest of the
+/// message is a few hundred bytes of bounded fields).
+pub(super) fn gossip_bytes_max(message_bytes_max: usize) -> usize {
+    super::GOSSIP_BYTES_MAX.min(message_bytes_max / 4)
+}
+
+/// Drops the summary's last streams until its encoding fits `bytes_max` (at the default
+/// limits it always fits: `SUMMARY_RANGES_MAX` ranges of bounded streams).
+fn trim_summary(log: &mut Vec<StreamSummary>, bytes_max: usize) {
+    let mut total = 2usize;
+    let keep = log
+        .iter()
+        .take_while(|s| {
+            total += encoded_len(s) + 1;
+            total <= bytes_max
+        })
+        .count();
+    log.truncate(keep);
+}
+
+fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX / 4, |v| v.len())
+}
+
+/// This relay and the relays it knows, as StateSync gossips them: the most recently
+/// seen first, at most `GOSSIP_RELAYS_MAX` records within `bytes_max` encoded bytes.
+fn gossip(mesh: &Mesh, bytes_max: usize) -> Vec<GossipRelay> {
     let now_ms = mesh.unix_ms();
     let interval_ms = mesh.parts.config.sync_interval().as_millis() as u64;
     let mut relays = vec![GossipRelay {
@@ -47,35 +85,85 @@ fn gossip(mesh: &Mesh) -> Vec<GossipRelay> {
         last_seen: now_ms / 1000,
         health: PeerHealth::Healthy,
     }];
-    let state = mesh.state.lock();
-    relays.extend(
-        state
+    {
+        let state = mesh.state.lock();
+        let mut members: Vec<_> = state
             .members
             .iter()
-            .filter(|(_, m)| !m.address.is_empty())
-            .map(|(id, m)| GossipRelay {
-                relay_id: id.clone(),
-                address: m.address.clone(),
-                last_seen: m.last_seen_ms / 1000,
-                health: health_from_age(now_ms.saturating_sub(m.last_seen_ms), interval_ms),
-            }),
-    );
+            .filter(|(id, m)| {
+                !m.address.is_empty() && peer::relay_id_fits(id) && peer::address_fits(&m.address)
+            })
+            .collect();
+        members.sort_by_key(|(_, m)| std::cmp::Reverse(m.last_seen_ms));
+        relays.extend(
+            members
+                .into_iter()
+                .take(super::GOSSIP_RELAYS_MAX - 1)
+                .map(|(id, m)| GossipRelay {
+                    relay_id: id.clone(),
+                    address: m.address.clone(),
+                    last_seen: m.last_seen_ms / 1000,
+                    health: health_from_age(now_ms.saturating_sub(m.last_seen_ms), interval_ms),
+                }),
+        );
+    }
+    let mut total = 2usize;
+    let keep = relays
+        .iter()
+        .enumerate()
+        .take_while(|(i, r)| {
+            total += encoded_len(r) + 1;
+            *i == 0 || total <= bytes_max
+        })
+        .count();
+    relays.truncate(keep);
     relays
 }
 
 /// Takes in what a peer said: its address and state, the relays it knows, and its log
 /// summary (fetching what this relay missed).
 pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &SyncPayload) {
-    mesh.state
-        .heard(peer_id, payload.address.as_deref(), mesh.unix_ms());
-    if let Some(state) = &payload.state
-        && let Some(member) = mesh.state.lock().members.get_mut(peer_id)
-    {
-        member.version.clone_from(&state.version);
-        member.uptime = state.uptime.parse().unwrap_or(member.uptime);
+    let mut dropped = 0usize;
+    let address = payload.address.as_deref().filter(|a| peer::address_fits(a));
+    if payload.address.is_some() && address.is_none() {
+        dropped += 1;
+    }
+    mesh.state.heard(peer_id, address, mesh.unix_ms());
+    if let Some(state) = &payload.state {
+        if !state.fits() {
+            dropped += 1;
+        } else if let Some(member) = mesh.state.lock().members.get_mut(peer_id) {
+            member.version.clone_from(&state.version);
+            member.uptime = state.uptime.parse().unwrap_or(member.uptime);
+        }
     }
     if let Some(relays) = &payload.relays {
-        mesh.state.merge_gossip(mesh.relay_id(), relays);
+        // At most a full table's worth per message, each record within its bounds.
+        let fitting: Vec<GossipRelay> = relays
+            .iter()
+            .take(super::KNOWN_RELAYS_MAX)
+            .filter(|r| r.fits())
+            .cloned()
+            .collect();
+        dropped += relays.len() - fitting.len();
+        mesh.state.merge_gossip(mesh.relay_id(), &fitting);
+    }
+    if dropped > 0 {
+        mesh.parts.metrics.mesh_rejected.increment(dropped as u64);
+        mesh.parts
+            .metrics
+            .sync_errors
+            .get(SyncType::StateSync)
+            .increment(1);
+        let message =
+            format!("{dropped} gossip records or state fields over their bounds, dropped");
+        tracing::info!(peer = %peer_id, %message, "peer breached the protocol's bounds");
+        mesh.state.record_error(
+            mesh.unix_secs(),
+            peer_id,
+            Some(SyncType::StateSync),
+            message,
+        );
     }
     if let Some(log) = &payload.log {
         let retry_ms = 2 * mesh.parts.config.sync_interval().as_millis() as u64;

@@ -37,6 +37,8 @@ pub const HTTP_CONNECTIONS: &str = "sdk_relay_http_connections";
 pub const MESH_PEERS: &str = "sdk_relay_mesh_peers";
 pub const MESH_KNOWN_RELAYS: &str = "sdk_relay_mesh_known_relays";
 pub const MESH_CONNECTIONS: &str = "sdk_relay_mesh_connections";
+pub const MESH_DIAL_ADDRESSES: &str = "sdk_relay_mesh_dial_addresses";
+pub const MESH_REJECTED_TOTAL: &str = "sdk_relay_mesh_rejected_total";
 /// Label `sync_type`.
 pub const SYNC_REQUESTS_TOTAL: &str = "sdk_relay_sync_requests_total";
 /// Label `sync_type`.

@@ -172,11 +172,20 @@ fn handshake(envelope: Envelope<'_>) -> Result<Handshake, ParseError> {
             "relay_id",
             envelope.relay_id.as_deref().unwrap_or_default(),
         )?;
-        check_name(
-            "handshake",
-            "address",
-            envelope.address.as_deref().unwrap_or_default(),
-        )?;
+        // An address is a host name (up to 255 bytes) and a port, as gossip bounds it.
+        let address = envelope.address.as_deref().unwrap_or_default();
+        if address.is_empty()
+            || address.len() > super::peer::ADDRESS_BYTES_MAX
+            || address.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "handshake",
+                format!(
+                    "`address` must be 1 to {} printable bytes",
+                    super::peer::ADDRESS_BYTES_MAX
+                ),
+            ));
+        }
     }
     Ok(Handshake {
         client_id,

@@ -8,7 +8,66 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{DATA_DEPTH_MAX, Notification, VERSION, to_bytes, within_depth};
+use super::{DATA_DEPTH_MAX, NAME_BYTES_MAX, Notification, VERSION, to_bytes, within_depth};
+
+/// Bytes of a relay id a peer names (handshake, gossip, notification stamp): as a
+/// wallet's names are bounded.
+pub const RELAY_ID_BYTES_MAX: usize = NAME_BYTES_MAX;
+/// Bytes of an address a peer names: a DNS name (255) and `:port`.
+pub const ADDRESS_BYTES_MAX: usize = 255 + 6;
+/// Bytes of a message id (a notification's, a fetched one's, a sync request's):
+/// `<relay_id>-<boot nonce>-<seq>` fits with room to spare.
+pub const MESSAGE_ID_BYTES_MAX: usize = 256;
+/// Bytes of a notification type, as wallets are bound.
+pub const NOTIFICATION_TYPE_BYTES_MAX: usize = NAME_BYTES_MAX;
+/// Bytes of each StateSync state field (uptime, version, network).
+pub const STATE_FIELD_BYTES_MAX: usize = 64;
+
+/// Whether a relay id a peer names is within bounds (non-empty, at most
+/// `RELAY_ID_BYTES_MAX` bytes).
+pub fn relay_id_fits(id: &str) -> bool {
+    !id.is_empty() && id.len() <= RELAY_ID_BYTES_MAX
+}
+
+/// Whether an address a peer names is within `ADDRESS_BYTES_MAX` (empty is allowed: no
+/// address).
+pub fn address_fits(address: &str) -> bool {
+    address.len() <= ADDRESS_BYTES_MAX
+}
+
+impl GossipRelay {
+    /// Whether every name in the record is within its bound.
+    pub fn fits(&self) -> bool {
+        relay_id_fits(&self.relay_id) && address_fits(&self.address)
+    }
+}
+
+impl StatePayload {
+    /// Whether every field is within `STATE_FIELD_BYTES_MAX`.
+    pub fn fits(&self) -> bool {
+        [&self.uptime, &self.version, &self.network]
+            .iter()
+            .all(|f| f.len() <= STATE_FIELD_BYTES_MAX)
+    }
+}
+
+/// Why a forwarded notification is dropped: a name over its bound.
+///
+/// # Errors
+/// A message id empty or over `MESSAGE_ID_BYTES_MAX`, a relay id over
+/// `RELAY_ID_BYTES_MAX`, a notification type over `NOTIFICATION_TYPE_BYTES_MAX` bytes.
+pub fn notification_fits(n: &Notification) -> Result<(), &'static str> {
+    if n.message_id.is_empty() || n.message_id.len() > MESSAGE_ID_BYTES_MAX {
+        return Err("message id empty or too long");
+    }
+    if n.relay_id.len() > RELAY_ID_BYTES_MAX {
+        return Err("relay id too long");
+    }
+    if n.notification_type.len() > NOTIFICATION_TYPE_BYTES_MAX {
+        return Err("notification type too long");
+    }
+    Ok(())
+}
 
 /// The three kinds of sync relays exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -385,6 +444,36 @@ mod tests {
             .join()
             .unwrap();
         assert!(refused);
+    }
+
+    #[test]
+    fn names_a_peer_sends_are_bounded() {
+        let record = |id: usize, address: usize| GossipRelay {
+            relay_id: "i".repeat(id),
+            address: "a".repeat(address),
+            last_seen: 0,
+            health: PeerHealth::Healthy,
+        };
+        assert!(record(RELAY_ID_BYTES_MAX, ADDRESS_BYTES_MAX).fits());
+        assert!(!record(RELAY_ID_BYTES_MAX + 1, 1).fits());
+        assert!(!record(0, 1).fits());
+        assert!(!record(1, ADDRESS_BYTES_MAX + 1).fits());
+        let mut n = Notification {
+            message_id: "m".repeat(MESSAGE_ID_BYTES_MAX),
+            relay_id: "a".into(),
+            notification_type: "t".repeat(NOTIFICATION_TYPE_BYTES_MAX),
+            data: RawValue::from_string("1".into()).unwrap(),
+            timestamp: 0,
+        };
+        assert!(notification_fits(&n).is_ok());
+        n.message_id.push('m');
+        assert!(notification_fits(&n).is_err());
+        let state = StatePayload {
+            uptime: "1".into(),
+            version: "v".repeat(STATE_FIELD_BYTES_MAX + 1),
+            network: "signet".into(),
+        };
+        assert!(!state.fits());
     }
 
     #[test]

@@ -451,3 +451,435 @@ async fn large_notifications_stay_within_the_log_byte_budget() {
     );
     relay.shutdown().await;
 }
+/// A hostile peer with its own relay id and advertised address in the handshake.
+async fn handshake_as(relay: &TestRelay, relay_id: &str, address: &str) -> (Client, Value) {
+    let mut peer = Client::connect(relay.ws_addr)
+        .await
+        .expect("upgrade accepted");
+    peer.send_json(&json!({
+        "type": "handshake", "client_id": "evil", "version": sdk_relay::protocol::VERSION,
+        "capabilities": ["relay"], "relay_id": relay_id, "address": address,
+    }))
+    .await;
+    let response = peer.recv_type("handshake_response").await;
+    (peer, response)
+}
+
+/// A StateSync gossiping `relays`, sent as an unsolicited response (the relay answers
+/// nothing, so a peer that never reads does not pile answers up in memory).
+fn gossip_message(n: usize, relays: &[Value]) -> Value {
+    json!({
+        "type": "sync_response", "sync_type": "StateSync", "relay_id": "evil",
+        "request_id": format!("evil-g{n}"), "payload": {"relays": relays}, "timestamp": 1,
+    })
+}
+
+fn gossip_record(relay_id: &str, address: &str) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    json!({"relay_id": relay_id, "address": address, "last_seen": now, "health": "healthy"})
+}
+
+/// A gauge or counter from the Prometheus exposition (summed over its labels).
+async fn metric(relay: &TestRelay, name: &str) -> Option<f64> {
+    let text = http_client::get(relay.http_addr, "/metrics/prometheus")
+        .await
+        .text();
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Whether `/relays` on `relay` shows `relay_id` connected.
+async fn connected_to(relay: &TestRelay, relay_id: &str) -> bool {
+    let relays = http_client::get(relay.http_addr, "/relays").await.json();
+    relays
+        .as_array()
+        .or_else(|| relays["relays"].as_array())
+        .is_some_and(|list| {
+            list.iter()
+                .any(|r| r["relay_id"] == relay_id && r["connected"] == true)
+        })
+}
+
+/// A handshake naming an over-long relay id or address is refused (the wallet server's
+/// handshake parser bounds both, and the mesh checks again); the longest bounded ones
+/// (a 128-byte id, a 255-byte host name and a port) are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_with_an_over_long_id_or_address_is_refused() {
+    let relay = TestRelay::start(fast_config()).await;
+    let accepted = |relay_id: String, address: String| {
+        let ws = relay.ws_addr;
+        async move {
+            let mut peer = Client::connect(ws).await.expect("upgrade accepted");
+            peer.send_json(&json!({
+                "type": "handshake", "client_id": "evil",
+                "version": sdk_relay::protocol::VERSION, "capabilities": ["relay"],
+                "relay_id": relay_id, "address": address,
+            }))
+            .await;
+            let (seen, code) = read_until(&mut peer, WAIT, |seen| {
+                seen.iter().any(|m| m["status"] == "accepted")
+            })
+            .await;
+            eprintln!("[handshake] answered {seen:?}, closed {code:?}");
+            seen.iter().any(|m| m["status"] == "accepted")
+        }
+    };
+    let long_id = "r".repeat(sdk_relay::protocol::NAME_BYTES_MAX + 1);
+    assert!(!accepted(long_id, "127.0.0.1:9".into()).await, "long id");
+    let long_address = format!("{}:65535", "a".repeat(256));
+    assert!(!accepted("evil".into(), long_address).await, "long address");
+    let id = "r".repeat(sdk_relay::protocol::NAME_BYTES_MAX);
+    // A 255-byte host name and a port: the longest address allowed.
+    let address = format!("{}:65535", "a".repeat(255));
+    assert!(accepted(id, address).await, "bounded id and address");
+    relay.shutdown().await;
+}
+
+/// A hostile peer gossips relays with 60 KB addresses, then fills the member table with
+/// records as long as the bounds allow. The relay drops (and counts) the first, and its
+/// own StateSync, to an honest peer or answering a 100-byte request, stays within what
+/// its peers accept: the honest link keeps carrying notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_gossip_is_dropped_and_state_sync_fits_the_peers_limit() {
+    const MESSAGE_MAX: usize = 64 * 1024;
+    let limit = MESSAGE_MAX + sdk_relay::mesh::PEER_ENVELOPE_SLACK_BYTES;
+    let mut config = fast_config();
+    config.relay_id = "relay-a".into();
+    config.limits.ws_message_bytes_max = MESSAGE_MAX;
+    let relay = TestRelay::start(config).await;
+    let mut config = fast_config();
+    config.relay_id = "relay-b".into();
+    config.limits.ws_message_bytes_max = MESSAGE_MAX;
+    config.mesh.peers = vec![relay.ws_addr.to_string()];
+    let honest = TestRelay::start(config).await;
+    let probes = Probes::start(&relay).await;
+    let started = Instant::now();
+    while !connected_to(&relay, "relay-b").await {
+        assert!(started.elapsed() < WAIT, "the honest relay links");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
+    let (rss_before, _) = memory_kib();
+    // Twenty relays with 60 KB addresses, two per message.
+    for n in 0..10 {
+        let relays: Vec<Value> = (0..2)
+            .map(|i| {
+                let address = format!("{}:1", "h".repeat(60_000));
+                gossip_record(&format!("fat-{n}-{i}"), &address)
+            })
+            .collect();
+        peer.send_json(&gossip_message(n, &relays)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A full table of the longest records the bounds allow (an over-long DNS label, so
+    // nothing resolves them).
+    let id_max = sdk_relay::protocol::NAME_BYTES_MAX;
+    for n in 0..5 {
+        let relays: Vec<Value> = (0..250)
+            .map(|i| {
+                let id = format!("{n:03}-{i:03}-{}", "i".repeat(id_max - 8));
+                let address = format!("{}-{n:03}-{i:03}:65535", "a".repeat(255 - 8));
+                gossip_record(&id, &address)
+            })
+            .collect();
+        peer.send_json(&gossip_message(10 + n, &relays)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A small request: its answer is bounded, whatever the table holds.
+    let request = json!({
+        "type": "sync", "sync_type": "StateSync", "relay_id": "evil",
+        "message_id": "evil-small", "payload": {}, "timestamp": 1,
+    });
+    let request_bytes = request.to_string().len();
+    peer.send_json(&request).await;
+    let (seen, _) = read_until(&mut peer, WAIT, |seen| {
+        seen.last().is_some_and(|m| m["request_id"] == "evil-small")
+    })
+    .await;
+    let answer = seen.last().expect("answered");
+    assert_eq!(answer["request_id"], "evil-small", "answered");
+    let answer_bytes = answer.to_string().len();
+    let relays = answer["payload"]["relays"].as_array().expect("gossip");
+    let (rss_after, _) = memory_kib();
+    eprintln!(
+        "[oversized gossip] a {request_bytes}-byte request answered with {answer_bytes} bytes \
+         ({} relays, x{}); peer limit {limit}; VmRSS {rss_before} -> {rss_after} KiB",
+        relays.len(),
+        answer_bytes / request_bytes
+    );
+    assert!(answer_bytes <= limit, "{answer_bytes} > {limit}");
+    assert!(relays.len() <= sdk_relay::mesh::GOSSIP_RELAYS_MAX);
+    assert!(
+        relays
+            .iter()
+            .all(|r| r["address"].as_str().unwrap().len() <= 261),
+        "no over-long address gossiped"
+    );
+    // The honest link still carries notifications (both ways of StateSync fit).
+    let (mut subscriber, _) = Client::handshaken(honest.ws_addr, &["notifications"]).await;
+    let (mut publisher, _) = Client::handshaken(relay.ws_addr, &["publish"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let id = publisher.publish("payment_detected", json!({"x": 1})).await;
+    let ids = tokio::time::timeout(WAIT, subscriber.recv_notification_ids(1))
+        .await
+        .expect("the notification crossed the honest link");
+    assert_eq!(ids, [id]);
+    assert!(
+        connected_to(&relay, "relay-b").await,
+        "the honest link is up"
+    );
+    probes.finish("oversized gossip").await;
+    let errors = sync_errors(&relay).await;
+    assert!(errors.contains("over their bounds"), "{errors}");
+    let rejected = metric(&relay, "sdk_relay_mesh_rejected_total").await;
+    assert!(rejected.unwrap_or(0.0) >= 20.0, "{rejected:?}");
+    honest.shutdown().await;
+    relay.shutdown().await;
+}
+
+/// A peer gossips fresh fake relays for 15 s (20,000 of them, at closed ports): the
+/// member table stays bounded, and so does the dial table (pruned to addresses still
+/// known), so memory is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_gossip_keeps_the_dial_table_bounded() {
+    let relay = TestRelay::start(fast_config()).await;
+    let probes = Probes::start(&relay).await;
+    let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
+    let (rss_before, _) = memory_kib();
+    let mut dial_max = 0.0f64;
+    let mut sent = 0usize;
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(15) {
+        let relays: Vec<Value> = (0..200)
+            .map(|_| {
+                sent += 1;
+                let address = format!(
+                    "127.{}.{}.{}:1",
+                    sent >> 16 & 255,
+                    sent >> 8 & 255,
+                    sent & 255
+                );
+                gossip_record(&format!("fake-{sent}"), &address)
+            })
+            .collect();
+        peer.send_json(&gossip_message(n, &relays)).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if n % 10 == 0 {
+            dial_max = dial_max.max(
+                metric(&relay, "sdk_relay_mesh_dial_addresses")
+                    .await
+                    .unwrap_or(f64::MAX),
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dials = metric(&relay, "sdk_relay_mesh_dial_addresses").await;
+    let known = metric(&relay, "sdk_relay_mesh_known_relays").await;
+    let (rss_after, hwm) = memory_kib();
+    eprintln!(
+        "[rotating gossip] {sent} fake relays gossiped; dial table {dials:?} (max seen \
+         {dial_max}), known relays {known:?}; VmRSS {rss_before} -> {rss_after} KiB \
+         (VmHWM {hwm} KiB)"
+    );
+    probes.finish("rotating gossip").await;
+    let bound = (sdk_relay::mesh::KNOWN_RELAYS_MAX + 32) as f64;
+    let dials = dials.expect("the dial table is exposed");
+    assert!(
+        dials <= bound && dial_max <= bound,
+        "{dials} / {dial_max} > {bound}"
+    );
+    assert!(known.unwrap() <= (sdk_relay::mesh::KNOWN_RELAYS_MAX + 1) as f64);
+    assert!(
+        rss_after.saturating_sub(rss_before) < 200 * 1024,
+        "VmRSS grew by {} KiB",
+        rss_after - rss_before
+    );
+    relay.shutdown().await;
+}
+
+/// Listeners that accept and never answer: a dial to them holds its slot until it times
+/// out. Returns 1024 addresses that sort before any `127.0.0.1:PORT`.
+async fn tarpits() -> (Vec<String>, Vec<tokio::task::JoinHandle<()>>) {
+    let mut ports = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+            .await
+            .expect("bind");
+        ports.push(listener.local_addr().unwrap().port());
+        tasks.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        }));
+    }
+    let ips = (10..=19).chain(100..=199);
+    let addresses = ips
+        .flat_map(|ip| ports.iter().map(move |port| format!("127.0.0.{ip}:{port}")))
+        .take(1024)
+        .collect();
+    (addresses, tasks)
+}
+
+/// 1024 gossiped tarpit addresses that sort before a genuine peer must not hold every
+/// dial slot: when the genuine peer's link is cut, it is redialed within a few sync
+/// intervals. (The genuine peer cannot dial back: the relay advertises an address
+/// nobody listens on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tarpit_addresses_do_not_keep_a_genuine_peer_from_being_redialed() {
+    let mut config = fast_config();
+    config.relay_id = "relay-b".into();
+    let genuine = TestRelay::start(config).await;
+    let proxy = crate::support::cluster::Proxy::start(genuine.ws_addr).await;
+    let mut config = fast_config();
+    config.relay_id = "relay-z".into();
+    config.advertise_addr = Some("127.0.0.1:9".into());
+    let relay = TestRelay::start(config).await;
+    let probes = Probes::start(&relay).await;
+    let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
+    peer.send_json(&gossip_message(
+        0,
+        &[gossip_record("relay-b", &proxy.addr.to_string())],
+    ))
+    .await;
+    let started = Instant::now();
+    while !connected_to(&relay, "relay-b").await {
+        assert!(started.elapsed() < WAIT, "the genuine peer is dialed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (addresses, tasks) = tarpits().await;
+    let relays: Vec<Value> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| gossip_record(&format!("tarpit-{i:04}"), a))
+        .collect();
+    peer.send_json(&gossip_message(1, &relays)).await;
+    // Let the tarpits take the dial slots, then cut the genuine link.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.cut();
+    let cut = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut relinked = None;
+    while cut.elapsed() < Duration::from_secs(15) {
+        if connected_to(&relay, "relay-b").await {
+            relinked = Some(cut.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dials = metric(&relay, "sdk_relay_mesh_dial_addresses").await;
+    eprintln!("[tarpits] genuine peer relinked after {relinked:?}; dial table {dials:?}");
+    probes.finish("tarpits").await;
+    let relinked = relinked.expect("the genuine peer is redialed within 15 s");
+    assert!(
+        relinked < Duration::from_secs(5),
+        "relinked after {relinked:?}, more than a few sync intervals"
+    );
+    for task in tasks {
+        task.abort();
+    }
+    relay.shutdown().await;
+    genuine.shutdown().await;
+}
+
+/// A 100-byte sync request is answered within the gossip byte budget even with a full
+/// member table of the longest records allowed (default limits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_sync_request_gets_a_bounded_answer_from_a_full_table() {
+    let relay = TestRelay::start(fast_config()).await;
+    let probes = Probes::start(&relay).await;
+    let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
+    let id_max = sdk_relay::protocol::NAME_BYTES_MAX;
+    for n in 0..5 {
+        let relays: Vec<Value> = (0..220)
+            .map(|i| {
+                let id = format!("{n:03}-{i:03}-{}", "i".repeat(id_max - 8));
+                let address = format!("{}-{n:03}-{i:03}:65535", "a".repeat(255 - 8));
+                gossip_record(&id, &address)
+            })
+            .collect();
+        peer.send_json(&gossip_message(n, &relays)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let request = json!({
+        "type": "sync", "sync_type": "StateSync", "relay_id": "evil",
+        "message_id": "evil-small", "payload": {}, "timestamp": 1,
+    });
+    let request_bytes = request.to_string().len();
+    peer.send_json(&request).await;
+    let (seen, _) = read_until(&mut peer, WAIT, |seen| {
+        seen.last().is_some_and(|m| m["request_id"] == "evil-small")
+    })
+    .await;
+    probes.finish("full table").await;
+    let answer = seen.last().expect("answered");
+    assert_eq!(answer["request_id"], "evil-small");
+    let relays = answer["payload"]["relays"].as_array().expect("gossip");
+    let gossip_bytes = answer["payload"]["relays"].to_string().len();
+    let answer_bytes = answer.to_string().len();
+    eprintln!(
+        "[full table] {request_bytes}-byte request: {answer_bytes}-byte answer, {} relays in \
+         {gossip_bytes} bytes (x{})",
+        relays.len(),
+        answer_bytes / request_bytes
+    );
+    assert!(relays.len() <= sdk_relay::mesh::GOSSIP_RELAYS_MAX);
+    assert!(
+        gossip_bytes <= sdk_relay::mesh::GOSSIP_BYTES_MAX,
+        "{gossip_bytes}"
+    );
+    relay.shutdown().await;
+}
+
+/// Forwarded notifications naming an over-long message id or type, fetch ids and sync
+/// request ids over their bound are dropped and counted; what is bounded still flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_notification_and_fetch_ids_are_dropped() {
+    let relay = TestRelay::start(fast_config()).await;
+    let probes = Probes::start(&relay).await;
+    let (mut subscriber, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
+    let mut peer = hostile_peer(&relay, "evil").await;
+    let long_id = format!("evil-1-{}", "9".repeat(300));
+    peer.send_json(&notification(&long_id, json!({}))).await;
+    let mut long_type = notification("evil-1-2", json!({}));
+    long_type["notification_type"] = json!("t".repeat(200));
+    peer.send_json(&long_type).await;
+    peer.send_json(&notification("evil-1-3", json!({}))).await;
+    let ids = tokio::time::timeout(WAIT, subscriber.recv_notification_ids(1))
+        .await
+        .expect("the bounded notification is delivered");
+    assert_eq!(ids, ["evil-1-3"], "only the bounded notification");
+    peer.send_json(&json!({"type": "fetch", "message_ids": [long_id, "evil-1-3"]}))
+        .await;
+    peer.send_json(&json!({
+        "type": "sync", "sync_type": "HealthSync", "relay_id": "evil",
+        "message_id": "m".repeat(300), "payload": {}, "timestamp": 1,
+    }))
+    .await;
+    let (seen, _) = read_until(&mut peer, Duration::from_secs(2), |_| false).await;
+    probes.finish("long ids").await;
+    let fetched: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m["type"] == "notification")
+        .collect();
+    assert_eq!(fetched.len(), 1, "only the bounded id is answered");
+    assert!(
+        !seen
+            .iter()
+            .any(|m| m["request_id"].as_str().is_some_and(|r| r.len() > 256)),
+        "a sync request with an over-long id is left unanswered"
+    );
+    let rejected = metric(&relay, "sdk_relay_mesh_rejected_total").await;
+    assert!(rejected.unwrap_or(0.0) >= 4.0, "{rejected:?}");
+    relay.shutdown().await;
+}
