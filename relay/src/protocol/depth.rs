@@ -13,25 +13,21 @@ pub const DATA_DEPTH_MAX: usize = 64;
 
 /// True when `raw` (well-formed JSON, as serde_json's `RawValue` guarantees) never nests
 /// arrays and objects deeper than `max`. One linear pass over the bytes: brackets inside
-/// strings do not count, and a backslash escapes the next byte of a string. Stops at the
-/// first level over `max`.
+/// strings do not count, and a backslash escapes the next byte of a string. Strings are
+/// skipped with `memchr` (a 1 MiB string costs a vectorized search, not a million
+/// branches). Stops at the first level over `max`.
 pub fn within_depth(raw: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in raw {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'"' => match string_end(raw, i + 1) {
+                Some(end) => {
+                    i = end;
+                    continue;
+                }
+                None => return true,
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -41,8 +37,23 @@ pub fn within_depth(raw: &[u8], max: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     true
+}
+
+/// The index just past the closing quote of the string whose contents start at `from`,
+/// or `None` when it never closes.
+fn string_end(raw: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let offset = memchr::memchr2(b'"', b'\\', raw.get(from..)?)?;
+        let at = from + offset;
+        if raw[at] == b'\\' {
+            from = at + 2;
+        } else {
+            return Some(at + 1);
+        }
+    }
 }
 
 #[cfg(test)]
