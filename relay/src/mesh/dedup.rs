@@ -270,38 +270,6 @@ fn to_ranges(sorted: &[u64]) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// Ids looked at by one `missing_ids`, in all: an honest peer's summary describes its
-/// log, so it covers at most this many ids.
-pub const MISSING_SCAN_IDS_MAX: usize = LOG_ENTRIES_MAX;
-
-/// Ids in a peer's summary that `seen` does not know, at most `FETCH_IDS_MAX`, in the
-/// summary's order. A hostile or broken summary cannot make us loop for long: at most
-/// `MISSING_SCAN_IDS_MAX` ids are looked at in all, whatever its ranges (`(0, u64::MAX)`,
-/// repeated or overlapping ranges); a range with `lo > hi` is empty.
-pub fn missing_ids(summary: &[StreamSummary], seen: &DedupCache) -> Vec<String> {
-    let mut missing = Vec::new();
-    let mut budget = MISSING_SCAN_IDS_MAX;
-    for stream in summary {
-        for &(lo, hi) in &stream.ranges {
-            if budget == 0 {
-                return missing;
-            }
-            // `RangeInclusive` ends at `u64::MAX` without overflow; `take` bounds the loop.
-            for seq in (lo..=hi).take(budget) {
-                budget -= 1;
-                let id = format!("{}-{seq}", stream.stream);
-                if !seen.contains(&id) {
-                    missing.push(id);
-                    if missing.len() == FETCH_IDS_MAX {
-                        return missing;
-                    }
-                }
-            }
-        }
-    }
-    missing
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn summary_and_missing_ids_find_the_gap() {
+    fn summary_finds_the_gap() {
         let mut log = NotificationLog::new(100, 1000, LOG_BYTES_MAX);
         for seq in [1, 2, 3, 7, 8] {
             log.push(0, note(&format!("a-00000001-{seq}")));
@@ -431,19 +399,6 @@ mod tests {
                 stream: "b-00000002".into(),
                 ranges: vec![(5, 5)]
             }
-        );
-        let mut seen = DedupCache::new(100);
-        for id in [
-            "a-00000001-1",
-            "a-00000001-2",
-            "a-00000001-8",
-            "b-00000002-5",
-        ] {
-            seen.insert(id);
-        }
-        assert_eq!(
-            missing_ids(&summary, &seen),
-            ["a-00000001-3", "a-00000001-7"]
         );
     }
 
@@ -471,31 +426,6 @@ mod tests {
         assert_eq!(split_message_id("nonsense"), None);
     }
 
-    // Proves a summary whose every id is already seen, repeated in many ranges, stops after
-    // MISSING_SCAN_IDS_MAX ids instead of looking at ranges × ids (here 10^8 before).
-    #[test]
-    fn missing_ids_looks_at_a_bounded_number_of_ids() {
-        let mut seen = DedupCache::new(DEDUP_IDS_MAX);
-        for seq in 0..LOG_ENTRIES_MAX {
-            seen.insert(&format!("s-1-{seq}"));
-        }
-        let summary = [StreamSummary {
-            stream: "s-1".into(),
-            ranges: vec![(0, LOG_ENTRIES_MAX as u64 - 1); LOG_ENTRIES_MAX],
-        }];
-        assert!(missing_ids(&summary, &seen).is_empty());
-        let hostile = [StreamSummary {
-            stream: "s-1".into(),
-            ranges: vec![(0, u64::MAX), (u64::MAX, u64::MAX), (5, 1)],
-        }];
-        let missing = missing_ids(&hostile, &seen);
-        assert_eq!(
-            missing.len(),
-            0,
-            "the first range used the whole budget on seen ids"
-        );
-    }
-
     mod properties {
         use proptest::prelude::*;
 
@@ -510,34 +440,6 @@ mod tests {
                 (1u64 << 32) - 2..(1u64 << 32) + 2,
                 any::<u64>(),
             ]
-        }
-
-        fn range() -> impl Strategy<Value = (u64, u64)> {
-            prop_oneof![
-                (seq(), seq()),
-                Just((u64::MAX, u64::MAX)),
-                Just((0, u64::MAX)),
-                Just((u64::MAX, 0)),
-            ]
-        }
-
-        fn summary() -> impl Strategy<Value = Vec<StreamSummary>> {
-            prop::collection::vec(
-                (
-                    prop_oneof![Just("a-1"), Just("b-2")],
-                    prop::collection::vec(range(), 0..8),
-                ),
-                0..4,
-            )
-            .prop_map(|streams| {
-                streams
-                    .into_iter()
-                    .map(|(stream, ranges)| StreamSummary {
-                        stream: stream.into(),
-                        ranges,
-                    })
-                    .collect()
-            })
         }
 
         /// Checks `ranges` are sorted, disjoint and apart (a gap between two), and cover
@@ -614,36 +516,6 @@ mod tests {
                 if let (Some(full), Some(kept)) = (full.first(), kept.first()) {
                     prop_assert!(full.ranges.ends_with(&kept.ranges));
                     prop_assert_eq!(kept.ranges.len(), full.ranges.len().min(ranges_max));
-                }
-            }
-
-            // Proves missing_ids never panics nor loops long on any ranges (including
-            // (0, u64::MAX), (u64::MAX, u64::MAX) and lo > hi), returns at most
-            // FETCH_IDS_MAX ids, each unseen and inside a range of its stream.
-            #[test]
-            fn missing_ids_are_bounded_unseen_and_in_range(
-                summary in summary(),
-                seen_seqs in prop::collection::vec(seq(), 0..20),
-            ) {
-                let mut seen = DedupCache::new(DEDUP_IDS_MAX);
-                for s in &seen_seqs {
-                    seen.insert(&format!("a-1-{s}"));
-                }
-                let missing = missing_ids(&summary, &seen);
-                prop_assert!(missing.len() <= FETCH_IDS_MAX);
-                for id in &missing {
-                    prop_assert!(!seen.contains(id));
-                    let (stream, seq) = split_message_id(id).expect("a message id");
-                    prop_assert!(summary.iter().any(|s| s.stream == stream
-                        && s.ranges.iter().any(|&(lo, hi)| lo <= seq && seq <= hi)));
-                }
-                let wide_enough = (FETCH_IDS_MAX + seen_seqs.len()) as u64;
-                let wide = summary
-                    .iter()
-                    .any(|s| s.ranges.iter().any(|&(lo, hi)| hi.saturating_sub(lo) >= wide_enough));
-                if wide {
-                    // A range holding more unseen ids than a fetch: a full fetch.
-                    prop_assert_eq!(missing.len(), FETCH_IDS_MAX);
                 }
             }
         }
