@@ -31,6 +31,8 @@ pub struct Config {
     /// Where the relay keeps state that survives a restart.
     pub data_dir: PathBuf,
     pub log_level: LogLevel,
+    /// How the process log (stderr) is written: `text` or `json` (one object a line).
+    pub log_format: LogFormat,
     pub sync: SyncConfig,
     pub mesh: MeshConfig,
     pub limits: Limits,
@@ -76,6 +78,35 @@ impl std::str::FromStr for Network {
             other => Err(format!(
                 "unknown network `{other}` (mainnet, testnet, signet, regtest)"
             )),
+        }
+    }
+}
+
+/// The process log's format: human-readable lines (coloured only on a terminal), or one
+/// JSON object a line. Either way every record carries the relay id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format `{other}` (text, json)")),
         }
     }
 }
@@ -330,6 +361,7 @@ impl Default for Config {
             advertise_addr: None,
             data_dir: PathBuf::from("data"),
             log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             sync: SyncConfig::default(),
             mesh: MeshConfig::default(),
             limits: Limits::default(),
@@ -430,6 +462,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        self.validate_advertised()?;
         self.validate_positive()?;
         self.validate_ordering()?;
         self.validate_budgets()?;
@@ -437,6 +470,33 @@ impl Config {
         self.validate_auth()?;
         self.validate_chain_sources()?;
         self.watcher.validate()
+    }
+
+    /// With peers configured, this relay tells them where to dial it back: an unspecified
+    /// host (`0.0.0.0`, `[::]`, as the default `ws_url` has) cannot be dialed. Without
+    /// peers nothing is advertised, and the defaults stay usable.
+    fn validate_advertised(&self) -> Result<(), ConfigError> {
+        if self.mesh.peers.is_empty() {
+            return Ok(());
+        }
+        let addr = self.advertised_addr();
+        if host_is_unspecified(addr) {
+            let source = if self.advertise_addr.is_some() {
+                "advertise_addr"
+            } else {
+                "ws_url, as advertise_addr is not set"
+            };
+            return Err(invalid(
+                "advertise_addr",
+                format!(
+                    "`{addr}` (from {source}) is an unspecified address that peers cannot \
+                     dial back; with mesh.peers configured, set --advertise-addr \
+                     (SDK_RELAY_ADVERTISE_ADDR, or advertise_addr in the file) to the \
+                     host:port other relays reach this one at"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_positive(&self) -> Result<(), ConfigError> {
@@ -611,6 +671,17 @@ fn validate_relay_id(id: &str) -> Result<(), ConfigError> {
             format!("`{id}` must be 1-64 characters of [A-Za-z0-9._-]"),
         ))
     }
+}
+
+/// True when the host of `host:port` is `0.0.0.0` or `::` (bracketed or not).
+fn host_is_unspecified(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
 }
 
 /// Checks `host:port` (IPv6 hosts in brackets). A port of 0 is allowed only for

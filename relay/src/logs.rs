@@ -1,5 +1,6 @@
 //! Recent log records kept in memory for `GET /logs`, fed by the same `tracing`
-//! subscriber that writes the process log.
+//! subscriber that writes the process log; and the process log's format (text or JSON
+//! lines, each record with the relay id).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -10,7 +11,81 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
+use crate::config::LogFormat;
 use crate::rt::SharedClock;
+
+/// The process log layer: records written to stderr as `format` says, each carrying
+/// `relay_id` (a top-level key in JSON, a leading `relay_id=` in text). Text is coloured
+/// only when stderr is a terminal.
+pub fn stderr_layer<S>(format: LogFormat, relay_id: &str) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::fmt;
+    let relay_id = relay_id.to_string();
+    match format {
+        LogFormat::Text => Box::new(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .event_format(WithRelayId {
+                    relay_id,
+                    json: false,
+                    inner: fmt::format(),
+                }),
+        ),
+        LogFormat::Json => Box::new(
+            fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+                .event_format(WithRelayId {
+                    relay_id,
+                    json: true,
+                    inner: fmt::format().json(),
+                }),
+        ),
+    }
+}
+
+/// An event format that adds the relay id to what `inner` writes.
+struct WithRelayId<F> {
+    relay_id: String,
+    /// `inner` writes one JSON object: the id goes in as its first key.
+    json: bool,
+    inner: F,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithRelayId<F>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        if !self.json {
+            write!(writer, "relay_id={} ", self.relay_id)?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.inner.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        let id = serde_json::to_string(&self.relay_id).map_err(|_| std::fmt::Error)?;
+        match line.strip_prefix('{') {
+            Some(rest) if rest.starts_with('}') => write!(writer, "{{\"relay_id\":{id}{rest}"),
+            Some(rest) => write!(writer, "{{\"relay_id\":{id},{rest}"),
+            None => writer.write_str(&line),
+        }
+    }
+}
 
 /// Records the ring keeps; older ones are dropped first.
 pub const LOG_RECORDS_MAX: usize = 10_000;

@@ -84,7 +84,10 @@ fn init_tracing(config: &Config, logs: &LogRing, clock: Arc<TokioClock>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log_level.as_str()));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(sdk_relay::logs::stderr_layer(
+            config.log_format,
+            &config.relay_id,
+        ))
         .with(logs.layer(clock))
         .init();
 }

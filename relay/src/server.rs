@@ -38,7 +38,9 @@ pub async fn run<N: Net>(
     tasks.spawn(crate::ws::serve(ws.clone(), listeners.ws));
     tasks.spawn(crate::http::serve(node.clone(), listeners.http));
     tasks.spawn(crate::ws::heartbeat(ws.clone()));
-    tasks.spawn(crate::ws::state_sync_to_clients(ws));
+    let mesh = node.mesh.clone();
+    let payloads: crate::ws::SyncPayloads = Arc::new(move |t| mesh.sync_payload(t));
+    tasks.spawn(crate::ws::syncs_to_clients(ws, payloads));
     tasks.spawn(crate::mesh::run(node.mesh.clone(), env.net.clone()));
     tasks.spawn(chain_watcher(node.clone(), env.clone()));
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::{Config, ConfigError, LogLevel, Network};
+use super::{Config, ConfigError, LogFormat, LogLevel, Network};
 
 /// sdk_relay: the relay that Bitcoin Silent Payments wallets connect to.
 ///
@@ -94,6 +94,16 @@ pub struct RunArgs {
     /// Minimum level of log records: trace, debug, info, warn or error [default: info].
     #[arg(long, env = "SDK_RELAY_LOG_LEVEL", global = true, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
+
+    /// Process log format: text (coloured only on a terminal) or json (one object a
+    /// line, for log collectors) [default: text].
+    #[arg(
+        long,
+        env = "SDK_RELAY_LOG_FORMAT",
+        global = true,
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
 }
 
 impl RunArgs {
@@ -140,6 +150,9 @@ impl RunArgs {
         }
         if let Some(v) = self.log_level {
             config.log_level = v;
+        }
+        if let Some(v) = self.log_format {
+            config.log_format = v;
         }
     }
 }

@@ -156,6 +156,32 @@ fn bad_addresses_name_their_key() {
     }
 }
 
+// Proves a relay with peers refuses to advertise an unspecified address (the default
+// `ws_url` is one), and that without peers the defaults stay valid.
+#[test]
+fn peers_need_a_dialable_advertised_address() {
+    Config::default()
+        .validate()
+        .expect("defaults without peers are valid");
+    let mut c = Config::default();
+    c.mesh.peers = vec!["a:8090".into()];
+    assert_eq!(invalid_key(&c), "advertise_addr");
+    let message = c.validate().unwrap_err().to_string();
+    assert!(message.contains("--advertise-addr"), "{message}");
+    for unspecified in ["0.0.0.0:9000", "[::]:9000"] {
+        c.advertise_addr = Some(unspecified.into());
+        assert_eq!(invalid_key(&c), "advertise_addr", "{unspecified}");
+    }
+    c.advertise_addr = None;
+    c.ws_url = "[::]:8090".into();
+    assert_eq!(invalid_key(&c), "advertise_addr");
+    c.ws_url = "127.0.0.1:8090".into();
+    c.validate().expect("a specific ws_url is advertised as is");
+    c.ws_url = "0.0.0.0:8090".into();
+    c.advertise_addr = Some("relay1.example:8090".into());
+    c.validate().expect("an explicit advertised address");
+}
+
 #[test]
 fn interval_ordering_is_enforced() {
     let mut c = Config::default();
@@ -183,6 +209,7 @@ fn flags_override_the_file() {
         config: Some(path),
         relay_id: Some("from-flag".into()),
         peers: vec!["p:1".into()],
+        advertise_addr: Some("relay.example:8090".into()),
         ..RunArgs::default()
     };
     let c = args.load().expect("loads");

@@ -127,9 +127,24 @@ pub fn prometheus(node: &Node) -> Response<Full<Bytes>> {
 
 /// The effective configuration under its TOML keys, secrets replaced by `***`
 /// (`crate::secret::REDACTED`, as in `check-config`); unset secrets stay `null`.
+/// `bitcoin_core` and `blindbit` are always objects, as the specification shows them:
+/// `{"enabled": false}` when unset, their fields and `"enabled": true` when set (the TOML
+/// input has no `enabled` key: a table present is a source enabled).
 pub fn config(node: &Node) -> ApiResult {
-    let value = serde_json::to_value(node.config.redacted())
+    let mut value = serde_json::to_value(node.config.redacted())
         .map_err(|e| ApiError::Internal(format!("config does not serialize: {e}")))?;
+    if let Some(map) = value.as_object_mut() {
+        for source in ["bitcoin_core", "blindbit"] {
+            let view = match map.remove(source) {
+                Some(serde_json::Value::Object(mut fields)) => {
+                    fields.insert("enabled".into(), true.into());
+                    serde_json::Value::Object(fields)
+                }
+                _ => json!({ "enabled": false }),
+            };
+            map.insert(source.into(), view);
+        }
+    }
     Ok(json_response(StatusCode::OK, &value))
 }
 

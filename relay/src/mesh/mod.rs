@@ -38,7 +38,7 @@ use crate::hub::Hub;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::protocol::HealthReport;
-use crate::protocol::peer::SyncType;
+use crate::protocol::peer::{SyncPayload, SyncType};
 use crate::routing::Origin;
 use crate::rt::{SeededRng, SharedClock};
 
@@ -131,6 +131,12 @@ impl Mesh {
 
     pub fn link_count(&self) -> usize {
         self.state.link_count()
+    }
+
+    /// What this relay says about itself in a sync of `sync_type`, as its peers receive
+    /// it (a `StateSync` carries gossip and the log summary too).
+    pub fn sync_payload(&self, sync_type: SyncType) -> SyncPayload {
+        sync::payload_for(self, sync_type)
     }
 
     /// Sends the named sync types to every live peer now; returns how many peers.

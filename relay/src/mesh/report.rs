@@ -60,7 +60,7 @@ impl Mesh {
                     address: m.address.clone(),
                     connected: state.links.contains_key(id),
                     health: health_from_age(now_ms.saturating_sub(m.last_seen_ms), interval_ms),
-                    last_sync: stats.last_sync,
+                    last_sync: stats.last_sync.unwrap_or(0),
                     sync_requests: stats.requests,
                     sync_responses: stats.responses,
                     avg_latency_ms: if stats.responses > 0 {
@@ -74,7 +74,7 @@ impl Mesh {
         let skip = state.errors.len().saturating_sub(STATUS_ERRORS_SHOWN);
         SyncStatus {
             status,
-            last_sync: state.last_sync,
+            last_sync: state.last_sync.unwrap_or(0),
             next_sync: state.next_sync.max(self.unix_secs()),
             sync_types: SyncType::ALL.to_vec(),
             errors: state.errors.iter().skip(skip).cloned().collect(),

@@ -36,7 +36,8 @@ pub struct PeerSyncDetail {
     pub address: String,
     pub connected: bool,
     pub health: PeerHealth,
-    pub last_sync: Option<u64>,
+    /// Unix seconds of the last sync exchange with this peer, 0 before the first.
+    pub last_sync: u64,
     pub sync_requests: u64,
     pub sync_responses: u64,
     /// Mean measured round trip, in milliseconds.
@@ -49,7 +50,8 @@ pub struct SyncStatus {
     /// `syncing` while at least one peer link is live, `idle` with no peers configured
     /// or known, `disconnected` when peers are known but none is reachable.
     pub status: &'static str,
-    pub last_sync: Option<u64>,
+    /// Unix seconds of the last completed sync, 0 before the first.
+    pub last_sync: u64,
     pub next_sync: u64,
     pub sync_types: Vec<SyncType>,
     pub errors: Vec<SyncErrorRecord>,

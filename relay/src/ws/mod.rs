@@ -8,7 +8,7 @@ mod connection;
 mod rate;
 mod session;
 
-pub use broadcast::{heartbeat, state_sync_to_clients};
+pub use broadcast::{SyncPayloads, heartbeat, syncs_to_clients};
 #[cfg(test)]
 pub(crate) use connection::task_state_bytes;
 

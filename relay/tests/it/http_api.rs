@@ -147,10 +147,29 @@ async fn config_is_effective_and_redacted() {
     assert_eq!(body["bitcoin_core"]["url"], "http://bitcoin:18443");
     assert_eq!(body["bitcoin_core"]["wallet"], "relay_wallet");
     assert_eq!(body["bitcoin_core"]["rpc_password"], "***");
+    assert_eq!(body["bitcoin_core"]["enabled"], true);
+    // Unset, a source is still an object, as the specification shows it.
+    assert_eq!(body["blindbit"], serde_json::json!({ "enabled": false }));
     assert_eq!(body["auth"]["ws_tokens"], serde_json::json!(["***"]));
     assert_eq!(body["auth"]["mesh_token"], "***");
     assert_eq!(body["auth"]["http_basic_password"], Value::Null);
     assert_eq!(body["limits"]["http_connections_max"], 100);
+    relay.shutdown().await;
+
+    let mut config = fast_config();
+    config.blindbit = Some(sdk_relay::config::BlindbitConfig {
+        url: "http://blindbit:8000".into(),
+    });
+    let relay = TestRelay::start(config).await;
+    let body = get(relay.http_addr, "/config").await.json();
+    assert_eq!(
+        body["bitcoin_core"],
+        serde_json::json!({ "enabled": false })
+    );
+    assert_eq!(
+        body["blindbit"],
+        serde_json::json!({ "enabled": true, "url": "http://blindbit:8000" })
+    );
     relay.shutdown().await;
 }
 
@@ -169,6 +188,8 @@ async fn mesh_endpoints_have_the_specified_shapes() {
     let status = get(relay.http_addr, "/sync/status").await.json();
     assert!(status["status"].is_string());
     assert!(status["next_sync"].is_u64());
+    // The specification shows an integer: 0 before a first sync, never null.
+    assert_eq!(status["last_sync"], 0, "{status}");
     assert_eq!(
         status["sync_types"],
         serde_json::json!(["StateSync", "HealthSync", "MetricsSync"])

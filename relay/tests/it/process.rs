@@ -143,6 +143,8 @@ fn check_config_names_the_bad_key() {
             "limits.ws_connections_max",
         ),
         ("[mesh]\npeers = [\"nohost\"]\n", "mesh.peers[0]"),
+        // Peers, and the default ws_url 0.0.0.0:8090 would be advertised to them.
+        ("[mesh]\npeers = [\"a:8090\"]\n", "advertise_addr"),
         ("colour = \"blue\"\n", "colour"),
         (
             "[limits]\nheartbeat_interval_secs = 90\n",
@@ -184,9 +186,20 @@ fn check_config_names_the_bad_key() {
     let env = relay_command()
         .arg("check-config")
         .env("SDK_RELAY_PEERS", "a:8090,b:8090")
+        .env("SDK_RELAY_ADVERTISE_ADDR", "relay1.example:8090")
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&env.stdout).contains("peers = [\"a:8090\", \"b:8090\"]"));
+    let unadvertised = relay_command()
+        .args(["check-config", "--peer", "a:8090"])
+        .output()
+        .unwrap();
+    assert_eq!(unadvertised.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unadvertised.stderr);
+    assert!(
+        stderr.contains("advertise_addr") && stderr.contains("--advertise-addr"),
+        "{stderr}"
+    );
     let bad_flag = relay_command()
         .args(["check-config", "--ws-addr", "nonsense"])
         .output()
@@ -285,9 +298,84 @@ fn help_lists_every_flag() {
         "--network",
         "--data-dir",
         "--log-level",
+        "--log-format",
+        "SDK_RELAY_LOG_FORMAT",
         "check-config",
         "SDK_RELAY_PEERS",
     ] {
         assert!(help.contains(flag), "--help should mention {flag}:\n{help}");
+    }
+}
+
+/// Runs the binary with `--log-format format` (stderr a pipe, not a terminal) on ports
+/// the OS picks (no race with other tests for a free port) until it logs that it
+/// started, stops it with SIGTERM, and returns what it logged.
+async fn logged_with_format(format: &str, relay_id: &str) -> String {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+    let data_dir = std::env::temp_dir().join(format!(
+        "sdk_relay_logfmt_{relay_id}_{}",
+        std::process::id()
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sdk_relay"))
+        .args(["--relay-id", relay_id, "--log-format", format])
+        .args(["--ws-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env_remove("SDK_RELAY_LOG")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap());
+    let mut logged = String::new();
+    tokio::time::timeout(WAIT, async {
+        while !logged.contains("relay started") {
+            let read = stderr.read_line(&mut logged).await.unwrap();
+            assert!(read > 0, "the relay exited early: {logged}");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the relay logs its start: {logged}"));
+    // The signal handlers are installed just after that record; a SIGTERM before them
+    // kills the process without a clean stop, which does not matter here.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kill = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status();
+    assert!(kill.unwrap().success());
+    tokio::time::timeout(WAIT, stderr.read_to_string(&mut logged))
+        .await
+        .expect("stderr closes in time")
+        .unwrap();
+    tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    std::fs::remove_dir_all(&data_dir).ok();
+    logged
+}
+
+/// `--log-format json`: every line of the process log is a JSON object carrying the
+/// relay id; `--log-format text` to a pipe carries it too, and no colour escapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_lines_and_uncoloured_text_carry_the_relay_id() {
+    let json = logged_with_format("json", "relay-json").await;
+    let lines: Vec<&str> = json.lines().collect();
+    assert!(lines.len() >= 2, "start and stop are logged: {json}");
+    for line in &lines {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_eq!(record["relay_id"], "relay-json", "{line}");
+        assert!(record["level"].is_string(), "{line}");
+        assert!(record["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(json.contains("relay started"), "{json}");
+
+    let text = logged_with_format("text", "relay-text").await;
+    assert!(text.contains("relay started"), "{text}");
+    assert!(!text.contains("\x1b["), "ANSI escapes on a pipe: {text:?}");
+    for line in text.lines() {
+        assert!(line.contains("relay_id=relay-text"), "{line}");
     }
 }

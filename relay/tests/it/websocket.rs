@@ -207,6 +207,42 @@ async fn sync_capability_receives_state_sync() {
     relay.shutdown().await;
 }
 
+/// A `sync` client receives all three sync types `/sync/status` lists, in the `sync`
+/// shape: StateSync and MetricsSync every sync interval (1 s here), HealthSync every
+/// health interval (2 s here), the last two with the payloads peers receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_capability_receives_all_three_sync_types() {
+    let relay = TestRelay::start(fast_config()).await;
+    let (mut client, _) = Client::handshaken(relay.ws_addr, &["sync"]).await;
+    let mut seen = std::collections::BTreeMap::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while seen.len() < 3 {
+            let message = client.recv().await.unwrap();
+            if message["type"] == "sync" {
+                let sync_type = message["sync_type"].as_str().unwrap().to_string();
+                seen.insert(sync_type, message);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("three sync types within 10 s, saw {:?}", seen.keys()));
+    for message in seen.values() {
+        assert_eq!(message["relay_id"], "relay-1");
+        assert!(message["message_id"].is_string(), "{message}");
+        assert!(message["timestamp"].is_u64(), "{message}");
+    }
+    let health = &seen["HealthSync"]["payload"]["health"];
+    assert!(health["status"].is_string(), "{health}");
+    assert!(health["uptime"].is_u64(), "{health}");
+    assert_eq!(health["connections"], 1, "{health}");
+    let metrics = &seen["MetricsSync"]["payload"]["metrics"];
+    assert_eq!(metrics["active_connections"], 1, "{metrics}");
+    assert_eq!(metrics["mesh_connections"], 0, "{metrics}");
+    assert!(metrics["notifications_originated"].is_u64(), "{metrics}");
+    assert_eq!(seen["StateSync"]["payload"]["state"]["network"], "signet");
+    relay.shutdown().await;
+}
+
 /// Plain HTTP on the WebSocket port is told to upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_gets_426() {
