@@ -172,6 +172,9 @@ impl Default for SyncConfig {
 pub struct MeshConfig {
     pub peers: Vec<String>,
     pub peers_max: usize,
+    /// Peer links `/health/ready` requires before it answers 200 (0: none); at most
+    /// `peers_max`.
+    pub ready_peers_min: usize,
 }
 
 impl Default for MeshConfig {
@@ -179,6 +182,7 @@ impl Default for MeshConfig {
         MeshConfig {
             peers: Vec::new(),
             peers_max: 32,
+            ready_peers_min: 0,
         }
     }
 }
@@ -574,6 +578,15 @@ impl Config {
                 format!(
                     "must be less than limits.connection_timeout_secs ({} >= {}), or live clients time out between pings",
                     l.heartbeat_interval_secs, l.connection_timeout_secs
+                ),
+            ));
+        }
+        if self.mesh.ready_peers_min > self.mesh.peers_max {
+            return Err(invalid(
+                "mesh.ready_peers_min",
+                format!(
+                    "must not exceed mesh.peers_max ({} > {}), or the relay can never be ready",
+                    self.mesh.ready_peers_min, self.mesh.peers_max
                 ),
             ));
         }

@@ -193,6 +193,17 @@ fn interval_ordering_is_enforced() {
 }
 
 #[test]
+fn ready_peers_min_defaults_to_zero_and_stays_within_peers_max() {
+    let mut c = Config::default();
+    assert_eq!(c.mesh.ready_peers_min, 0);
+    c.mesh.peers_max = 4;
+    c.mesh.ready_peers_min = 4;
+    c.validate().expect("ready_peers_min == peers_max");
+    c.mesh.ready_peers_min = 5;
+    assert_eq!(invalid_key(&c), "mesh.ready_peers_min");
+}
+
+#[test]
 fn half_configured_basic_auth_is_refused() {
     let mut c = Config::default();
     c.auth.http_basic_user = Some("admin".into());

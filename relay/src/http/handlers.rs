@@ -90,6 +90,67 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
     }
 }
 
+/// `GET /health/live`: the process serves requests. Always 200, draining or not.
+pub fn live(node: &Node) -> Response<Full<Bytes>> {
+    let body = json!({
+        "status": "live",
+        "relay_id": node.relay_id(),
+        "uptime": node.uptime_secs(),
+        "timestamp": node.unix_secs(),
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+/// `GET /health/ready`: 200 when the relay accepts work (not draining), its configured
+/// chain sources are not degraded and at least `mesh.ready_peers_min` peers are linked;
+/// else 503 with `Retry-After` and one entry in `reasons` per unmet condition.
+pub fn ready(node: &Node) -> Response<Full<Bytes>> {
+    let draining = node.is_draining();
+    let chain = node.chain.status();
+    let linked = node
+        .relays()
+        .iter()
+        .filter(|r| !r.is_self && r.connected)
+        .count();
+    let ready_peers_min = node.config.mesh.ready_peers_min;
+    let mut reasons: Vec<String> = Vec::new();
+    if draining {
+        reasons.push("draining: the relay is shutting down".into());
+    }
+    if let Some(why) = &chain.degraded {
+        reasons.push(format!("chain: degraded: {why}"));
+    }
+    if linked < ready_peers_min {
+        reasons.push(format!(
+            "peers: {linked} linked, mesh.ready_peers_min is {ready_peers_min}"
+        ));
+    }
+    let ready = reasons.is_empty();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "relay_id": node.relay_id(),
+        "uptime": node.uptime_secs(),
+        "timestamp": node.unix_secs(),
+        "checks": {
+            "draining": draining,
+            "chain_degraded": chain.degraded.is_some(),
+            "linked_peers": linked,
+            "ready_peers_min": ready_peers_min,
+        },
+        "reasons": reasons,
+    });
+    if ready {
+        json_response(StatusCode::OK, &body)
+    } else {
+        let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            HeaderValue::from(super::error::UNAVAILABLE_RETRY_AFTER_SECS),
+        );
+        response
+    }
+}
+
 /// The specification's JSON metrics; `total_requests` is read back from the same
 /// registry Prometheus scrapes.
 pub fn metrics(node: &Node) -> Response<Full<Bytes>> {

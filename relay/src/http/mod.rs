@@ -3,7 +3,7 @@
 //! This file owns the connection side: the accept loop (backing off on accept errors),
 //! the `http_connections_max` cap and the `http_connections_per_address_max` cap (a
 //! connection over either is answered 503 and closed, unless it asks for `/health`,
-//! which is answered normally so probes never restart a relay whose slots are full),
+//! `/health/live` or `/health/ready`, which are answered normally so probes never restart a relay whose slots are full),
 //! and the per-request pipeline: rate limit, route, method, auth, drain, body size,
 //! handler, all under the `http_timeout_secs` deadline, and counted in the metrics.
 //! The endpoints themselves are in `handlers`; every error becomes a response in
@@ -212,8 +212,9 @@ async fn serve_connection<S>(
 }
 
 /// Answers one request on a connection over a cap (`label` says which) with 503 and
-/// closes; a request for `/health` is answered normally instead, so probes see the
-/// relay's health and not its connection slots.
+/// closes; a request for a probe (`/health`, `/health/live`, `/health/ready`) is
+/// answered normally instead, so probes see the relay's health and not its connection
+/// slots.
 async fn refuse_connection<S>(
     api: Arc<Api>,
     stream: S,
@@ -226,7 +227,7 @@ async fn refuse_connection<S>(
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let api = api.clone();
         async move {
-            if router::find(request.uri().path()) == Some(Route::Health) {
+            if router::find(request.uri().path()).is_some_and(Route::is_probe) {
                 return Ok::<_, Infallible>(api.call(peer.ip(), request).await);
             }
             let reason = if label == ADDRESS_LIMIT_LABEL {
@@ -300,8 +301,11 @@ where
     if route.needs_auth() {
         api.auth.check(request.headers())?;
     }
-    if route == Route::Health {
-        return Ok(handlers::health(node));
+    match route {
+        Route::Health => return Ok(handlers::health(node)),
+        Route::HealthLive => return Ok(handlers::live(node)),
+        Route::HealthReady => return Ok(handlers::ready(node)),
+        _ => {}
     }
     if node.is_draining() {
         return Err(ApiError::Unavailable {
@@ -312,6 +316,8 @@ where
     check_content_length(&request, bytes_max)?;
     match route {
         Route::Health => Ok(handlers::health(node)),
+        Route::HealthLive => Ok(handlers::live(node)),
+        Route::HealthReady => Ok(handlers::ready(node)),
         Route::Metrics => Ok(handlers::metrics(node)),
         Route::MetricsPrometheus => Ok(handlers::prometheus(node)),
         Route::Config => handlers::config(node),

@@ -8,6 +8,8 @@ use super::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Health,
+    HealthLive,
+    HealthReady,
     Metrics,
     MetricsPrometheus,
     Config,
@@ -19,8 +21,10 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 9] = [
+    pub const ALL: [Route; 11] = [
         Route::Health,
+        Route::HealthLive,
+        Route::HealthReady,
         Route::Metrics,
         Route::MetricsPrometheus,
         Route::Config,
@@ -37,6 +41,8 @@ impl Route {
     pub fn path(self) -> &'static str {
         match self {
             Route::Health => "/health",
+            Route::HealthLive => "/health/live",
+            Route::HealthReady => "/health/ready",
             Route::Metrics => "/metrics",
             Route::MetricsPrometheus => "/metrics/prometheus",
             Route::Config => "/config",
@@ -52,6 +58,8 @@ impl Route {
     pub fn label(self) -> &'static str {
         match self {
             Route::Health => "health",
+            Route::HealthLive => "health_live",
+            Route::HealthReady => "health_ready",
             Route::Metrics => "metrics",
             Route::MetricsPrometheus => "metrics_prometheus",
             Route::Config => "config",
@@ -78,9 +86,15 @@ impl Route {
         }
     }
 
-    /// Whether basic auth (when configured) guards it: everything but the probe.
+    /// Whether basic auth (when configured) guards it: everything but the probes.
     pub fn needs_auth(self) -> bool {
-        self != Route::Health
+        !self.is_probe()
+    }
+
+    /// `/health`, `/health/live` and `/health/ready`: unauthenticated, answered while
+    /// draining and over the connection caps.
+    pub fn is_probe(self) -> bool {
+        matches!(self, Route::Health | Route::HealthLive | Route::HealthReady)
     }
 }
 
@@ -111,6 +125,9 @@ mod tests {
             assert_eq!(find(route.path()), Some(route));
         }
         assert_eq!(find("/health/"), None);
+        assert_eq!(find("/health/live/"), None);
+        assert!(Route::HealthReady.is_probe() && !Route::HealthReady.needs_auth());
+        assert!(!Route::Metrics.is_probe());
         assert_eq!(find("/nope"), None);
         assert!(check_method(Route::SyncForce, &Method::GET).is_err());
         assert!(check_method(Route::Health, &Method::GET).is_ok());

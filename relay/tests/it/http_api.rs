@@ -5,8 +5,13 @@
 
 #![allow(clippy::disallowed_methods)]
 
+use std::sync::Arc;
+
 use crate::http_client::{get, send};
 use crate::support::{Client, TestRelay, fast_config};
+use sdk_relay::logs::LogRing;
+use sdk_relay::node::Node;
+use sdk_relay::rt::{Env, Listener as _, Net as _, TokioNet};
 use serde_json::Value;
 
 fn keys(value: &Value) -> Vec<&str> {
@@ -36,6 +41,90 @@ async fn health_reports_status_uptime_version_and_why() {
     assert_eq!(body["checks"]["draining"], false);
     assert_eq!(body["checks"]["known_relays"], 1);
     relay.shutdown().await;
+}
+
+/// Proves /health/live answers 200 with the relay's id and uptime, and /health/ready
+/// 200 on a fresh relay with `ready_peers_min = 0`, both without credentials.
+#[tokio::test]
+async fn probes_live_and_ready_on_a_fresh_relay() {
+    let mut config = fast_config();
+    assert_eq!(config.mesh.ready_peers_min, 0, "the default");
+    config.auth.http_basic_user = Some("admin".into());
+    config.auth.http_basic_password = Some("secret".into());
+    let relay_id = config.relay_id.clone();
+    let relay = TestRelay::start(config).await;
+    assert_eq!(get(relay.http_addr, "/metrics").await.status, 401);
+    let live = get(relay.http_addr, "/health/live").await;
+    assert_eq!(live.status, 200, "{}", live.text());
+    assert_eq!(live.header("content-type"), Some("application/json"));
+    let body = live.json();
+    assert_eq!(body["status"], "live");
+    assert_eq!(body["relay_id"], relay_id.as_str());
+    assert!(body["uptime"].is_u64());
+    let ready = get(relay.http_addr, "/health/ready").await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let body = ready.json();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["reasons"], serde_json::json!([]));
+    assert_eq!(body["checks"]["ready_peers_min"], 0);
+    assert_eq!(body["checks"]["draining"], false);
+    relay.shutdown().await;
+}
+
+/// Proves /health/ready is 503 with `Retry-After` naming the peers condition while
+/// fewer than `mesh.ready_peers_min` peers are linked; /health/live stays 200.
+#[tokio::test]
+async fn ready_waits_for_ready_peers_min_links() {
+    let mut config = fast_config();
+    config.mesh.ready_peers_min = 1;
+    let relay = TestRelay::start(config).await;
+    let ready = get(relay.http_addr, "/health/ready").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.header("retry-after").is_some());
+    let body = ready.json();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["linked_peers"], 0);
+    let reasons = body["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{body}");
+    let reason = reasons[0].as_str().unwrap();
+    assert!(reason.starts_with("peers:"), "{reason}");
+    assert!(reason.contains("ready_peers_min"), "{reason}");
+    assert_eq!(get(relay.http_addr, "/health/live").await.status, 200);
+    assert_eq!(get(relay.http_addr, "/health").await.status, 200);
+    relay.shutdown().await;
+}
+
+/// Proves draining makes /health/ready 503 naming the drain, while /health/live
+/// stays 200.
+#[tokio::test]
+async fn draining_makes_ready_503_while_live_stays_200() {
+    let env = Env::tokio(3);
+    let listener = TokioNet.bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = Node::new(
+        fast_config(),
+        env.clock.clone(),
+        env.rng.clone(),
+        LogRing::new(10),
+    );
+    let server = tokio::spawn(sdk_relay::http::serve(Arc::clone(&node), listener));
+    assert_eq!(get(addr, "/health/ready").await.status, 200);
+    node.lifecycle.begin_shutdown();
+    let ready = get(addr, "/health/ready").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.header("retry-after").is_some());
+    let body = ready.json();
+    assert_eq!(body["checks"]["draining"], true);
+    let reasons = body["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{body}");
+    assert!(
+        reasons[0].as_str().unwrap().starts_with("draining"),
+        "{body}"
+    );
+    let live = get(addr, "/health/live").await;
+    assert_eq!(live.status, 200, "{}", live.text());
+    assert_eq!(live.json()["status"], "live");
+    server.abort();
 }
 
 /// Proves /metrics has both objects of the specification with real, typed numbers.
@@ -320,6 +409,8 @@ async fn openapi_json_is_the_yaml_description() {
         [
             "/config",
             "/health",
+            "/health/live",
+            "/health/ready",
             "/logs",
             "/metrics",
             "/metrics/prometheus",

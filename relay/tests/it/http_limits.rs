@@ -365,11 +365,12 @@ async fn one_address_over_its_cap_gets_503_others_are_served() {
     relay.shutdown().await;
 }
 
-/// Proves `/health` is answered while `http_connections_max` is held by idle sockets
+/// Proves the probes are answered while `http_connections_max` is held by idle sockets
 /// (that never send a byte) from several addresses, each within its per-address cap:
-/// other requests get 503, `GET /health` gets 200 within a second.
+/// other requests get 503, `GET /health` gets 200 within a second, and so do
+/// `/health/live` and `/health/ready`.
 #[tokio::test]
-async fn health_is_answered_with_every_connection_slot_held() {
+async fn health_probes_are_answered_with_every_connection_slot_held() {
     let mut config = fast_config();
     config.limits.http_connections_max = 40;
     config.limits.http_connections_per_address_max = 20;
@@ -391,6 +392,12 @@ async fn health_is_answered_with_every_connection_slot_held() {
         "answered after {:?}",
         started.elapsed()
     );
+    let (status, text) = get_from([127, 0, 0, 4], relay.http_addr, "/health/live").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"live\""), "{text}");
+    let (status, text) = get_from([127, 0, 0, 4], relay.http_addr, "/health/ready").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"ready\""), "{text}");
     drop(idle);
     relay.shutdown().await;
 }
