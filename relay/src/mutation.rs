@@ -26,16 +26,6 @@ pub enum Mutation {
 }
 
 impl Mutation {
-    pub const NAMES: &'static [&'static str] = &[
-        "drop-delivery",
-        "duplicate-delivery",
-        "reset-subscriber",
-        "close-going-away",
-        "invent-notification",
-        "refuse-link",
-        "phantom-members",
-    ];
-
     /// The mutation a name stands for, with the parameters the negative controls use.
     pub fn parse(name: &str) -> Option<Mutation> {
         Some(match name {

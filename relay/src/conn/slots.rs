@@ -62,10 +62,6 @@ impl Slots {
             .saturating_sub(self.uncounted.load(Ordering::Acquire))
     }
 
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     fn count(&self, up: bool) {
         match &self.gauge {
             Some(gauge) if up => gauge.increment(1.0),
@@ -147,10 +143,6 @@ impl AddressSlots {
     /// Addresses with at least one permit out (the table's size).
     pub fn addresses(&self) -> usize {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn max(&self) -> usize {
-        self.max
     }
 }
 

@@ -50,7 +50,7 @@ pub(super) async fn serve<R: AsyncRead + Unpin>(
     let registered = mesh.state.register_link(
         mesh.relay_id(),
         &peer_id,
-        (outlet.clone(), dialer, inbound),
+        (outlet.clone(), dialer),
         mesh.parts.config.mesh.peers_max,
     );
     let link_id = match registered {

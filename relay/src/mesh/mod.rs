@@ -124,15 +124,6 @@ impl Mesh {
         self.parts.lifecycle.unix_ms()
     }
 
-    /// Live links accepted on this relay's port.
-    pub fn inbound_links(&self) -> usize {
-        self.state.inbound_links()
-    }
-
-    pub fn link_count(&self) -> usize {
-        self.state.link_count()
-    }
-
     /// What this relay says about itself in a sync of `sync_type`, as its peers receive
     /// it (a `StateSync` carries gossip and the log summary too).
     pub fn sync_payload(&self, sync_type: SyncType) -> SyncPayload {

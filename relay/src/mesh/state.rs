@@ -36,7 +36,6 @@ pub(super) struct Link {
     pub outlet: Outlet,
     /// The relay id of the side that dialed; decides which of two links survives.
     pub dialer: String,
-    pub inbound: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -190,10 +189,10 @@ impl Shared {
         &self,
         self_id: &str,
         peer: &str,
-        link: (Outlet, String, bool),
+        link: (Outlet, String),
         peers_max: usize,
     ) -> Result<u64, LinkRefused> {
-        let (outlet, dialer, inbound) = link;
+        let (outlet, dialer) = link;
         let preferred_dialer = self_id.min(peer);
         let mut state = self.lock();
         if let Some(existing) = state.links.get(peer) {
@@ -215,7 +214,6 @@ impl Shared {
                 link_id,
                 outlet,
                 dialer,
-                inbound,
             },
         );
         drop(state);
@@ -431,12 +429,6 @@ impl Shared {
         self.lock().links.get(peer).map(|l| l.outlet.clone())
     }
 
-    /// Live links accepted on this relay's port (they hold WebSocket slots, but are not
-    /// clients).
-    pub fn inbound_links(&self) -> usize {
-        self.lock().links.values().filter(|l| l.inbound).count()
-    }
-
     pub fn link_count(&self) -> usize {
         self.lock().links.len()
     }
@@ -520,9 +512,9 @@ mod tests {
 
     use crate::conn::Control;
 
-    fn link(dialer: &str) -> (Outlet, String, bool) {
+    fn link(dialer: &str) -> (Outlet, String) {
         let (outlet, _rx) = Outlet::new(1, Arc::new(Control::default()));
-        (outlet, dialer.to_string(), false)
+        (outlet, dialer.to_string())
     }
 
     #[test]
@@ -536,12 +528,9 @@ mod tests {
         );
         // On relay "b": the link b dialed came first, then a's replaces it.
         let mesh = Shared::default();
-        let (outlet, dialer, inbound) = link("b");
+        let (outlet, dialer) = link("b");
         let control = outlet.control().clone();
-        assert!(
-            mesh.register_link("b", "a", (outlet, dialer, inbound), 8)
-                .is_ok()
-        );
+        assert!(mesh.register_link("b", "a", (outlet, dialer), 8).is_ok());
         assert!(mesh.register_link("b", "a", link("a"), 8).is_ok());
         assert!(
             control.close_reason().is_some(),
