@@ -42,10 +42,13 @@ done
 curl -fsS "http://127.0.0.1:$HTTP_PORT/health" >/dev/null || { cat "$WORK/relay.log"; exit 1; }
 
 status=0
+# `POST /admin/drain` would drain the relay under test (every later request 503, then
+# it exits): its contract is checked by the integration tests instead.
 timeout 600 schemathesis run "${SCHEMATHESIS_SCHEMA:-docs/openapi.yaml}" \
   --url "http://127.0.0.1:$HTTP_PORT" \
   --auth schemathesis:schemathesis-password \
   --checks all \
+  --exclude-path /admin/drain \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" \
   --seed 1 \
   --generation-database none \

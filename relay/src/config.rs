@@ -215,8 +215,12 @@ pub struct Limits {
     /// Seconds an upgraded connection may take to handshake (clamped to
     /// `connection_timeout_secs`).
     pub handshake_timeout_secs: u64,
-    /// Seconds the relay waits for clients to close at shutdown.
+    /// Seconds over which the relay closes its wallets at SIGINT/SIGTERM (and waits for
+    /// them to go).
     pub shutdown_drain_secs: u64,
+    /// Seconds over which lame-duck mode (SIGUSR2, `POST /admin/drain`) spreads closing
+    /// its wallets, so they do not all reconnect elsewhere at once.
+    pub lame_duck_secs: u64,
     /// Bytes of notifications the mesh keeps for anti-entropy (besides the 10,000-entry
     /// count and one-hour age bounds); the oldest are dropped first.
     pub notification_log_bytes_max: usize,
@@ -248,6 +252,7 @@ impl Default for Limits {
             upgrade_timeout_secs: 10,
             handshake_timeout_secs: 10,
             shutdown_drain_secs: 5,
+            lame_duck_secs: 30,
             notification_log_bytes_max: NOTIFICATION_LOG_BYTES_MAX_DEFAULT,
         }
     }
@@ -533,6 +538,7 @@ impl Config {
             ("limits.http_timeout_secs", l.http_timeout_secs),
             ("limits.http_connections_max", l.http_connections_max as u64),
             ("limits.shutdown_drain_secs", l.shutdown_drain_secs),
+            ("limits.lame_duck_secs", l.lame_duck_secs),
             (
                 "limits.notification_log_bytes_max",
                 l.notification_log_bytes_max as u64,

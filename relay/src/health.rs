@@ -1,7 +1,7 @@
 //! How the relay is doing, as `/health`, `health` messages, HealthSync and the sampled
 //! metrics report it: its status, uptime, resident memory, CPU use and wallets connected.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -37,6 +37,8 @@ pub struct Health {
     /// The WebSocket port's connection slots; peer links are not counted as clients.
     ws_slots: Arc<Slots>,
     process: ProcessSampler,
+    /// Configured peers (addresses) the mesh reports unreachable.
+    unreachable_peers: Mutex<Vec<String>>,
 }
 
 impl Health {
@@ -52,19 +54,36 @@ impl Health {
             chain,
             ws_slots,
             process: ProcessSampler::default(),
+            unreachable_peers: Mutex::new(Vec::new()),
         }
     }
 
     /// Unhealthy while draining; degraded while a configured chain source is unreachable
-    /// or behind; healthy otherwise.
+    /// or behind, or a configured peer is unreachable; healthy otherwise.
     pub fn status(&self) -> HealthStatus {
         if self.lifecycle.is_draining() {
             HealthStatus::Unhealthy
-        } else if self.chain.status().degraded.is_some() {
+        } else if self.chain.status().degraded.is_some() || !self.unreachable_peers().is_empty() {
             HealthStatus::Degraded
         } else {
             HealthStatus::Healthy
         }
+    }
+
+    /// Configured peers (addresses) the mesh last reported unreachable.
+    pub fn unreachable_peers(&self) -> Vec<String> {
+        self.unreachable_peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What the mesh reports each tick: the configured peers unreachable now.
+    pub fn set_unreachable_peers(&self, addresses: Vec<String>) {
+        *self
+            .unreachable_peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = addresses;
     }
 
     /// Open WebSocket connections of clients (wallets), without peer links.

@@ -205,6 +205,23 @@ impl Hub {
         closed
     }
 
+    /// Asks up to `count` clients not yet closing to close with `reason` (lowest ids
+    /// first: the longest connected go first); returns how many it asked.
+    pub fn close_some(&self, count: usize, reason: CloseReason) -> usize {
+        let state = self.read();
+        let mut asked = 0;
+        for client in state
+            .clients
+            .values()
+            .filter(|c| c.outlet.control().close_reason().is_none())
+            .take(count)
+        {
+            client.outlet.close(reason);
+            asked += 1;
+        }
+        asked
+    }
+
     /// Asks every client to close with `reason`.
     pub fn close_all(&self, reason: CloseReason) {
         for client in self.read().clients.values() {

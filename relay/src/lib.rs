@@ -31,4 +31,4 @@ mod server;
 pub mod wallets;
 pub mod ws;
 
-pub use server::{Listeners, run};
+pub use server::{Listeners, run, run_until};

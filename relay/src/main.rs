@@ -1,5 +1,5 @@
 //! The `sdk_relay` binary: parse flags, bind the listeners, run the relay until SIGINT or
-//! SIGTERM.
+//! SIGTERM (shutdown) or SIGUSR2 (lame duck).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use sdk_relay::config::{Cli, Command, Config};
+use sdk_relay::lifecycle::Stop;
 use sdk_relay::logs::{LOG_RECORDS_MAX, LogRing};
 use sdk_relay::rt::{Clock as _, Env, Net as _, TokioClock, TokioNet};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -52,6 +53,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
+        // Before anything can announce the relay: a signal from then on is never lost.
+        let signals = Signals::install().context("cannot install the signal handlers")?;
         let net = TokioNet;
         let ws = net
             .bind(&config.ws_url)
@@ -67,12 +70,12 @@ fn run(config: Config) -> anyhow::Result<()> {
             clock,
             rng: sdk_relay::rt::SeededRng::new(seed),
         };
-        sdk_relay::run(
+        sdk_relay::run_until(
             config,
             env,
             sdk_relay::Listeners { ws, http },
             logs,
-            shutdown_signal(),
+            signals.next_stop(),
         )
         .await;
         Ok(())
@@ -101,25 +104,55 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// The signals that stop the relay, registered with the OS when installed (not when
+/// first awaited), so one arriving during start-up is delivered, not fatal.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    lame_duck: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+                lame_duck: signal(SignalKind::user_defined2())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Completes on SIGINT or SIGTERM (shutdown) or SIGUSR2 (lame duck).
+    async fn next_stop(mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {
+                    tracing::info!("SIGINT received");
+                    Stop::Shutdown
                 }
-            };
-        tokio::select! {
-            _ = interrupt => tracing::info!("SIGINT received"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                _ = self.terminate.recv() => {
+                    tracing::info!("SIGTERM received");
+                    Stop::Shutdown
+                }
+                _ = self.lame_duck.recv() => {
+                    tracing::info!("SIGUSR2 received: lame duck");
+                    Stop::LameDuck
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop::Shutdown
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

@@ -107,8 +107,13 @@ pub struct Metrics {
     pub mesh_dial_addresses: Gauge,
     /// Peer records and messages dropped for naming something over its length bound.
     pub mesh_rejected: Counter,
-    /// By health: healthy, degraded, unreachable.
-    pub mesh_peers: [Gauge; 3],
+    /// By health: healthy, degraded, unreachable, left.
+    pub mesh_peers: [Gauge; 4],
+    /// Configured peers unreachable now (`mesh::CONFIGURED_PEER_FAILED_DIALS` failed
+    /// dials in a row, no live link, no `leaving` from them).
+    pub mesh_configured_peers_unreachable: Gauge,
+    /// Times this relay entered a drain, by kind: `shutdown`, `lame_duck`.
+    pub drains: [Counter; 2],
     pub sync_requests: LabeledBy<SyncType>,
     pub sync_received: LabeledBy<SyncType>,
     pub sync_responses: LabeledBy<SyncType>,
@@ -182,8 +187,10 @@ impl Metrics {
             mesh_connections: metrics::gauge!(MESH_CONNECTIONS),
             mesh_dial_addresses: metrics::gauge!(MESH_DIAL_ADDRESSES),
             mesh_rejected: metrics::counter!(MESH_REJECTED_TOTAL),
-            mesh_peers: ["healthy", "degraded", "unreachable"]
+            mesh_peers: ["healthy", "degraded", "unreachable", "left"]
                 .map(|h| metrics::gauge!(MESH_PEERS, "health" => h)),
+            mesh_configured_peers_unreachable: metrics::gauge!(MESH_CONFIGURED_PEERS_UNREACHABLE),
+            drains: ["shutdown", "lame_duck"].map(|k| metrics::counter!(DRAINS_TOTAL, "kind" => k)),
             sync_requests: LabeledBy::new(SYNC_REQUESTS_TOTAL, "sync_type"),
             sync_received: LabeledBy::new(SYNC_REQUESTS_RECEIVED_TOTAL, "sync_type"),
             sync_responses: LabeledBy::new(SYNC_RESPONSES_TOTAL, "sync_type"),
@@ -412,6 +419,14 @@ fn describe() {
         "Gossip records, notifications, fetch ids and sync fields from peers dropped for a name over its length bound."
     );
     metrics::describe_gauge!(MESH_PEERS, "Known peer relays, by health.");
+    metrics::describe_gauge!(
+        MESH_CONFIGURED_PEERS_UNREACHABLE,
+        "Configured peers unreachable now (a peer that said it was leaving is not counted)."
+    );
+    metrics::describe_counter!(
+        DRAINS_TOTAL,
+        "Drains this relay entered, by kind (shutdown, lame_duck)."
+    );
     metrics::describe_counter!(
         SYNC_REQUESTS_TOTAL,
         "Sync requests sent to peers, by sync type."

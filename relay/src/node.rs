@@ -177,6 +177,10 @@ impl LocalStatus for Health {
     fn client_connections(&self) -> usize {
         Health::client_connections(self)
     }
+
+    fn set_unreachable_peers(&self, addresses: Vec<String>) {
+        Health::set_unreachable_peers(self, addresses);
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! `run`: one relay, from handed-in listeners to a drained shutdown.
 
+mod drain;
+
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::Config;
-use crate::conn::CloseReason;
+use crate::lifecycle::Stop;
 use crate::logs::LogRing;
 use crate::node::Node;
 use crate::rt::{Env, Net};
@@ -16,14 +17,34 @@ pub struct Listeners<L> {
     pub http: L,
 }
 
-/// Runs a relay until `shutdown` completes, then stops accepting, closes clients with
-/// 1001 and waits (at most `limits.shutdown_drain_secs`) for them to go.
+/// Runs a relay until `shutdown` completes, then drains it as `Stop::Shutdown` does
+/// (see `run_until`).
 pub async fn run<N: Net>(
     config: Config,
     env: Env<N>,
     listeners: Listeners<N::Listener>,
     logs: LogRing,
     shutdown: impl Future<Output = ()> + Send,
+) {
+    let stop = async move {
+        shutdown.await;
+        Stop::Shutdown
+    };
+    run_until(config, env, listeners, logs, stop).await;
+}
+
+/// Runs a relay until `stop` completes or lame-duck mode is asked for over the HTTP API
+/// (`POST /admin/drain`), then drains: it stops accepting, tells its peers it is leaving,
+/// sends every wallet a `reconnect` naming the other healthy relays, closes wallets with
+/// 1001 spread over `limits.lame_duck_secs` (`Stop::LameDuck`) or
+/// `limits.shutdown_drain_secs` (`Stop::Shutdown`), closes peer links with 1001, and
+/// returns.
+pub async fn run_until<N: Net>(
+    config: Config,
+    env: Env<N>,
+    listeners: Listeners<N::Listener>,
+    logs: LogRing,
+    stop: impl Future<Output = Stop> + Send,
 ) {
     let node = Node::new(config, env.clock.clone(), env.rng.clone(), logs);
     tracing::info!(
@@ -44,36 +65,13 @@ pub async fn run<N: Net>(
     tasks.spawn(crate::mesh::run(node.mesh.clone(), env.net.clone()));
     tasks.spawn(chain_watcher(node.clone(), env.clone()));
 
-    shutdown.await;
-    drain(&node).await;
+    let stop = tokio::select! {
+        stop = stop => stop,
+        () = node.lifecycle.lame_duck_requested() => Stop::LameDuck,
+    };
+    drain::drain(&node, stop).await;
     tasks.abort_all();
     tracing::info!(relay_id = %node.relay_id(), "relay stopped");
-}
-
-async fn drain(node: &Arc<Node>) {
-    tracing::info!(
-        clients = node.ws_connections(),
-        "shutting down: closing clients"
-    );
-    node.lifecycle.begin_shutdown();
-    node.hub.close_all(CloseReason::SHUTDOWN);
-    let deadline = Duration::from_secs(node.config.limits.shutdown_drain_secs);
-    let waited = tokio::time::timeout(deadline, async {
-        while node.ws_connections() > 0 {
-            node.hub.close_all(CloseReason::SHUTDOWN);
-            node.lifecycle
-                .clock()
-                .sleep(Duration::from_millis(10))
-                .await;
-        }
-    })
-    .await;
-    if waited.is_err() {
-        tracing::warn!(
-            clients = node.ws_connections(),
-            "drain time over; dropping remaining connections"
-        );
-    }
 }
 
 /// Events the watcher may queue before it pauses scanning (it never drops one).

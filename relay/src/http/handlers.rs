@@ -44,6 +44,9 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
     if node.ws_connections() >= limits.ws_connections_max {
         reasons.push("ws_connections_max reached: new WebSocket clients are refused".into());
     }
+    for address in node.health.unreachable_peers() {
+        reasons.push(format!("configured peer {address} is unreachable"));
+    }
     for peer in peers.iter().filter(|r| r.health != PeerHealth::Healthy) {
         reasons.push(format!(
             "peer {} is {}",
@@ -228,6 +231,22 @@ pub fn sync_force(node: &Node, body: &[u8]) -> ApiResult {
         "peers": peers,
     });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /admin/drain`: lame-duck mode. The relay stops accepting, tells its peers it
+/// is leaving, sends its wallets `reconnect` and closes them over `limits.lame_duck_secs`,
+/// then exits 0. Answered 202 before the drain begins; once draining, every route but
+/// the probes answers 503.
+pub fn admin_drain(node: &Node) -> Response<Full<Bytes>> {
+    let started = node.lifecycle.request_lame_duck();
+    tracing::info!(started, "lame duck requested over the HTTP API");
+    let body = json!({
+        "status": "draining",
+        "lame_duck_secs": node.config.limits.lame_duck_secs,
+        "wallets": node.client_connections(),
+        "timestamp": node.unix_secs(),
+    });
+    json_response(StatusCode::ACCEPTED, &body)
 }
 
 /// # Errors

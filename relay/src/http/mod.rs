@@ -329,6 +329,7 @@ where
         }
         Route::Logs => handlers::logs(node, request.uri().query()),
         Route::OpenApi => handlers::openapi(),
+        Route::AdminDrain => Ok(handlers::admin_drain(node)),
     }
 }
 

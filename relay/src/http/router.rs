@@ -18,10 +18,11 @@ pub enum Route {
     SyncForce,
     Logs,
     OpenApi,
+    AdminDrain,
 }
 
 impl Route {
-    pub const ALL: [Route; 11] = [
+    pub const ALL: [Route; 12] = [
         Route::Health,
         Route::HealthLive,
         Route::HealthReady,
@@ -33,6 +34,7 @@ impl Route {
         Route::SyncForce,
         Route::Logs,
         Route::OpenApi,
+        Route::AdminDrain,
     ];
 
     /// The `route` label for requests that matched no endpoint.
@@ -51,6 +53,7 @@ impl Route {
             Route::SyncForce => "/sync/force",
             Route::Logs => "/logs",
             Route::OpenApi => "/openapi.json",
+            Route::AdminDrain => "/admin/drain",
         }
     }
 
@@ -68,12 +71,13 @@ impl Route {
             Route::SyncForce => "sync_force",
             Route::Logs => "logs",
             Route::OpenApi => "openapi",
+            Route::AdminDrain => "admin_drain",
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Route::SyncForce => Method::POST,
+            Route::SyncForce | Route::AdminDrain => Method::POST,
             _ => Method::GET,
         }
     }
@@ -81,7 +85,7 @@ impl Route {
     /// The `Allow` header for this path.
     fn allow(self) -> &'static str {
         match self {
-            Route::SyncForce => "POST",
+            Route::SyncForce | Route::AdminDrain => "POST",
             _ => "GET",
         }
     }

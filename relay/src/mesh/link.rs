@@ -70,7 +70,32 @@ pub(super) async fn serve<R: AsyncRead + Unpin>(
     sync::send_all_types_to(mesh, &peer_id);
     read_loop(mesh, reader, &peer_id, &outlet).await;
     mesh.state.unregister_link(&peer_id, link_id);
-    tracing::info!(peer = %peer_id, reason = ?outlet.control().close_reason().map(|r| r.reason), "peer link down");
+    let reason = outlet.control().close_reason();
+    if mesh.state.has_left(&peer_id) {
+        tracing::info!(peer = %peer_id, "peer left: a planned departure, not an error");
+    } else {
+        tracing::info!(peer = %peer_id, reason = ?reason.map(|r| r.reason), "peer link down");
+        count_if_unanswering(mesh, &peer_id, reason);
+    }
+}
+
+/// A link that ended because the peer stopped answering (silent past the connection
+/// timeout, or gone without a close frame) is a sync error: `/sync/status` lists it and
+/// `sync_metrics.error_count` counts it, so the error-rate alert sees a peer outage.
+fn count_if_unanswering(mesh: &Mesh, peer_id: &str, reason: Option<CloseReason>) {
+    let message = match reason {
+        Some(CloseReason::IDLE_TIMEOUT) => format!(
+            "link timed out: nothing heard for {} s",
+            mesh.parts.config.limits.connection_timeout_secs
+        ),
+        Some(reason) if reason.is_abnormal() => {
+            format!("link lost without a close frame ({})", reason.reason)
+        }
+        _ => return,
+    };
+    mesh.parts.metrics.sync_errors_other.increment(1);
+    mesh.state
+        .record_error(mesh.unix_secs(), peer_id, None, message);
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -353,6 +378,10 @@ fn on_text(
                 return None;
             }
             mesh.route(Arc::new(notification), Some(peer_id));
+        }
+        PeerMessage::Leaving => {
+            tracing::info!(peer = %peer_id, "peer is leaving (lame duck or shutdown)");
+            mesh.state.mark_left(peer_id);
         }
         PeerMessage::Fetch(mut ids) => {
             if let Some(verdict) = over_rate(mesh, peer_id, &mut rates.fetches, None, "fetches") {

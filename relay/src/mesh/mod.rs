@@ -17,6 +17,7 @@
 
 pub mod dedup;
 mod inbound;
+mod leave;
 mod link;
 mod persist;
 mod report;
@@ -29,8 +30,9 @@ mod views;
 
 use std::sync::Arc;
 
+pub use leave::RECONNECT_RELAYS_MAX;
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
-pub use supervisor::{PEER_ENVELOPE_SLACK_BYTES, run};
+pub use supervisor::{CONFIGURED_PEER_FAILED_DIALS, PEER_ENVELOPE_SLACK_BYTES, run};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
 
 use crate::config::Config;
@@ -77,6 +79,9 @@ pub trait LocalStatus: Send + Sync + 'static {
     fn health_report(&self) -> HealthReport;
     /// Wallets connected to this relay.
     fn client_connections(&self) -> usize;
+    /// The configured peers (addresses) currently unreachable: the relay reports itself
+    /// degraded while there are any.
+    fn set_unreachable_peers(&self, addresses: Vec<String>);
 }
 
 /// What the mesh needs from the rest of the relay.

@@ -1,7 +1,6 @@
 //! The mesh as operators see it: `/relays`, `/sync/status`, and `sync_metrics`.
 
 use super::Mesh;
-use super::state::health_from_age;
 use super::views::{PeerSyncDetail, RelayInfo, SyncMetrics, SyncStatus};
 use crate::metrics::names;
 use crate::protocol::VERSION;
@@ -31,7 +30,7 @@ impl Mesh {
             address: m.address.clone(),
             version: m.version.clone(),
             uptime: m.uptime,
-            health: health_from_age(now_ms.saturating_sub(m.last_seen_ms), interval_ms),
+            health: m.health(now_ms, interval_ms),
             last_seen: m.last_seen_ms / 1000,
             is_self: false,
             connected: state.links.contains_key(id),
@@ -59,7 +58,7 @@ impl Mesh {
                     relay_id: id.clone(),
                     address: m.address.clone(),
                     connected: state.links.contains_key(id),
-                    health: health_from_age(now_ms.saturating_sub(m.last_seen_ms), interval_ms),
+                    health: m.health(now_ms, interval_ms),
                     last_sync: stats.last_sync.unwrap_or(0),
                     sync_requests: stats.requests,
                     sync_responses: stats.responses,

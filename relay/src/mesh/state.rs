@@ -28,6 +28,9 @@ pub(super) struct Member {
     /// Heard from directly, over a link: it completed a handshake with this relay. Its
     /// address is dialed before those only gossip named.
     pub proven: bool,
+    /// It said it was leaving (`leaving`) and has not linked again since: shown as
+    /// `left`, and its silence, lost link or failed dials count as no error.
+    pub left: bool,
 }
 
 /// A live link to a peer.
@@ -208,6 +211,9 @@ impl Shared {
             return Err(LinkRefused::Full);
         }
         let link_id = self.next_link_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(member) = state.members.get_mut(peer) {
+            member.left = false;
+        }
         state.links.insert(
             peer.to_string(),
             Link {
@@ -242,6 +248,7 @@ impl Shared {
                 uptime: 0,
                 last_seen_ms: 0,
                 proven: true,
+                left: false,
             });
         member.proven = true;
         member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
@@ -249,6 +256,21 @@ impl Shared {
             member.address = address.to_string();
         }
         evict_members(&mut state);
+    }
+
+    /// Marks `peer` as gone on purpose (it sent `leaving`): its requests still pending
+    /// are dropped unanswered, not counted as errors.
+    pub(super) fn mark_left(&self, peer: &str) {
+        let mut state = self.lock();
+        if let Some(member) = state.members.get_mut(peer) {
+            member.left = true;
+        }
+        state.pending.retain(|_, p| p.peer != peer);
+    }
+
+    /// Whether `peer` said it was leaving and has not linked again since.
+    pub(super) fn has_left(&self, peer: &str) -> bool {
+        self.lock().members.get(peer).is_some_and(|m| m.left)
     }
 
     /// Merges gossiped relays; returns true when a new one was learned.
@@ -275,6 +297,7 @@ impl Shared {
                         uptime: 0,
                         last_seen_ms,
                         proven: false,
+                        left: false,
                     };
                     state.members.insert(relay.relay_id.clone(), member);
                 }
@@ -492,6 +515,17 @@ fn evict_members(state: &mut State) {
             Some(id) => state.members.remove(&id),
             None => break,
         };
+    }
+}
+
+impl Member {
+    /// `left` after a planned departure, else by how long ago it was last heard from.
+    pub fn health(&self, now_ms_unix: u64, interval_ms: u64) -> PeerHealth {
+        if self.left {
+            PeerHealth::Left
+        } else {
+            health_from_age(now_ms_unix.saturating_sub(self.last_seen_ms), interval_ms)
+        }
     }
 }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::Mesh;
 use super::link::{self, LinkParts};
-use super::state::health_from_age;
 use super::sync;
 use crate::conn::codec::{FrameKind, FrameReader, FrameWriter, Incoming, Role};
 use crate::conn::{CloseReason, Control, Outlet};
@@ -92,6 +91,9 @@ fn expire_pending(mesh: &Mesh) {
         .state
         .expire_pending(mesh.now_ms().saturating_sub(timeout_ms))
     {
+        if mesh.state.has_left(&pending.peer) {
+            continue; // it said it was going: no answer was to be expected
+        }
         mesh.parts
             .metrics
             .sync_errors
@@ -254,7 +256,54 @@ fn finish_dial(mesh: &Mesh, address: &str, outcome: DialOutcome) {
     dial.next_attempt_ms = now_ms + half + mesh.parts.rng.range_u64(0, half.max(1));
     if let DialOutcome::Failed(reason) = outcome {
         tracing::debug!(%address, attempts = dial.attempts, %reason, "peer dial failed");
+        let relay = dial.relay_id.clone();
+        let left = relay
+            .and_then(|id| state.members.get(&id))
+            .is_some_and(|m| m.left);
+        drop(state);
+        if !left && mesh.parts.config.mesh.peers.iter().any(|p| p == address) {
+            count_configured_dial_failure(mesh, address, &reason);
+        }
     }
+}
+
+/// A configured peer that cannot be reached is a sync error each time a dial fails
+/// (paced by the dial backoff, at most about one per sync interval), unless it said it
+/// was leaving: a planned restart is not an outage.
+fn count_configured_dial_failure(mesh: &Mesh, address: &str, reason: &str) {
+    mesh.parts.metrics.sync_errors_other.increment(1);
+    let message = format!("configured peer {address} unreachable: {reason}");
+    mesh.state
+        .record_error(mesh.unix_secs(), address, None, message);
+}
+
+/// Consecutive failed dials after which a configured peer counts as unreachable
+/// (`/health` degraded, `sdk_relay_mesh_configured_peers_unreachable`): about 1.4 s of
+/// backoff, so one refused connection during a peer's restart is not an outage.
+pub const CONFIGURED_PEER_FAILED_DIALS: u32 = 3;
+
+/// Configured peer addresses with no live link, `CONFIGURED_PEER_FAILED_DIALS` failed
+/// dials in a row, and no `leaving` from the relay last found there.
+fn unreachable_configured(mesh: &Mesh) -> Vec<String> {
+    let state = mesh.state.lock();
+    mesh.parts
+        .config
+        .mesh
+        .peers
+        .iter()
+        .filter(|address| {
+            let Some(dial) = state.dials.get(*address) else {
+                return false;
+            };
+            let relay = dial.relay_id.as_ref();
+            let linked = relay.is_some_and(|id| state.links.contains_key(id));
+            let left = relay
+                .and_then(|id| state.members.get(id))
+                .is_some_and(|m| m.left);
+            !linked && !left && dial.attempts >= CONFIGURED_PEER_FAILED_DIALS
+        })
+        .cloned()
+        .collect()
 }
 
 /// Connects, upgrades, handshakes as a relay, then serves the link until it closes.
@@ -363,15 +412,22 @@ fn update_gauges(mesh: &Mesh) {
                 .heard(&format!("phantom-{i}"), None, mesh.unix_ms());
         }
     }
+    let unreachable = unreachable_configured(mesh);
+    mesh.parts
+        .metrics
+        .mesh_configured_peers_unreachable
+        .set(unreachable.len() as f64);
+    mesh.parts.status.set_unreachable_peers(unreachable);
     let now_ms = mesh.unix_ms();
     let interval_ms = mesh.parts.config.sync_interval().as_millis() as u64;
     let state = mesh.state.lock();
-    let mut counts = [0usize; 3];
+    let mut counts = [0usize; 4];
     for member in state.members.values() {
-        let index = match health_from_age(now_ms.saturating_sub(member.last_seen_ms), interval_ms) {
+        let index = match member.health(now_ms, interval_ms) {
             PeerHealth::Healthy => 0,
             PeerHealth::Degraded => 1,
             PeerHealth::Unreachable => 2,
+            PeerHealth::Left => 3,
         };
         counts[index] += 1;
     }

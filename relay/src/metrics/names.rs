@@ -33,8 +33,10 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sdk_relay_http_request_duration
 pub const HTTP_CONNECTIONS: &str = "sdk_relay_http_connections";
 
 // Mesh
-/// Label `health`: `healthy`, `degraded`, `unreachable`.
+/// Label `health`: `healthy`, `degraded`, `unreachable`, `left` (said it was leaving).
 pub const MESH_PEERS: &str = "sdk_relay_mesh_peers";
+/// Configured peers (`[mesh] peers`) unreachable now; a planned departure is not counted.
+pub const MESH_CONFIGURED_PEERS_UNREACHABLE: &str = "sdk_relay_mesh_configured_peers_unreachable";
 pub const MESH_KNOWN_RELAYS: &str = "sdk_relay_mesh_known_relays";
 pub const MESH_CONNECTIONS: &str = "sdk_relay_mesh_connections";
 pub const MESH_DIAL_ADDRESSES: &str = "sdk_relay_mesh_dial_addresses";
@@ -55,6 +57,10 @@ pub const NOTIFICATIONS_PUBLISHED_TOTAL: &str = "sdk_relay_notifications_publish
 pub const NOTIFICATIONS_FORWARDED_TOTAL: &str = "sdk_relay_notifications_forwarded_total";
 pub const NOTIFICATIONS_DELIVERED_TOTAL: &str = "sdk_relay_notifications_delivered_total";
 pub const ANTI_ENTROPY_REPAIRS_TOTAL: &str = "sdk_relay_anti_entropy_repairs_total";
+
+// Lifecycle
+/// Label `kind`: `shutdown` (SIGINT/SIGTERM), `lame_duck` (SIGUSR2, `POST /admin/drain`).
+pub const DRAINS_TOTAL: &str = "sdk_relay_drains_total";
 
 // Chain watcher
 pub const CHAIN_SCANNED_HEIGHT: &str = "sdk_relay_chain_scanned_height";

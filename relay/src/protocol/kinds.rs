@@ -49,6 +49,7 @@ label_enum!(
         Error => "error",
         Subscriptions => "subscriptions",
         WatchResponse => "watch_response",
+        Reconnect => "reconnect",
     }
 );
 

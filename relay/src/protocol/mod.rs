@@ -19,7 +19,8 @@ pub use inbound::{ClientMessage, Handshake, ParseError, Publish, parse_client_me
 pub use kinds::{InboundKind, LabelValue, OutboundKind};
 pub use outbound::{
     HealthReport, Notification, encode_error, encode_handshake_accepted, encode_handshake_rejected,
-    encode_health, encode_notification_ack, encode_pong, encode_state_sync, encode_subscriptions,
+    encode_health, encode_notification_ack, encode_pong, encode_reconnect, encode_state_sync,
+    encode_subscriptions,
 };
 
 /// The relay's software version, reported in handshakes, health and sync.

@@ -157,6 +157,34 @@ pub fn encode_notification_ack(message_id: &str, timestamp: u64) -> Bytes {
     })
 }
 
+/// Tells a wallet the relay is going away (lame duck or shutdown) and where to go: the
+/// public WebSocket URLs of the other healthy relays, then the relay closes it with 1001.
+/// `resume_token` is reserved for session resumption and always `null` for now; `reason`
+/// is `lame_duck` or `shutdown`.
+pub fn encode_reconnect(
+    relays: &[String],
+    reason: &str,
+    resume_token: Option<&str>,
+    timestamp: u64,
+) -> Bytes {
+    #[derive(Serialize)]
+    struct Reconnect<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        reason: &'a str,
+        relays: &'a [String],
+        resume_token: Option<&'a str>,
+        timestamp: u64,
+    }
+    to_bytes(&Reconnect {
+        kind: "reconnect",
+        reason,
+        relays,
+        resume_token,
+        timestamp,
+    })
+}
+
 /// The figures a `health` message reports, in the specification's units.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {

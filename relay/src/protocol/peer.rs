@@ -104,13 +104,16 @@ impl super::LabelValue for SyncType {
     }
 }
 
-/// How a relay looks from here: heard from recently, late, or gone.
+/// How a relay looks from here: heard from recently, late, gone, or gone on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerHealth {
     Healthy,
     Degraded,
     Unreachable,
+    /// It said it was leaving (lame duck, shutdown) and has not linked again since: a
+    /// planned departure, not a fault. Local only: gossip never carries it.
+    Left,
 }
 
 impl PeerHealth {
@@ -119,6 +122,7 @@ impl PeerHealth {
             PeerHealth::Healthy => "healthy",
             PeerHealth::Degraded => "degraded",
             PeerHealth::Unreachable => "unreachable",
+            PeerHealth::Left => "left",
         }
     }
 }
@@ -208,6 +212,9 @@ pub enum PeerMessage {
     },
     Notification(Notification),
     Fetch(Vec<String>),
+    /// The peer is going away on purpose (lame duck, shutdown): mark it `left`, not
+    /// unreachable, and count nothing that follows as an error.
+    Leaving,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +284,7 @@ pub fn parse(text: &[u8]) -> Result<PeerMessage, WireError> {
             }))
         }
         "fetch" => Ok(PeerMessage::Fetch(e.message_ids.unwrap_or_default())),
+        "leaving" => Ok(PeerMessage::Leaving),
         other => Err(WireError::UnknownType(other.chars().take(64).collect())),
     }
 }
@@ -312,6 +320,17 @@ pub fn encode_sync_response(
         "payload": payload,
         "timestamp": timestamp,
         "request_id": request_id,
+    }))
+}
+
+/// Tells a peer this relay is leaving on purpose (lame duck, shutdown); the link then
+/// closes with 1001.
+pub fn encode_leaving(relay_id: &str, reason: &str, timestamp: u64) -> Bytes {
+    to_bytes(&serde_json::json!({
+        "type": "leaving",
+        "relay_id": relay_id,
+        "reason": reason,
+        "timestamp": timestamp,
     }))
 }
 
@@ -474,6 +493,13 @@ mod tests {
             network: "signet".into(),
         };
         assert!(!state.fits());
+    }
+
+    #[test]
+    fn leaving_round_trips() {
+        let frame = encode_leaving("a", "lame_duck", 5);
+        assert!(matches!(parse(&frame), Ok(PeerMessage::Leaving)));
+        assert_eq!(PeerHealth::Left.as_str(), "left");
     }
 
     #[test]
