@@ -68,8 +68,9 @@ pub struct WatchSettings {
     pub retry: RetryPolicy,
     /// Blocks scanned per poll, so a long rescan does not starve the tip.
     pub blocks_per_tick_max: u32,
-    /// Blindbit this many blocks behind Core makes the status `degraded`.
-    pub blindbit_lag_blocks_max: u32,
+    /// One source more than this many blocks behind the other (`[watcher]
+    /// lag_blocks_max`) makes the status `degraded`.
+    pub lag_blocks_max: u32,
 }
 
 /// Why the watcher stopped or could not start.
@@ -123,7 +124,7 @@ impl WatchSettings {
             own,
             retry: RetryPolicy::default(),
             blocks_per_tick_max: 100,
-            blindbit_lag_blocks_max: 1,
+            lag_blocks_max: w.lag_blocks_max,
         })
     }
 }
@@ -367,16 +368,18 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
 
     fn update_health(&self, progress: &Progress, tip: u32, blindbit: u32, waiting: Option<String>) {
         let scanned = progress.next_height.and_then(|h| h.checked_sub(1));
-        let lag_max = self.settings.blindbit_lag_blocks_max;
+        let lag_max = self.settings.lag_blocks_max;
         let behind = tip.saturating_sub(blindbit);
+        let core_behind = blindbit.saturating_sub(tip);
         // Blindbit a block or so behind is normal right after a block; longer is not.
         // Any other wait (sources disagreeing on a hash) is a fault to report.
         let degraded = if behind > lag_max {
-            Some(format!("blindbit behind bitcoin_core by {behind} blocks"))
-        } else if blindbit > tip {
             Some(format!(
-                "bitcoin_core behind blindbit by {} blocks",
-                blindbit - tip
+                "blindbit behind bitcoin_core by {behind} blocks (watcher.lag_blocks_max is {lag_max})"
+            ))
+        } else if core_behind > lag_max {
+            Some(format!(
+                "bitcoin_core behind blindbit by {core_behind} blocks (watcher.lag_blocks_max is {lag_max})"
             ))
         } else {
             waiting.filter(|reason| !reason.starts_with(WAITING_FOR_INDEX))

@@ -30,6 +30,10 @@ pub struct WatcherConfig {
     pub reorg_depth_max: u32,
     /// Wallets that may register over WebSocket at once.
     pub wallets_max: usize,
+    /// Blocks one chain source may be behind the other (Blindbit behind Core while it
+    /// indexes, or Core behind Blindbit) before the watcher is `degraded` and
+    /// `/health/ready` answers 503.
+    pub lag_blocks_max: u32,
 }
 
 impl Default for WatcherConfig {
@@ -42,6 +46,7 @@ impl Default for WatcherConfig {
             birth_height: None,
             reorg_depth_max: 100,
             wallets_max: 1000,
+            lag_blocks_max: 1,
         }
     }
 }
@@ -57,6 +62,7 @@ impl std::fmt::Debug for WatcherConfig {
             .field("birth_height", &r.birth_height)
             .field("reorg_depth_max", &r.reorg_depth_max)
             .field("wallets_max", &r.wallets_max)
+            .field("lag_blocks_max", &r.lag_blocks_max)
             .finish()
     }
 }

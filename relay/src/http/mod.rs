@@ -305,6 +305,9 @@ where
         Route::Health => return Ok(handlers::health(node)),
         Route::HealthLive => return Ok(handlers::live(node)),
         Route::HealthReady => return Ok(handlers::ready(node)),
+        // Scraped while draining too: a lame duck's drain shows in Prometheus, and its
+        // scrape does not fail until the process is gone.
+        Route::MetricsPrometheus => return Ok(handlers::prometheus(node)),
         _ => {}
     }
     if node.is_draining() {

@@ -70,6 +70,7 @@ pub(super) async fn serve<R: AsyncRead + Unpin>(
     sync::send_all_types_to(mesh, &peer_id);
     read_loop(mesh, reader, &peer_id, &outlet).await;
     mesh.state.unregister_link(&peer_id, link_id);
+    mesh.state.forget_pending(&peer_id);
     let reason = outlet.control().close_reason();
     if mesh.state.has_left(&peer_id) {
         tracing::info!(peer = %peer_id, "peer left: a planned departure, not an error");

@@ -261,16 +261,34 @@ impl Shared {
     /// Marks `peer` as gone on purpose (it sent `leaving`): its requests still pending
     /// are dropped unanswered, not counted as errors.
     pub(super) fn mark_left(&self, peer: &str) {
-        let mut state = self.lock();
-        if let Some(member) = state.members.get_mut(peer) {
+        if let Some(member) = self.lock().members.get_mut(peer) {
             member.left = true;
         }
-        state.pending.retain(|_, p| p.peer != peer);
+        self.forget_pending(peer);
+    }
+
+    /// Drops the requests still pending to `peer`: its link closed, so no answer can
+    /// come over it (a replaced link's requests included); they are not errors.
+    pub(super) fn forget_pending(&self, peer: &str) {
+        self.lock().pending.retain(|_, p| p.peer != peer);
     }
 
     /// Whether `peer` said it was leaving and has not linked again since.
     pub(super) fn has_left(&self, peer: &str) -> bool {
         self.lock().members.get(peer).is_some_and(|m| m.left)
+    }
+
+    /// Whether the relay last found at `address` (by `relay_id` when known, else by a
+    /// member's address) said it was leaving.
+    pub(super) fn left_at(&self, address: &str, relay_id: Option<&str>) -> bool {
+        let state = self.lock();
+        match relay_id.and_then(|id| state.members.get(id)) {
+            Some(member) => member.left,
+            None => state
+                .members
+                .values()
+                .any(|m| m.left && m.address == address),
+        }
     }
 
     /// Merges gossiped relays; returns true when a new one was learned.

@@ -257,11 +257,9 @@ fn finish_dial(mesh: &Mesh, address: &str, outcome: DialOutcome) {
     if let DialOutcome::Failed(reason) = outcome {
         tracing::debug!(%address, attempts = dial.attempts, %reason, "peer dial failed");
         let relay = dial.relay_id.clone();
-        let left = relay
-            .and_then(|id| state.members.get(&id))
-            .is_some_and(|m| m.left);
         drop(state);
-        if !left && mesh.parts.config.mesh.peers.iter().any(|p| p == address) {
+        let configured = mesh.parts.config.mesh.peers.iter().any(|p| p == address);
+        if configured && !mesh.state.left_at(address, relay.as_deref()) {
             count_configured_dial_failure(mesh, address, &reason);
         }
     }
@@ -285,24 +283,28 @@ pub const CONFIGURED_PEER_FAILED_DIALS: u32 = 3;
 /// Configured peer addresses with no live link, `CONFIGURED_PEER_FAILED_DIALS` failed
 /// dials in a row, and no `leaving` from the relay last found there.
 fn unreachable_configured(mesh: &Mesh) -> Vec<String> {
-    let state = mesh.state.lock();
-    mesh.parts
-        .config
-        .mesh
-        .peers
-        .iter()
-        .filter(|address| {
-            let Some(dial) = state.dials.get(*address) else {
-                return false;
-            };
-            let relay = dial.relay_id.as_ref();
-            let linked = relay.is_some_and(|id| state.links.contains_key(id));
-            let left = relay
-                .and_then(|id| state.members.get(id))
-                .is_some_and(|m| m.left);
-            !linked && !left && dial.attempts >= CONFIGURED_PEER_FAILED_DIALS
-        })
-        .cloned()
+    let failing: Vec<(String, Option<String>)> = {
+        let state = mesh.state.lock();
+        mesh.parts
+            .config
+            .mesh
+            .peers
+            .iter()
+            .filter_map(|address| {
+                let dial = state.dials.get(address)?;
+                let linked = dial
+                    .relay_id
+                    .as_ref()
+                    .is_some_and(|id| state.links.contains_key(id));
+                (!linked && dial.attempts >= CONFIGURED_PEER_FAILED_DIALS)
+                    .then(|| (address.clone(), dial.relay_id.clone()))
+            })
+            .collect()
+    };
+    failing
+        .into_iter()
+        .filter(|(address, relay)| !mesh.state.left_at(address, relay.as_deref()))
+        .map(|(address, _)| address)
         .collect()
 }
 

@@ -64,7 +64,7 @@ fn settings(dir: PathBuf, own: Option<OwnKey>) -> WatchSettings {
             backoff_max: Duration::from_millis(40),
         },
         blocks_per_tick_max: 100,
-        blindbit_lag_blocks_max: 1,
+        lag_blocks_max: 1,
     }
 }
 

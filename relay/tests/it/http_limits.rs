@@ -239,7 +239,7 @@ async fn a_stalled_request_times_out_with_503() {
 }
 
 /// Proves a draining relay keeps answering: /health says unhealthy with 503 and why,
-/// other endpoints 503, all with `Retry-After`.
+/// other endpoints 503, all with `Retry-After`, except the Prometheus scrape.
 #[tokio::test]
 async fn a_draining_relay_answers_503_with_retry_after() {
     let env = Env::tokio(3);
@@ -267,6 +267,10 @@ async fn a_draining_relay_answers_503_with_retry_after() {
     let metrics = get(addr, "/metrics").await;
     metrics.error_message(503, "unavailable");
     assert!(metrics.header("retry-after").is_some());
+    // Prometheus keeps scraping a draining relay: the drain shows, the scrape never fails.
+    let scrape = get(addr, "/metrics/prometheus").await;
+    assert_eq!(scrape.status, 200, "{}", scrape.text());
+    assert!(scrape.text().contains("sdk_relay_drains_total"));
     server.abort();
 }
 

@@ -8,6 +8,7 @@ mod fanout;
 mod hostile;
 mod http_api;
 mod http_limits;
+mod lame_duck;
 mod limits;
 mod mesh;
 mod process;

@@ -123,6 +123,8 @@ pub struct ChainModel {
     pub blocks: BTreeMap<u32, FakeBlock>,
     /// Blocks above this height are not indexed by Blindbit yet.
     pub blindbit_height: Option<u32>,
+    /// Blocks above this height are unknown to Core yet (a Core lagging behind Blindbit).
+    pub core_height: Option<u32>,
     /// Blindbit's own view of block hashes where it differs from Core (stale after reorg).
     pub blindbit_hash_override: BTreeMap<u32, String>,
     pub core_fault: Fault,
@@ -142,6 +144,13 @@ pub struct ChainModel {
 impl ChainModel {
     pub fn tip(&self) -> u32 {
         *self.blocks.keys().next_back().unwrap()
+    }
+
+    /// Core's tip: the chain's, unless Core is set to lag.
+    fn core_tip(&self) -> u32 {
+        self.core_height
+            .unwrap_or_else(|| self.tip())
+            .min(self.tip())
     }
 
     fn blindbit_tip(&self) -> u32 {
@@ -286,16 +295,17 @@ async fn core_reply(chain: &Chain, req: Request<hyper::body::Incoming>) -> Respo
     }
 }
 
+/// A block Core knows (at or below its tip) by hash.
 fn find_hash<'a>(model: &'a ChainModel, hash: &str) -> Option<(u32, &'a FakeBlock)> {
     model
         .blocks
-        .iter()
+        .range(..=model.core_tip())
         .find(|(_, b)| b.hash == hash)
         .map(|(h, b)| (*h, b))
 }
 
 fn core_method(model: &ChainModel, method: &str, params: &Value) -> Result<Value, (i64, String)> {
-    let tip = model.tip();
+    let tip = model.core_tip();
     let not_found = || (-5, "Block not found".to_string());
     match method {
         "getblockchaininfo" => Ok(json!({
@@ -307,6 +317,7 @@ fn core_method(model: &ChainModel, method: &str, params: &Value) -> Result<Value
             model
                 .blocks
                 .get(&height)
+                .filter(|_| height <= tip)
                 .map(|b| json!(b.hash))
                 .ok_or((-8, "Block height out of range".into()))
         }

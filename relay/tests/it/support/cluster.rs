@@ -102,6 +102,40 @@ impl RelayProcess {
         self.spawn().await;
     }
 
+    /// Starts the relay again after it exited by itself (same id, ports and data).
+    pub async fn start_again(&mut self) {
+        assert!(!self.is_running(), "{} is still running", self.id);
+        self.spawn().await;
+    }
+
+    /// Sends the process a signal by name (`TERM`, `USR2`) with the real `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("the `kill` program (Debian package procps)");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Waits (at most `limit`) for the process to exit by itself; its exit status and
+    /// how long the wait took.
+    pub async fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = tokio::time::Instant::now();
+        let child = self.child.as_mut().expect("the relay process was started");
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {limit:?}", self.id))
+            .expect("wait for the relay process");
+        self.child = None;
+        (status, started.elapsed())
+    }
+
+    /// The relay's public WebSocket URL, as relays name it in `reconnect`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.ws_addr)
+    }
+
     fn dir(&self) -> PathBuf {
         self.config_path
             .parent()
