@@ -13,6 +13,7 @@ mod limits;
 mod mesh;
 mod process;
 mod prometheus;
+mod rolling_restart;
 mod websocket;
 
 mod http_client;
