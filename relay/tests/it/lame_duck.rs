@@ -177,11 +177,15 @@ async fn a_killed_configured_peer_is_an_error_until_it_is_back() {
     );
     let (errors, count) = recorded_errors(&b).await;
     assert!(count >= 1, "the outage is counted");
-    let listed = serde_json::to_string(&errors).unwrap();
-    assert!(
-        listed.contains("link lost") || listed.contains("unreachable"),
-        "{listed}"
-    );
+    // The link lost without a close frame (named by relay id), and each failed dial to
+    // the configured address.
+    let lost = errors
+        .iter()
+        .any(|e| e["peer"] == "relay-a" && e["message"].as_str().unwrap().starts_with("link lost"));
+    let dials = errors.iter().any(|e| {
+        e["peer"] == a.ws_addr.to_string() && e["message"].as_str().unwrap().contains("unreachable")
+    });
+    assert!(lost && dials, "{errors:?}");
     let scrape = b.get_text("/metrics/prometheus").await;
     assert_eq!(
         exposition_value(&scrape, "sdk_relay_mesh_configured_peers_unreachable"),
@@ -197,6 +201,79 @@ async fn a_killed_configured_peer_is_an_error_until_it_is_back() {
         (b.get("/health").await["status"] == "healthy").then_some(())
     })
     .await;
+}
+
+/// A peer that stops answering with its socket still open (SIGSTOP) is cut when the
+/// link times out, and that is a sync error naming it; once it runs again (SIGCONT) the
+/// link comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_peer_times_out_as_an_error() {
+    let limits = "[limits]\nheartbeat_interval_secs = 1\nconnection_timeout_secs = 3\n";
+    let b = RelayProcess::start("relay-b", "", &format!("{FAST}{limits}")).await;
+    // relay-b is not configured with relay-a: only the link's own timeout can count.
+    let a = RelayProcess::start("relay-a", "", &format!("{FAST}{}", peers_toml(&[&b]))).await;
+    wait_linked_healthy(&b, &[&a]).await;
+    assert_eq!(recorded_errors(&b).await.1, 0);
+
+    a.signal("STOP");
+    let errors = eventually(GENEROUS, "relay-b times the link out", || async {
+        let (errors, _) = recorded_errors(&b).await;
+        errors
+            .iter()
+            .any(|e| {
+                e["peer"] == "relay-a"
+                    && e["message"].as_str().unwrap().starts_with("link timed out")
+            })
+            .then_some(errors)
+    })
+    .await;
+    assert!(recorded_errors(&b).await.1 >= 1, "{errors:?}");
+    a.signal("CONT");
+    wait_linked_healthy(&b, &[&a]).await;
+}
+
+/// A SIGTERM the moment the relay logs "relay started" is handled (clean drain, exit
+/// 0), never fatal: the handlers are installed before the relay announces itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_relay_started_is_a_clean_shutdown() {
+    use crate::support::cluster::free_port;
+    let dir = std::env::temp_dir().join(format!("sdk_relay_early_term_{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("relay.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sdk_relay"))
+        .arg("--ws-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + GENEROUS;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("relay started")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(GENEROUS, child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status:?}: {text}");
+    assert!(text.contains("SIGTERM received"), "{text}");
+    assert!(text.contains("relay stopped"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// What a wallet script printed: one JSON value a line.

@@ -59,7 +59,10 @@ async fn prometheus_get(prometheus: SocketAddr, path: &str) -> Option<Value> {
         let text = String::from_utf8_lossy(&response).to_string();
         serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
     };
-    tokio::time::timeout(GENEROUS, exchange).await.ok().flatten()
+    tokio::time::timeout(GENEROUS, exchange)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn query(prometheus: SocketAddr, promql: &str) -> Option<Vec<Value>> {
@@ -154,9 +157,11 @@ async fn a_rolling_restart_with_lame_duck_moves_every_wallet_and_fires_no_alert(
         &publisher_out,
     ));
     let expected = (relays.len() * WALLETS_PER_RELAY + 1) as u64;
-    eventually(GENEROUS, "every wallet and the publisher connected", || async {
-        (wallets_on(&relays).await == expected).then_some(())
-    })
+    eventually(
+        GENEROUS,
+        "every wallet and the publisher connected",
+        || async { (wallets_on(&relays).await == expected).then_some(()) },
+    )
     .await;
 
     for (index, relay) in relays.iter_mut().enumerate() {
@@ -256,7 +261,10 @@ fn assert_every_move_as_told(events: &[Value], urls: &BTreeSet<String>, out: &Pa
             }
             "closed" => {
                 assert_eq!(event["code"], 1001, "{who}: closed otherwise: {events:?}");
-                assert!(told.is_some(), "{who}: closed without a reconnect: {events:?}");
+                assert!(
+                    told.is_some(),
+                    "{who}: closed without a reconnect: {events:?}"
+                );
                 closed_by = Some(url);
             }
             "connected" => {
@@ -301,9 +309,12 @@ async fn assert_rules_evaluated_and_quiet(prometheus: SocketAddr) {
             && names.iter().any(|n| n == "RelayHighSyncErrorRate"),
         "{names:?}"
     );
-    let firing = query(prometheus, "count_over_time(ALERTS{alertstate=\"firing\"}[10m])")
-        .await
-        .unwrap();
+    let firing = query(
+        prometheus,
+        "count_over_time(ALERTS{alertstate=\"firing\"}[10m])",
+    )
+    .await
+    .unwrap();
     assert!(firing.is_empty(), "alerts fired: {firing:?}");
     let pending = query(
         prometheus,
