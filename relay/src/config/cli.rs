@@ -12,6 +12,11 @@ use super::{Config, ConfigError, LogFormat, LogLevel, Network};
 /// Serves wallets over WebSocket, operators over a REST API, and links with other relays
 /// into a mesh. Every flag can also be set through the environment variable shown, or in
 /// the TOML file given by --config (precedence: flag > environment > file > default).
+///
+/// Signals: SIGINT or SIGTERM drains the relay (peers told it is leaving, wallets sent
+/// `reconnect` and closed with 1001 over [limits] shutdown_drain_secs) and exits 0;
+/// SIGUSR2, like `POST /admin/drain`, does the same over [limits] lame_duck_secs (lame
+/// duck, for rolling restarts).
 #[derive(Debug, Parser)]
 #[command(name = "sdk_relay", version, about, long_about)]
 pub struct Cli {
