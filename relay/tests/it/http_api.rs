@@ -407,6 +407,7 @@ async fn openapi_json_is_the_yaml_description() {
     assert_eq!(
         documented,
         [
+            "/admin/drain",
             "/config",
             "/health",
             "/health/live",
@@ -420,12 +421,21 @@ async fn openapi_json_is_the_yaml_description() {
             "/sync/status"
         ]
     );
-    for path in documented {
-        let method = if path == "/sync/force" { "POST" } else { "GET" };
+    // Every route answers 200 but the drain, which goes last: it drains the relay.
+    for path in documented.iter().filter(|p| **p != "/admin/drain") {
+        let method = if *path == "/sync/force" {
+            "POST"
+        } else {
+            "GET"
+        };
         assert!(served["paths"][path][method.to_lowercase()].is_object());
         let reply = send(relay.http_addr, method, path, &[], b"").await;
         assert_eq!(reply.status, 200, "{method} {path}: {}", reply.text());
     }
+    assert!(served["paths"]["/admin/drain"]["post"].is_object());
+    let drain = send(relay.http_addr, "POST", "/admin/drain", &[], b"").await;
+    assert_eq!(drain.status, 202, "{}", drain.text());
+    assert_eq!(drain.json()["status"], "draining");
     relay.shutdown().await;
 }
 
