@@ -262,6 +262,9 @@ impl Shared {
     /// are dropped unanswered, not counted as errors.
     pub(super) fn mark_left(&self, peer: &str) {
         if let Some(member) = self.lock().members.get_mut(peer) {
+            if member.left {
+                return; // said twice: nothing more to do (a peer cannot make this costly)
+            }
             member.left = true;
         }
         self.forget_pending(peer);
@@ -639,6 +642,31 @@ mod tests {
         assert_eq!(
             mesh.missing_from(&summary, 0, 1000),
             [format!("{stream}-100000"), format!("{stream}-100001")]
+        );
+    }
+
+    #[test]
+    fn a_peer_that_left_is_left_until_it_links_again_and_its_requests_are_dropped() {
+        let mesh = Shared::default();
+        mesh.heard("b", Some("h:2"), 1_000);
+        let pending = |peer: &str| Pending {
+            peer: peer.into(),
+            sync_type: SyncType::StateSync,
+            sent_ms: 0,
+        };
+        mesh.add_pending("b-1".into(), pending("b"));
+        mesh.add_pending("c-1".into(), pending("c"));
+        mesh.mark_left("b");
+        let member = mesh.lock().members["b"].clone();
+        // However recently heard, it shows `left`.
+        assert_eq!(member.health(1_000, 1_000), PeerHealth::Left);
+        assert!(mesh.left_at("h:2", None) && mesh.left_at("elsewhere", Some("b")));
+        assert!(mesh.expire_pending(u64::MAX).iter().all(|p| p.peer == "c"));
+        mesh.register_link("a", "b", link("b"), 8).unwrap();
+        assert!(!mesh.has_left("b"));
+        assert_eq!(
+            mesh.lock().members["b"].health(1_000, 1_000),
+            PeerHealth::Healthy
         );
     }
 
