@@ -96,6 +96,7 @@ async fn sigterm_with_a_linked_peer_exits_at_once_and_the_peer_sees_it_left() {
         "exit status {status:?}; log:\n{}",
         a.log()
     );
+    eprintln!("[sigterm with a linked peer] exited {took:?} after the signal");
     assert!(
         took < Duration::from_secs(LONG_DRAIN_SECS / 2),
         "exited after {took:?}: it waited for its peer link (drain is {LONG_DRAIN_SECS} s)"
