@@ -29,6 +29,13 @@ impl Mesh {
         }
     }
 
+    /// Saves the ids seen so far to `data_dir` (the supervisor saved them when the drain
+    /// began, but a lame duck keeps receiving notifications for its whole window), so the
+    /// restarted relay does not deliver them again.
+    pub fn save_seen(&self) {
+        super::supervisor::save_seen(self);
+    }
+
     /// Live peer links.
     pub fn live_links(&self) -> usize {
         self.state.link_count()

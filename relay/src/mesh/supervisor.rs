@@ -77,7 +77,7 @@ fn restore_seen(mesh: &Mesh) {
     }
 }
 
-fn save_seen(mesh: &Mesh) {
+pub(super) fn save_seen(mesh: &Mesh) {
     if let Err(error) =
         super::persist::save(&mesh.parts.config.data_dir, &mesh.state.seen_summary())
     {

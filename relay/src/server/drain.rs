@@ -47,6 +47,8 @@ pub(super) async fn drain(node: &Arc<Node>, stop: Stop) {
     close_wallets_over(node, window).await;
     node.mesh.close_links();
     wait_for_links(node).await;
+    // After the window: what arrived while draining is not delivered again after restart.
+    node.mesh.save_seen();
 }
 
 /// Sends every wallet the relays it may move to; `resume_token` stays `null` until the

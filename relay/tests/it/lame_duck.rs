@@ -277,6 +277,54 @@ async fn sigterm_right_after_relay_started_is_a_clean_shutdown() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// What a lame duck sees during its window is remembered: a notification it received
+/// from a peer while draining is not delivered again by the restarted relay (which
+/// otherwise finds it in the peer's log summary and fetches it as missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_seen_while_draining_are_not_delivered_again_after_restart() {
+    use crate::support::Client;
+    let b = RelayProcess::start("relay-b", "", FAST).await;
+    let extra = format!("{FAST}{}[limits]\nlame_duck_secs = 5\n", peers_toml(&[&b]));
+    let mut a = RelayProcess::start("relay-a", "", &extra).await;
+    wait_linked_healthy(&b, &[&a]).await;
+    wait_linked_healthy(&a, &[&b]).await;
+    // Two wallets keep relay-a draining for a while (the second closes ~2 s in).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(Client::handshaken(a.ws_addr, &["notifications"]).await.0);
+    }
+    let accepted = a.post("/admin/drain", "").await;
+    assert_eq!(accepted["status"], "draining", "{accepted}");
+    let (mut publisher, _) = Client::handshaken(b.ws_addr, &["publish"]).await;
+    let id = publisher
+        .publish("drain_window", serde_json::json!({"n": 1}))
+        .await;
+    eventually(GENEROUS, "relay-a admitted it while draining", || async {
+        let scrape = a.get_text("/metrics/prometheus").await;
+        (exposition_value(&scrape, "sdk_relay_dedup_misses_total")? >= 1.0).then_some(())
+    })
+    .await;
+    let (status, _) = a.wait_exit(GENEROUS).await;
+    assert!(status.success(), "{status:?}");
+    drop(held);
+
+    a.start_again().await;
+    let (mut wallet, _) = Client::handshaken(a.ws_addr, &["notifications"]).await;
+    wait_linked_healthy(&a, &[&b]).await;
+    // Several StateSync rounds (1 s each) in which anti-entropy would fetch it.
+    let quiet = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match wallet.recv().await {
+                Ok(message) if message["message_id"] == id.as_str() => return Some(message),
+                Ok(_) => {}
+                Err(code) => panic!("the wallet was closed ({code:?})"),
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "delivered again after restart: {quiet:?}");
+}
+
 /// What a wallet script printed: one JSON value a line.
 pub fn events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
