@@ -67,6 +67,11 @@ impl Health {
         }
     }
 
+    /// The chain watcher's heights and degraded source, if any.
+    pub fn chain_status(&self) -> crate::chain::ChainStatus {
+        self.chain.status()
+    }
+
     /// Open WebSocket connections of clients (wallets), without peer links.
     pub fn client_connections(&self) -> usize {
         self.ws_slots.counted()

@@ -16,10 +16,12 @@
 //! port, and the read-only views the HTTP API shows (`views`).
 
 pub mod dedup;
+mod discovery;
 mod inbound;
 mod link;
 mod persist;
 mod report;
+mod reports;
 mod router;
 mod seen;
 mod state;
@@ -29,6 +31,8 @@ mod views;
 
 use std::sync::Arc;
 
+pub use discovery::DISCOVERED_ADDRESSES_MAX;
+pub use reports::{ChainFigures, PeerReport, RoutingTotals};
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
 pub use supervisor::{PEER_ENVELOPE_SLACK_BYTES, run};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
@@ -77,6 +81,8 @@ pub trait LocalStatus: Send + Sync + 'static {
     fn health_report(&self) -> HealthReport;
     /// Wallets connected to this relay.
     fn client_connections(&self) -> usize;
+    /// The chain watcher's heights and whether a source is degraded (MetricsSync).
+    fn chain_figures(&self) -> ChainFigures;
 }
 
 /// What the mesh needs from the rest of the relay.
@@ -96,12 +102,20 @@ pub struct MeshParts {
 pub struct Mesh {
     parts: MeshParts,
     state: state::Shared,
+    /// Peers found by `[mesh] peers_dns`.
+    discovered: discovery::Discovered,
+    counts: reports::Counts,
 }
 
 impl Mesh {
     pub fn new(parts: MeshParts) -> Arc<Mesh> {
         let state = state::Shared::new(parts.config.limits.notification_log_bytes_max);
-        Arc::new(Mesh { parts, state })
+        Arc::new(Mesh {
+            parts,
+            state,
+            discovered: discovery::Discovered::default(),
+            counts: reports::Counts::default(),
+        })
     }
 
     fn relay_id(&self) -> &str {

@@ -28,6 +28,8 @@ pub(super) struct Member {
     /// Heard from directly, over a link: it completed a handshake with this relay. Its
     /// address is dialed before those only gossip named.
     pub proven: bool,
+    /// What it said about itself in its last MetricsSync.
+    pub report: Option<super::reports::PeerReport>,
 }
 
 /// A live link to a peer.
@@ -242,6 +244,7 @@ impl Shared {
                 uptime: 0,
                 last_seen_ms: 0,
                 proven: true,
+                report: None,
             });
         member.proven = true;
         member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
@@ -275,6 +278,7 @@ impl Shared {
                         uptime: 0,
                         last_seen_ms,
                         proven: false,
+                        report: None,
                     };
                     state.members.insert(relay.relay_id.clone(), member);
                 }
