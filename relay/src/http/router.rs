@@ -18,10 +18,12 @@ pub enum Route {
     SyncForce,
     Logs,
     OpenApi,
+    Dashboard,
+    DashboardData,
 }
 
 impl Route {
-    pub const ALL: [Route; 11] = [
+    pub const ALL: [Route; 13] = [
         Route::Health,
         Route::HealthLive,
         Route::HealthReady,
@@ -33,6 +35,8 @@ impl Route {
         Route::SyncForce,
         Route::Logs,
         Route::OpenApi,
+        Route::Dashboard,
+        Route::DashboardData,
     ];
 
     /// The `route` label for requests that matched no endpoint.
@@ -51,6 +55,8 @@ impl Route {
             Route::SyncForce => "/sync/force",
             Route::Logs => "/logs",
             Route::OpenApi => "/openapi.json",
+            Route::Dashboard => "/dashboard",
+            Route::DashboardData => "/dashboard/data",
         }
     }
 
@@ -68,6 +74,8 @@ impl Route {
             Route::SyncForce => "sync_force",
             Route::Logs => "logs",
             Route::OpenApi => "openapi",
+            Route::Dashboard => "dashboard",
+            Route::DashboardData => "dashboard_data",
         }
     }
 

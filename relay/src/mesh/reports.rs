@@ -41,6 +41,9 @@ pub struct RoutingTotals {
     pub slow_consumer_cuts: u64,
 }
 
+/// Linked peers named in one MetricsSync.
+pub const LINKS_REPORTED_MAX: usize = 64;
+
 /// This relay's chain watcher, as MetricsSync reports it to peers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ChainFigures {
@@ -70,6 +73,9 @@ pub struct PeerReport {
     pub anti_entropy_repairs: Option<u64>,
     /// Wallets that relay cut as slow consumers during notification fan-out.
     pub slow_consumer_cuts: Option<u64>,
+    /// The relays it had a live link to (at most `LINKS_REPORTED_MAX`, each id within
+    /// its bound), so an operator's view can draw links between other relays.
+    pub linked_peers: Vec<String>,
     pub chain: ChainFigures,
 }
 
@@ -90,6 +96,7 @@ pub(super) fn metrics_payload(mesh: &Mesh) -> Value {
         "chain_tip_height": chain.tip_height,
         "chain_lag": chain.lag,
         "chain_degraded": chain.degraded,
+        "linked_peers": mesh.state.linked_peers(LINKS_REPORTED_MAX),
     })
 }
 
@@ -104,6 +111,18 @@ pub(super) fn parse(metrics: &Value, received_ms: u64) -> PeerReport {
         notifications_routed: number("notifications_routed"),
         anti_entropy_repairs: number("anti_entropy_repairs"),
         slow_consumer_cuts: number("slow_consumer_cuts"),
+        linked_peers: metrics
+            .get("linked_peers")
+            .and_then(Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|id| crate::protocol::peer::relay_id_fits(id))
+                    .take(LINKS_REPORTED_MAX)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
         chain: ChainFigures {
             scanned_height: number("chain_scanned_height"),
             tip_height: number("chain_tip_height"),
@@ -149,6 +168,7 @@ mod tests {
             "chain_lag": "lots",
             "chain_degraded": true,
             "junk": [1, 2, 3],
+            "linked_peers": ["relay-2", 3, "", "relay-3"],
         });
         let report = parse(&metrics, 5);
         assert_eq!(report.received_ms, 5);
@@ -158,6 +178,7 @@ mod tests {
         assert_eq!(report.chain.tip_height, Some(100));
         assert_eq!(report.chain.lag, None);
         assert!(report.chain.degraded);
+        assert_eq!(report.linked_peers, vec!["relay-2", "relay-3"]);
         assert_eq!(parse(&Value::Null, 0).wallets, 0);
     }
 }

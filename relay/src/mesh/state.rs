@@ -433,6 +433,11 @@ impl Shared {
         self.lock().links.get(peer).map(|l| l.outlet.clone())
     }
 
+    /// The ids of the peers linked now, at most `max`.
+    pub(super) fn linked_peers(&self, max: usize) -> Vec<String> {
+        self.lock().links.keys().take(max).cloned().collect()
+    }
+
     pub fn link_count(&self) -> usize {
         self.lock().links.len()
     }

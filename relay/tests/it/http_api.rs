@@ -408,6 +408,8 @@ async fn openapi_json_is_the_yaml_description() {
         documented,
         [
             "/config",
+            "/dashboard",
+            "/dashboard/data",
             "/health",
             "/health/live",
             "/health/ready",
