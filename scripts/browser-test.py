@@ -40,7 +40,6 @@ from pathlib import Path
 import websockets
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
 
 RUN_BUDGET_SECS = 240
 WAIT_SECS = 45
@@ -136,18 +135,22 @@ class Console:
                 self.errors.append(record.get("message", str(record)))
 
 
+# Reads run as one script in the page, so a re-render between two element lookups
+# cannot leave a stale reference.
 def nodes(driver) -> dict[str, str]:
-    return {
-        g.get_attribute("data-relay"): g.get_attribute("data-health")
-        for g in driver.find_elements(By.CSS_SELECTOR, "#graph g.node")
-    }
+    pairs = driver.execute_script(
+        "return [...document.querySelectorAll('#graph g.node')]"
+        ".map(g => [g.dataset.relay, g.dataset.health])")
+    return dict(pairs)
 
 
 def live_links(driver) -> set[str]:
-    return {
-        line.get_attribute("data-link")
-        for line in driver.find_elements(By.CSS_SELECTOR, "#graph line.live")
-    }
+    return set(driver.execute_script(
+        "return [...document.querySelectorAll('#graph line.live')].map(l => l.dataset.link)"))
+
+
+def query(driver, script: str):
+    return driver.execute_script(script)
 
 
 async def publish(ws_addr: str, count: int, per_second: float) -> None:
@@ -189,7 +192,7 @@ def main() -> int:
         first = relays[0]
         driver.get(f"http://{first.http}/dashboard")
         wait_for("the page's first render",
-                 lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+                 lambda: query(driver, "return document.body.dataset.ready") == "true")
 
         # 1. Three relays, healthy, fully linked.
         wanted = {r.id for r in relays}
@@ -197,22 +200,23 @@ def main() -> int:
                  lambda: nodes(driver) == {i: "healthy" for i in wanted})
         expected_links = {"relay-1|relay-2", "relay-1|relay-3", "relay-2|relay-3"}
         wait_for("the three links on the graph", lambda: live_links(driver) == expected_links)
-        self_marked = driver.find_elements(By.CSS_SELECTOR, '#graph g.node[data-relay="relay-1"] circle.self')
-        assert self_marked, "relay-1, the relay serving the page, is marked as this relay"
-        cards = driver.find_elements(By.CSS_SELECTOR, "#cards .card")
-        assert {c.get_attribute("data-relay") for c in cards} == wanted, "a card per relay"
+        self_marked = query(driver, "return document.querySelectorAll("
+                            "'#graph g.node[data-relay=\"relay-1\"] circle.self').length")
+        assert self_marked == 1, "relay-1, the relay serving the page, is marked as this relay"
+        cards = query(driver, "return [...document.querySelectorAll('#cards .card')].map(c => c.dataset.relay)")
+        assert set(cards) == wanted, f"a card per relay: {cards}"
         driver.save_screenshot(str(artifacts / "1-mesh.png"))
         console.collect()
 
         # 2. Publications move the chart.
-        peak = float(driver.find_element(By.ID, "chart").get_attribute("data-peak"))
+        peak = float(query(driver, "return document.getElementById('chart').dataset.peak"))
         assert peak == 0, f"nothing published yet, but the chart peaks at {peak}"
         asyncio.run(asyncio.wait_for(publish(first.ws, 120, 30), 60))
         wait_for("the chart to show published notifications",
-                 lambda: float(driver.find_element(By.ID, "chart").get_attribute("data-peak")) > 0)
+                 lambda: float(query(driver, "return document.getElementById('chart').dataset.peak")) > 0)
         # Peers report their own totals with their MetricsSync: their lines move too.
         wait_for("a peer's series on the chart",
-                 lambda: len(driver.find_elements(By.CSS_SELECTOR, "#legend span")) >= 2)
+                 lambda: query(driver, "return document.querySelectorAll('#legend span').length") >= 2)
         time.sleep(2.5)  # one more poll, so the screenshot shows the line
         driver.save_screenshot(str(artifacts / "2-chart.png"))
         console.collect()
@@ -221,7 +225,7 @@ def main() -> int:
         relays[2].kill()
         wait_for("relay-3 unreachable on the graph",
                  lambda: nodes(driver).get("relay-3") == "unreachable")
-        alerts = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#alerts li.critical")]
+        alerts = query(driver, "return [...document.querySelectorAll('#alerts li.critical')].map(a => a.textContent)")
         assert any("relay-3" in a and "unreachable" in a for a in alerts), alerts
         assert nodes(driver)["relay-2"] == "healthy", "relay-2 stays healthy"
         assert "relay-1|relay-3" not in live_links(driver), "relay-1's link to relay-3 is gone"

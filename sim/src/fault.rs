@@ -303,6 +303,8 @@ mod tests {
                 b: vec![3],
             },
         );
+        s.at(Duration::from_millis(14), Fault::Dns(Vec::new()));
+        s.at(Duration::from_millis(15), Fault::Dns(vec![1, 3]));
         let text = s.to_string();
         assert_eq!(text.parse::<Schedule>().unwrap(), s, "{text}");
     }
