@@ -183,7 +183,7 @@ def main() -> int:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "SDK_RELAY_CONFIG": str(out / "relay.toml"),
                "SDK_RELAY_RELAY_ID": "sdk-relay-0",
-               "SDK_RELAY_ADVERTISE_ADDR": f"sdk-relay-0.{headless['metadata']['name']}.{namespace}.svc.cluster.local:8090",
+               "SDK_RELAY_ADVERTISE_ADDR": "10.1.2.3:8090",
                "SDK_RELAY_DATA_DIR": str(Path(tmp) / "data"),
                "HTTP_BASIC_USER": secret["stringData"]["http-basic-user"],
                "HTTP_BASIC_PASSWORD": secret["stringData"]["http-basic-password"],
