@@ -25,6 +25,15 @@ check-config FILE="":
 docker-check:
     bash docker/check.sh
 
+# The Kubernetes manifests, offline: schemas, the generated PrometheusRule, consistency.
+k8s-check:
+    bash deploy/kubernetes/check.sh
+
+# The dashboard in headless chromium against three relays; screenshots in target/browser-artifacts/.
+browser-test:
+    cargo build --locked -p sdk_relay --bin sdk_relay
+    python3 scripts/browser-test.py target/debug/sdk_relay
+
 # The HTTP API against docs/openapi.yaml with schemathesis, on a live relay.
 schemathesis:
     bash scripts/schemathesis.sh

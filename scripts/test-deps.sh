@@ -2,8 +2,10 @@
 # Installs what the tests need beyond the Rust toolchain: the third-party WebSocket
 # clients (Python `websockets`, Node `ws`), schemathesis (pinned) for the HTTP API's
 # OpenAPI conformance run, curl for the specification's cURL examples, `kill` for the
-# signal tests, and Prometheus (`prometheus`, `promtool`) + docker-compose for the
-# Prometheus test and the deployment checks.
+# signal tests, Prometheus (`prometheus`, `promtool`) + docker-compose for the
+# Prometheus test and the deployment checks, Debian's chromium + chromium-driver and
+# Selenium for the dashboard's browser test, and kubernetes-validate for the Kubernetes
+# manifests.
 #
 # No suite may be skipped: whatever is missing is installed (Debian packages need root)
 # or the script exits 1 naming each missing tool and how to get it. Idempotent: installs
@@ -26,10 +28,11 @@ fail_missing() {
 }
 
 # 1. Debian packages: command -> package (`type -P`: a program on PATH, not a builtin).
-tools=(python3 curl kill node npm prometheus promtool docker-compose)
+tools=(python3 curl kill node npm prometheus promtool docker-compose chromium chromedriver)
 declare -A package=(
   [python3]=python3 [curl]=curl [kill]=procps [node]=nodejs [npm]=npm
   [prometheus]=prometheus [promtool]=prometheus [docker-compose]=docker-compose
+  [chromium]=chromium [chromedriver]=chromium-driver
 )
 have() {
   if [ "$1" = python3 ]; then python3 -c '' 2>/dev/null; else type -P "$1" >/dev/null; fi
@@ -72,6 +75,14 @@ pip_install() {
 if ! python3 -c 'import websockets' 2>/dev/null; then
   pip_install -r relay/tests/clients/requirements.txt
 fi
+SELENIUM_VERSION=4.51.0
+if [ "$(python3 -c 'import selenium; print(selenium.__version__)' 2>/dev/null)" != "$SELENIUM_VERSION" ]; then
+  pip_install "selenium==$SELENIUM_VERSION"
+fi
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+  pip_install "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
 SCHEMATHESIS_VERSION=4.32.5
 if [ "$(schemathesis --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
   pip_install "schemathesis==$SCHEMATHESIS_VERSION"
@@ -88,6 +99,10 @@ python3 -c 'import websockets' 2>/dev/null \
   || missing+=("missing Python package websockets: pip install -r relay/tests/clients/requirements.txt")
 [ "$(schemathesis --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ] \
   || missing+=("missing schemathesis $SCHEMATHESIS_VERSION on PATH: pip install schemathesis==$SCHEMATHESIS_VERSION (pip's scripts directory must be on PATH)")
+[ "$(python3 -c 'import selenium; print(selenium.__version__)' 2>/dev/null)" = "$SELENIUM_VERSION" ] \
+  || missing+=("missing Python package selenium $SELENIUM_VERSION: pip install selenium==$SELENIUM_VERSION")
+python3 -c 'import kubernetes_validate' 2>/dev/null \
+  || missing+=("missing Python package kubernetes-validate $KUBERNETES_VALIDATE_VERSION: pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
 [ -d relay/tests/clients/node_modules/ws ] \
   || missing+=("missing Node package ws: npm ci --prefix relay/tests/clients")
 [ "${#missing[@]}" -eq 0 ] || fail_missing

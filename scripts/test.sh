@@ -13,3 +13,11 @@ cargo test -p sim --features mutations --locked --test mutations
 bash scripts/schemathesis.sh
 # Alert rules and their tests, dashboard queries, metric names, the compose file.
 bash docker/check.sh
+# The Kubernetes manifests: schema-valid, and the PrometheusRule generated from the
+# alert rules above is up to date.
+bash deploy/kubernetes/check.sh
+# The operators' dashboard in headless chromium against a three-relay mesh (bounded:
+# about a minute); screenshots in target/browser-artifacts/.
+cargo build --locked -p sdk_relay --bin sdk_relay
+python3 scripts/browser-test.py "${CARGO_TARGET_DIR:-target}/debug/sdk_relay" \
+  --artifacts "${CARGO_TARGET_DIR:-target}/browser-artifacts"

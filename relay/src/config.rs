@@ -175,6 +175,11 @@ pub struct MeshConfig {
     /// Peer links `/health/ready` requires before it answers 200 (0: none); at most
     /// `peers_max`.
     pub ready_peers_min: usize,
+    /// DNS names (`host:port`) whose every address is a peer: resolved every
+    /// `peers_dns_interval_secs`, each address dialed, addresses no longer in the answer
+    /// no longer dialed (a Kubernetes headless Service names every relay pod this way).
+    pub peers_dns: Vec<String>,
+    pub peers_dns_interval_secs: u64,
 }
 
 impl Default for MeshConfig {
@@ -183,6 +188,8 @@ impl Default for MeshConfig {
             peers: Vec::new(),
             peers_max: 32,
             ready_peers_min: 0,
+            peers_dns: Vec::new(),
+            peers_dns_interval_secs: 15,
         }
     }
 }
@@ -468,6 +475,9 @@ impl Config {
         for (i, peer) in self.mesh.peers.iter().enumerate() {
             validate_host_port(&format!("mesh.peers[{i}]"), peer, false)?;
         }
+        for (i, name) in self.mesh.peers_dns.iter().enumerate() {
+            validate_host_port(&format!("mesh.peers_dns[{i}]"), name, false)?;
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
@@ -485,7 +495,7 @@ impl Config {
     /// host (`0.0.0.0`, `[::]`, as the default `ws_url` has) cannot be dialed. Without
     /// peers nothing is advertised, and the defaults stay usable.
     fn validate_advertised(&self) -> Result<(), ConfigError> {
-        if self.mesh.peers.is_empty() {
+        if self.mesh.peers.is_empty() && self.mesh.peers_dns.is_empty() {
             return Ok(());
         }
         let addr = self.advertised_addr();
@@ -514,6 +524,10 @@ impl Config {
             ("sync.interval", self.sync.interval),
             ("sync.health_interval", self.sync.health_interval),
             ("mesh.peers_max", self.mesh.peers_max as u64),
+            (
+                "mesh.peers_dns_interval_secs",
+                self.mesh.peers_dns_interval_secs,
+            ),
             ("limits.ws_connections_max", l.ws_connections_max as u64),
             ("limits.ws_message_bytes_max", l.ws_message_bytes_max as u64),
             ("limits.heartbeat_interval_secs", l.heartbeat_interval_secs),

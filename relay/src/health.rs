@@ -86,6 +86,11 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner()) = addresses;
     }
 
+    /// The chain watcher's heights and degraded source, if any.
+    pub fn chain_status(&self) -> crate::chain::ChainStatus {
+        self.chain.status()
+    }
+
     /// Open WebSocket connections of clients (wallets), without peer links.
     pub fn client_connections(&self) -> usize {
         self.ws_slots.counted()

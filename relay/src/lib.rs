@@ -2,7 +2,8 @@
 //!
 //! The rooms, from the top (ARCHITECTURE.md draws them and says what each may import):
 //! `server` runs one relay; `node` assembles it and answers the HTTP API's views; `http`
-//! and `ws` are its two faces (operators, wallets); `mesh` links relays and routes every
+//! and `ws` are its two faces (operators, wallets), `dashboard` the operators' live page
+//! `http` serves; `mesh` links relays and routes every
 //! notification; `wallets`, `health`, `routing`, `hub` and `chain` are the parts they
 //! share; `conn` is the connection layer under both faces; `protocol` holds every wire
 //! message; `config`, `metrics`, `logs`, `process`, `lifecycle`, `secret` and `rt` (the
@@ -12,6 +13,7 @@
 pub mod chain;
 pub mod config;
 pub mod conn;
+pub mod dashboard;
 pub mod health;
 pub mod http;
 pub mod hub;

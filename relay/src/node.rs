@@ -181,6 +181,16 @@ impl LocalStatus for Health {
     fn set_unreachable_peers(&self, addresses: Vec<String>) {
         Health::set_unreachable_peers(self, addresses);
     }
+
+    fn chain_figures(&self) -> crate::mesh::ChainFigures {
+        let chain = self.chain_status();
+        crate::mesh::ChainFigures {
+            scanned_height: chain.scanned_height.map(u64::from),
+            tip_height: chain.core_tip.or(chain.blindbit_height).map(u64::from),
+            lag: chain.lag.map(u64::from),
+            degraded: chain.degraded.is_some(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -45,7 +45,13 @@ pub enum Fault {
     Crash(usize),
     /// Starts a crashed relay again (a new boot, empty state).
     Restart(usize),
+    /// The simulated DNS name `DNS_NAME` answers these relays' addresses from now on
+    /// (relays of a `Topology::Dns` mesh discover their peers through it).
+    Dns(Vec<usize>),
 }
+
+/// The DNS name of every relay, as a Kubernetes headless Service would give it.
+pub const DNS_NAME: &str = "relays";
 
 pub fn host(index: usize) -> String {
     format!("relay-{index}")
@@ -81,6 +87,7 @@ impl fmt::Display for Fault {
             ),
             Fault::Crash(i) => write!(f, "crash {}", host(*i)),
             Fault::Restart(i) => write!(f, "restart {}", host(*i)),
+            Fault::Dns(list) => write!(f, "dns {DNS_NAME} = {}", hosts(list)),
         }
     }
 }
@@ -218,6 +225,15 @@ impl std::str::FromStr for Fault {
             }
             "crash" => Fault::Crash(parse_host(rest)?),
             "restart" => Fault::Restart(parse_host(rest)?),
+            "dns" => {
+                let (_, list) = split2(rest, "=")?;
+                let list = list.trim();
+                Fault::Dns(if list.is_empty() {
+                    Vec::new()
+                } else {
+                    parse_hosts(list)?
+                })
+            }
             other => return Err(format!("unknown fault `{other}`")),
         })
     }
@@ -287,6 +303,8 @@ mod tests {
                 b: vec![3],
             },
         );
+        s.at(Duration::from_millis(14), Fault::Dns(Vec::new()));
+        s.at(Duration::from_millis(15), Fault::Dns(vec![1, 3]));
         let text = s.to_string();
         assert_eq!(text.parse::<Schedule>().unwrap(), s, "{text}");
     }

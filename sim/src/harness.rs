@@ -18,11 +18,13 @@ use crate::trace::Trace;
 use crate::workload::{self, HTTP_PORT, Observations, Publisher, Shared, Subscriber, WS_PORT};
 
 /// How relays find each other at start: each one is configured with its predecessor
-/// (chain), and the first with the last too (ring). Gossip does the rest.
+/// (chain), and the first with the last too (ring), or none is configured and every
+/// relay resolves the DNS name `fault::DNS_NAME` (dns). Gossip does the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     Chain,
     Ring,
+    Dns,
 }
 
 /// The relay timing the simulation uses (seconds, as the config takes them).
@@ -141,6 +143,11 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
     if plan.topology == Topology::Ring && index == 1 && plan.relays > 2 {
         peers.push(format!("{}:{WS_PORT}", host(plan.relays)));
     }
+    if plan.topology == Topology::Dns {
+        peers.clear();
+        config.mesh.peers_dns = vec![format!("{}:{WS_PORT}", crate::fault::DNS_NAME)];
+        config.mesh.peers_dns_interval_secs = 1;
+    }
     config.mesh.peers = peers;
     if let Some((mutant, name)) = &plan.mutation
         && *mutant == index
@@ -169,6 +176,7 @@ fn mutate(_: &mut Config, name: &str) {
 /// Runs `plan` and checks the mesh at its end.
 pub fn run(plan: &Plan) -> Outcome {
     check::reset_panics();
+    rt::reset_dns();
     let trace = Trace::default();
     let obs: Shared = Rc::new(RefCell::new(Observations::default()));
     trace.event(
@@ -340,5 +348,9 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
         }
         Fault::Crash(i) => sim.crash(host(*i).as_str()),
         Fault::Restart(i) => sim.bounce(host(*i).as_str()),
+        Fault::Dns(list) => rt::set_dns(
+            crate::fault::DNS_NAME,
+            list.iter().map(|i| host(*i)).collect(),
+        ),
     }
 }

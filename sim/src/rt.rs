@@ -33,6 +33,39 @@ impl Net for TurmoilNet {
     async fn connect(&self, addr: &str) -> io::Result<turmoil::net::TcpStream> {
         turmoil::net::TcpStream::connect(addr.to_string()).await
     }
+
+    /// The simulated DNS: a name `set_dns` gave answers its hosts' addresses; any other
+    /// name is looked up as one turmoil host.
+    async fn resolve(&self, name: &str) -> io::Result<Vec<SocketAddr>> {
+        let (host, port) = name
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not host:port"))?;
+        let hosts = DNS
+            .with(|dns| dns.borrow().get(host).cloned())
+            .unwrap_or_else(|| vec![host.to_string()]);
+        Ok(hosts
+            .iter()
+            .map(|h| SocketAddr::new(turmoil::lookup(h.as_str()), port))
+            .collect())
+    }
+}
+
+thread_local! {
+    /// The simulated DNS zone: name -> the turmoil hosts it answers (one simulation runs
+    /// on one thread).
+    static DNS: std::cell::RefCell<std::collections::BTreeMap<String, Vec<String>>> =
+        std::cell::RefCell::default();
+}
+
+/// Forgets every name `set_dns` gave (a new run starts with an empty zone).
+pub fn reset_dns() {
+    DNS.with(|dns| dns.borrow_mut().clear());
+}
+
+/// Makes `name` answer `hosts` from now on (an empty list: no address).
+pub fn set_dns(name: &str, hosts: Vec<String>) {
+    DNS.with(|dns| dns.borrow_mut().insert(name.to_string(), hosts));
 }
 
 impl Listener for TurmoilListener {

@@ -39,6 +39,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "subscribers join and leave at seeded times while publishers publish",
     ),
     (
+        "dns-change",
+        "no configured peers: DNS first answers nothing, then two relays, then all of them",
+    ),
+    (
         "partition-permanent",
         "negative control: the last relay is cut off and never healed (must fail)",
     ),
@@ -107,6 +111,7 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
         "latency" => latency(&mut plan, rng),
         "flapping" => flapping(&mut plan, rng),
         "churn" => churn(&mut plan, rng),
+        "dns-change" => dns_change(&mut plan, rng),
         _ => return None,
     };
     Some(plan)
@@ -225,6 +230,21 @@ fn flapping(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {
         at += ms(rng.random_range(300..2000));
     }
     publish(plan, 24, rng).max(at) + SETTLE
+}
+
+/// The mesh forms from DNS alone and follows its answer: nothing at first (no relay
+/// can link), then relays 1 and 2 (every relay dials them; gossip may do the rest),
+/// then every relay, at seeded times while relay-1 publishes.
+fn dns_change(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {
+    plan.topology = Topology::Dns;
+    subscribers_everywhere(plan);
+    plan.schedule.at(Duration::ZERO, Fault::Dns(Vec::new()));
+    let first = ms(rng.random_range(1000..3000));
+    plan.schedule.at(first, Fault::Dns(vec![1, 2]));
+    let all = first + ms(rng.random_range(1000..4000));
+    plan.schedule
+        .at(all, Fault::Dns((1..=plan.relays).collect()));
+    publish(plan, 24, rng).max(all) + SETTLE
 }
 
 fn churn(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {

@@ -12,6 +12,7 @@ const SCENARIOS: &[&str] = &[
     "latency",
     "flapping",
     "churn",
+    "dns-change",
 ];
 
 /// The matrix: scenario x seed, 4 relays; any failure prints the replay command.
@@ -67,4 +68,19 @@ fn permanent_partition_fails_naming_the_relays() {
         stdout.contains("verdict: fail: membership not converged on relay-3"),
         "{stdout}"
     );
+}
+
+/// The DNS scenario's control: with a DNS answer that never names a relay, no relay has a
+/// peer to dial, the mesh never forms and the run fails; so in `dns-change` the mesh
+/// comes from DNS alone.
+#[test]
+fn a_mesh_without_a_dns_answer_never_forms() {
+    let mut plan = plan("dns-change", Options::new(4, 1)).unwrap();
+    plan.schedule = sim::fault::Schedule::default();
+    plan.schedule.at(
+        std::time::Duration::ZERO,
+        sim::fault::Fault::Dns(Vec::new()),
+    );
+    let outcome = sim::harness::run(&plan);
+    assert!(!outcome.passed(), "{}", outcome.report());
 }

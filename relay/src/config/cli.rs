@@ -88,6 +88,18 @@ pub struct RunArgs {
     )]
     pub peers: Vec<String>,
 
+    /// A DNS name whose every address is a peer relay (a Kubernetes headless Service),
+    /// re-resolved every `[mesh] peers_dns_interval_secs`; repeat the flag, or
+    /// comma-separate in the variable. Replaces `[mesh] peers_dns` from the file.
+    #[arg(
+        long = "peer-dns",
+        env = "SDK_RELAY_PEERS_DNS",
+        global = true,
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub peers_dns: Vec<String>,
+
     /// Bitcoin network: mainnet, testnet, signet or regtest [default: signet].
     #[arg(long, env = "SDK_RELAY_NETWORK", global = true, value_name = "NAME")]
     pub network: Option<Network>,
@@ -142,6 +154,14 @@ impl RunArgs {
         if !self.peers.is_empty() {
             config.mesh.peers = self
                 .peers
+                .iter()
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .collect();
+        }
+        if !self.peers_dns.is_empty() {
+            config.mesh.peers_dns = self
+                .peers_dns
                 .iter()
                 .filter(|p| !p.is_empty())
                 .cloned()

@@ -29,6 +29,40 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> 
     response
 }
 
+/// A JSON body already encoded (the dashboard's cached snapshot).
+pub fn json_bytes(body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `GET /dashboard`: the page, which loads nothing but `/dashboard/data` (the policy
+/// says so to the browser).
+pub fn dashboard_page() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        crate::dashboard::PAGE.as_bytes(),
+    )));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; connect-src 'self'; img-src data:; \
+             script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
 /// 200 while healthy or degraded, 503 (with `Retry-After`) when unhealthy or draining;
 /// `checks` holds the figures the verdict rests on and `reasons` says what is wrong.
 pub fn health(node: &Node) -> Response<Full<Bytes>> {

@@ -39,6 +39,7 @@ use limits::RateLimiter;
 use router::Route;
 
 use crate::conn::{AddressPermit, AddressSlots, Permit, Slots};
+use crate::dashboard::Dashboard;
 use crate::metrics::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 use crate::node::Node;
 use crate::rt::Listener;
@@ -70,6 +71,8 @@ pub struct Api {
     refusing_by_address: Arc<AddressSlots>,
     /// Per-route latency histograms, registered at start-up; the last is `unmatched`.
     durations: Vec<(&'static str, Histogram)>,
+    /// `GET /dashboard/data`'s history and cached snapshot.
+    dashboard: Arc<Dashboard>,
 }
 
 /// The API without a socket: `app(node).call(client, request)` runs a request through
@@ -109,6 +112,7 @@ impl Api {
             by_address: AddressSlots::new(limits.http_connections_per_address_max),
             refusing_by_address: AddressSlots::new(limits.http_connections_per_address_max),
             durations,
+            dashboard: Arc::new(Dashboard::new(node.clone())),
             node,
         }
     }
@@ -169,14 +173,18 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
     // No stop: probes keep getting answers (503) while the relay drains, until `run`
     // ends the task.
     let clock = api.node.lifecycle.clock().clone();
-    crate::conn::accept::accept_loop(
+    let accepting = crate::conn::accept::accept_loop(
         &mut listener,
         &clock,
         std::future::pending(),
         on_accept,
         on_error,
-    )
-    .await;
+    );
+    // The dashboard's sampler lives as long as the API (both end when `run` aborts it).
+    tokio::select! {
+        () = accepting => {}
+        () = crate::dashboard::run(api.dashboard.clone()) => {}
+    }
 }
 
 fn http1(timeout: Duration) -> hyper::server::conn::http1::Builder {
@@ -333,6 +341,8 @@ where
         Route::Logs => handlers::logs(node, request.uri().query()),
         Route::OpenApi => handlers::openapi(),
         Route::AdminDrain => Ok(handlers::admin_drain(node)),
+        Route::Dashboard => Ok(handlers::dashboard_page()),
+        Route::DashboardData => Ok(handlers::json_bytes(api.dashboard.data())),
     }
 }
 

@@ -19,10 +19,12 @@ pub enum Route {
     Logs,
     OpenApi,
     AdminDrain,
+    Dashboard,
+    DashboardData,
 }
 
 impl Route {
-    pub const ALL: [Route; 12] = [
+    pub const ALL: [Route; 14] = [
         Route::Health,
         Route::HealthLive,
         Route::HealthReady,
@@ -35,6 +37,8 @@ impl Route {
         Route::Logs,
         Route::OpenApi,
         Route::AdminDrain,
+        Route::Dashboard,
+        Route::DashboardData,
     ];
 
     /// The `route` label for requests that matched no endpoint.
@@ -54,6 +58,8 @@ impl Route {
             Route::Logs => "/logs",
             Route::OpenApi => "/openapi.json",
             Route::AdminDrain => "/admin/drain",
+            Route::Dashboard => "/dashboard",
+            Route::DashboardData => "/dashboard/data",
         }
     }
 
@@ -72,6 +78,8 @@ impl Route {
             Route::Logs => "logs",
             Route::OpenApi => "openapi",
             Route::AdminDrain => "admin_drain",
+            Route::Dashboard => "dashboard",
+            Route::DashboardData => "dashboard_data",
         }
     }
 

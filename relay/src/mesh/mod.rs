@@ -16,11 +16,13 @@
 //! port, and the read-only views the HTTP API shows (`views`).
 
 pub mod dedup;
+mod discovery;
 mod inbound;
 mod leave;
 mod link;
 mod persist;
 mod report;
+mod reports;
 mod router;
 mod seen;
 mod state;
@@ -31,6 +33,8 @@ mod views;
 use std::sync::Arc;
 
 pub use leave::RECONNECT_RELAYS_MAX;
+pub use discovery::DISCOVERED_ADDRESSES_MAX;
+pub use reports::{ChainFigures, PeerReport, RoutingTotals};
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
 pub use supervisor::{CONFIGURED_PEER_FAILED_DIALS, PEER_ENVELOPE_SLACK_BYTES, run};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
@@ -82,6 +86,8 @@ pub trait LocalStatus: Send + Sync + 'static {
     /// The configured peers (addresses) currently unreachable: the relay reports itself
     /// degraded while there are any.
     fn set_unreachable_peers(&self, addresses: Vec<String>);
+    /// The chain watcher's heights and whether a source is degraded (MetricsSync).
+    fn chain_figures(&self) -> ChainFigures;
 }
 
 /// What the mesh needs from the rest of the relay.
@@ -101,12 +107,20 @@ pub struct MeshParts {
 pub struct Mesh {
     parts: MeshParts,
     state: state::Shared,
+    /// Peers found by `[mesh] peers_dns`.
+    discovered: discovery::Discovered,
+    counts: reports::Counts,
 }
 
 impl Mesh {
     pub fn new(parts: MeshParts) -> Arc<Mesh> {
         let state = state::Shared::new(parts.config.limits.notification_log_bytes_max);
-        Arc::new(Mesh { parts, state })
+        Arc::new(Mesh {
+            parts,
+            state,
+            discovered: discovery::Discovered::default(),
+            counts: reports::Counts::default(),
+        })
     }
 
     fn relay_id(&self) -> &str {

@@ -27,6 +27,8 @@ impl Mesh {
             .parts
             .hub
             .publish(&notification.notification_type, &frame);
+        self.counts
+            .count_routed(routed.repaired, delivery.slow_disconnects);
         self.parts
             .metrics
             .count_delivery(delivery, OutboundKind::Notification, frame.len());

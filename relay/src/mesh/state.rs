@@ -31,6 +31,8 @@ pub(super) struct Member {
     /// It said it was leaving (`leaving`) and has not linked again since: shown as
     /// `left`, and its silence, lost link or failed dials count as no error.
     pub left: bool,
+    /// What it said about itself in its last MetricsSync.
+    pub report: Option<super::reports::PeerReport>,
 }
 
 /// A live link to a peer.
@@ -249,6 +251,7 @@ impl Shared {
                 last_seen_ms: 0,
                 proven: true,
                 left: false,
+                report: None,
             });
         member.proven = true;
         member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
@@ -319,6 +322,7 @@ impl Shared {
                         last_seen_ms,
                         proven: false,
                         left: false,
+                        report: None,
                     };
                     state.members.insert(relay.relay_id.clone(), member);
                 }
@@ -471,6 +475,11 @@ impl Shared {
 
     pub(super) fn link_sender(&self, peer: &str) -> Option<Outlet> {
         self.lock().links.get(peer).map(|l| l.outlet.clone())
+    }
+
+    /// The ids of the peers linked now, at most `max`.
+    pub(super) fn linked_peers(&self, max: usize) -> Vec<String> {
+        self.lock().links.keys().take(max).cloned().collect()
     }
 
     pub fn link_count(&self) -> usize {

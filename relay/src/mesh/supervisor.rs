@@ -29,6 +29,7 @@ pub async fn run<N: Net>(mesh: Arc<Mesh>, net: N) {
     let mut next_state = mesh.clock().now();
     let mut next_health = mesh.clock().now();
     restore_seen(&mesh);
+    tokio::spawn(super::discovery::run(mesh.clone(), net.clone()));
     loop {
         tokio::select! {
             biased;
@@ -109,7 +110,8 @@ fn expire_pending(mesh: &Mesh) {
     }
 }
 
-/// Addresses worth dialing now: configured peers and known relays without a live link.
+/// Addresses worth dialing now: configured peers (and those `peers_dns` found) and known
+/// relays without a live link.
 ///
 /// Dial slots (`mesh.peers_max` less live links and dials in flight) go first to
 /// configured peers, then to members that completed a handshake here (the most recently
@@ -120,7 +122,9 @@ fn expire_pending(mesh: &Mesh) {
 fn due_addresses(mesh: &Mesh) -> Vec<String> {
     let now_ms = mesh.now_ms();
     let own = mesh.parts.config.advertised_addr();
-    let configured = &mesh.parts.config.mesh.peers;
+    let mut configured = mesh.parts.config.mesh.peers.clone();
+    configured.extend(mesh.discovered.addresses());
+    let configured = &configured;
     let peers_max = mesh.parts.config.mesh.peers_max;
     let mut state = mesh.state.lock();
     state.prune_dials(configured);

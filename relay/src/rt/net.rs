@@ -17,6 +17,10 @@ pub trait Net: Clone + Send + Sync + 'static {
 
     /// Opens a stream to `addr` (`host:port`). Callers bound the wait with a timeout.
     fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Every address `name` (`host:port`) resolves to now, as DNS answers it (peer
+    /// discovery). Callers bound the wait with a timeout.
+    fn resolve(&self, name: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
 }
 
 /// An accepting socket.
@@ -65,6 +69,10 @@ impl Net for TokioNet {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    async fn resolve(&self, name: &str) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host(name).await?.collect())
     }
 }
 

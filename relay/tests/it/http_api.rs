@@ -409,6 +409,8 @@ async fn openapi_json_is_the_yaml_description() {
         [
             "/admin/drain",
             "/config",
+            "/dashboard",
+            "/dashboard/data",
             "/health",
             "/health/live",
             "/health/ready",

@@ -4,6 +4,8 @@
 mod chain_bip352;
 mod chain_watcher;
 mod chain_websocket;
+mod dashboard;
+mod discovery;
 mod fanout;
 mod hostile;
 mod http_api;

@@ -34,7 +34,16 @@ impl TestRelay {
     }
 
     /// Like `start`, with the ring `GET /logs` reads.
-    pub async fn start_with_logs(mut config: Config, logs: LogRing) -> TestRelay {
+    pub async fn start_with_logs(config: Config, logs: LogRing) -> TestRelay {
+        TestRelay::start_on(config, logs, TokioNet).await
+    }
+
+    /// Like `start`, with the relay dialing and resolving through `net` (its listeners
+    /// are real loopback sockets all the same).
+    pub async fn start_on<N>(mut config: Config, logs: LogRing, relay_net: N) -> TestRelay
+    where
+        N: sdk_relay::rt::Net<Listener = sdk_relay::rt::TokioListener>,
+    {
         let net = TokioNet;
         let ws = net.bind("127.0.0.1:0").await.expect("bind ws");
         let http = net.bind("127.0.0.1:0").await.expect("bind http");
@@ -44,7 +53,12 @@ impl TestRelay {
         config.http_url = http_addr.to_string();
         config.validate().expect("test config is valid");
         let (stop, stopped) = oneshot::channel::<()>();
-        let env = Env::tokio(7);
+        let tokio_env = Env::tokio(7);
+        let env = Env {
+            net: relay_net,
+            clock: tokio_env.clock,
+            rng: tokio_env.rng,
+        };
         let data_dir = config.data_dir.clone();
         let done = tokio::spawn(sdk_relay::run(
             config,

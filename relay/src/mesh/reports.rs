@@ -1,0 +1,184 @@
+//! What each peer last said about itself in MetricsSync (wallets, notifications it
+//! originated, its chain watcher), kept for the operators' views (the dashboard). Only
+//! known numeric fields are read from the peer's payload, so a record is a few dozen
+//! bytes whatever the peer sends; it lives in the member record and goes with it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Mesh;
+
+/// Running totals of this relay's routing, readable without rendering the metrics
+/// registry (MetricsSync and the dashboard read them every few seconds).
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    /// Notifications seen for the first time (published here or received from a peer).
+    routed: AtomicU64,
+    /// Of those, the ones anti-entropy fetched.
+    repairs: AtomicU64,
+    /// Wallets cut as slow consumers while notifications were fanned out to them.
+    slow_cuts: AtomicU64,
+}
+
+impl Counts {
+    pub(super) fn count_routed(&self, repaired: bool, slow_cuts: usize) {
+        self.routed.fetch_add(1, Ordering::Relaxed);
+        if repaired {
+            self.repairs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.slow_cuts
+            .fetch_add(slow_cuts as u64, Ordering::Relaxed);
+    }
+}
+
+/// This relay's routing totals since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RoutingTotals {
+    pub notifications_routed: u64,
+    pub anti_entropy_repairs: u64,
+    pub slow_consumer_cuts: u64,
+}
+
+/// Linked peers named in one MetricsSync.
+pub const LINKS_REPORTED_MAX: usize = 64;
+
+/// This relay's chain watcher, as MetricsSync reports it to peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChainFigures {
+    /// Highest block scanned for every caught-up wallet.
+    pub scanned_height: Option<u64>,
+    /// Bitcoin Core's tip.
+    pub tip_height: Option<u64>,
+    /// Blocks between the tip and `scanned_height`.
+    pub lag: Option<u64>,
+    /// A configured chain source is unreachable or behind.
+    pub degraded: bool,
+}
+
+/// A peer's last MetricsSync, as this relay received it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeerReport {
+    /// Unix milliseconds when it arrived here.
+    pub received_ms: u64,
+    /// Wallets connected to that relay.
+    pub wallets: u64,
+    /// Notifications that relay originated since it started.
+    pub notifications_originated: u64,
+    /// Notifications that relay routed (saw first) since it started; this and the
+    /// next two are absent from relays that do not report them.
+    pub notifications_routed: Option<u64>,
+    /// Anti-entropy repairs that relay made since it started.
+    pub anti_entropy_repairs: Option<u64>,
+    /// Wallets that relay cut as slow consumers during notification fan-out.
+    pub slow_consumer_cuts: Option<u64>,
+    /// The relays it had a live link to (at most `LINKS_REPORTED_MAX`, each id within
+    /// its bound), so an operator's view can draw links between other relays.
+    pub linked_peers: Vec<String>,
+    pub chain: ChainFigures,
+}
+
+/// The `metrics` object of this relay's MetricsSync.
+pub(super) fn metrics_payload(mesh: &Mesh) -> Value {
+    let chain = mesh.parts.status.chain_figures();
+    let totals = mesh.routing_totals();
+    serde_json::json!({
+        "active_connections": mesh.parts.status.client_connections(),
+        "mesh_connections": mesh.state.link_count(),
+        // Read from the id sequence: rendering the registry here would cost every
+        // sync a full exposition (the simulator measured it at 30 % of CPU).
+        "notifications_originated": mesh.parts.origin.notifications_originated(),
+        "notifications_routed": totals.notifications_routed,
+        "anti_entropy_repairs": totals.anti_entropy_repairs,
+        "slow_consumer_cuts": totals.slow_consumer_cuts,
+        "chain_scanned_height": chain.scanned_height,
+        "chain_tip_height": chain.tip_height,
+        "chain_lag": chain.lag,
+        "chain_degraded": chain.degraded,
+        "linked_peers": mesh.state.linked_peers(LINKS_REPORTED_MAX),
+    })
+}
+
+/// Reads a peer's MetricsSync `metrics` object; fields missing or of the wrong type
+/// read as zero or absent.
+pub(super) fn parse(metrics: &Value, received_ms: u64) -> PeerReport {
+    let number = |key: &str| metrics.get(key).and_then(Value::as_u64);
+    PeerReport {
+        received_ms,
+        wallets: number("active_connections").unwrap_or(0),
+        notifications_originated: number("notifications_originated").unwrap_or(0),
+        notifications_routed: number("notifications_routed"),
+        anti_entropy_repairs: number("anti_entropy_repairs"),
+        slow_consumer_cuts: number("slow_consumer_cuts"),
+        linked_peers: metrics
+            .get("linked_peers")
+            .and_then(Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|id| crate::protocol::peer::relay_id_fits(id))
+                    .take(LINKS_REPORTED_MAX)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        chain: ChainFigures {
+            scanned_height: number("chain_scanned_height"),
+            tip_height: number("chain_tip_height"),
+            lag: number("chain_lag"),
+            degraded: metrics
+                .get("chain_degraded")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        },
+    }
+}
+
+impl Mesh {
+    pub fn routing_totals(&self) -> RoutingTotals {
+        RoutingTotals {
+            notifications_routed: self.counts.routed.load(Ordering::Relaxed),
+            anti_entropy_repairs: self.counts.repairs.load(Ordering::Relaxed),
+            slow_consumer_cuts: self.counts.slow_cuts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Each member's last report, by relay id (members that sent none are left out).
+    pub fn peer_reports(&self) -> Vec<(String, PeerReport)> {
+        let state = self.state.lock();
+        state
+            .members
+            .iter()
+            .filter_map(|(id, m)| Some((id.clone(), m.report.clone()?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reads_known_numbers_and_ignores_the_rest() {
+        let metrics = serde_json::json!({
+            "active_connections": 7,
+            "notifications_originated": 42,
+            "chain_tip_height": 100,
+            "chain_lag": "lots",
+            "chain_degraded": true,
+            "junk": [1, 2, 3],
+            "linked_peers": ["relay-2", 3, "", "relay-3"],
+        });
+        let report = parse(&metrics, 5);
+        assert_eq!(report.received_ms, 5);
+        assert_eq!(report.wallets, 7);
+        assert_eq!(report.notifications_originated, 42);
+        assert_eq!(report.anti_entropy_repairs, None);
+        assert_eq!(report.chain.tip_height, Some(100));
+        assert_eq!(report.chain.lag, None);
+        assert!(report.chain.degraded);
+        assert_eq!(report.linked_peers, vec!["relay-2", "relay-3"]);
+        assert_eq!(parse(&Value::Null, 0).wallets, 0);
+    }
+}
