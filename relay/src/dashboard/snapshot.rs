@@ -245,6 +245,13 @@ fn alerts(node: &Node, views: &[RelayView]) -> Vec<Alert> {
             format!("chain source degraded: {why}"),
         ));
     }
+    for address in node.health.unreachable_peers() {
+        alerts.push(alert(
+            "critical",
+            own,
+            format!("configured peer {address} unreachable"),
+        ));
+    }
     for peer in peers {
         match peer.health {
             PeerHealth::Unreachable => alerts.push(alert(
@@ -257,7 +264,8 @@ fn alerts(node: &Node, views: &[RelayView]) -> Vec<Alert> {
                 &peer.relay_id,
                 format!("degraded (last heard {} s ago)", age(node, peer)),
             )),
-            PeerHealth::Healthy => {}
+            // A planned departure (lame duck) is nothing to act on.
+            PeerHealth::Healthy | PeerHealth::Left => {}
         }
         if peer.chain.as_ref().is_some_and(|c| c.degraded) {
             alerts.push(alert(
