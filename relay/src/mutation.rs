@@ -23,9 +23,6 @@ pub enum Mutation {
     RefuseLink { peer: u32 },
     /// The relay lists relays that do not exist.
     PhantomMembers { count: u32 },
-    /// Mesh trust switched off: notifications and membership records from peers are
-    /// believed without checking their signatures.
-    TrustAll,
 }
 
 impl Mutation {
@@ -39,7 +36,6 @@ impl Mutation {
             "invent-notification" => Mutation::InventNotification { nth: 10 },
             "refuse-link" => Mutation::RefuseLink { peer: 1 },
             "phantom-members" => Mutation::PhantomMembers { count: 2 },
-            "trust-all" => Mutation::TrustAll,
             _ => return None,
         })
     }

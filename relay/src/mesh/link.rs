@@ -354,9 +354,7 @@ fn on_text(
             }
             // Verified before admission: what fails is neither delivered nor forwarded,
             // and never marked seen, so a forged id cannot suppress the genuine one.
-            if let Err(why) = mesh.trust.verify(&notification)
-                && !mesh.trusts_all()
-            {
+            if let Err(why) = mesh.trust.verify(&notification) {
                 mesh.count_unverified(peer_id, &notification, why);
                 return None;
             }

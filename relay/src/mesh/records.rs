@@ -91,14 +91,10 @@ impl Mesh {
     /// `Ok(Some)`: a record to hold; `Ok(None)`: a genuine record with nothing new (this
     /// relay's own, or one past the TTL); `Err`: the rejection reason (metrics label).
     fn check_record(&self, record: &SignedRecord) -> Result<Option<()>, &'static str> {
-        let key = match record.verify() {
-            Ok(key) => key,
-            Err(RecordFault::BadSignature) if self.trusts_all() => {
-                crate::identity::PublicKey::parse(&record.public_key).map_err(|_| "malformed")?
-            }
-            Err(RecordFault::Malformed) => return Err("malformed"),
-            Err(RecordFault::BadSignature) => return Err("bad_signature"),
-        };
+        let key = record.verify().map_err(|fault| match fault {
+            RecordFault::Malformed => "malformed",
+            RecordFault::BadSignature => "bad_signature",
+        })?;
         let now_ms = self.unix_ms();
         if record.timestamp_ms > now_ms + RECORD_CLOCK_SKEW_MS {
             return Err("future_timestamp");

@@ -62,18 +62,6 @@ impl Unverified {
     }
 }
 
-impl super::Mesh {
-    /// Whether signatures from peers go unchecked: only under the `trust-all` mutation
-    /// (tests' negative controls), never in a production build.
-    pub(super) fn trusts_all(&self) -> bool {
-        #[cfg(feature = "mutations")]
-        if self.parts.config.mutation == Some(crate::mutation::Mutation::TrustAll) {
-            return true;
-        }
-        false
-    }
-}
-
 pub(super) struct Trust {
     /// `mesh.trusted_keys`; empty = any key.
     trusted: Vec<PublicKey>,
