@@ -1,10 +1,10 @@
 //! Who the mesh believes: which keys may join (`mesh.trusted_keys`, the mesh token), which
-//! key each relay id is bound to (the first key proven for it wins, for as long as this
-//! relay runs and across restarts through `persist`), and the checks every notification
+//! key each relay id is bound to, one to one (the first key proven for an id wins, and a
+//! key serves one id; kept across restarts through `persist`), and the checks every notification
 //! from a peer passes before it is admitted: its id is its origin's and the origin's
 //! bound key signed it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::identity::PublicKey;
@@ -22,6 +22,9 @@ pub enum Refusal {
     UntrustedKey,
     /// The relay id is bound to another key.
     KeyMismatch,
+    /// The key is bound to another relay id: one key, one relay (or a member could mint
+    /// ids and addresses under its key).
+    KeyInUse,
     BadSignature,
     BadToken,
     Malformed,
@@ -35,6 +38,7 @@ impl Refusal {
         match self {
             Refusal::UntrustedKey => "untrusted_key",
             Refusal::KeyMismatch => "key_mismatch",
+            Refusal::KeyInUse => "key_in_use",
             Refusal::BadSignature => "bad_signature",
             Refusal::BadToken => "bad_token",
             Refusal::Malformed => "malformed",
@@ -65,21 +69,30 @@ impl Unverified {
 pub(super) struct Trust {
     /// `mesh.trusted_keys`; empty = any key.
     trusted: Vec<PublicKey>,
+    /// relay id ↔ key, one to one.
+    bindings: Mutex<Bindings>,
+}
+
+#[derive(Default)]
+struct Bindings {
     /// relay id → its key. A BTreeMap: `persist` saves it in order.
-    bindings: Mutex<BTreeMap<String, PublicKey>>,
+    keys: BTreeMap<String, PublicKey>,
+    /// key → its relay id.
+    ids: HashMap<PublicKey, String>,
 }
 
 impl Trust {
     pub fn new(trusted: Vec<PublicKey>, own_id: &str, own_key: PublicKey) -> Trust {
-        let mut bindings = BTreeMap::new();
-        bindings.insert(own_id.to_string(), own_key);
+        let mut bindings = Bindings::default();
+        bindings.keys.insert(own_id.to_string(), own_key);
+        bindings.ids.insert(own_key, own_id.to_string());
         Trust {
             trusted,
             bindings: Mutex::new(bindings),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PublicKey>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bindings> {
         self.bindings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -91,13 +104,18 @@ impl Trust {
     /// Checks a claim that `relay_id` holds `key` (before its proof is checked).
     ///
     /// # Errors
-    /// An untrusted key, or an id bound to another key.
+    /// An untrusted key, an id bound to another key, or a key bound to another id.
     pub fn check_claim(&self, relay_id: &str, key: &PublicKey) -> Result<(), Refusal> {
         if !self.admits(key) {
             return Err(Refusal::UntrustedKey);
         }
-        match self.lock().get(relay_id) {
-            Some(bound) if bound != key => Err(Refusal::KeyMismatch),
+        let bindings = self.lock();
+        match bindings.keys.get(relay_id) {
+            Some(bound) if bound != key => return Err(Refusal::KeyMismatch),
+            _ => {}
+        }
+        match bindings.ids.get(key) {
+            Some(bound) if bound != relay_id => Err(Refusal::KeyInUse),
             _ => Ok(()),
         }
     }
@@ -110,18 +128,19 @@ impl Trust {
     pub fn bind(&self, relay_id: &str, key: &PublicKey) -> Result<(), Refusal> {
         self.check_claim(relay_id, key)?;
         let mut bindings = self.lock();
-        if bindings.contains_key(relay_id) {
+        if bindings.keys.contains_key(relay_id) {
             return Ok(());
         }
-        if bindings.len() >= BINDINGS_MAX {
+        if bindings.keys.len() >= BINDINGS_MAX {
             return Err(Refusal::Full);
         }
-        bindings.insert(relay_id.to_string(), *key);
+        bindings.keys.insert(relay_id.to_string(), *key);
+        bindings.ids.insert(*key, relay_id.to_string());
         Ok(())
     }
 
     pub fn key_of(&self, relay_id: &str) -> Option<PublicKey> {
-        self.lock().get(relay_id).copied()
+        self.lock().keys.get(relay_id).copied()
     }
 
     /// Checks a notification from a peer against its origin's bound key.
@@ -138,6 +157,7 @@ impl Trust {
     /// Every binding, for `persist`.
     pub fn bindings(&self) -> Vec<(String, String)> {
         self.lock()
+            .keys
             .iter()
             .map(|(id, key)| (id.clone(), key.to_hex()))
             .collect()
@@ -168,6 +188,18 @@ mod tests {
         assert_eq!(trust.bind("a", a.public()), Ok(()));
         assert_eq!(trust.bind("a", b.public()), Err(Refusal::KeyMismatch));
         assert_eq!(trust.key_of("a"), Some(*a.public()));
+    }
+
+    #[test]
+    fn a_key_is_bound_to_one_relay_id() {
+        let own = Identity::from_seed(&[1; 32]);
+        let a = Identity::from_seed(&[2; 32]);
+        let trust = Trust::new(Vec::new(), "me", *own.public());
+        assert_eq!(trust.bind("a", a.public()), Ok(()));
+        assert_eq!(trust.bind("ghost", a.public()), Err(Refusal::KeyInUse));
+        assert_eq!(trust.bind("other-me", own.public()), Err(Refusal::KeyInUse));
+        assert_eq!(trust.key_of("ghost"), None);
+        assert_eq!(trust.bind("a", a.public()), Ok(()), "the same claim again");
     }
 
     #[test]
