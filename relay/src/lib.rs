@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod health;
 pub mod http;
 pub mod hub;
+pub mod identity;
 pub mod lifecycle;
 pub mod logs;
 pub mod mesh;

@@ -31,6 +31,9 @@ pub enum Command {
     /// Validate the configuration, print the effective values as TOML, and exit
     /// (status 0 when valid, 2 when not).
     CheckConfig,
+    /// Print this relay's public key (64 hex digits, what other relays list in
+    /// `mesh.trusted_keys`), creating the key file first if there is none, and exit.
+    PublicKey,
 }
 
 /// Flags shared by running and `check-config`.
@@ -99,6 +102,33 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub peers_dns: Vec<String>,
+    /// A public key (64 hex digits or base64) of a relay allowed to join the mesh; repeat
+    /// the flag, or comma-separate in the variable. Replaces `[mesh] trusted_keys`.
+    #[arg(
+        long = "trusted-key",
+        env = "SDK_RELAY_TRUSTED_KEYS",
+        global = true,
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<String>,
+
+    /// The shared mesh secret relays prove (by MAC, never sent) to link; prefer the
+    /// variable to the flag, which other local users can read. Replaces
+    /// `[auth] mesh_token`.
+    #[arg(
+        long,
+        env = "SDK_RELAY_MESH_TOKEN",
+        global = true,
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub mesh_token: Option<String>,
+
+    /// The relay's secret key file [default: <data_dir>/relay.key, created on first
+    /// start with mode 0600]. Replaces `[mesh] key_file`.
+    #[arg(long, env = "SDK_RELAY_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 
     /// Bitcoin network: mainnet, testnet, signet or regtest [default: signet].
     #[arg(long, env = "SDK_RELAY_NETWORK", global = true, value_name = "NAME")]
@@ -166,6 +196,20 @@ impl RunArgs {
                 .filter(|p| !p.is_empty())
                 .cloned()
                 .collect();
+        }
+        if !self.trusted_keys.is_empty() {
+            config.mesh.trusted_keys = self
+                .trusted_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect();
+        }
+        if let Some(v) = &self.mesh_token {
+            config.auth.mesh_token = Some(v.clone());
+        }
+        if let Some(v) = &self.key_file {
+            config.mesh.key_file = Some(v.clone());
         }
         if let Some(v) = self.network {
             config.network = v;

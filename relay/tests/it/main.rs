@@ -16,6 +16,7 @@ mod mesh;
 mod process;
 mod prometheus;
 mod rolling_restart;
+mod trust;
 mod websocket;
 
 mod http_client;
