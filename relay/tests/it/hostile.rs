@@ -17,8 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::http_client;
 use crate::support::{Client, TestRelay, WAIT, fast_config, peer};
 
-/// The requirement: every probe answered within this.
-const RESPONSIVE: Duration = Duration::from_secs(1);
+/// The requirement: every probe answered within this. A stalled relay leaves a probe
+/// unanswered for the whole attack (or `PING_GIVE_UP`); the bound is loose enough that a
+/// busy shared machine does not pass for a stall.
+const RESPONSIVE: Duration = Duration::from_secs(3);
 
 /// Resident and peak memory of this process (the relay runs in it), in KiB.
 fn memory_kib() -> (u64, u64) {
