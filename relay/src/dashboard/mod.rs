@@ -140,12 +140,13 @@ mod tests {
             start,
             elapsed_ms: AtomicU64::new(0),
         });
-        let node = Node::new(
-            Config::default(),
-            clock.clone(),
-            SeededRng::new(1),
-            LogRing::new(10),
-        );
+        // Its own data directory: the node creates its key there.
+        let dir = std::env::temp_dir().join(format!("sdk_relay-dashboard-{}", std::process::id()));
+        let config = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let node = Node::new(config, clock.clone(), SeededRng::new(1), LogRing::new(10));
         let dashboard = Dashboard::new(node);
         let first = dashboard.data();
         clock.elapsed_ms.store(999, Ordering::Relaxed);
@@ -158,5 +159,6 @@ mod tests {
         clock.elapsed_ms.store(1000, Ordering::Relaxed);
         let third = dashboard.data();
         assert_eq!(generated_at(&third), generated_at(&first) + 1000);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
