@@ -254,6 +254,7 @@ fn with_every_secret() -> Config {
             rpc_user: Some("rpc".into()),
             rpc_password: Some(SECRETS[4].into()),
             cookie_file: None,
+            ca_file: None,
         }),
         watcher: WatcherConfig {
             scan_secret_key: Some(SCAN_SECRET.into()),

@@ -49,7 +49,11 @@ impl TestRelay {
         let done = tokio::spawn(sdk_relay::run(
             config,
             env,
-            sdk_relay::Listeners { ws, http },
+            sdk_relay::Listeners {
+                ws,
+                http,
+                tls: None,
+            },
             logs,
             async move {
                 let _ = stopped.await;
