@@ -12,6 +12,7 @@ mod limits;
 mod mesh;
 mod process;
 mod prometheus;
+mod tls;
 mod websocket;
 
 mod http_client;

@@ -11,6 +11,7 @@ use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use sdk_relay::config::Config;
+use sdk_relay::conn::tls::ServerTls;
 use sdk_relay::logs::LogRing;
 use sdk_relay::rt::{Env, Listener as _, Net as _, TokioNet};
 use serde_json::Value;
@@ -43,17 +44,18 @@ impl TestRelay {
         config.ws_url = ws_addr.to_string();
         config.http_url = http_addr.to_string();
         config.validate().expect("test config is valid");
+        // With `[tls]` set, both ports serve its certificate, as `main` arranges.
+        let tls = config.tls.files().map(|(cert, key)| {
+            let timeout = config.limits.tls_handshake_timeout();
+            std::sync::Arc::new(ServerTls::load(cert, key, timeout).expect("test certificate"))
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let env = Env::tokio(7);
         let data_dir = config.data_dir.clone();
         let done = tokio::spawn(sdk_relay::run(
             config,
             env,
-            sdk_relay::Listeners {
-                ws,
-                http,
-                tls: None,
-            },
+            sdk_relay::Listeners { ws, http, tls },
             logs,
             async move {
                 let _ = stopped.await;
@@ -315,6 +317,7 @@ pub fn raise_fd_limit() {
 
 pub mod chain_fakes;
 pub mod cluster;
+pub mod tls;
 
 /// Sends a raw upgrade request and returns the status code and the response head, for
 /// refusals that a WebSocket client library hides.
