@@ -265,6 +265,43 @@ async fn binary_serves_wss_and_https_and_reloads_on_sighup() {
     assert_eq!(status.code(), Some(0), "{}", log());
 }
 
+/// A certificate that cannot be loaded stops the start-up, naming the file and the
+/// reason; nothing is served in plaintext instead.
+#[test]
+fn a_bad_certificate_stops_the_start_up() {
+    let pki = Pki::new("bad");
+    let leaf = pki.leaf("server");
+    let other = pki.leaf("other");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sdk_relay"))
+        .args(["--ws-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(pki.dir.join("data"))
+        .arg("--tls-cert")
+        .arg(&leaf.cert_file)
+        .arg("--tls-key")
+        .arg(&other.key_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("cannot load the TLS certificate"),
+        "{stderr}"
+    );
+    let missing = pki.dir.join("missing.pem");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sdk_relay"))
+        .args(["--ws-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(&missing)
+        .arg("--tls-key")
+        .arg(&leaf.key_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("missing.pem"), "{stderr}");
+}
+
 async fn signal(child: &Child, which: &str) {
     let status = Command::new("kill")
         .arg(which)
