@@ -259,7 +259,7 @@ async fn config_is_effective_and_redacted() {
     );
     assert_eq!(
         body["blindbit"],
-        serde_json::json!({ "enabled": true, "url": "http://blindbit:8000" })
+        serde_json::json!({ "enabled": true, "url": "http://blindbit:8000", "ca_file": null })
     );
     relay.shutdown().await;
 }
