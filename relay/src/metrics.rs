@@ -94,6 +94,8 @@ pub struct Metrics {
     pub tls_handshake_failures: Labeled,
     /// By result (`ok`, `error`).
     pub tls_reloads: Labeled,
+    /// 1 while the last reload attempt failed.
+    pub tls_reload_failing: Gauge,
     pub notifications_published: Counter,
     pub notifications_delivered: Counter,
     pub notifications_forwarded: Counter,
@@ -178,6 +180,7 @@ impl Metrics {
                 &HandshakeFailure::ALL.map(HandshakeFailure::as_str),
             ),
             tls_reloads: Labeled::new(TLS_RELOADS_TOTAL, "result", &["ok", "error"]),
+            tls_reload_failing: metrics::gauge!(TLS_RELOAD_FAILING),
             notifications_published: metrics::counter!(NOTIFICATIONS_PUBLISHED_TOTAL),
             notifications_delivered: metrics::counter!(NOTIFICATIONS_DELIVERED_TOTAL),
             notifications_forwarded: metrics::counter!(NOTIFICATIONS_FORWARDED_TOTAL),
@@ -356,6 +359,10 @@ fn describe() {
     metrics::describe_counter!(
         TLS_HANDSHAKE_FAILURES_TOTAL,
         "TLS handshakes failed, by reason."
+    );
+    metrics::describe_gauge!(
+        TLS_RELOAD_FAILING,
+        "1 while the certificate files could not be loaded at the last reload (the previous certificate is served)."
     );
     metrics::describe_counter!(
         TLS_RELOADS_TOTAL,

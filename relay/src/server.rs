@@ -117,10 +117,12 @@ async fn reload_certificates(node: Arc<Node>, tls: Arc<ServerTls>) {
         match tls.reload() {
             Ok(()) => {
                 node.metrics.tls_reloads.get("ok").increment(1);
+                node.metrics.tls_reload_failing.set(0.0);
                 tracing::info!(trigger = why, "TLS certificate reloaded");
             }
             Err(error) => {
                 node.metrics.tls_reloads.get("error").increment(1);
+                node.metrics.tls_reload_failing.set(1.0);
                 tracing::error!(
                     trigger = why,
                     %error,

@@ -31,6 +31,9 @@ pub const TLS_HANDSHAKES_TOTAL: &str = "sdk_relay_tls_handshakes_total";
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "sdk_relay_tls_handshake_failures_total";
 /// Label `result`: `ok`, `error` (the old certificate stays in force).
 pub const TLS_RELOADS_TOTAL: &str = "sdk_relay_tls_reloads_total";
+/// 1 while the certificate files could not be loaded at the last attempt (the previous
+/// certificate is still served), else 0.
+pub const TLS_RELOAD_FAILING: &str = "sdk_relay_tls_reload_failing";
 
 // HTTP API
 /// Labels `route` (the endpoint, `unmatched` for unknown paths, `connection_limit` for

@@ -228,6 +228,10 @@ async fn binary_serves_wss_and_https_and_reloads_on_sighup() {
         "{}",
         log()
     );
+    let (_, metrics) = curl(&http, "/metrics/prometheus", &pki.ca_file)
+        .await
+        .unwrap();
+    assert_eq!(counter(&metrics, "sdk_relay_tls_reload_failing"), 1.0);
     assert_eq!(
         served_cert(ws_port, &pki.ca_file).await,
         Some(wanted.clone())
