@@ -438,3 +438,48 @@ async fn chain_sources_speak_https_with_a_ca_file() {
     let error = untrusting.blockchain_info().await.unwrap_err().to_string();
     assert!(error.contains("UnknownIssuer"), "{error}");
 }
+
+/// Silent clients that never start their TLS handshake hold only their own connections:
+/// with several of them pending on each port, a real client still connects over wss and
+/// https at once; the silent ones are cut at `tls_handshake_timeout_secs` and counted
+/// as `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_does_not_stall_accepting() {
+    let pki = Pki::new("silent");
+    let leaf = pki.leaf("server");
+    let mut config = tls_config(&leaf);
+    config.limits.tls_handshake_timeout_secs = 2;
+    let relay = TestRelay::start(config).await;
+    let mut silent = Vec::new();
+    for addr in [relay.ws_addr, relay.http_addr] {
+        for _ in 0..4 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+    }
+    assert_eq!(
+        served_der(relay.ws_addr, &pki.ca_file).await,
+        Some(leaf.der.clone())
+    );
+    let http = relay.http_addr.to_string();
+    let (status, _) = curl(&http, "/health/live", &pki.ca_file).await.unwrap();
+    assert_eq!(status, 200);
+    eventually("the silent clients time out", || async {
+        let metrics = curl(&http, "/metrics/prometheus", &pki.ca_file).await;
+        metrics.is_some_and(|(_, text)| {
+            counter(
+                &text,
+                "sdk_relay_tls_handshake_failures_total{reason=\"timeout\"}",
+            ) == 8.0
+        })
+    })
+    .await;
+    // Cut by the relay: each silent socket reads the end of the stream.
+    for mut stream in silent {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut stream, &mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    relay.shutdown().await;
+}
