@@ -210,3 +210,57 @@ fn server_names_come_from_the_address() {
     );
     assert!(server_name("bad name:1").is_err());
 }
+
+/// A client certificate, when configured, is presented: a server that requires one
+/// (as a TLS-terminating proxy in front of peers may) sees it; without it the handshake
+/// is refused.
+#[tokio::test]
+async fn a_configured_client_certificate_is_presented() {
+    let files = Files::new("client-cert");
+    let authority = ca("test CA");
+    let ca_file = files.write("ca.pem", &authority.pem);
+    let (server_cert, server_key) = leaf(&authority);
+    let (client_cert, client_key) = leaf(&authority);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der_of(&authority.pem)).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(server_key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![der_of(&server_cert)], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+    let with_cert = ClientTls::new(
+        Some(&ca_file),
+        Some(ClientCert {
+            cert_file: &files.write("client.pem", &client_cert),
+            key_file: &files.write("client.key", &client_key),
+        }),
+    )
+    .unwrap();
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let (client, server) = tokio::join!(
+        with_cert.connect("localhost:1", client_io),
+        acceptor.accept(server_io)
+    );
+    let server = server.expect("the server accepts the client certificate");
+    assert_eq!(
+        server.get_ref().1.peer_certificates().unwrap()[0],
+        der_of(&client_cert)
+    );
+    drop(client);
+
+    let without = ClientTls::new(Some(&ca_file), None).unwrap();
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let (_, server) = tokio::join!(
+        without.connect("localhost:1", client_io),
+        acceptor.accept(server_io)
+    );
+    assert!(server.is_err(), "no client certificate, no handshake");
+}
