@@ -1,6 +1,7 @@
 //! Command line: every subcommand's flags, their defaults (the specification's limits)
 //! and the bounds that keep a run finite.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -60,9 +61,13 @@ pub struct SummarizeArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// WebSocket address of the relay (or baseline server).
+    /// WebSocket address of the relay (or baseline server): ws://, or wss:// for TLS.
     #[arg(long, default_value = "ws://127.0.0.1:8090/")]
     pub ws_url: String,
+    /// PEM CA certificates a wss:// or https:// server's certificate must chain to (a
+    /// private CA); default: the bundled web roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Handshake token, when the relay requires one.
     #[arg(long)]
     pub token: Option<String>,
@@ -97,7 +102,7 @@ pub enum Check {
 pub struct LimitsArgs {
     #[command(flatten)]
     pub common: Common,
-    /// HTTP API address of the relay.
+    /// HTTP API address of the relay: http://, or https:// for TLS.
     #[arg(long, default_value = "http://127.0.0.1:8091")]
     pub http_url: String,
     /// Connections the relay must hold; the next one must be refused with 503.
@@ -279,9 +284,14 @@ impl ConnectionsArgs {
 
 #[derive(Args, Debug)]
 pub struct MeshArgs {
-    /// Relays' WebSocket addresses; the first is where notifications are published.
+    /// Relays' WebSocket addresses (ws:// or wss://); the first is where notifications
+    /// are published.
     #[arg(long = "relay", required = true)]
     pub relays: Vec<String>,
+    /// PEM CA certificates the relays' certificates must chain to (wss://); default:
+    /// the bundled web roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Handshake token, when the relays require one.
     #[arg(long)]
     pub token: Option<String>,

@@ -147,10 +147,11 @@ fn parse_memory(text: &str) -> anyhow::Result<u64> {
 /// # Errors
 /// Bad target, unreadable memory, or no connection opened.
 pub async fn connections(args: &ConnectionsArgs) -> anyhow::Result<ConnectionsReport> {
-    let target = WsTarget::resolve(&args.common.ws_url).await?;
+    let ca_file = args.common.ca_file.as_deref();
+    let target = WsTarget::resolve(&args.common.ws_url, ca_file).await?;
     let memory = match (args.relay_pid, &args.http_url) {
         (Some(pid), _) => Memory::Proc(pid),
-        (None, Some(url)) => Memory::Metrics(HttpTarget::resolve(url).await?),
+        (None, Some(url)) => Memory::Metrics(HttpTarget::resolve(url, ca_file).await?),
         (None, None) => {
             bail!("give --relay-pid (preferred) or --http-url to read the relay's memory")
         }

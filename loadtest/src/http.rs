@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::target::HttpTarget;
+use crate::target::{ReadHalf, WriteHalf};
 use crate::ws::find;
 
 /// Largest response head accepted.
@@ -83,8 +83,8 @@ pub async fn get_body(
 
 /// One keep-alive connection to the HTTP API.
 pub struct HttpConn {
-    read: OwnedReadHalf,
-    write: Option<OwnedWriteHalf>,
+    read: ReadHalf,
+    write: Option<WriteHalf>,
     buf: BytesMut,
     host_header: String,
     /// The server said `Connection: close`, or closed.
@@ -102,11 +102,11 @@ impl HttpConn {
         source: Option<IpAddr>,
         timeout: Duration,
     ) -> anyhow::Result<HttpConn> {
-        let stream = tokio::time::timeout(timeout, crate::ws::connect_tcp(target.addr, source))
+        let opening = crate::target::open(target.addr, source, target.tls.as_ref());
+        let (read, write) = tokio::time::timeout(timeout, opening)
             .await
             .context("connect timed out")?
             .with_context(|| format!("connecting to {}", target.addr))?;
-        let (read, write) = stream.into_split();
         Ok(HttpConn {
             read,
             write: Some(write),
@@ -144,6 +144,7 @@ impl HttpConn {
                 write.write_all(&chunk[..n]).await?;
                 left -= n;
             }
+            write.flush().await?;
             Ok::<_, std::io::Error>(write)
         });
         let response = self.read_response().await;

@@ -93,8 +93,9 @@ fn result(name: &'static str, outcome: anyhow::Result<String>) -> CheckResult {
 /// # Errors
 /// Only a bad target; a failing check is a result, not an error.
 pub async fn limits(args: &LimitsArgs) -> anyhow::Result<LimitsReport> {
-    let ws_target = WsTarget::resolve(&args.common.ws_url).await?;
-    let http_target = HttpTarget::resolve(&args.http_url).await?;
+    let ca_file = args.common.ca_file.as_deref();
+    let ws_target = WsTarget::resolve(&args.common.ws_url, ca_file).await?;
+    let http_target = HttpTarget::resolve(&args.http_url, ca_file).await?;
     let opener = Opener {
         target: ws_target,
         baseline: false,
@@ -492,6 +493,7 @@ mod tests {
         let target = |addr: &str| HttpTarget {
             addr: addr.parse().unwrap(),
             host_header: String::new(),
+            tls: None,
         };
         let Some(IpAddr::V4(v4)) = rate_source(&target("127.0.0.1:8091")) else {
             panic!("no loopback source");

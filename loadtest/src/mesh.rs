@@ -89,7 +89,7 @@ pub async fn mesh(args: &MeshArgs) -> anyhow::Result<MeshReport> {
     let mut openers = Vec::new();
     for url in &args.relays {
         openers.push(Arc::new(Opener {
-            target: WsTarget::resolve(url).await?,
+            target: WsTarget::resolve(url, args.ca_file.as_deref()).await?,
             baseline: false,
             token: args.token.clone(),
             timeout,

@@ -139,7 +139,7 @@ impl std::fmt::Display for RunReport {
 /// # Errors
 /// Bad target, no connection opened, or (fan-out) no publisher or subscriber opened.
 pub async fn run(args: &RunArgs) -> anyhow::Result<RunReport> {
-    let target = WsTarget::resolve(&args.common.ws_url).await?;
+    let target = WsTarget::resolve(&args.common.ws_url, args.common.ca_file.as_deref()).await?;
     let sources = Sources::plan(target.addr.ip(), args.connections, PORTS_PER_SOURCE)?;
     let opener = Arc::new(Opener {
         target,
@@ -291,7 +291,7 @@ pub enum Next {
 /// The next message, or `Stop` at the stop time. `stop` is one timer per task (a new
 /// timer per message would cost more than the message).
 pub async fn next(
-    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    reader: &mut FrameReader<crate::target::ReadHalf>,
     stop: Pin<&mut Sleep>,
 ) -> Next {
     tokio::select! {

@@ -13,10 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::target::WsTarget;
+use crate::target::{ReadHalf, WriteHalf, WsTarget};
 
 /// Largest HTTP response head accepted during the upgrade.
 const RESPONSE_HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -94,7 +93,8 @@ pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result
     Ok(stream)
 }
 
-/// Connects and performs the WebSocket upgrade, bounded by `timeout`.
+/// Connects (over TLS for `wss://`) and performs the WebSocket upgrade, bounded by
+/// `timeout`.
 ///
 /// # Errors
 /// Connection failure, timeout, or a response that is not HTTP.
@@ -104,7 +104,7 @@ pub async fn connect(
     timeout: Duration,
 ) -> anyhow::Result<Upgrade> {
     tokio::time::timeout(timeout, async {
-        let mut stream = connect_tcp(target.addr, source)
+        let (mut read, mut write) = crate::target::open(target.addr, source, target.tls.as_ref())
             .await
             .with_context(|| format!("connecting to {}", target.addr))?;
         let request = format!(
@@ -112,7 +112,8 @@ pub async fn connect(
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             target.path, target.host_header
         );
-        stream.write_all(request.as_bytes()).await?;
+        write.write_all(request.as_bytes()).await?;
+        write.flush().await?;
         let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
         let head_len = loop {
             if let Some(end) = find(&buf, b"\r\n\r\n") {
@@ -121,7 +122,7 @@ pub async fn connect(
             if buf.len() > RESPONSE_HEAD_BYTES_MAX {
                 bail!("upgrade response head too long");
             }
-            if stream.read_buf(&mut buf).await? == 0 {
+            if read.read_buf(&mut buf).await? == 0 {
                 bail!("connection closed during the upgrade");
             }
         };
@@ -133,7 +134,6 @@ pub async fn connect(
                 retry_after: head.header("retry-after").map(str::to_string),
             });
         }
-        let (read, write) = stream.into_split();
         Ok(Upgrade::Accepted(WsConn {
             reader: FrameReader { io: read, buf },
             writer: FrameWriter { io: write },
@@ -160,8 +160,8 @@ pub async fn connect_accepted(
 
 /// An open WebSocket connection, in halves that can go to different tasks.
 pub struct WsConn {
-    pub reader: FrameReader<OwnedReadHalf>,
-    pub writer: FrameWriter<OwnedWriteHalf>,
+    pub reader: FrameReader<ReadHalf>,
+    pub writer: FrameWriter<WriteHalf>,
 }
 
 /// Reads whole messages; continuation frames are reassembled.
@@ -289,7 +289,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// # Errors
     /// I/O errors.
     pub async fn write_encoded(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.io.write_all(frame).await
+        self.io.write_all(frame).await?;
+        // A no-op on TCP; over TLS it sends what the session still holds.
+        self.io.flush().await
     }
 
     /// Encodes and writes one text frame.
@@ -304,6 +306,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn close(&mut self, code: u16) {
         let frame = encode_frame(OpCode::Close, &code.to_be_bytes());
         let _ = self.io.write_all(&frame).await;
+        let _ = self.io.flush().await;
         let _ = self.io.shutdown().await;
     }
 

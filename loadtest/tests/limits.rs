@@ -63,7 +63,11 @@ fn start_relay(mut config: Config, name: &str) -> (SocketAddr, SocketAddr) {
             sdk_relay::run(
                 config,
                 Env::tokio(7),
-                sdk_relay::Listeners { ws, http },
+                sdk_relay::Listeners {
+                    ws,
+                    http,
+                    tls: None,
+                },
                 LogRing::new(100),
                 std::future::pending(),
             )

@@ -37,6 +37,7 @@ pub struct Config {
     pub mesh: MeshConfig,
     pub limits: Limits,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
     pub bitcoin_core: Option<BitcoinCoreConfig>,
     pub blindbit: Option<BlindbitConfig>,
     pub watcher: WatcherConfig,
@@ -166,6 +167,37 @@ impl Default for SyncConfig {
     }
 }
 
+/// `[tls]`: the certificate both listeners serve (WSS on the WebSocket port, HTTPS on the
+/// API port). Absent files mean plaintext, the default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key_file: Option<PathBuf>,
+    /// Seconds between checks of the files' size and modification time; a change
+    /// reloads them (as SIGHUP does). 0: reload on SIGHUP only.
+    pub reload_check_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            reload_check_secs: 10,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The certificate and key files, when TLS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
+}
+
 /// `[mesh]`: the relays to dial at start-up and how many links to keep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -187,6 +219,14 @@ pub struct MeshConfig {
     /// Public keys (64 hex digits or base64) of the relays allowed to join this mesh;
     /// empty = any key (then `auth.mesh_token`, if set, is what gates the mesh).
     pub trusted_keys: Vec<String>,
+    /// Dial peers over TLS (`wss://`): every peer then serves `[tls]`.
+    pub tls: bool,
+    /// PEM CA certificates that peers' certificates must chain to (default: the bundled
+    /// web roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (and `client_key_file`) presented when dialing peers.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl Default for MeshConfig {
@@ -199,6 +239,10 @@ impl Default for MeshConfig {
             peers_dns_interval_secs: 15,
             key_file: None,
             trusted_keys: Vec::new(),
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -231,6 +275,9 @@ pub struct Limits {
     /// Seconds an upgraded connection may take to handshake (clamped to
     /// `connection_timeout_secs`).
     pub handshake_timeout_secs: u64,
+    /// Seconds a new connection may take to complete its TLS handshake (clamped to
+    /// `connection_timeout_secs`); only with `[tls]`.
+    pub tls_handshake_timeout_secs: u64,
     /// Seconds over which the relay closes its wallets at SIGINT/SIGTERM (and waits for
     /// them to go).
     pub shutdown_drain_secs: u64,
@@ -267,6 +314,7 @@ impl Default for Limits {
             http_connections_per_address_max: 20,
             upgrade_timeout_secs: 10,
             handshake_timeout_secs: 10,
+            tls_handshake_timeout_secs: 10,
             shutdown_drain_secs: 5,
             lame_duck_secs: 30,
             notification_log_bytes_max: NOTIFICATION_LOG_BYTES_MAX_DEFAULT,
@@ -284,6 +332,13 @@ impl Limits {
     /// The bound on the HTTP exchange before a WebSocket upgrade.
     pub fn upgrade_timeout(&self) -> Duration {
         Duration::from_secs(self.upgrade_timeout_secs.min(self.connection_timeout_secs))
+    }
+    /// The bound on a TLS handshake.
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(
+            self.tls_handshake_timeout_secs
+                .min(self.connection_timeout_secs),
+        )
     }
     /// The bound on the time from the upgrade to the handshake.
     pub fn handshake_timeout(&self) -> Duration {
@@ -321,12 +376,20 @@ pub struct BitcoinCoreConfig {
     pub rpc_password: Option<String>,
     #[serde(default)]
     pub cookie_file: Option<PathBuf>,
+    /// PEM CA certificates an `https://` URL's certificate must chain to (default: the
+    /// bundled web roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlindbitConfig {
     pub url: String,
+    /// PEM CA certificates an `https://` URL's certificate must chain to (default: the
+    /// bundled web roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AuthConfig {
@@ -372,6 +435,7 @@ impl std::fmt::Debug for BitcoinCoreConfig {
             .field("rpc_user", &r.rpc_user)
             .field("rpc_password", &r.rpc_password)
             .field("cookie_file", &r.cookie_file)
+            .field("ca_file", &r.ca_file)
             .finish()
     }
 }
@@ -391,6 +455,7 @@ impl Default for Config {
             mesh: MeshConfig::default(),
             limits: Limits::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             bitcoin_core: None,
             blindbit: None,
             watcher: WatcherConfig::default(),
@@ -517,6 +582,7 @@ impl Config {
         self.validate_connection_bounds()?;
         self.validate_auth()?;
         self.validate_chain_sources()?;
+        self.validate_tls()?;
         self.watcher.validate()
     }
 
@@ -599,7 +665,7 @@ impl Config {
     /// `validate_positive` so the keys added here stay on lines of their own).
     fn validate_connection_bounds(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let positive: [(&str, u64); 4] = [
+        let positive: [(&str, u64); 5] = [
             (
                 "limits.ws_connections_per_address_max",
                 l.ws_connections_per_address_max as u64,
@@ -610,6 +676,10 @@ impl Config {
             ),
             ("limits.upgrade_timeout_secs", l.upgrade_timeout_secs),
             ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+            (
+                "limits.tls_handshake_timeout_secs",
+                l.tls_handshake_timeout_secs,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -733,6 +803,66 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Certificate and key come in pairs; mesh TLS needs this relay to serve TLS too (a
+    /// peer dials back the same way).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let pairs = [
+            (
+                "tls.key_file",
+                self.tls.cert_file.is_some(),
+                self.tls.key_file.is_some(),
+            ),
+            (
+                "mesh.client_key_file",
+                self.mesh.client_cert_file.is_some(),
+                self.mesh.client_key_file.is_some(),
+            ),
+        ];
+        for (key, cert, private_key) in pairs {
+            if cert != private_key {
+                return Err(invalid(
+                    key,
+                    "a certificate file and its key file must be set together",
+                ));
+            }
+        }
+        if self.mesh.tls && self.tls.files().is_none() {
+            return Err(invalid(
+                "mesh.tls",
+                "peers dial each other the same way: set tls.cert_file and tls.key_file \
+                 (--tls-cert, --tls-key) too",
+            ));
+        }
+        let files = [
+            ("tls.cert_file", self.tls.cert_file.as_deref()),
+            ("tls.key_file", self.tls.key_file.as_deref()),
+            ("mesh.ca_file", self.mesh.ca_file.as_deref()),
+            (
+                "mesh.client_cert_file",
+                self.mesh.client_cert_file.as_deref(),
+            ),
+            ("mesh.client_key_file", self.mesh.client_key_file.as_deref()),
+            (
+                "bitcoin_core.ca_file",
+                self.bitcoin_core
+                    .as_ref()
+                    .and_then(|c| c.ca_file.as_deref()),
+            ),
+            (
+                "blindbit.ca_file",
+                self.blindbit.as_ref().and_then(|c| c.ca_file.as_deref()),
+            ),
+        ];
+        for (key, path) in files {
+            if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(key, "must not be empty when set"));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn validate_relay_id(id: &str) -> Result<(), ConfigError> {
     let ok = !id.is_empty()
         && id.len() <= 64
@@ -799,14 +929,23 @@ pub fn validate_host_port(key: &str, value: &str, listen: bool) -> Result<(), Co
 }
 
 fn validate_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    let rest = value
-        .strip_prefix("http://")
-        .ok_or_else(|| invalid(key, format!("`{value}` must start with http://")))?;
+    let (rest, default_port) = match value.strip_prefix("https://") {
+        Some(rest) => (rest, 443),
+        None => (
+            value.strip_prefix("http://").ok_or_else(|| {
+                invalid(
+                    key,
+                    format!("`{value}` must start with http:// or https://"),
+                )
+            })?,
+            80,
+        ),
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     let with_port = if authority.contains(':') {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     validate_host_port(key, &with_port, false)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use sdk_relay::config::{Cli, Command, Config};
+use sdk_relay::conn::tls::{ClientCert, ClientTls, ServerTls};
 use sdk_relay::lifecycle::Stop;
 use sdk_relay::logs::{LOG_RECORDS_MAX, LogRing};
 use sdk_relay::rt::{Env, Net as _, TokioClock, TokioNet};
@@ -71,6 +72,7 @@ fn run(config: Config, rng: sdk_relay::rt::SeededRng) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    let tls = load_tls(&config)?;
     runtime.block_on(async move {
         // Before anything can announce the relay: a signal from then on is never lost.
         let signals = Signals::install().context("cannot install the signal handlers")?;
@@ -87,13 +89,39 @@ fn run(config: Config, rng: sdk_relay::rt::SeededRng) -> anyhow::Result<()> {
         sdk_relay::run_until(
             config,
             env,
-            sdk_relay::Listeners { ws, http },
+            sdk_relay::Listeners { ws, http, tls },
             logs,
             signals.next_stop(),
         )
         .await;
         Ok(())
     })
+}
+
+/// The certificate both listeners serve, when `[tls]` is set; the mesh's client side is
+/// checked too, so a bad file stops the start-up with its reason instead of failing
+/// every dial later.
+fn load_tls(config: &Config) -> anyhow::Result<Option<Arc<ServerTls>>> {
+    if config.mesh.tls {
+        let client_cert = config
+            .mesh
+            .client_cert_file
+            .as_deref()
+            .zip(config.mesh.client_key_file.as_deref())
+            .map(|(cert_file, key_file)| ClientCert {
+                cert_file,
+                key_file,
+            });
+        ClientTls::new(config.mesh.ca_file.as_deref(), client_cert)
+            .context("cannot load the mesh's TLS files")?;
+    }
+    let Some((cert, key)) = config.tls.files() else {
+        return Ok(None);
+    };
+    let tls = ServerTls::load(cert, key, config.limits.tls_handshake_timeout())
+        .context("cannot load the TLS certificate")?;
+    tracing::info!(cert = %cert.display(), "TLS on: serving WSS and HTTPS");
+    Ok(Some(Arc::new(tls)))
 }
 
 fn init_tracing(config: &Config, logs: &LogRing, clock: Arc<TokioClock>) {

@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use names::*;
 
 use crate::conn::Delivery;
+use crate::conn::tls::HandshakeFailure;
 use crate::protocol::peer::SyncType;
 use crate::protocol::{InboundKind, LabelValue, OutboundKind};
 
@@ -114,6 +115,14 @@ pub struct Metrics {
     pub ws_slow_consumers: Counter,
     pub ws_errors_sent: Counter,
     pub ws_rate_limited: Counter,
+    /// By listener (`ws`, `http`).
+    pub tls_handshakes: Labeled,
+    /// By reason (`HandshakeFailure`).
+    pub tls_handshake_failures: Labeled,
+    /// By result (`ok`, `error`).
+    pub tls_reloads: Labeled,
+    /// 1 while the last reload attempt failed.
+    pub tls_reload_failing: Gauge,
     pub notifications_published: Counter,
     pub notifications_delivered: Counter,
     pub notifications_forwarded: Counter,
@@ -202,6 +211,14 @@ impl Metrics {
             ws_slow_consumers: metrics::counter!(WS_SLOW_CONSUMER_DISCONNECTS_TOTAL),
             ws_errors_sent: metrics::counter!(WS_ERRORS_SENT_TOTAL),
             ws_rate_limited: metrics::counter!(WS_RATE_LIMITED_TOTAL),
+            tls_handshakes: Labeled::new(TLS_HANDSHAKES_TOTAL, "listener", &["ws", "http"]),
+            tls_handshake_failures: Labeled::new(
+                TLS_HANDSHAKE_FAILURES_TOTAL,
+                "reason",
+                &HandshakeFailure::ALL.map(HandshakeFailure::as_str),
+            ),
+            tls_reloads: Labeled::new(TLS_RELOADS_TOTAL, "result", &["ok", "error"]),
+            tls_reload_failing: metrics::gauge!(TLS_RELOAD_FAILING),
             notifications_published: metrics::counter!(NOTIFICATIONS_PUBLISHED_TOTAL),
             notifications_delivered: metrics::counter!(NOTIFICATIONS_DELIVERED_TOTAL),
             notifications_forwarded: metrics::counter!(NOTIFICATIONS_FORWARDED_TOTAL),
@@ -282,6 +299,17 @@ impl Metrics {
         }
         self.ws_slow_consumers
             .increment(delivery.slow_disconnects as u64);
+    }
+
+    /// Counts one server-side TLS handshake on `listener` (`ws` or `http`).
+    pub fn count_tls_handshake(&self, listener: &str, outcome: Result<(), HandshakeFailure>) {
+        match outcome {
+            Ok(()) => self.tls_handshakes.get(listener).increment(1),
+            Err(failure) => self
+                .tls_handshake_failures
+                .get(failure.as_str())
+                .increment(1),
+        }
     }
 
     /// Counts one message queued to one client.
@@ -379,6 +407,22 @@ fn describe() {
         "Silent payments detected and confirmed."
     );
     metrics::describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
+    metrics::describe_counter!(
+        TLS_HANDSHAKES_TOTAL,
+        "TLS handshakes completed, by listener (ws, http)."
+    );
+    metrics::describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "TLS handshakes failed, by reason."
+    );
+    metrics::describe_gauge!(
+        TLS_RELOAD_FAILING,
+        "1 while the certificate files could not be loaded at the last reload (the previous certificate is served)."
+    );
+    metrics::describe_counter!(
+        TLS_RELOADS_TOTAL,
+        "Certificate reloads, by result (on error the previous certificate stays)."
+    );
     metrics::describe_counter!(
         WS_CONNECTIONS_ACCEPTED_TOTAL,
         "WebSocket upgrades accepted."

@@ -6,15 +6,20 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::conn::tls::ServerTls;
 use crate::lifecycle::Stop;
 use crate::logs::LogRing;
 use crate::node::Node;
 use crate::rt::{Env, Net};
+use std::time::Duration;
 
-/// The sockets a relay serves, bound by the caller (`main`, a test, the simulator).
+/// The sockets a relay serves, bound by the caller (`main`, a test, the simulator), and
+/// the certificate both serve when TLS is on (loaded by the caller, so a bad one stops
+/// the start-up with its reason).
 pub struct Listeners<L> {
     pub ws: L,
     pub http: L,
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// Runs a relay until `shutdown` completes, then drains it as `Stop::Shutdown` does
@@ -62,8 +67,19 @@ pub async fn run_until<N: Net>(
     }
     let ws = node.ws_context();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::ws::serve(ws.clone(), listeners.ws));
-    tasks.spawn(crate::http::serve(node.clone(), listeners.http));
+    tasks.spawn(crate::ws::serve(
+        ws.clone(),
+        listeners.ws,
+        listeners.tls.clone(),
+    ));
+    tasks.spawn(crate::http::serve(
+        node.clone(),
+        listeners.http,
+        listeners.tls.clone(),
+    ));
+    if let Some(tls) = listeners.tls {
+        tasks.spawn(reload_certificates(node.clone(), tls));
+    }
     tasks.spawn(crate::ws::heartbeat(ws.clone()));
     let mesh = node.mesh.clone();
     let payloads: crate::ws::SyncPayloads = Arc::new(move |t| mesh.sync_payload(t));
@@ -78,6 +94,79 @@ pub async fn run_until<N: Net>(
     drain::drain(&node, stop).await;
     tasks.abort_all();
     tracing::info!(relay_id = %node.relay_id(), "relay stopped");
+}
+
+/// Reloads the certificate on SIGHUP and when its files change (checked every
+/// `[tls] reload_check_secs`). A certificate that does not load is logged and counted,
+/// and the one in force stays; live connections are never touched either way.
+async fn reload_certificates(node: Arc<Node>, tls: Arc<ServerTls>) {
+    let interval = Duration::from_secs(node.config.tls.reload_check_secs);
+    let mut hangup = hangup_signal();
+    let clock = node.lifecycle.clock().clone();
+    loop {
+        let polled = async {
+            if interval.is_zero() {
+                std::future::pending::<()>().await;
+            }
+            clock.sleep(interval).await;
+        };
+        let why = tokio::select! {
+            () = polled => {
+                if !tls.files_changed() {
+                    continue;
+                }
+                "files changed"
+            }
+            () = next_hangup(&mut hangup) => "SIGHUP",
+        };
+        match tls.reload() {
+            Ok(()) => {
+                node.metrics.tls_reloads.get("ok").increment(1);
+                node.metrics.tls_reload_failing.set(0.0);
+                tracing::info!(trigger = why, "TLS certificate reloaded");
+            }
+            Err(error) => {
+                node.metrics.tls_reloads.get("error").increment(1);
+                node.metrics.tls_reload_failing.set(1.0);
+                tracing::error!(
+                    trigger = why,
+                    %error,
+                    "TLS certificate reload failed; the previous certificate stays in force"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP"))
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {}
+
+#[cfg(unix)]
+async fn next_hangup(hangup: &mut Hangup) {
+    if let Some(signal) = hangup
+        && signal.recv().await.is_some()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangup) {
+    std::future::pending().await
 }
 
 /// Events the watcher may queue before it pauses scanning (it never drops one).

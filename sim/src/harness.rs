@@ -274,7 +274,11 @@ fn add_relay(
             let net = TurmoilNet;
             let ws = net.bind(&config.ws_url).await?;
             let http = net.bind(&config.http_url).await?;
-            let listeners = sdk_relay::Listeners { ws, http };
+            let listeners = sdk_relay::Listeners {
+                ws,
+                http,
+                tls: None,
+            };
             let env = rt::env(seed, index, boot);
             sdk_relay::run(
                 config,

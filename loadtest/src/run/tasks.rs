@@ -28,7 +28,7 @@ fn unexpected(message: &Message, errors: &mut ErrorCounts, live: &Live) -> bool 
     message.opcode == OpCode::Close
 }
 
-async fn close(mut writer: FrameWriter<tokio::net::tcp::OwnedWriteHalf>) {
+async fn close(mut writer: FrameWriter<crate::target::WriteHalf>) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close(1000)).await;
 }
 
@@ -238,7 +238,7 @@ pub(super) async fn publisher(
 /// Reads a publisher's socket until the stop: acks are dropped, errors counted. Once
 /// the publisher is `closing`, the server's answering close is no error.
 async fn read_replies(
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut reader: FrameReader<crate::target::ReadHalf>,
     baseline: bool,
     t: Timeline,
     live: Arc<Live>,

@@ -206,6 +206,7 @@ mod tests {
         let mut config = Config {
             blindbit: Some(crate::config::BlindbitConfig {
                 url: "http://127.0.0.1:8000".into(),
+                ca_file: None,
             }),
             ..Config::default()
         };
@@ -216,6 +217,7 @@ mod tests {
             rpc_user: None,
             rpc_password: None,
             cookie_file: None,
+            ca_file: None,
         });
         assert!(WatchHandle::from_config(&config).status().enabled);
         let off = WatchHandle::new(Network::Signet, 2, false);

@@ -152,6 +152,7 @@ pub async fn run<N: Net>(
     let core = CoreRpc::from_config(env.net.clone(), core_config, settings.request_timeout)
         .map_err(source_error)?;
     let blindbit = BlindbitHttp::new(env.net, &blindbit_config.url, settings.request_timeout)
+        .and_then(|b| b.with_ca_file(blindbit_config.ca_file.as_deref()))
         .map_err(source_error)?;
     let watcher = Watcher {
         core,

@@ -151,6 +151,15 @@ pub struct RunArgs {
         value_name = "FORMAT"
     )]
     pub log_format: Option<LogFormat>,
+
+    /// PEM certificate chain served on both ports (WSS and HTTPS); with --tls-key.
+    /// Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "SDK_RELAY_TLS_CERT", global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SDK_RELAY_TLS_KEY", global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -222,6 +231,12 @@ impl RunArgs {
         }
         if let Some(v) = self.log_format {
             config.log_format = v;
+        }
+        if let Some(v) = &self.tls_cert {
+            config.tls.cert_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            config.tls.key_file = Some(v.clone());
         }
     }
 }

@@ -254,6 +254,7 @@ fn with_every_secret() -> Config {
             rpc_user: Some("rpc".into()),
             rpc_password: Some(SECRETS[4].into()),
             cookie_file: None,
+            ca_file: None,
         }),
         watcher: WatcherConfig {
             scan_secret_key: Some(SCAN_SECRET.into()),
@@ -360,4 +361,76 @@ fn per_address_caps_and_short_timeouts_parse_default_and_validate() {
         let c = parse(&format!("[limits]\n{key} = 0\n")).expect("parses");
         assert_eq!(invalid_key(&c), format!("limits.{key}"));
     }
+}
+
+/// `[tls]`, the mesh's TLS keys and https chain sources parse; certificate and key come
+/// in pairs; mesh TLS needs this relay to serve TLS; `--tls-cert`/`--tls-key` set the
+/// table's files; plaintext is the default.
+#[test]
+fn tls_keys_parse_pair_up_and_flags_set_them() {
+    let c = Config::default();
+    assert_eq!(c.tls.files(), None);
+    assert_eq!(c.tls.reload_check_secs, 10);
+    assert_eq!(c.limits.tls_handshake_timeout_secs, 10);
+    assert!(!c.mesh.tls);
+
+    let c = parse(
+        r#"
+        advertise_addr = "relay.example:8090"
+        [tls]
+        cert_file = "/etc/relay/cert.pem"
+        key_file = "/etc/relay/key.pem"
+        reload_check_secs = 0
+        [mesh]
+        peers = ["peer.example:8090"]
+        tls = true
+        ca_file = "/etc/relay/ca.pem"
+        client_cert_file = "/etc/relay/client.pem"
+        client_key_file = "/etc/relay/client.key"
+        [limits]
+        tls_handshake_timeout_secs = 3
+        [bitcoin_core]
+        url = "https://bitcoin.example/rpc"
+        ca_file = "/etc/relay/core-ca.pem"
+        [blindbit]
+        url = "https://blindbit.example:8443"
+        "#,
+    )
+    .expect("parses");
+    c.validate().expect("valid");
+    assert_eq!(
+        c.tls.files(),
+        Some((
+            Path::new("/etc/relay/cert.pem"),
+            Path::new("/etc/relay/key.pem")
+        ))
+    );
+    assert_eq!(c.limits.tls_handshake_timeout(), Duration::from_secs(3));
+
+    let mut half = c.clone();
+    half.tls.key_file = None;
+    assert_eq!(invalid_key(&half), "tls.key_file");
+    let mut half = c.clone();
+    half.mesh.client_key_file = None;
+    assert_eq!(invalid_key(&half), "mesh.client_key_file");
+    let mut plain = c.clone();
+    plain.tls = TlsConfig::default();
+    assert_eq!(invalid_key(&plain), "mesh.tls");
+    let mut zero = c.clone();
+    zero.limits.tls_handshake_timeout_secs = 0;
+    assert_eq!(invalid_key(&zero), "limits.tls_handshake_timeout_secs");
+    let mut ftp = c.clone();
+    ftp.blindbit.as_mut().unwrap().url = "ftp://blindbit:1".into();
+    assert_eq!(invalid_key(&ftp), "blindbit.url");
+
+    let args = RunArgs {
+        tls_cert: Some("/a/cert.pem".into()),
+        tls_key: Some("/a/key.pem".into()),
+        ..RunArgs::default()
+    };
+    let c = args.load().expect("loads");
+    assert_eq!(
+        c.tls.files(),
+        Some((Path::new("/a/cert.pem"), Path::new("/a/key.pem")))
+    );
 }

@@ -2,7 +2,8 @@
 //! links in `mesh`): the frame codec, the client side of the upgrade, the accept loop,
 //! what a connection's writer sends, why a connection closes, the writer loop, the one
 //! way to queue a frame ("offer, or cut the connection as a slow consumer"), connection
-//! slots, and the hand-over of a connection from the wallet server to the mesh.
+//! slots, TLS (server and client sides), and the hand-over of a connection from the wallet
+//! server to the mesh.
 //!
 //! Nothing here knows what the frames mean: that is `protocol`'s business.
 
@@ -11,6 +12,7 @@ pub mod client;
 pub mod codec;
 mod handoff;
 mod slots;
+pub mod tls;
 mod writer;
 
 use std::sync::Arc;

@@ -17,6 +17,7 @@ mod openapi;
 mod router;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,7 @@ use auth::BasicAuth;
 use limits::RateLimiter;
 use router::Route;
 
+use crate::conn::tls::{self, ServerTls};
 use crate::conn::{AddressPermit, AddressSlots, Permit, Slots};
 use crate::dashboard::Dashboard;
 use crate::metrics::names::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
@@ -130,7 +132,7 @@ impl Api {
 
 /// Serves the HTTP API on `listener` until the task is aborted. It keeps answering
 /// while the relay drains, so probes see the 503 instead of a refused connection.
-pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
+pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L, tls: Option<Arc<ServerTls>>) {
     let api = app(node);
     let on_accept = |stream, peer: SocketAddr| {
         let Some(address) = api.by_address.try_acquire(peer.ip()) else {
@@ -139,30 +141,33 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
                 .try_acquire()
                 .zip(api.refusing_by_address.try_acquire(peer.ip()));
             if let Some(held) = refusal {
-                let api = api.clone();
-                tokio::spawn(refuse_connection(
-                    api,
-                    stream,
+                let refusal = Refusal {
+                    api: api.clone(),
                     peer,
-                    ADDRESS_LIMIT_LABEL,
+                    label: ADDRESS_LIMIT_LABEL,
                     held,
-                ));
+                };
+                tokio::spawn(serve_tls(api.clone(), tls.clone(), stream, refusal));
             } else {
                 tracing::debug!(%peer, "HTTP connection dropped: its address is at its cap");
             }
             return;
         };
         if let Some(slot) = api.connections.try_acquire() {
-            tokio::spawn(serve_connection(api.clone(), stream, peer, (slot, address)));
-        } else if let Some(slot) = api.refusing.try_acquire() {
-            let held = (slot, address);
-            tokio::spawn(refuse_connection(
-                api.clone(),
-                stream,
+            let connection = Connection {
+                api: api.clone(),
                 peer,
-                CONNECTION_LIMIT_LABEL,
-                held,
-            ));
+                held: (slot, address),
+            };
+            tokio::spawn(serve_tls(api.clone(), tls.clone(), stream, connection));
+        } else if let Some(slot) = api.refusing.try_acquire() {
+            let refusal = Refusal {
+                api: api.clone(),
+                peer,
+                label: CONNECTION_LIMIT_LABEL,
+                held: (slot, address),
+            };
+            tokio::spawn(serve_tls(api.clone(), tls.clone(), stream, refusal));
         } else {
             tracing::debug!(%peer, "HTTP connection dropped: refusals at their cap");
         }
@@ -194,6 +199,51 @@ fn http1(timeout: Duration) -> hyper::server::conn::http1::Builder {
         .header_read_timeout(timeout)
         .auto_date_header(false);
     builder
+}
+
+/// Runs the TLS handshake first when `[tls]` is on (in the connection's task), counting
+/// it, then `then`.
+async fn serve_tls<S: tls::Serve>(
+    api: Arc<Api>,
+    tls: Option<Arc<ServerTls>>,
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    then: S,
+) {
+    let counted = |outcome| api.node.metrics.count_tls_handshake("http", outcome);
+    tls::serve(tls.as_deref(), stream, counted, then).await;
+}
+
+/// A connection under the caps, served.
+struct Connection {
+    api: Arc<Api>,
+    peer: SocketAddr,
+    held: (Permit, AddressPermit),
+}
+
+impl tls::Serve for Connection {
+    fn serve<S>(self, stream: S) -> impl Future<Output = ()> + Send
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        serve_connection(self.api, stream, self.peer, self.held)
+    }
+}
+
+/// A connection over a cap (`label` says which), refused.
+struct Refusal {
+    api: Arc<Api>,
+    peer: SocketAddr,
+    label: &'static str,
+    held: (Permit, AddressPermit),
+}
+
+impl tls::Serve for Refusal {
+    fn serve<S>(self, stream: S) -> impl Future<Output = ()> + Send
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        refuse_connection(self.api, stream, self.peer, self.label, self.held)
+    }
 }
 
 /// Serves one connection; `_held` (its slot and its address's) is given back at the end.

@@ -62,12 +62,20 @@ impl Mesh {
         candidates
             .into_iter()
             .take(RECONNECT_RELAYS_MAX)
-            .map(|(_, _, address)| public_ws_url(address))
+            .map(|(_, _, address)| public_ws_url(address, self.mesh_serves_tls()))
             .collect()
+    }
+
+    /// Whether the other relays serve `wss://`: this one does (`[tls]`), or dials them
+    /// over TLS (`[mesh] tls`). A mesh is deployed one way throughout.
+    fn mesh_serves_tls(&self) -> bool {
+        let config = &self.parts.config;
+        config.mesh.tls || config.tls.files().is_some()
     }
 }
 
 /// The URL a wallet dials for a relay advertised at `address` (`host:port`).
-fn public_ws_url(address: &str) -> String {
-    format!("ws://{address}/")
+fn public_ws_url(address: &str, tls: bool) -> String {
+    let scheme = if tls { "wss" } else { "ws" };
+    format!("{scheme}://{address}/")
 }

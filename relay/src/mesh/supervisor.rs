@@ -328,7 +328,27 @@ fn unreachable_configured(mesh: &Mesh) -> Vec<String> {
         .collect()
 }
 
-/// Connects, upgrades, handshakes as a relay, then serves the link until it closes.
+/// How to dial peers: over TLS (`wss://`) when `[mesh] tls` is set. Built at each dial,
+/// so a replaced CA or client certificate file applies from the next dial on.
+fn peer_tls(
+    config: &crate::config::MeshConfig,
+) -> Result<Option<crate::conn::tls::ClientTls>, crate::conn::tls::TlsError> {
+    if !config.tls {
+        return Ok(None);
+    }
+    let client_cert = config
+        .client_cert_file
+        .as_deref()
+        .zip(config.client_key_file.as_deref())
+        .map(|(cert_file, key_file)| crate::conn::tls::ClientCert {
+            cert_file,
+            key_file,
+        });
+    crate::conn::tls::ClientTls::new(config.ca_file.as_deref(), client_cert).map(Some)
+}
+
+/// Connects (over TLS when configured), upgrades, handshakes as a relay, then serves the
+/// link until it closes.
 async fn dial<N: Net>(mesh: &Mesh, net: &N, address: &str) -> DialOutcome {
     let limit = mesh
         .parts
@@ -336,7 +356,12 @@ async fn dial<N: Net>(mesh: &Mesh, net: &N, address: &str) -> DialOutcome {
         .limits
         .connection_timeout()
         .min(DIAL_TIMEOUT_MAX);
-    let stream = match tokio::time::timeout(limit, net.connect(address)).await {
+    let tls = match peer_tls(&mesh.parts.config.mesh) {
+        Ok(tls) => tls,
+        Err(e) => return DialOutcome::Failed(format!("TLS: {e}")),
+    };
+    let connecting = crate::conn::tls::dial(net, address, tls.as_ref());
+    let stream = match tokio::time::timeout(limit, connecting).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return DialOutcome::Failed(format!("connect: {e}")),
         Err(_) => return DialOutcome::Failed("connect timed out".into()),

@@ -23,6 +23,18 @@ pub const WS_ERRORS_SENT_TOTAL: &str = "sdk_relay_ws_errors_sent_total";
 /// `ws_messages_per_second_max` / `ws_messages_burst_max`.
 pub const WS_RATE_LIMITED_TOTAL: &str = "sdk_relay_ws_rate_limited_total";
 
+// TLS (with `[tls]` only)
+/// Label `listener`: `ws`, `http`. Completed server handshakes.
+pub const TLS_HANDSHAKES_TOTAL: &str = "sdk_relay_tls_handshakes_total";
+/// Label `reason`: `timeout`, `closed`, `certificate` (the client refused the
+/// certificate), `protocol` (not TLS, or no common version, cipher or ALPN).
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "sdk_relay_tls_handshake_failures_total";
+/// Label `result`: `ok`, `error` (the old certificate stays in force).
+pub const TLS_RELOADS_TOTAL: &str = "sdk_relay_tls_reloads_total";
+/// 1 while the certificate files could not be loaded at the last attempt (the previous
+/// certificate is still served), else 0.
+pub const TLS_RELOAD_FAILING: &str = "sdk_relay_tls_reload_failing";
+
 // HTTP API
 /// Labels `route` (the endpoint, `unmatched` for unknown paths, `connection_limit` for
 /// connections refused over `http_connections_max`, `address_limit` for those refused

@@ -13,6 +13,7 @@ pub use broadcast::{SyncPayloads, heartbeat, syncs_to_clients};
 pub(crate) use connection::task_state_bytes;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::config::Config;
+use crate::conn::tls::{self, ServerTls};
 use crate::conn::{AddressPermit, AddressSlots, PeerHandoff, Permit, Slots};
 use crate::health::Health;
 use crate::hub::{ClientId, Hub};
@@ -100,9 +102,14 @@ impl WsContext {
     }
 }
 
-/// Accepts WebSocket connections until shutdown. Never exits on accept errors: it backs
-/// off and retries, so running out of descriptors degrades service instead of ending it.
-pub async fn serve<L: Listener>(node: Arc<WsContext>, mut listener: L) {
+/// Accepts WebSocket connections until shutdown (over TLS, WSS, when `tls` is given).
+/// Never exits on accept errors: it backs off and retries, so running out of descriptors
+/// degrades service instead of ending it.
+pub async fn serve<L: Listener>(
+    node: Arc<WsContext>,
+    mut listener: L,
+    tls: Option<Arc<ServerTls>>,
+) {
     // Connections still in the HTTP exchange before the upgrade: bounded, so sockets
     // that never upgrade cannot pile up (each is also cut off after the timeout).
     let pending = Arc::new(tokio::sync::Semaphore::new(
@@ -122,15 +129,25 @@ pub async fn serve<L: Listener>(node: Arc<WsContext>, mut listener: L) {
                 .try_acquire()
                 .zip(refusing_by_address.try_acquire(peer.ip()));
             if let Some(held) = refusal {
-                tokio::spawn(refuse_per_address(stream, held));
+                let (node, tls) = (node.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let counted = |outcome| node.metrics.count_tls_handshake("ws", outcome);
+                    tls::serve(tls.as_deref(), stream, counted, Refusal(held)).await;
+                });
             }
             return;
         };
         match pending.clone().try_acquire_owned() {
             Ok(permit) => {
-                let node = node.clone();
+                let (node, tls) = (node.clone(), tls.clone());
                 tokio::spawn(async move {
-                    serve_http(node, stream, Arc::new(address)).await;
+                    let counted = |outcome| node.metrics.count_tls_handshake("ws", outcome);
+                    let exchange = Exchange {
+                        node: node.clone(),
+                        address: Arc::new(address),
+                    };
+                    // The pending permit covers the TLS handshake too.
+                    tls::serve(tls.as_deref(), stream, counted, exchange).await;
                     drop(permit);
                 });
             }
@@ -150,6 +167,33 @@ pub async fn serve<L: Listener>(node: Arc<WsContext>, mut listener: L) {
         on_error,
     )
     .await;
+}
+
+/// A connection that came in under the caps: its HTTP exchange, then the upgrade.
+struct Exchange {
+    node: Arc<WsContext>,
+    address: Arc<AddressPermit>,
+}
+
+impl tls::Serve for Exchange {
+    fn serve<S>(self, stream: S) -> impl Future<Output = ()> + Send
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        serve_http(self.node, stream, self.address)
+    }
+}
+
+/// A connection over its address's cap: told 503.
+struct Refusal((Permit, AddressPermit));
+
+impl tls::Serve for Refusal {
+    fn serve<S>(self, stream: S) -> impl Future<Output = ()> + Send
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        refuse_per_address(stream, self.0)
+    }
 }
 
 /// Serves the HTTP exchange that precedes the upgrade, bounded by the upgrade timeout.

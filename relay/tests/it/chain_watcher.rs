@@ -187,9 +187,11 @@ async fn run_from_config_detects_the_documented_payment() {
             rpc_user: Some("rpcuser".into()),
             rpc_password: Some("rpcpass".into()),
             cookie_file: None,
+            ca_file: None,
         }),
         blindbit: Some(BlindbitConfig {
             url: fakes.blindbit_url.clone(),
+            ca_file: None,
         }),
         ..Config::default()
     };

@@ -33,9 +33,11 @@ async fn wallet_receives_its_payment_over_websocket() {
         rpc_user: None,
         rpc_password: None,
         cookie_file: None,
+        ca_file: None,
     });
     config.blindbit = Some(BlindbitConfig {
         url: fakes.blindbit_url.clone(),
+        ca_file: None,
     });
     config.watcher.poll_interval_secs = 1;
     let relay = TestRelay::start(config).await;

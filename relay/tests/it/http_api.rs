@@ -107,7 +107,7 @@ async fn draining_makes_ready_503_while_live_stays_200() {
         env.rng.clone(),
         LogRing::new(10),
     );
-    let server = tokio::spawn(sdk_relay::http::serve(Arc::clone(&node), listener));
+    let server = tokio::spawn(sdk_relay::http::serve(Arc::clone(&node), listener, None));
     assert_eq!(get(addr, "/health/ready").await.status, 200);
     node.lifecycle.begin_shutdown();
     let ready = get(addr, "/health/ready").await;
@@ -214,6 +214,7 @@ async fn config_is_effective_and_redacted() {
         rpc_user: Some("rpc".into()),
         rpc_password: Some("rpc-secret-password".into()),
         cookie_file: None,
+        ca_file: None,
     });
     let relay = TestRelay::start(config).await;
     let reply = get(relay.http_addr, "/config").await;
@@ -248,6 +249,7 @@ async fn config_is_effective_and_redacted() {
     let mut config = fast_config();
     config.blindbit = Some(sdk_relay::config::BlindbitConfig {
         url: "http://blindbit:8000".into(),
+        ca_file: None,
     });
     let relay = TestRelay::start(config).await;
     let body = get(relay.http_addr, "/config").await.json();
@@ -257,7 +259,7 @@ async fn config_is_effective_and_redacted() {
     );
     assert_eq!(
         body["blindbit"],
-        serde_json::json!({ "enabled": true, "url": "http://blindbit:8000" })
+        serde_json::json!({ "enabled": true, "url": "http://blindbit:8000", "ca_file": null })
     );
     relay.shutdown().await;
 }

@@ -251,7 +251,7 @@ async fn a_draining_relay_answers_503_with_retry_after() {
         env.rng.clone(),
         LogRing::new(10),
     );
-    let server = tokio::spawn(sdk_relay::http::serve(Arc::clone(&node), listener));
+    let server = tokio::spawn(sdk_relay::http::serve(Arc::clone(&node), listener, None));
     assert_eq!(get(addr, "/health").await.status, 200);
     node.lifecycle.begin_shutdown();
     let health = get(addr, "/health").await;

@@ -525,9 +525,11 @@ async fn ready_is_503_while_core_lags_past_its_bound_and_200_again() {
         rpc_user: None,
         rpc_password: None,
         cookie_file: None,
+        ca_file: None,
     });
     config.blindbit = Some(BlindbitConfig {
         url: fakes.blindbit_url.clone(),
+        ca_file: None,
     });
     config.watcher.poll_interval_secs = 1;
     config.watcher.lag_blocks_max = 2;

@@ -16,6 +16,7 @@ mod mesh;
 mod process;
 mod prometheus;
 mod rolling_restart;
+mod tls;
 mod trust;
 mod websocket;
 

@@ -146,6 +146,8 @@ fn check_config_names_the_bad_key() {
         // Peers, and the default ws_url 0.0.0.0:8090 would be advertised to them.
         ("[mesh]\npeers = [\"a:8090\"]\n", "advertise_addr"),
         ("colour = \"blue\"\n", "colour"),
+        ("[tls]\ncert_file = \"/x/cert.pem\"\n", "tls.key_file"),
+        ("[mesh]\ntls = true\n", "mesh.tls"),
         (
             "[limits]\nheartbeat_interval_secs = 90\n",
             "limits.heartbeat_interval_secs",

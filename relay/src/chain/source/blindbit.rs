@@ -33,13 +33,23 @@ struct FilterReply {
 
 impl<N: Net> BlindbitHttp<N> {
     /// # Errors
-    /// The URL is not `http://host[:port][/path]`.
+    /// The URL is not `http[s]://host[:port][/path]`.
     pub fn new(net: N, url: &str, timeout: Duration) -> Result<Self, SourceError> {
         Ok(BlindbitHttp {
             net,
             target: HttpTarget::parse(url)?,
             timeout,
         })
+    }
+
+    /// Trusts `ca_file`'s CA certificates for an `https://` URL (see
+    /// [`HttpTarget::with_ca_file`]).
+    ///
+    /// # Errors
+    /// The file cannot be read or holds no usable CA certificate.
+    pub fn with_ca_file(mut self, ca_file: Option<&std::path::Path>) -> Result<Self, SourceError> {
+        self.target = self.target.with_ca_file(ca_file)?;
+        Ok(self)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, SourceError> {

@@ -87,7 +87,7 @@ struct RpcErrorBody {
 
 impl<N: Net> CoreRpc<N> {
     /// # Errors
-    /// The URL is not `http://host[:port][/path]`.
+    /// The URL is not `http[s]://host[:port][/path]`.
     pub fn new(net: N, url: &str, auth: CoreAuth, timeout: Duration) -> Result<Self, SourceError> {
         Ok(CoreRpc {
             net,
@@ -101,7 +101,7 @@ impl<N: Net> CoreRpc<N> {
     /// From the `[bitcoin_core]` table.
     ///
     /// # Errors
-    /// A bad URL.
+    /// A bad URL or CA file.
     pub fn from_config(
         net: N,
         config: &crate::config::BitcoinCoreConfig,
@@ -115,7 +115,17 @@ impl<N: Net> CoreRpc<N> {
             (_, _, Some(path)) => CoreAuth::Cookie(path.clone()),
             _ => CoreAuth::None,
         };
-        CoreRpc::new(net, &config.url, auth, timeout)
+        CoreRpc::new(net, &config.url, auth, timeout)?.with_ca_file(config.ca_file.as_deref())
+    }
+
+    /// Trusts `ca_file`'s CA certificates for an `https://` URL (see
+    /// [`HttpTarget::with_ca_file`]).
+    ///
+    /// # Errors
+    /// The file cannot be read or holds no usable CA certificate.
+    pub fn with_ca_file(mut self, ca_file: Option<&std::path::Path>) -> Result<Self, SourceError> {
+        self.target = self.target.with_ca_file(ca_file)?;
+        Ok(self)
     }
 
     async fn call<T: DeserializeOwned>(

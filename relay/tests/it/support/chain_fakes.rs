@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use sdk_relay::conn::tls::ServerTls;
 use sdk_relay::rt::{Listener, Net, TokioNet};
 use serde_json::{Value, json};
 
@@ -206,18 +207,38 @@ enum Role {
     Blindbit,
 }
 
+/// Both fakes over TLS with `tls`'s certificate: `https://` URLs.
+pub async fn start_tls(chain: Chain, tls: Arc<ServerTls>) -> Fakes {
+    let core = serve_with(chain.clone(), Role::Core, Some(tls.clone())).await;
+    let blindbit = serve_with(chain.clone(), Role::Blindbit, Some(tls)).await;
+    Fakes {
+        chain,
+        core_url: format!("https://{core}"),
+        blindbit_url: format!("https://{blindbit}"),
+    }
+}
+
 async fn serve(chain: Chain, role: Role) -> std::net::SocketAddr {
+    serve_with(chain, role, None).await
+}
+
+async fn serve_with(chain: Chain, role: Role, tls: Option<Arc<ServerTls>>) -> std::net::SocketAddr {
     let mut listener = TokioNet.bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let chain = chain.clone();
+            let (chain, tls) = (chain.clone(), tls.clone());
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req| handle(chain.clone(), role, req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+                        Err(_) => Ok(()),
+                    },
+                };
             });
         }
     });

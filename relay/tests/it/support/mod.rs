@@ -11,6 +11,7 @@ use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use sdk_relay::config::Config;
+use sdk_relay::conn::tls::ServerTls;
 use sdk_relay::logs::LogRing;
 use sdk_relay::rt::{Env, Listener as _, Net as _, TokioNet};
 use serde_json::Value;
@@ -52,6 +53,11 @@ impl TestRelay {
         config.ws_url = ws_addr.to_string();
         config.http_url = http_addr.to_string();
         config.validate().expect("test config is valid");
+        // With `[tls]` set, both ports serve its certificate, as `main` arranges.
+        let tls = config.tls.files().map(|(cert, key)| {
+            let timeout = config.limits.tls_handshake_timeout();
+            std::sync::Arc::new(ServerTls::load(cert, key, timeout).expect("test certificate"))
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         // A seed of its own: the relay's key is drawn from it, and a mesh refuses two
         // relays with one key.
@@ -66,7 +72,7 @@ impl TestRelay {
         let done = tokio::spawn(sdk_relay::run(
             config,
             env,
-            sdk_relay::Listeners { ws, http },
+            sdk_relay::Listeners { ws, http, tls },
             logs,
             async move {
                 let _ = stopped.await;
@@ -329,6 +335,7 @@ pub fn raise_fd_limit() {
 pub mod chain_fakes;
 pub mod cluster;
 pub mod peer;
+pub mod tls;
 
 /// Sends a raw upgrade request and returns the status code and the response head, for
 /// refusals that a WebSocket client library hides.
