@@ -348,7 +348,7 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
             s.blindbit_height = Some(blindbit_height);
         });
         self.check_reorg(progress, events).await?;
-        let first_tip = *progress.first_tip.get_or_insert(tip);
+        let first_tip = *progress.announce_from.get_or_insert(tip);
         let own_birth = self.settings.own.as_ref().and_then(|o| o.birth_height);
         let main_next = *progress
             .next_height

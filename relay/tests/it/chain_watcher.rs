@@ -609,3 +609,101 @@ async fn cookie_file_auth_and_refused_login() {
     assert!(!task.is_finished());
     task.abort();
 }
+
+/// Runs the issue's case: a relay without saved state starts at tip 295126, a wallet
+/// registers with birth height 295120 (below that tip) and gets the payment of block
+/// 295125 from its rescan; then a 2-block reorg replaces 295125 and 295126, the payment's
+/// transaction mined again in the new 295126 when `remined`. Returns the wallet's id, the
+/// new chain's blocks 295125..=295127 (hashes) and every event after the first detection.
+async fn reorg_below_start_tip(
+    name: &str,
+    remined: bool,
+) -> (Target, Vec<String>, Vec<ChainEvent>) {
+    let fakes = fakes_for(fakes::chain(295120, 295126)).await;
+    let mut run = spawn(&fakes, settings(temp_dir(name), None));
+    wait_scanned(&run.handle, 295126).await;
+    let text = format!(
+        r#"{{"type":"watch","scan_secret_key":"{SCAN_HEX}","spend_public_key":"{}","birth_height":295120}}"#,
+        spend_public_hex()
+    );
+    let (id, _) = run
+        .handle
+        .register(WatchRequest::from_json(&text).unwrap())
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, async {
+        loop {
+            match run.events.recv().await.unwrap() {
+                ChainEvent::BlockMined { .. } => continue,
+                e => return e,
+            }
+        }
+    })
+    .await
+    .expect("the rescan below the start tip finds the payment");
+    assert_documented_payment(&first, Target::Wallet(id), PAYMENT_HEIGHT, PAYMENT_HASH);
+    let new_chain = {
+        let mut model = fakes.chain.lock().unwrap();
+        let original = model.blocks[&PAYMENT_HEIGHT].clone();
+        let second = if remined {
+            original.moved(295126, 1)
+        } else {
+            FakeBlock::empty(295126, 1)
+        };
+        model.blocks.insert(295125, FakeBlock::empty(295125, 1));
+        model.blocks.insert(295126, second);
+        model.blocks.insert(295127, FakeBlock::empty(295127, 1));
+        (295125..=295127)
+            .map(|h| model.blocks[&h].hash.clone())
+            .collect::<Vec<_>>()
+    };
+    wait_scanned(&run.handle, 295127).await;
+    // The wallet's cursor follows the best chain: once block 295128 is scanned, the
+    // replacement blocks have been scanned for it too.
+    fakes
+        .chain
+        .lock()
+        .unwrap()
+        .blocks
+        .insert(295128, FakeBlock::empty(295128, 1));
+    wait_scanned(&run.handle, 295128).await;
+    let events = run.stop().await;
+    (Target::Wallet(id), new_chain, events)
+}
+
+fn reorged(target: Target) -> ChainEvent {
+    ChainEvent::PaymentReorged {
+        target,
+        txid: PAYMENT_TXID.into(),
+        vout: 0,
+        block_height: PAYMENT_HEIGHT,
+        block_hash: PAYMENT_HASH.into(),
+    }
+}
+
+// Proves the issue's case: a payment found by a wallet's birth-range rescan below the
+// relay's start tip is retracted by a 2-block reorg over its block, the replacement
+// blocks are rescanned for the wallet (which finds the payment again where the new chain
+// mined it, once), and the replacement blocks are announced with block_mined.
+#[tokio::test]
+async fn reorg_below_start_tip_retracts_and_rescans() {
+    let (wallet, new_chain, events) = reorg_below_start_tip("below_tip", true).await;
+    let found = payments(&events);
+    assert_eq!(found.len(), 2, "{events:?}");
+    assert_eq!(found[0], &reorged(wallet));
+    assert_documented_payment(found[1], wallet, 295126, &new_chain[1]);
+    for (height, hash) in (295125..).zip(&new_chain) {
+        let mined = ChainEvent::BlockMined {
+            height,
+            hash: hash.clone(),
+        };
+        assert!(events.contains(&mined), "{height} announced: {events:?}");
+    }
+}
+
+// Proves the same reorg with the payment's transaction not mined again ends with
+// payment_reorged and no new detection.
+#[tokio::test]
+async fn reorg_below_start_tip_without_the_payment() {
+    let (wallet, _, events) = reorg_below_start_tip("below_tip_gone", false).await;
+    assert_eq!(payments(&events), vec![&reorged(wallet)], "{events:?}");
+}
