@@ -428,8 +428,8 @@ async fn survives_5xx_and_timeouts() {
 }
 
 // Proves a restart resumes from the persisted height: no rescan of old blocks, no
-// duplicate payment, the next block announced; a rescan longer than one poll's budget
-// goes on without waiting for the next poll.
+// duplicate payment, every block mined while it was down announced (its catch-up), a
+// rescan longer than one poll's budget going on without waiting for the next poll.
 #[tokio::test]
 async fn restart_resumes_without_duplicate() {
     let dir = temp_dir("restart");
@@ -448,20 +448,23 @@ async fn restart_resumes_without_duplicate() {
     {
         let mut model = fakes.chain.lock().unwrap();
         model.blocks.insert(295127, FakeBlock::empty(295127, 0));
+        model.blocks.insert(295128, FakeBlock::empty(295128, 0));
         model.blindbit_paths.clear();
     }
     let second = spawn(&fakes, slow(dir));
-    wait_scanned(&second.handle, 295127).await;
+    wait_scanned(&second.handle, 295128).await;
     let events = second.stop().await;
     assert!(payments(&events).is_empty(), "{events:?}");
-    let hash = fakes.chain.lock().unwrap().blocks[&295127].hash.clone();
-    assert_eq!(
-        events,
-        vec![ChainEvent::BlockMined {
-            height: 295127,
-            hash
-        }]
-    );
+    let mined: Vec<ChainEvent> = {
+        let model = fakes.chain.lock().unwrap();
+        [295127, 295128]
+            .map(|height| ChainEvent::BlockMined {
+                height,
+                hash: model.blocks[&height].hash.clone(),
+            })
+            .into()
+    };
+    assert_eq!(events, mined);
     let paths = fakes.chain.lock().unwrap().blindbit_paths.clone();
     assert!(
         !paths.iter().any(|p| p.ends_with("/295125")),
