@@ -18,6 +18,8 @@
 
 mod block;
 mod handle;
+#[cfg(test)]
+mod hang_tests;
 pub mod keys;
 mod progress;
 pub mod scan;

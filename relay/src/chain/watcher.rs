@@ -118,7 +118,7 @@ impl WatchSettings {
             network: config.network,
             data_dir: config.data_dir.clone(),
             poll_interval: Duration::from_secs(w.poll_interval_secs),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(w.request_timeout_secs),
             reorg_depth_max: w.reorg_depth_max,
             own,
             retry: RetryPolicy::default(),
@@ -281,7 +281,9 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
     }
 
     /// Retries transient failures with exponential backoff and jitter, a bounded number
-    /// of times.
+    /// of times. A timeout is not retried here: the call already took a whole request
+    /// timeout, and trying again would hide a hung source from `/health` for as long
+    /// again; it fails the poll at once, and the next poll tries again.
     async fn retry<T, Fut>(&self, mut op: impl FnMut() -> Fut) -> Result<T, SourceError>
     where
         Fut: Future<Output = Result<T, SourceError>>,
@@ -291,7 +293,11 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         let mut attempt = 1;
         loop {
             match op().await {
-                Err(e) if e.is_transient() && attempt < policy.attempts_max => {
+                Err(e)
+                    if e.is_transient()
+                        && !matches!(e, SourceError::Timeout { .. })
+                        && attempt < policy.attempts_max =>
+                {
                     let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                     let jitter = Duration::from_millis(self.rng.range_u64(0, millis / 2 + 1));
                     tracing::debug!(error = %e, attempt, "chain source call failed, retrying");

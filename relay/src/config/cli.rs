@@ -104,6 +104,16 @@ pub struct RunArgs {
         value_name = "FORMAT"
     )]
     pub log_format: Option<LogFormat>,
+
+    /// Deadline in seconds of one call to Bitcoin Core or Blindbit; a call that misses it
+    /// marks the chain watcher degraded at once [default: 30].
+    #[arg(
+        long,
+        env = "SDK_RELAY_WATCHER_REQUEST_TIMEOUT_SECS",
+        global = true,
+        value_name = "SECS"
+    )]
+    pub watcher_request_timeout_secs: Option<u64>,
 }
 
 impl RunArgs {
@@ -153,6 +163,9 @@ impl RunArgs {
         }
         if let Some(v) = self.log_format {
             config.log_format = v;
+        }
+        if let Some(v) = self.watcher_request_timeout_secs {
+            config.watcher.request_timeout_secs = v;
         }
     }
 }

@@ -5,6 +5,8 @@
 // Tests act from outside the relay, so they use real sockets and clocks directly.
 #![allow(clippy::disallowed_methods)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::chain_fakes as fakes;
@@ -94,6 +96,64 @@ async fn wallet_receives_its_payment_over_websocket() {
     .await;
     assert_eq!(health["chain"]["watcher"], "ok");
     assert_eq!(health["chain"]["wallets"], 1);
+    relay.shutdown().await;
+}
+
+/// A Bitcoin Core that accepts connections and never answers (nor reads): the sockets
+/// are kept open until the test ends. Returns its URL and the number of connections it
+/// accepted.
+async fn silent_core() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            kept.push(stream);
+        }
+    });
+    (url, accepted)
+}
+
+// Proves a relay whose Core hangs shows `/health` degraded, naming Core and the timeout,
+// after the first call's timeout: one connection to Core, not one per retry (the poll
+// interval is an hour, so no later poll can have made it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_core_is_degraded_at_its_first_timeout() {
+    let fakes = fakes::start(fakes::chain(295120, 295126)).await;
+    let (core_url, accepted) = silent_core().await;
+    let mut config = fast_config();
+    config.bitcoin_core = Some(BitcoinCoreConfig {
+        url: core_url,
+        wallet: None,
+        rpc_user: None,
+        rpc_password: None,
+        cookie_file: None,
+    });
+    config.blindbit = Some(BlindbitConfig {
+        url: fakes.blindbit_url.clone(),
+    });
+    config.watcher.poll_interval_secs = 3600;
+    config.watcher.request_timeout_secs = 1;
+    let relay = TestRelay::start(config).await;
+    let health = eventually(Duration::from_secs(30), "chain degraded", || async {
+        let health = http_get(relay.http_addr, "/health").await?;
+        (health["chain"]["watcher"] == "degraded").then_some(health)
+    })
+    .await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let reason = health["chain"]["degraded"].as_str().unwrap();
+    assert!(
+        reason.contains("bitcoin_core") && reason.contains("timed out"),
+        "{reason}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "no retry of a hung call"
+    );
     relay.shutdown().await;
 }
 
