@@ -11,7 +11,8 @@ use tokio::sync::Notify;
 
 use super::keys::{ScanSecret, WatchedKey, parse_spend_key};
 use crate::config::{Config, Network};
-use crate::protocol::chain::{WalletId, WatchRequest};
+use crate::protocol::chain::WalletId;
+use crate::protocol::watch::WatchRequest;
 
 /// What `/health` shows about the chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -100,10 +101,11 @@ impl WatchHandle {
         if !self.status().enabled {
             return Err("chain watcher disabled: no bitcoin_core/blindbit configured".into());
         }
-        let scan = ScanSecret::from_hex(&request.scan_secret_key).map_err(|e| e.to_string())?;
-        let spend = parse_spend_key(&request.spend_public_key).map_err(|e| e.to_string())?;
-        let key = WatchedKey::new(scan, spend, &request.labels, self.shared.network)
-            .map_err(|e| e.to_string())?;
+        let refused = |e: super::keys::KeyError| format!("watch: {e}");
+        let scan = ScanSecret::from_hex(&request.scan_secret_key).map_err(refused)?;
+        let spend = parse_spend_key(&request.spend_public_key).map_err(refused)?;
+        let key =
+            WatchedKey::new(scan, spend, &request.labels, self.shared.network).map_err(refused)?;
         let address = key.address().to_string();
         let id = {
             let mut wallets = lock(&self.shared.wallets);

@@ -28,8 +28,9 @@ pub mod store;
 mod watcher;
 
 pub use crate::config::WatcherConfig;
-pub use crate::protocol::chain::{
-    ChainEvent, Target, WalletId, WatchOutcome, WatchRequest, encode_watch_response, format_btc,
+pub use crate::protocol::chain::{ChainEvent, Target, WalletId, format_btc};
+pub use crate::protocol::watch::{
+    UnwatchRequest, WatchOutcome, WatchRequest, encode_unwatch_response, encode_watch_response,
 };
 pub use handle::{ChainStatus, WatchHandle};
 pub use source::{BlindbitSource, CoreSource, SourceError};

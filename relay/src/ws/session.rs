@@ -284,7 +284,11 @@ impl Session {
             {
                 Ok((wallet, address)) => {
                     self.wallets.push(wallet);
-                    WatchOutcome::Accepted { address }
+                    WatchOutcome::Accepted {
+                        address,
+                        pending_delivered: 0,
+                        pending_dropped: 0,
+                    }
                 }
                 Err(reason) => WatchOutcome::Rejected { reason },
             }

@@ -44,6 +44,27 @@ async fn wallet_receives_its_payment_over_websocket() {
 
     let (mut bystander, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
     let (mut wallet, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    // Refusals name the field and the actual problem, and never echo the secret.
+    let off_curve = format!("02{:064x}", 5);
+    for (message, reason) in [
+        (
+            json!({"type": "watch", "spend_public_key": spend_public_hex(), "birth_height": 295120}),
+            "watch: missing field `scan_secret_key`",
+        ),
+        (
+            json!({"type": "watch", "scan_secret_key": SCAN_HEX, "spend_public_key": off_curve}),
+            "watch: `spend_public_key` is not a valid secp256k1 point",
+        ),
+        (
+            json!({"type": "watch", "scan_secret_key": SCAN_HEX, "spend_public_key": "02ab"}),
+            "watch: `spend_public_key` must be 66 hex characters, not 4",
+        ),
+    ] {
+        wallet.send_json(&message).await;
+        let response = wallet.recv_type("watch_response").await;
+        assert_eq!(response["status"], "rejected", "{response}");
+        assert_eq!(response["reason"], reason);
+    }
     wallet
         .send_json(&json!({
             "type": "watch",
