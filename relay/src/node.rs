@@ -73,6 +73,7 @@ impl Node {
         ));
         let wallets = Arc::new(Wallets::new(
             chain.clone(),
+            config.data_dir.clone(),
             publisher.clone(),
             hub.clone(),
             lifecycle.clone(),

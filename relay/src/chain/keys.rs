@@ -40,6 +40,11 @@ impl ScanSecret {
     pub(crate) fn secret(&self) -> &SecretKey {
         &self.0
     }
+
+    /// The key as 64 hex characters, for the registrations file only (`registry`).
+    pub(crate) fn to_hex(&self) -> String {
+        hex::encode(self.0.secret_bytes())
+    }
 }
 
 /// Why a key set was refused; never carries key material. Each message names the field.

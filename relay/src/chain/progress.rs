@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 
 use super::block::Hit;
 use super::source::{BlindbitSource, CoreSource};
-use super::store::{self, OwnPayment, PersistedState};
+use super::store::{self, OwnPayment, PersistedState, WalletPayment};
 use super::watcher::{PAYMENTS_MAX, TickError, Watcher, WatcherError};
-use crate::protocol::chain::{ChainEvent, Target, format_btc};
+use crate::protocol::chain::{ChainEvent, Target, WalletId, format_btc};
 
 /// A payment emitted and still inside the reorg window.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,7 +23,19 @@ pub(crate) struct PaymentRecord {
     pub target: Target,
 }
 
-/// The loop's own state; persisted (own payments only) after each main-chain block.
+impl PaymentRecord {
+    fn saved(&self) -> OwnPayment {
+        OwnPayment {
+            block_height: self.block_height,
+            block_hash: self.block_hash.clone(),
+            txid: self.txid.clone(),
+            vout: self.vout,
+        }
+    }
+}
+
+/// The loop's own state; persisted after each main-chain block (wallets' payments only
+/// when registrations are saved too).
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     pub next_height: Option<u32>,
@@ -60,15 +72,22 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         progress.next_height = state.next_height;
         progress.announce_from = state.next_height;
         progress.scanned = state.recent.into_iter().collect();
+        let wallet_payments = state
+            .wallet_payments
+            .into_iter()
+            .map(|p| (Target::Wallet(WalletId(p.wallet)), p.payment))
+            .filter(|(target, _)| matches!(target, Target::Wallet(id) if self.handle.is_registered(*id)));
         progress.payments = state
             .own_payments
             .into_iter()
-            .map(|p| PaymentRecord {
+            .map(|p| (Target::Own, p))
+            .chain(wallet_payments)
+            .map(|(target, p)| PaymentRecord {
                 block_height: p.block_height,
                 block_hash: p.block_hash,
                 txid: p.txid,
                 vout: p.vout,
-                target: Target::Own,
+                target,
             })
             .collect();
         Ok(progress)
@@ -92,11 +111,20 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
                 .payments
                 .iter()
                 .filter(|p| p.target == Target::Own)
-                .map(|p| OwnPayment {
-                    block_height: p.block_height,
-                    block_hash: p.block_hash.clone(),
-                    txid: p.txid.clone(),
-                    vout: p.vout,
+                .map(PaymentRecord::saved)
+                .collect(),
+            // A wallet id means the same wallet after a restart only when registrations
+            // are saved too.
+            wallet_payments: progress
+                .payments
+                .iter()
+                .filter(|_| self.handle.persists())
+                .filter_map(|p| match p.target {
+                    Target::Wallet(id) => Some(WalletPayment {
+                        wallet: id.0,
+                        payment: p.saved(),
+                    }),
+                    Target::Own => None,
                 })
                 .collect(),
         };
@@ -205,6 +233,7 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         progress.next_height = Some(progress.next_height.map_or(next, |n| n.min(next)));
         progress.announce_from = Some(progress.announce_from.map_or(next, |a| a.min(next)));
         self.handle.rewind_wallets(next);
+        self.handle.save_if_moved().map_err(TickError::Store)?;
         self.persist(progress)
     }
 

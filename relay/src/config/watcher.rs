@@ -35,8 +35,12 @@ pub struct WatcherConfig {
     pub birth_height: Option<u32>,
     /// Deepest reorg handled; also the number of (height, hash) pairs remembered.
     pub reorg_depth_max: u32,
-    /// Wallets that may register over WebSocket at once.
+    /// Wallets that may be registered at once, away ones included.
     pub wallets_max: usize,
+    /// Keep wallet registrations (scan secret keys included, in a 0600 file in
+    /// `data_dir`) and the payments found for a wallet while it is away, across
+    /// disconnections and restarts. Off: a registration ends with its connection.
+    pub persist_wallets: bool,
 }
 
 impl Default for WatcherConfig {
@@ -50,6 +54,7 @@ impl Default for WatcherConfig {
             birth_height: None,
             reorg_depth_max: 100,
             wallets_max: 1000,
+            persist_wallets: true,
         }
     }
 }
@@ -66,6 +71,7 @@ impl std::fmt::Debug for WatcherConfig {
             .field("birth_height", &r.birth_height)
             .field("reorg_depth_max", &r.reorg_depth_max)
             .field("wallets_max", &r.wallets_max)
+            .field("persist_wallets", &r.persist_wallets)
             .finish()
     }
 }

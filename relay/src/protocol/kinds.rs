@@ -33,6 +33,7 @@ label_enum!(
         Unsubscribe => "unsubscribe",
         Notification => "notification",
         Watch => "watch",
+        Unwatch => "unwatch",
         Invalid => "invalid",
     }
 );
@@ -49,6 +50,7 @@ label_enum!(
         Error => "error",
         Subscriptions => "subscriptions",
         WatchResponse => "watch_response",
+        UnwatchResponse => "unwatch_response",
     }
 );
 
@@ -61,6 +63,7 @@ impl ClientMessage<'_> {
             ClientMessage::Unsubscribe(_) => InboundKind::Unsubscribe,
             ClientMessage::Publish(_) => InboundKind::Notification,
             ClientMessage::Watch => InboundKind::Watch,
+            ClientMessage::Unwatch => InboundKind::Unwatch,
         }
     }
 }

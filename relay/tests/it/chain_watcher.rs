@@ -262,11 +262,13 @@ async fn registered_wallet_gets_its_payment() {
     let (id, address) = run
         .handle
         .register(WatchRequest::from_json(&text).unwrap())
+        .map(|r| (r.id, r.address))
         .unwrap();
     let other = text.replace(SCAN_HEX, &"03".repeat(32));
     let (other_id, _) = run
         .handle
         .register(WatchRequest::from_json(&other).unwrap())
+        .map(|r| (r.id, r.address))
         .unwrap();
     let event = tokio::time::timeout(WAIT, async {
         loop {
@@ -632,6 +634,7 @@ async fn reorg_below_start_tip(
     let (id, _) = run
         .handle
         .register(WatchRequest::from_json(&text).unwrap())
+        .map(|r| (r.id, r.address))
         .unwrap();
     let first = tokio::time::timeout(WAIT, async {
         loop {

@@ -102,6 +102,11 @@ impl RelayProcess {
         self.spawn().await;
     }
 
+    /// The relay's `data_dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
     fn dir(&self) -> PathBuf {
         self.config_path
             .parent()
