@@ -647,6 +647,7 @@ async fn reorg_below_start_tip(
     .await
     .expect("the rescan below the start tip finds the payment");
     assert_documented_payment(&first, Target::Wallet(id), PAYMENT_HEIGHT, PAYMENT_HASH);
+    wait_rescanned(&fakes, 295126).await;
     let new_chain = {
         let mut model = fakes.chain.lock().unwrap();
         let original = model.blocks[&PAYMENT_HEIGHT].clone();
@@ -674,6 +675,21 @@ async fn reorg_below_start_tip(
     wait_scanned(&run.handle, 295128).await;
     let events = run.stop().await;
     (Target::Wallet(id), new_chain, events)
+}
+
+/// Waits until the wallet's rescan asked Blindbit for block `height` (the best chain,
+/// scanned before the wallet registered, did not: it had no key to scan for), so the
+/// wallet has caught up with the tip and only a rewind can make it scan the
+/// replacement blocks.
+pub async fn wait_rescanned(fakes: &Fakes, height: u32) {
+    let path = format!("/filter/new-utxos/{height}");
+    let asked = tokio::time::timeout(WAIT, async {
+        while !fakes.chain.lock().unwrap().blindbit_paths.contains(&path) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(asked.is_ok(), "the wallet's rescan never reached {height}");
 }
 
 fn reorged(target: Target) -> ChainEvent {

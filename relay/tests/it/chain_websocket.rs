@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::chain_fakes as fakes;
-use crate::support::cluster::{eventually, http_get};
+use crate::support::cluster::{RelayProcess, eventually, http_get};
 use crate::support::{Client, TestRelay, fast_config};
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use sdk_relay::config::{BitcoinCoreConfig, BlindbitConfig};
@@ -176,6 +176,74 @@ async fn hanging_core_is_degraded_at_its_first_timeout() {
         "no retry of a hung call"
     );
     relay.shutdown().await;
+}
+
+/// The next message that is not a periodic `health`.
+async fn next_message(client: &mut Client) -> serde_json::Value {
+    loop {
+        let message = client.recv().await.expect("connection open");
+        if message["type"] != "health" {
+            return message;
+        }
+    }
+}
+
+// Proves the case end to end on a relay process: started without saved state at
+// tip 295126, a wallet registered with birth height 295120 gets the payment of block
+// 295125 from its rescan below that tip; a 2-block reorg over 295125 (its transaction
+// mined again in the new 295126) brings `payment_reorged` for the old block, then
+// `payment_detected` for the new one, from the rescan of the replacement blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reorg_below_the_start_tip_reaches_the_wallet() {
+    let fakes = fakes::start(fakes::chain(295120, 295126)).await;
+    let toml = format!(
+        "[bitcoin_core]\nurl = \"{}\"\n[blindbit]\nurl = \"{}\"\n[watcher]\npoll_interval_secs = 1\n",
+        fakes.core_url, fakes.blindbit_url
+    );
+    let relay = RelayProcess::start("reorg", "", &toml).await;
+    eventually(Duration::from_secs(60), "start tip scanned", || async {
+        let health = http_get(relay.http_addr, "/health").await?;
+        (health["chain"]["scanned_height"] == json!(295126)).then_some(())
+    })
+    .await;
+    let (mut wallet, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    wallet
+        .send_json(&json!({
+            "type": "watch",
+            "scan_secret_key": SCAN_HEX,
+            "spend_public_key": spend_public_hex(),
+            "birth_height": 295120,
+        }))
+        .await;
+    assert_eq!(next_message(&mut wallet).await["status"], "accepted");
+    let found = next_message(&mut wallet).await;
+    assert_eq!(found["notification_type"], "payment_detected", "{found}");
+    assert_eq!(found["data"]["block_height"], fakes::PAYMENT_HEIGHT);
+    let old_hash = found["data"]["block_hash"].clone();
+    crate::chain_watcher::wait_rescanned(&fakes, 295126).await;
+    let new_hash = {
+        let mut model = fakes.chain.lock().unwrap();
+        let moved = model.blocks[&fakes::PAYMENT_HEIGHT].moved(295126, 1);
+        model
+            .blocks
+            .insert(fakes::PAYMENT_HEIGHT, fakes::FakeBlock::empty(295125, 1));
+        model.blocks.insert(295126, moved.clone());
+        model
+            .blocks
+            .insert(295127, fakes::FakeBlock::empty(295127, 1));
+        moved.hash
+    };
+    let reorged = next_message(&mut wallet).await;
+    assert_eq!(reorged["notification_type"], "payment_reorged", "{reorged}");
+    assert_eq!(reorged["data"]["txid"], fakes::PAYMENT_TXID);
+    assert_eq!(reorged["data"]["block_hash"], old_hash);
+    let again = next_message(&mut wallet).await;
+    assert_eq!(again["notification_type"], "payment_detected", "{again}");
+    assert_eq!(again["data"]["txid"], fakes::PAYMENT_TXID);
+    assert_eq!(
+        (&again["data"]["block_height"], &again["data"]["block_hash"]),
+        (&json!(295126), &json!(new_hash))
+    );
 }
 
 /// With no chain source configured, the watcher is reported disabled and the relay is
