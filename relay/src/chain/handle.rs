@@ -2,17 +2,21 @@
 //!
 //! Shared state is small and held under std mutexes that are never held across an await,
 //! so the WebSocket and HTTP tasks can call in without going through a queue. With
-//! `[watcher] persist_wallets`, registrations are saved (`registry`) at every change, and
-//! the scan cursors after every poll, so the watcher goes on scanning for a wallet while
-//! it is away, across restarts too.
+//! `[watcher] persist_wallets`, registrations and their scan cursors are saved
+//! (`registry`) by the watcher's loop after a change, at most once per
+//! [`WALLETS_SAVE_INTERVAL`]: wallets cannot make the relay rewrite the file at their
+//! message rate, and a crash loses at most the changes since the last save (a wallet
+//! registered just before it registers again when it comes back).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::keys::{ScanSecret, WatchedKey, parse_spend_key};
 use super::registry::{self, WalletRecord, WalletsFile};
@@ -20,6 +24,9 @@ use super::store::StoreError;
 use crate::config::{Config, Network};
 use crate::protocol::chain::WalletId;
 use crate::protocol::watch::WatchRequest;
+
+/// Least time between two saves of the registrations.
+pub const WALLETS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What `/health` shows about the chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -76,9 +83,10 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// Where registrations are saved; `None` when they are not (`persist_wallets = false`).
     store: Option<PathBuf>,
-    /// Serialises saves, so the file never goes back to an older snapshot.
-    save_lock: Mutex<()>,
-    /// A cursor moved since the last save.
+    /// When the registrations were last saved; held while saving, so saves never
+    /// overlap and the file never goes back to an older snapshot.
+    last_save: Mutex<Option<Instant>>,
+    /// Something to save changed since the last save.
     dirty: AtomicBool,
 }
 
@@ -150,7 +158,7 @@ impl WatchHandle {
                 status: Mutex::new(status),
                 wake: Notify::new(),
                 store,
-                save_lock: Mutex::new(()),
+                last_save: Mutex::new(None),
                 dirty: AtomicBool::new(false),
             }),
         }
@@ -240,8 +248,7 @@ impl WatchHandle {
             lock(&self.shared.status).wallets = wallets.entries.len();
             registration
         };
-        self.save_logged();
-        self.shared.wake.notify_one();
+        self.changed();
         Ok(registration)
     }
 
@@ -301,7 +308,7 @@ impl WatchHandle {
             }
             lock(&self.shared.status).wallets = wallets.entries.len();
         }
-        self.save_logged();
+        self.changed();
     }
 
     /// Whether the wallet is registered (connected or away).
@@ -315,7 +322,14 @@ impl WatchHandle {
         if let Some(entry) = lock(&self.shared.wallets).entries.get_mut(&id) {
             entry.away_since = Some(unix_secs);
         }
-        self.save_logged();
+        self.changed();
+    }
+
+    /// Marks the registrations to be saved and wakes the watcher (which saves them, and
+    /// starts a new wallet's rescan at once).
+    fn changed(&self) {
+        self.shared.dirty.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
     }
 
     pub fn status(&self) -> ChainStatus {
@@ -353,29 +367,21 @@ impl WatchHandle {
         }
     }
 
-    /// Saves the registrations if a cursor moved since the last save.
+    /// Saves the registrations if anything changed since the last save, unless that was
+    /// less than [`WALLETS_SAVE_INTERVAL`] before `now` (then a later poll saves them).
     ///
     /// # Errors
-    /// The file cannot be written.
-    pub(crate) fn save_if_moved(&self) -> Result<(), StoreError> {
-        if self.shared.dirty.swap(false, Ordering::Relaxed) {
-            self.save()?;
-        }
-        Ok(())
-    }
-
-    fn save_logged(&self) {
-        if let Err(error) = self.save() {
-            tracing::warn!(%error, "cannot save wallet registrations");
-        }
-    }
-
-    /// Writes the registrations as they are now (no-op when they are not persisted).
-    fn save(&self) -> Result<(), StoreError> {
+    /// The file cannot be written (it is tried again at the next call).
+    pub(crate) fn save_if_changed(&self, now: Instant) -> Result<(), StoreError> {
         let Some(dir) = &self.shared.store else {
             return Ok(());
         };
-        let _serialised = lock(&self.shared.save_lock);
+        let mut last_save = lock(&self.shared.last_save);
+        if last_save.is_some_and(|at| now.saturating_duration_since(at) < WALLETS_SAVE_INTERVAL)
+            || !self.shared.dirty.swap(false, Ordering::Relaxed)
+        {
+            return Ok(());
+        }
         let file = {
             let wallets = lock(&self.shared.wallets);
             WalletsFile {
@@ -388,7 +394,10 @@ impl WatchHandle {
                     .collect(),
             }
         };
-        registry::save(dir, &file)
+        *last_save = Some(now);
+        registry::save(dir, &file).inspect_err(|_| {
+            self.shared.dirty.store(true, Ordering::Relaxed);
+        })
     }
 }
 
@@ -473,9 +482,19 @@ mod tests {
         let a = first.register(request(1, Some(10))).unwrap();
         let b = first.register(request(2, None)).unwrap();
         first.set_wallet_next(a.id, 42);
-        first.save_if_moved().unwrap();
+        let start = crate::rt::Clock::now(&crate::rt::TokioClock);
+        first.save_if_changed(start).unwrap();
         first.unregister(b.id);
         first.set_away(a.id, 7);
+        let unsaved = WatchHandle::from_config(&config(&dir, true));
+        assert_eq!(
+            unsaved.status().wallets,
+            2,
+            "not saved again within the interval"
+        );
+        first
+            .save_if_changed(start + WALLETS_SAVE_INTERVAL)
+            .unwrap();
         let second = WatchHandle::from_config(&config(&dir, true));
         let wallets = second.wallets();
         assert_eq!(wallets.len(), 1);

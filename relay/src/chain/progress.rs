@@ -233,7 +233,9 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         progress.next_height = Some(progress.next_height.map_or(next, |n| n.min(next)));
         progress.announce_from = Some(progress.announce_from.map_or(next, |a| a.min(next)));
         self.handle.rewind_wallets(next);
-        self.handle.save_if_moved().map_err(TickError::Store)?;
+        self.handle
+            .save_if_changed(self.clock.now())
+            .map_err(TickError::Store)?;
         self.persist(progress)
     }
 

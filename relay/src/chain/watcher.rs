@@ -367,11 +367,13 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         let (more, waiting) = self
             .scan_available(progress, tip, blindbit_height, events)
             .await?;
-        // Wallet cursors are saved once a poll, not at every block: after a crash, a
-        // wallet rescans at most one poll's blocks. Its payments there within the reorg
-        // window are in the payments saved with each best-chain block and not sent again;
-        // older ones (a birth-range rescan) may be.
-        self.handle.save_if_moved().map_err(TickError::Store)?;
+        // Registrations and cursors are saved once a poll at most, not at every block:
+        // after a crash, a wallet rescans the blocks since the last save. Its payments
+        // there within the reorg window are in the payments saved with each best-chain
+        // block and not sent again; older ones (a birth-range rescan) may be.
+        self.handle
+            .save_if_changed(self.clock.now())
+            .map_err(TickError::Store)?;
         self.update_health(progress, tip, blindbit_height, waiting);
         Ok(more)
     }

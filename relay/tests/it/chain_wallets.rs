@@ -53,6 +53,18 @@ async fn wait_chain(relay: &RelayProcess, scanned: u32, wallets: usize) {
     .await;
 }
 
+/// Waits until the relay has saved `count` registrations (it saves after its next poll).
+async fn wait_saved(relay: &RelayProcess, count: usize) {
+    let path = relay
+        .data_dir()
+        .join(sdk_relay::chain::registry::WALLETS_FILE);
+    eventually(LONG, &format!("{count} registrations saved"), || async {
+        let saved: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        (saved["wallets"].as_array()?.len() == count).then_some(())
+    })
+    .await;
+}
+
 /// The next message that is not a periodic `health`.
 async fn next_message(client: &mut Client) -> Value {
     loop {
@@ -85,6 +97,7 @@ async fn away_wallet_gets_its_payment_after_restarts() {
     assert_eq!(response["pending_delivered"], 0);
     let address = response["address"].as_str().unwrap().to_string();
     wait_chain(&relay, 295124, 1).await;
+    wait_saved(&relay, 1).await;
     drop(wallet);
 
     relay.kill().await;
@@ -144,6 +157,7 @@ async fn away_wallet_gets_its_payment_after_restarts() {
     let done = wallet.recv_type("unwatch_response").await;
     assert_eq!(done["status"], "accepted", "{done}");
     wait_chain(&relay, 295126, 0).await;
+    wait_saved(&relay, 0).await;
     drop(wallet);
     relay.restart().await;
     wait_chain(&relay, 295126, 0).await;
