@@ -174,7 +174,10 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
             return Ok(());
         };
         let fork = lowest_replaced.saturating_sub(1);
-        if progress.scanned.first_key_value().map(|(h, _)| *h) == Some(lowest_replaced) {
+        let window_full = progress.scanned.len() >= self.settings.reorg_depth_max as usize;
+        if window_full
+            && progress.scanned.first_key_value().map(|(h, _)| *h) == Some(lowest_replaced)
+        {
             tracing::warn!(
                 fork,
                 "reorg as deep as the blocks remembered (reorg_depth_max): rescanning from there"
