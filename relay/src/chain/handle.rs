@@ -368,18 +368,20 @@ impl WatchHandle {
     }
 
     /// Saves the registrations if anything changed since the last save, unless that was
-    /// less than [`WALLETS_SAVE_INTERVAL`] before `now` (then a later poll saves them).
+    /// less than [`WALLETS_SAVE_INTERVAL`] before `now` (then a later call saves them);
+    /// `now` = `None` saves regardless (shutdown).
     ///
     /// # Errors
     /// The file cannot be written (it is tried again at the next call).
-    pub(crate) fn save_if_changed(&self, now: Instant) -> Result<(), StoreError> {
+    pub(crate) fn save_changed(&self, now: Option<Instant>) -> Result<(), StoreError> {
         let Some(dir) = &self.shared.store else {
             return Ok(());
         };
         let mut last_save = lock(&self.shared.last_save);
-        if last_save.is_some_and(|at| now.saturating_duration_since(at) < WALLETS_SAVE_INTERVAL)
-            || !self.shared.dirty.swap(false, Ordering::Relaxed)
-        {
+        let too_soon = |at: Instant| {
+            now.is_some_and(|now| now.saturating_duration_since(at) < WALLETS_SAVE_INTERVAL)
+        };
+        if last_save.is_some_and(too_soon) || !self.shared.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
         let file = {
@@ -394,7 +396,9 @@ impl WatchHandle {
                     .collect(),
             }
         };
-        *last_save = Some(now);
+        if now.is_some() {
+            *last_save = now;
+        }
         registry::save(dir, &file).inspect_err(|_| {
             self.shared.dirty.store(true, Ordering::Relaxed);
         })
@@ -483,7 +487,7 @@ mod tests {
         let b = first.register(request(2, None)).unwrap();
         first.set_wallet_next(a.id, 42);
         let start = crate::rt::Clock::now(&crate::rt::TokioClock);
-        first.save_if_changed(start).unwrap();
+        first.save_changed(Some(start)).unwrap();
         first.unregister(b.id);
         first.set_away(a.id, 7);
         let unsaved = WatchHandle::from_config(&config(&dir, true));
@@ -493,7 +497,7 @@ mod tests {
             "not saved again within the interval"
         );
         first
-            .save_if_changed(start + WALLETS_SAVE_INTERVAL)
+            .save_changed(Some(start + WALLETS_SAVE_INTERVAL))
             .unwrap();
         let second = WatchHandle::from_config(&config(&dir, true));
         let wallets = second.wallets();

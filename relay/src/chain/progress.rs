@@ -237,7 +237,7 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         progress.announce_from = Some(progress.announce_from.map_or(next, |a| a.min(next)));
         self.handle.rewind_wallets(next);
         self.handle
-            .save_if_changed(self.clock.now())
+            .save_changed(Some(self.clock.now()))
             .map_err(TickError::Store)?;
         self.persist(progress)
     }

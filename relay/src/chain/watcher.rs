@@ -202,19 +202,25 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
                 Err(Ok(fatal)) => return Err(fatal),
                 Err(Err(tick)) => self.report(&tick),
             }
+            self.save_wallets(false);
             if self.wait(&mut shutdown).await {
+                self.save_wallets(true);
                 return Ok(());
             }
         }
         loop {
             let more = match self.tick(&mut progress, &events).await {
                 Ok(more) => more,
-                Err(TickError::Closed) => return Ok(()),
+                Err(TickError::Closed) => {
+                    self.save_wallets(true);
+                    return Ok(());
+                }
                 Err(e) => {
                     self.report(&e);
                     false
                 }
             };
+            self.save_wallets(false);
             let stop = if more {
                 // A long rescan goes on at once, but still yields to shutdown.
                 tokio::select! {
@@ -226,8 +232,22 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
                 self.wait(&mut shutdown).await
             };
             if stop {
+                self.save_wallets(true);
                 return Ok(());
             }
+        }
+    }
+
+    /// Saves wallet registrations and cursors that changed, after every poll whatever
+    /// its outcome (a registration made while Core is down is saved too), at most once a
+    /// second unless `flush` (at shutdown). Not at every block: after a crash, a wallet
+    /// rescans the blocks since the last save; its payments there within the reorg
+    /// window are in the payments saved with each best-chain block and not sent again,
+    /// older ones (a birth-range rescan) may be.
+    fn save_wallets(&self, flush: bool) {
+        let now = (!flush).then(|| self.clock.now());
+        if let Err(e) = self.handle.save_changed(now) {
+            self.report(&TickError::Store(e));
         }
     }
 
@@ -367,13 +387,6 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         let (more, waiting) = self
             .scan_available(progress, tip, blindbit_height, events)
             .await?;
-        // Registrations and cursors are saved once a poll at most, not at every block:
-        // after a crash, a wallet rescans the blocks since the last save. Its payments
-        // there within the reorg window are in the payments saved with each best-chain
-        // block and not sent again; older ones (a birth-range rescan) may be.
-        self.handle
-            .save_if_changed(self.clock.now())
-            .map_err(TickError::Store)?;
         self.update_health(progress, tip, blindbit_height, waiting);
         Ok(more)
     }

@@ -729,3 +729,82 @@ async fn reorg_below_start_tip_without_the_payment() {
     let (wallet, _, events) = reorg_below_start_tip("below_tip_gone", false).await;
     assert_eq!(payments(&events), vec![&reorged(wallet)], "{events:?}");
 }
+
+/// The registrations the relay saved in `dir`, if it saved any.
+fn saved_wallets(dir: &std::path::Path) -> Option<usize> {
+    let path = dir.join(sdk_relay::chain::registry::WALLETS_FILE);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    saved["wallets"].as_array().map(Vec::len)
+}
+
+// Proves registrations are saved while Core cannot be reached (every poll fails), and
+// that one made just after a save (inside the once-a-second interval) is saved when the
+// watcher shuts down.
+#[tokio::test]
+async fn registrations_are_saved_while_core_is_down_and_at_shutdown() {
+    let fakes = fakes_for(fakes::chain(295120, 295121)).await;
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let dir = temp_dir("saved");
+    let mut config = Config {
+        data_dir: dir.clone(),
+        bitcoin_core: Some(BitcoinCoreConfig {
+            url: refused,
+            wallet: None,
+            rpc_user: None,
+            rpc_password: None,
+            cookie_file: None,
+        }),
+        blindbit: Some(BlindbitConfig {
+            url: fakes.blindbit_url.clone(),
+        }),
+        ..Config::default()
+    };
+    config.watcher.poll_interval_secs = 1;
+    let handle = WatchHandle::from_config(&config);
+    let (tx, _rx) = mpsc::channel(64);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            sdk_relay::chain::run(&config, Env::tokio(1), handle, tx, shutdown).await
+        }
+    });
+    wait_status(&handle, "core unreachable", |s| {
+        s.degraded
+            .as_deref()
+            .is_some_and(|d| d.contains("bitcoin_core"))
+    })
+    .await;
+    let watch = |scan: &str| {
+        let text = format!(
+            r#"{{"type":"watch","scan_secret_key":"{scan}","spend_public_key":"{}"}}"#,
+            spend_public_hex()
+        );
+        handle
+            .register(WatchRequest::from_json(&text).unwrap())
+            .unwrap()
+    };
+    watch(SCAN_HEX);
+    let saved = tokio::time::timeout(WAIT, async {
+        while saved_wallets(&dir) != Some(1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(saved.is_ok(), "saved while every poll fails");
+    watch(&"03".repeat(32));
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved_wallets(&dir), Some(2), "saved at shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
