@@ -325,6 +325,29 @@ impl WatchHandle {
         self.changed();
     }
 
+    /// Forgets every wallet away since before `unix_secs`; returns them.
+    pub fn expire_away(&self, unix_secs: u64) -> Vec<WalletId> {
+        let expired: Vec<WalletId> = {
+            let mut wallets = lock(&self.shared.wallets);
+            let expired: Vec<WalletId> = wallets
+                .entries
+                .iter()
+                .filter(|(_, e)| e.away_since.is_some_and(|since| since < unix_secs))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &expired {
+                wallets.entries.remove(id);
+            }
+            lock(&self.shared.status).wallets = wallets.entries.len();
+            expired
+        };
+        if !expired.is_empty() {
+            tracing::info!(wallets = expired.len(), "forgot wallets away too long");
+            self.changed();
+        }
+        expired
+    }
+
     /// Marks the registrations to be saved and wakes the watcher (which saves them, and
     /// starts a new wallet's rescan at once).
     fn changed(&self) {
@@ -439,6 +462,13 @@ mod tests {
         handle.set_away(a.id, 100);
         let c = handle.register(request(3, None)).unwrap();
         assert_eq!(c.evicted, Some(a.id), "away the longest");
+        assert_eq!(
+            handle.expire_away(200),
+            vec![],
+            "away since 200, not before"
+        );
+        assert_eq!(handle.expire_away(201), vec![b.id]);
+        let b = handle.register(request(2, None)).unwrap();
         assert!(!handle.is_registered(a.id) && handle.is_registered(b.id));
         assert_eq!(handle.status().wallets, 2);
         handle.unregister(c.id);

@@ -41,6 +41,9 @@ pub struct WatcherConfig {
     /// `data_dir`) and the payments found for a wallet while it is away, across
     /// disconnections and restarts. Off: a registration ends with its connection.
     pub persist_wallets: bool,
+    /// A wallet away (no connection open) longer than this is forgotten: its scan key
+    /// leaves the disk and its kept payments are dropped.
+    pub wallet_away_secs_max: u64,
 }
 
 impl Default for WatcherConfig {
@@ -55,6 +58,7 @@ impl Default for WatcherConfig {
             reorg_depth_max: 100,
             wallets_max: 1000,
             persist_wallets: true,
+            wallet_away_secs_max: 30 * 24 * 3600,
         }
     }
 }
@@ -72,6 +76,7 @@ impl std::fmt::Debug for WatcherConfig {
             .field("reorg_depth_max", &r.reorg_depth_max)
             .field("wallets_max", &r.wallets_max)
             .field("persist_wallets", &r.persist_wallets)
+            .field("wallet_away_secs_max", &r.wallet_away_secs_max)
             .finish()
     }
 }
@@ -121,6 +126,7 @@ impl WatcherConfig {
             ("request_timeout_secs", self.request_timeout_secs),
             ("reorg_depth_max", u64::from(self.reorg_depth_max)),
             ("wallets_max", self.wallets_max as u64),
+            ("wallet_away_secs_max", self.wallet_away_secs_max),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));

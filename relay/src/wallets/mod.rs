@@ -45,6 +45,8 @@ struct State {
 
 pub struct Wallets {
     chain: WatchHandle,
+    /// Seconds a wallet may stay away before it is forgotten.
+    away_secs_max: u64,
     state: Mutex<State>,
     /// Where the pending store is saved; `None` when registrations end with their
     /// connection (`persist_wallets = false`).
@@ -56,10 +58,12 @@ pub struct Wallets {
 }
 
 impl Wallets {
-    /// `data_dir` is where the pending store lives when the watcher keeps registrations.
+    /// `data_dir` is where the pending store lives when the watcher keeps registrations;
+    /// a wallet away longer than `away_secs_max` is forgotten.
     pub fn new(
         chain: WatchHandle,
         data_dir: PathBuf,
+        away_secs_max: u64,
         publisher: Arc<Publisher>,
         hub: Arc<Hub>,
         lifecycle: Arc<Lifecycle>,
@@ -72,6 +76,7 @@ impl Wallets {
             .unwrap_or_default();
         Wallets {
             chain,
+            away_secs_max,
             state: Mutex::new(State {
                 bound: BTreeMap::new(),
                 pending,
@@ -158,6 +163,10 @@ impl Wallets {
         let data = serde_json::value::to_raw_value(&event.data()).expect("event data serializes");
         let notification_type = event.notification_type().to_string();
         let Some(Target::Wallet(wallet)) = event.target() else {
+            if matches!(event, ChainEvent::BlockMined { .. }) {
+                // A new block is a natural clock (about every ten minutes) for this.
+                self.forget_long_away();
+            }
             self.publisher.publish(notification_type, &data);
             return;
         };
@@ -178,6 +187,21 @@ impl Wallets {
                 self.save_pending(&mut state);
             }
             None => {}
+        }
+    }
+
+    /// Forgets the wallets away longer than `away_secs_max`, and what was kept for them.
+    fn forget_long_away(&self) {
+        let now = self.lifecycle.unix_secs();
+        let mut state = self.lock();
+        let expired = self
+            .chain
+            .expire_away(now.saturating_sub(self.away_secs_max));
+        for wallet in &expired {
+            state.pending.forget(*wallet);
+        }
+        if !expired.is_empty() {
+            self.save_pending(&mut state);
         }
     }
 

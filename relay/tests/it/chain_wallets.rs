@@ -206,3 +206,67 @@ async fn without_persistence_a_wallet_ends_with_its_connection() {
     assert!(!dir.join(sdk_relay::chain::registry::WALLETS_FILE).exists());
     relay.shutdown().await;
 }
+
+// Proves a wallet away longer than `wallet_away_secs_max` is forgotten (checked at each
+// new block), its scan key gone from the saved registrations; one still connected stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_away_too_long_is_forgotten() {
+    let fakes = fakes::start(fakes::chain(295120, 295124)).await;
+    let mut config = fast_config();
+    config.bitcoin_core = Some(BitcoinCoreConfig {
+        url: fakes.core_url.clone(),
+        wallet: None,
+        rpc_user: None,
+        rpc_password: None,
+        cookie_file: None,
+    });
+    config.blindbit = Some(BlindbitConfig {
+        url: fakes.blindbit_url.clone(),
+    });
+    config.watcher.poll_interval_secs = 1;
+    config.watcher.wallet_away_secs_max = 1;
+    let file = config
+        .data_dir
+        .join(sdk_relay::chain::registry::WALLETS_FILE);
+    let relay = TestRelay::start(config).await;
+    let (mut staying, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    let mut other = watch();
+    other["scan_secret_key"] = json!("03".repeat(32));
+    staying.send_json(&other).await;
+    assert_eq!(
+        staying.recv_type("watch_response").await["status"],
+        "accepted"
+    );
+    let (mut leaving, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    leaving.send_json(&watch()).await;
+    assert_eq!(
+        leaving.recv_type("watch_response").await["status"],
+        "accepted"
+    );
+    drop(leaving);
+    let mut height = 295125;
+    eventually(LONG, "the away wallet forgotten", || {
+        fakes
+            .chain
+            .lock()
+            .unwrap()
+            .blocks
+            .insert(height, FakeBlock::empty(height, 0));
+        height += 1;
+        let addr = relay.http_addr;
+        let file = file.clone();
+        async move {
+            let health = http_get(addr, "/health").await?;
+            let saved = std::fs::read_to_string(&file).ok()?;
+            (health["chain"]["wallets"] == json!(1) && !saved.contains(SCAN_HEX)).then_some(())
+        }
+    })
+    .await;
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        saved.contains(&"03".repeat(32)),
+        "the connected wallet stays"
+    );
+    drop(staying);
+    relay.shutdown().await;
+}
