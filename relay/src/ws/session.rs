@@ -7,12 +7,16 @@ use tokio::io::AsyncRead;
 
 use super::WsContext;
 use super::rate::{RateLimit, Verdict};
+use crate::chain::{
+    UnwatchRequest, WatchOutcome, WatchRequest, encode_unwatch_response, encode_watch_response,
+};
 use crate::conn::codec::{FrameReader, Incoming, ReadError};
 use crate::conn::{CloseReason, Offered, Outbound, Outlet};
 use crate::hub::ClientId;
 use crate::protocol::{
     self, Capability, ClientMessage, Handshake, InboundKind, OutboundKind, ParseError, error_code,
 };
+use crate::wallets::Registered;
 
 /// Wallets one connection may register with the chain watcher.
 const WALLETS_PER_CONNECTION_MAX: usize = 8;
@@ -276,53 +280,50 @@ impl Session {
     /// Registers a wallet's keys with the chain watcher; its payments come back on this
     /// connection, those kept while it was away first.
     fn watch(&mut self, text: &str) -> Option<CloseReason> {
-        use crate::chain::{WatchOutcome, WatchRequest, encode_watch_response};
         let request = match WatchRequest::from_json(text) {
-            Ok(request) if self.wallets.len() < WALLETS_PER_CONNECTION_MAX => request,
-            Ok(_) => {
-                let reason =
-                    format!("watch: at most {WALLETS_PER_CONNECTION_MAX} wallets per connection");
-                let outcome = WatchOutcome::Rejected { reason };
-                return self
-                    .send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome));
+            Ok(_) if self.wallets.len() >= WALLETS_PER_CONNECTION_MAX => {
+                return self.refuse_watch(format!(
+                    "watch: at most {WALLETS_PER_CONNECTION_MAX} wallets per connection"
+                ));
             }
-            Err(reason) => {
-                let outcome = WatchOutcome::Rejected { reason };
-                return self
-                    .send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome));
-            }
+            Ok(request) => request,
+            Err(reason) => return self.refuse_watch(reason),
         };
         let node = self.node.clone();
-        node.wallets.register(request, self.id, |registered| {
-            let registered = match registered {
-                Ok(registered) => registered,
-                Err(reason) => {
-                    let outcome = WatchOutcome::Rejected { reason };
-                    return self
-                        .send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome));
-                }
-            };
-            if !self.wallets.iter().any(|(id, _)| *id == registered.wallet) {
-                self.wallets
-                    .push((registered.wallet, registered.address.clone()));
-            }
-            let outcome = WatchOutcome::Accepted {
-                address: registered.address,
-                pending_delivered: registered.kept.frames.len(),
-                pending_dropped: registered.kept.dropped,
-            };
-            let mut close =
-                self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome));
-            for frame in registered.kept.frames {
-                close = close.or_else(|| self.send_text(OutboundKind::Notification, frame));
-            }
-            close
-        })
+        node.wallets
+            .register(request, self.id, |registered| match registered {
+                Ok(registered) => self.accept_watch(registered),
+                Err(reason) => self.refuse_watch(reason),
+            })
+    }
+
+    fn refuse_watch(&mut self, reason: String) -> Option<CloseReason> {
+        let outcome = WatchOutcome::Rejected { reason };
+        self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome))
+    }
+
+    /// Answers an accepted `watch`, then sends what was kept for the wallet while it was
+    /// away, oldest first.
+    fn accept_watch(&mut self, registered: Registered) -> Option<CloseReason> {
+        if !self.wallets.iter().any(|(id, _)| *id == registered.wallet) {
+            self.wallets
+                .push((registered.wallet, registered.address.clone()));
+        }
+        let outcome = WatchOutcome::Accepted {
+            address: registered.address,
+            pending_delivered: registered.kept.frames.len(),
+            pending_dropped: registered.kept.dropped,
+        };
+        let mut close =
+            self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome));
+        for frame in registered.kept.frames {
+            close = close.or_else(|| self.send_text(OutboundKind::Notification, frame));
+        }
+        close
     }
 
     /// Stops watching a wallet this connection registered, named by its address.
     fn unwatch(&mut self, text: &str) -> Option<CloseReason> {
-        use crate::chain::{UnwatchRequest, encode_unwatch_response};
         let request = match UnwatchRequest::from_json(text) {
             Ok(request) => request,
             Err(reason) => {
