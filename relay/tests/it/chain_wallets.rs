@@ -270,3 +270,63 @@ async fn a_wallet_away_too_long_is_forgotten() {
     drop(staying);
     relay.shutdown().await;
 }
+
+// Proves the bounds over WebSocket: 8 wallets per connection (the 9th refused, naming
+// the bound), `wallets_max` per relay (refused while every wallet is connected), and a
+// wallet away making room when the relay is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_bounded_per_connection_and_per_relay() {
+    let fakes = fakes::start(fakes::chain(295120, 295124)).await;
+    let mut config = fast_config();
+    config.bitcoin_core = Some(BitcoinCoreConfig {
+        url: fakes.core_url.clone(),
+        wallet: None,
+        rpc_user: None,
+        rpc_password: None,
+        cookie_file: None,
+    });
+    config.blindbit = Some(BlindbitConfig {
+        url: fakes.blindbit_url.clone(),
+    });
+    config.watcher.wallets_max = 9;
+    let relay = TestRelay::start(config).await;
+    let keyed = |byte: u8| {
+        let mut message = watch();
+        message["scan_secret_key"] = json!(format!("{byte:02x}").repeat(32));
+        message
+    };
+    async fn answer(client: &mut Client, message: &Value) -> Value {
+        client.send_json(message).await;
+        client.recv_type("watch_response").await
+    }
+    let (mut many, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    for byte in 10..18 {
+        assert_eq!(answer(&mut many, &keyed(byte)).await["status"], "accepted");
+    }
+    let ninth = answer(&mut many, &keyed(18)).await;
+    assert_eq!(ninth["reason"], "watch: at most 8 wallets per connection");
+    let (mut one, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    assert_eq!(answer(&mut one, &keyed(20)).await["status"], "accepted");
+    let (mut late, _) = Client::handshaken(relay.ws_addr, &[]).await;
+    let full = answer(&mut late, &keyed(30)).await;
+    assert_eq!(full["reason"], "watch: too many watched wallets (max 9)");
+    drop(one);
+    // The relay notices the closed connection on its own time: ask until it has.
+    let deadline = tokio::time::Instant::now() + LONG;
+    let room = loop {
+        let response = answer(&mut late, &keyed(30)).await;
+        if response["status"] == "accepted" {
+            break response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room made: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(room["address"].as_str().unwrap().starts_with("tsp1"));
+    let health = http_get(relay.http_addr, "/health").await.unwrap();
+    assert_eq!(health["chain"]["wallets"], 9);
+    drop((many, late));
+    relay.shutdown().await;
+}
