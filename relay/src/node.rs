@@ -83,6 +83,8 @@ impl Node {
         ));
         let wallets = Arc::new(Wallets::new(
             chain.clone(),
+            config.data_dir.clone(),
+            config.watcher.wallet_away_secs_max,
             publisher.clone(),
             hub.clone(),
             lifecycle.clone(),

@@ -67,9 +67,10 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         budget: &mut u32,
         events: &mpsc::Sender<ChainEvent>,
     ) -> Result<(), TickError> {
-        let main_next = progress.next_height.expect("set before scanning");
         let mut waiting: BTreeSet<WalletId> = BTreeSet::new();
         while *budget > 0 {
+            // Re-read each time: a reorg found while catching up moves it.
+            let main_next = progress.next_height.expect("set before scanning");
             let Some(height) = self
                 .handle
                 .wallets()
@@ -119,7 +120,15 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
                 return Ok(Some(format!("{WAITING_FOR_INDEX} block {height}")));
             }
             *budget -= 1;
-            match self.scan_block(height, &keys).await? {
+            let Some(hash) = self.core_hash_at(height).await? else {
+                return Ok(Some(no_block(height)));
+            };
+            if !self.agrees_with_scanned(progress, height, &hash).await? {
+                // Core reorganised since this poll's check: handle it before going on.
+                self.reconcile(progress, events).await?;
+                continue;
+            }
+            match self.scan_block(height, &hash, &keys).await? {
                 BlockOutcome::Scanned { hash, hits } => {
                     self.emit_all(progress, hits, &keys, height, events).await?;
                     self.advance_main(progress, height, hash, events).await?;
@@ -138,8 +147,17 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         keys: &[(Target, WatchedKey)],
         events: &mpsc::Sender<ChainEvent>,
     ) -> Result<bool, TickError> {
-        match self.scan_block(height, keys).await? {
-            BlockOutcome::Scanned { hits, .. } => {
+        let Some(hash) = self.core_hash_at(height).await? else {
+            return Ok(false);
+        };
+        if !self.agrees_with_scanned(progress, height, &hash).await? {
+            // A reorg: retract and rewind first; the cursors say what to scan next.
+            self.reconcile(progress, events).await?;
+            return Ok(true);
+        }
+        match self.scan_block(height, &hash, keys).await? {
+            BlockOutcome::Scanned { hash, hits } => {
+                self.remember_scanned(progress, height, &hash);
                 self.emit_all(progress, hits, keys, height, events).await?;
                 Ok(true)
             }
@@ -182,17 +200,14 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         Ok(())
     }
 
-    /// Scans one block for `keys`; confirmed hits only.
+    /// Scans block `hash` at `height` for `keys`; confirmed hits only.
     async fn scan_block(
         &self,
         height: u32,
+        hash: &str,
         keys: &[(Target, WatchedKey)],
     ) -> Result<BlockOutcome, TickError> {
-        let Some(hash) = self.core_hash_at(height).await? else {
-            return Ok(BlockOutcome::Wait(format!(
-                "bitcoin_core has no block {height} any more"
-            )));
-        };
+        let hash = hash.to_string();
         if keys.is_empty() {
             return Ok(BlockOutcome::Scanned {
                 hash,
@@ -235,6 +250,10 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         let hits = confirm(hits, &block);
         Ok(BlockOutcome::Scanned { hash, hits })
     }
+}
+
+fn no_block(height: u32) -> String {
+    format!("bitcoin_core has no block {height} any more")
 }
 
 fn parse_tweaks(tweaks: &[String]) -> Vec<PublicKey> {

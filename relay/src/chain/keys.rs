@@ -9,8 +9,7 @@ use silentpayments::{Network as SpNetwork, SpVersion};
 
 use crate::config::Network;
 
-/// Labels one wallet may ask for (each costs a point addition per output scanned).
-pub const LABELS_MAX: usize = 64;
+pub use crate::protocol::watch::LABELS_MAX;
 
 /// A scan secret key. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -29,42 +28,81 @@ impl ScanSecret {
     /// Not 64 hex characters, or not a valid secp256k1 secret key (the message never
     /// contains the input).
     pub fn from_hex(text: &str) -> Result<ScanSecret, KeyError> {
-        let bytes = decode_fixed::<32>(text).ok_or(KeyError::ScanKeyFormat)?;
+        let bytes = decode_fixed::<32>(text).map_err(|e| KeyError::Format {
+            field: "scan_secret_key",
+            problem: e,
+        })?;
         SecretKey::from_slice(&bytes)
             .map(ScanSecret)
-            .map_err(|_| KeyError::ScanKeyFormat)
+            .map_err(|_| KeyError::ScanKeyRange)
     }
 
     pub(crate) fn secret(&self) -> &SecretKey {
         &self.0
     }
+
+    /// The key as 64 hex characters, for the registrations file only (`registry`).
+    pub(crate) fn to_hex(&self) -> String {
+        hex::encode(self.0.secret_bytes())
+    }
 }
 
-/// Why a key set was refused; never carries key material.
+/// Why a key set was refused; never carries key material. Each message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("scan_secret_key must be 64 hex characters of a valid secret key")]
-    ScanKeyFormat,
-    #[error("spend_public_key must be 66 hex characters of a compressed public key")]
-    SpendKeyFormat,
-    #[error("at most {LABELS_MAX} labels")]
+    #[error("`{field}` {problem}")]
+    Format {
+        field: &'static str,
+        problem: HexProblem,
+    },
+    #[error(
+        "`scan_secret_key` is not a valid secp256k1 secret key (zero, or not below the curve order)"
+    )]
+    ScanKeyRange,
+    #[error("`spend_public_key` must start with 02 or 03 (a compressed public key)")]
+    SpendKeyPrefix,
+    #[error("`spend_public_key` is not a valid secp256k1 point")]
+    SpendKeyPoint,
+    #[error("`labels`: at most {LABELS_MAX} labels")]
     TooManyLabels,
-    #[error("label {0} gives an invalid key")]
+    #[error("`labels`: label {0} gives an invalid key")]
     Label(u32),
 }
 
-fn decode_fixed<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let bytes = hex::decode(text).ok()?;
-    bytes.try_into().ok()
+/// What is wrong with a fixed-length hex field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HexProblem {
+    #[error("must be {expected} hex characters, not {got}")]
+    Length { expected: usize, got: usize },
+    #[error("must be hexadecimal (0-9, a-f)")]
+    NotHex,
+}
+
+fn decode_fixed<const N: usize>(text: &str) -> Result<[u8; N], HexProblem> {
+    let got = text.chars().count();
+    if got != 2 * N {
+        return Err(HexProblem::Length {
+            expected: 2 * N,
+            got,
+        });
+    }
+    let bytes = hex::decode(text).map_err(|_| HexProblem::NotHex)?;
+    bytes.try_into().map_err(|_| HexProblem::NotHex)
 }
 
 /// Parses a compressed public key from 66 hex characters.
 ///
 /// # Errors
-/// Not 66 hex characters or not a point on the curve.
+/// Not 66 hex characters, not a compressed encoding, or not a point on the curve.
 pub fn parse_spend_key(text: &str) -> Result<PublicKey, KeyError> {
-    let bytes = decode_fixed::<33>(text).ok_or(KeyError::SpendKeyFormat)?;
-    PublicKey::from_slice(&bytes).map_err(|_| KeyError::SpendKeyFormat)
+    let bytes = decode_fixed::<33>(text).map_err(|e| KeyError::Format {
+        field: "spend_public_key",
+        problem: e,
+    })?;
+    if !matches!(bytes[0], 0x02 | 0x03) {
+        return Err(KeyError::SpendKeyPrefix);
+    }
+    PublicKey::from_slice(&bytes).map_err(|_| KeyError::SpendKeyPoint)
 }
 
 /// The address prefix: `sp` on mainnet, `tsp` elsewhere (signet, testnet, regtest).
@@ -183,5 +221,37 @@ mod tests {
         assert!(ScanSecret::from_hex(&"00".repeat(32)).is_err());
         assert!(parse_spend_key(&"05".repeat(33)).is_err());
         assert!(parse_spend_key("02").is_err());
+    }
+
+    // Proves each key refusal names the field and the actual problem.
+    #[test]
+    fn key_refusals_name_field_and_problem() {
+        let message = |e: KeyError| e.to_string();
+        assert_eq!(
+            message(ScanSecret::from_hex("00").unwrap_err()),
+            "`scan_secret_key` must be 64 hex characters, not 2"
+        );
+        assert_eq!(
+            message(ScanSecret::from_hex(&"zz".repeat(32)).unwrap_err()),
+            "`scan_secret_key` must be hexadecimal (0-9, a-f)"
+        );
+        assert_eq!(
+            message(ScanSecret::from_hex(&"00".repeat(32)).unwrap_err()),
+            "`scan_secret_key` is not a valid secp256k1 secret key (zero, or not below the curve order)"
+        );
+        assert_eq!(
+            message(parse_spend_key("02").unwrap_err()),
+            "`spend_public_key` must be 66 hex characters, not 2"
+        );
+        assert_eq!(
+            message(parse_spend_key(&"05".repeat(33)).unwrap_err()),
+            "`spend_public_key` must start with 02 or 03 (a compressed public key)"
+        );
+        // x = 5 has no point on secp256k1 (5^3 + 7 = 132 is not a square mod p).
+        let off_curve = format!("02{:064x}", 5);
+        assert_eq!(
+            message(parse_spend_key(&off_curve).unwrap_err()),
+            "`spend_public_key` is not a valid secp256k1 point"
+        );
     }
 }

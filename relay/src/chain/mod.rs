@@ -13,22 +13,27 @@
 //! `watch` message goes to [`WatchHandle::register`] (answer with
 //! [`encode_watch_response`]); unregister when the wallet's connection closes.
 //! [`WatchHandle::status`] feeds `/health`. A full events channel pauses scanning rather
-//! than dropping events. Wallet registrations are not persisted: a wallet re-registers
-//! (and is rescanned from its birth height) after a relay restart.
+//! than dropping events. With `[watcher] persist_wallets`, registrations (and their scan
+//! cursors) are saved in `data_dir` and outlive their connection and the relay; without,
+//! a wallet re-registers (and is rescanned from its birth height) after a restart.
 
 mod block;
 mod handle;
+#[cfg(test)]
+mod hang_tests;
 pub mod keys;
 mod progress;
+pub mod registry;
 pub mod scan;
 pub mod source;
 pub mod store;
 mod watcher;
 
 pub use crate::config::WatcherConfig;
-pub use crate::protocol::chain::{
-    ChainEvent, Target, WalletId, WatchOutcome, WatchRequest, encode_watch_response, format_btc,
+pub use crate::protocol::chain::{ChainEvent, Target, WalletId, format_btc};
+pub use crate::protocol::watch::{
+    UnwatchRequest, WatchOutcome, WatchRequest, encode_unwatch_response, encode_watch_response,
 };
-pub use handle::{ChainStatus, WatchHandle};
+pub use handle::{ChainStatus, Registration, WatchHandle};
 pub use source::{BlindbitSource, CoreSource, SourceError};
 pub use watcher::{OwnKey, RetryPolicy, WatchSettings, Watcher, WatcherError, run};

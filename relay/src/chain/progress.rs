@@ -1,16 +1,17 @@
-//! The loop's progress: the best-chain cursor, the recent (height, hash) pairs that
-//! reveal a reorg, and the payments that a reorg would retract. Persisted after each
-//! best-chain block so a restart neither misses nor repeats a notification.
+//! The loop's progress: the best-chain cursor, the hashes of the blocks scanned inside the
+//! reorg window (best chain and wallet rescans alike) that reveal a reorg, and the
+//! payments that a reorg would retract. Persisted after each best-chain block so a restart
+//! neither misses nor repeats a notification.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::mpsc;
 
 use super::block::Hit;
 use super::source::{BlindbitSource, CoreSource};
-use super::store::{self, OwnPayment, PersistedState};
+use super::store::{self, OwnPayment, PersistedState, WalletPayment};
 use super::watcher::{PAYMENTS_MAX, TickError, Watcher, WatcherError};
-use crate::protocol::chain::{ChainEvent, Target, format_btc};
+use crate::protocol::chain::{ChainEvent, Target, WalletId, format_btc};
 
 /// A payment emitted and still inside the reorg window.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,15 +23,36 @@ pub(crate) struct PaymentRecord {
     pub target: Target,
 }
 
-/// The loop's own state; persisted (own payments only) after each main-chain block.
+impl PaymentRecord {
+    fn saved(&self) -> OwnPayment {
+        OwnPayment {
+            block_height: self.block_height,
+            block_hash: self.block_hash.clone(),
+            txid: self.txid.clone(),
+            vout: self.vout,
+        }
+    }
+}
+
+/// The loop's own state; persisted after each main-chain block (wallets' payments only
+/// when registrations are saved too).
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     pub next_height: Option<u32>,
-    pub recent: VecDeque<(u32, String)>,
+    /// Hash of every block scanned within `reorg_depth_max` of the best chain's last
+    /// scanned block, whoever it was scanned for: a wallet's birth-range rescan below the
+    /// start tip is as exposed to a reorg as the tip is.
+    pub scanned: BTreeMap<u32, String>,
     pub payments: BTreeSet<PaymentRecord>,
-    /// Core's tip when the watcher started: `block_mined` is for blocks from here on.
-    pub first_tip: Option<u32>,
+    /// Best-chain blocks from this height on are announced with `block_mined`: Core's tip
+    /// at a first start (older blocks are history), the saved cursor after a restart
+    /// (blocks mined while the relay was down), lowered to the fork by a reorg (the
+    /// replacement blocks are new).
+    pub announce_from: Option<u32>,
 }
+
+/// Core's hash at each height the watcher remembers a hash for; `None` above its tip.
+type CoreHashes = BTreeMap<u32, Option<String>>;
 
 impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
     pub(crate) fn load_progress(&self) -> Result<Progress, WatcherError> {
@@ -48,16 +70,24 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
             return Ok(progress);
         }
         progress.next_height = state.next_height;
-        progress.recent = state.recent.into_iter().collect();
+        progress.announce_from = state.next_height;
+        progress.scanned = state.recent.into_iter().collect();
+        let wallet_payments = state
+            .wallet_payments
+            .into_iter()
+            .map(|p| (Target::Wallet(WalletId(p.wallet)), p.payment))
+            .filter(|(target, _)| matches!(target, Target::Wallet(id) if self.handle.is_registered(*id)));
         progress.payments = state
             .own_payments
             .into_iter()
-            .map(|p| PaymentRecord {
+            .map(|p| (Target::Own, p))
+            .chain(wallet_payments)
+            .map(|(target, p)| PaymentRecord {
                 block_height: p.block_height,
                 block_hash: p.block_hash,
                 txid: p.txid,
                 vout: p.vout,
-                target: Target::Own,
+                target,
             })
             .collect();
         Ok(progress)
@@ -72,64 +102,122 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
                 .as_ref()
                 .map(|o| o.key.address().to_string()),
             next_height: progress.next_height,
-            recent: progress.recent.iter().cloned().collect(),
+            recent: progress
+                .scanned
+                .iter()
+                .map(|(h, hash)| (*h, hash.clone()))
+                .collect(),
             own_payments: progress
                 .payments
                 .iter()
                 .filter(|p| p.target == Target::Own)
-                .map(|p| OwnPayment {
-                    block_height: p.block_height,
-                    block_hash: p.block_hash.clone(),
-                    txid: p.txid.clone(),
-                    vout: p.vout,
+                .map(PaymentRecord::saved)
+                .collect(),
+            // A wallet id means the same wallet after a restart only when registrations
+            // are saved too.
+            wallet_payments: progress
+                .payments
+                .iter()
+                .filter(|_| self.handle.persists())
+                .filter_map(|p| match p.target {
+                    Target::Wallet(id) => Some(WalletPayment {
+                        wallet: id.0,
+                        payment: p.saved(),
+                    }),
+                    Target::Own => None,
                 })
                 .collect(),
         };
         store::save(&self.settings.data_dir, &state).map_err(TickError::Store)
     }
 
-    /// Walks back to the fork point when Core's chain no longer holds our last block.
+    /// Detects a reorg: the last scanned best-chain block is no longer Core's.
     pub(crate) async fn check_reorg(
         &self,
         progress: &mut Progress,
         events: &mpsc::Sender<ChainEvent>,
     ) -> Result<(), TickError> {
-        let Some((height, hash)) = progress.recent.back().cloned() else {
+        let Some((&top, top_hash)) = progress.scanned.last_key_value() else {
             return Ok(());
         };
-        if self.core_hash_at(height).await?.as_deref() == Some(hash.as_str()) {
+        if self.core_hash_at(top).await?.as_deref() == Some(top_hash.as_str()) {
             return Ok(());
         }
-        let oldest = progress.recent.front().map_or(height, |(h, _)| *h);
-        let mut fork = oldest.saturating_sub(1);
-        let recent: Vec<(u32, String)> = progress.recent.iter().rev().cloned().collect();
-        for (h, known) in recent {
-            if self.core_hash_at(h).await?.as_deref() == Some(known.as_str()) {
-                fork = h;
-                break;
-            }
-        }
-        if fork < oldest {
-            tracing::warn!(
-                fork,
-                "reorg deeper than reorg_depth_max: rescanning from its bottom"
-            );
-        }
-        tracing::info!(fork, from = height, "chain reorganisation");
-        self.disconnect(progress, fork, events).await
+        self.reconcile(progress, events).await
     }
 
-    /// Retracts payments above `fork` and rewinds every cursor to `fork + 1`.
+    /// Re-checks every remembered block and payment against Core, however it was found
+    /// (best chain or a wallet's rescan): the fork is just below the lowest one Core no
+    /// longer has. Nothing happens when Core still has them all.
+    pub(crate) async fn reconcile(
+        &self,
+        progress: &mut Progress,
+        events: &mpsc::Sender<ChainEvent>,
+    ) -> Result<(), TickError> {
+        let current = self.core_hashes(progress).await?;
+        let still =
+            |height: u32, hash: &str| current.get(&height).and_then(Option::as_deref) == Some(hash);
+        let Some(lowest_replaced) = progress
+            .scanned
+            .iter()
+            .map(|(h, hash)| (*h, hash.as_str()))
+            .chain(
+                progress
+                    .payments
+                    .iter()
+                    .map(|p| (p.block_height, p.block_hash.as_str())),
+            )
+            .filter(|(h, hash)| !still(*h, hash))
+            .map(|(h, _)| h)
+            .min()
+        else {
+            return Ok(());
+        };
+        let fork = lowest_replaced.saturating_sub(1);
+        let window_full = progress.scanned.len() >= self.settings.reorg_depth_max as usize;
+        if window_full
+            && progress.scanned.first_key_value().map(|(h, _)| *h) == Some(lowest_replaced)
+        {
+            tracing::warn!(
+                fork,
+                "reorg as deep as the blocks remembered (reorg_depth_max): rescanning from there"
+            );
+        }
+        tracing::info!(fork, "chain reorganisation");
+        self.disconnect(progress, fork, &current, events).await
+    }
+
+    /// Core's hash at every height a scanned block or a payment is remembered at.
+    async fn core_hashes(&self, progress: &Progress) -> Result<CoreHashes, TickError> {
+        let heights: BTreeSet<u32> = progress
+            .scanned
+            .keys()
+            .copied()
+            .chain(progress.payments.iter().map(|p| p.block_height))
+            .collect();
+        let mut current = CoreHashes::new();
+        for height in heights {
+            current.insert(height, self.core_hash_at(height).await?);
+        }
+        Ok(current)
+    }
+
+    /// Retracts every payment whose block Core no longer has, forgets the replaced blocks
+    /// and rewinds every cursor (best chain and wallets) to `fork + 1`, so the
+    /// replacement blocks are scanned for every key.
     async fn disconnect(
         &self,
         progress: &mut Progress,
         fork: u32,
+        current: &CoreHashes,
         events: &mpsc::Sender<ChainEvent>,
     ) -> Result<(), TickError> {
         let gone: Vec<PaymentRecord> = progress
             .payments
             .iter()
-            .filter(|p| p.block_height > fork)
+            .filter(|p| {
+                current.get(&p.block_height).and_then(Option::as_deref) != Some(&p.block_hash)
+            })
             .cloned()
             .collect();
         for p in gone {
@@ -143,10 +231,47 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
             };
             events.send(event).await.map_err(|_| TickError::Closed)?;
         }
-        progress.recent.retain(|(h, _)| *h <= fork);
-        progress.next_height = Some(fork + 1);
-        self.handle.rewind_wallets(fork + 1);
+        progress.scanned.retain(|h, _| *h <= fork);
+        let next = fork + 1;
+        progress.next_height = Some(progress.next_height.map_or(next, |n| n.min(next)));
+        progress.announce_from = Some(progress.announce_from.map_or(next, |a| a.min(next)));
+        self.handle.rewind_wallets(next);
+        self.handle
+            .save_changed(Some(self.clock.now()))
+            .map_err(TickError::Store)?;
         self.persist(progress)
+    }
+
+    /// Remembers the hash of a block scanned for a wallet's rescan, if it is inside the
+    /// reorg window of the best chain.
+    pub(crate) fn remember_scanned(&self, progress: &mut Progress, height: u32, hash: &str) {
+        let main_top = progress.next_height.unwrap_or(0).saturating_sub(1);
+        if height > main_top.saturating_sub(self.settings.reorg_depth_max) {
+            progress.scanned.insert(height, hash.to_string());
+        }
+    }
+
+    /// Whether block `hash` at `height` belongs to the chain the remembered blocks are on:
+    /// the same hash where one is remembered at `height`, else built on the one remembered
+    /// just below (true when neither is). Without this, a reorg between a poll's check and
+    /// a block's scan would leave a replaced block remembered behind a tip that matches.
+    pub(crate) async fn agrees_with_scanned(
+        &self,
+        progress: &Progress,
+        height: u32,
+        hash: &str,
+    ) -> Result<bool, TickError> {
+        if let Some(known) = progress.scanned.get(&height) {
+            return Ok(known == hash);
+        }
+        let Some(parent) = height
+            .checked_sub(1)
+            .and_then(|below| progress.scanned.get(&below))
+        else {
+            return Ok(true);
+        };
+        let header = self.core_call(|| self.core.block_header(hash)).await?;
+        Ok(header.previous_block_hash.as_deref() == Some(parent.as_str()))
     }
 
     /// Emits a confirmed payment unless already emitted for the same block.
@@ -192,14 +317,12 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         hash: String,
         events: &mpsc::Sender<ChainEvent>,
     ) -> Result<(), TickError> {
-        progress.recent.push_back((height, hash.clone()));
-        while progress.recent.len() > self.settings.reorg_depth_max as usize {
-            progress.recent.pop_front();
-        }
         let window_start = height.saturating_sub(self.settings.reorg_depth_max);
+        progress.scanned.insert(height, hash.clone());
+        progress.scanned.retain(|h, _| *h > window_start);
         progress.payments.retain(|p| p.block_height > window_start);
         progress.next_height = Some(height + 1);
-        if progress.first_tip.is_some_and(|t| height >= t) {
+        if progress.announce_from.is_some_and(|a| height >= a) {
             let event = ChainEvent::BlockMined { height, hash };
             events.send(event).await.map_err(|_| TickError::Closed)?;
         }

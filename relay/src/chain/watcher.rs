@@ -119,7 +119,7 @@ impl WatchSettings {
             network: config.network,
             data_dir: config.data_dir.clone(),
             poll_interval: Duration::from_secs(w.poll_interval_secs),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(w.request_timeout_secs),
             reorg_depth_max: w.reorg_depth_max,
             own,
             retry: RetryPolicy::default(),
@@ -204,19 +204,25 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
                 Err(Ok(fatal)) => return Err(fatal),
                 Err(Err(tick)) => self.report(&tick),
             }
+            self.save_wallets(false);
             if self.wait(&mut shutdown).await {
+                self.save_wallets(true);
                 return Ok(());
             }
         }
         loop {
             let more = match self.tick(&mut progress, &events).await {
                 Ok(more) => more,
-                Err(TickError::Closed) => return Ok(()),
+                Err(TickError::Closed) => {
+                    self.save_wallets(true);
+                    return Ok(());
+                }
                 Err(e) => {
                     self.report(&e);
                     false
                 }
             };
+            self.save_wallets(false);
             let stop = if more {
                 // A long rescan goes on at once, but still yields to shutdown.
                 tokio::select! {
@@ -228,8 +234,22 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
                 self.wait(&mut shutdown).await
             };
             if stop {
+                self.save_wallets(true);
                 return Ok(());
             }
+        }
+    }
+
+    /// Saves wallet registrations and cursors that changed, after every poll whatever
+    /// its outcome (a registration made while Core is down is saved too), at most once a
+    /// second unless `flush` (at shutdown). Not at every block: after a crash, a wallet
+    /// rescans the blocks since the last save; its payments there within the reorg
+    /// window are in the payments saved with each best-chain block and not sent again,
+    /// older ones (a birth-range rescan) may be.
+    fn save_wallets(&self, flush: bool) {
+        let now = (!flush).then(|| self.clock.now());
+        if let Err(e) = self.handle.save_changed(now) {
+            self.report(&TickError::Store(e));
         }
     }
 
@@ -283,7 +303,9 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
     }
 
     /// Retries transient failures with exponential backoff and jitter, a bounded number
-    /// of times.
+    /// of times. A timeout is not retried here: the call already took a whole request
+    /// timeout, and trying again would hide a hung source from `/health` for as long
+    /// again; it fails the poll at once, and the next poll tries again.
     async fn retry<T, Fut>(&self, mut op: impl FnMut() -> Fut) -> Result<T, SourceError>
     where
         Fut: Future<Output = Result<T, SourceError>>,
@@ -293,7 +315,11 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
         let mut attempt = 1;
         loop {
             match op().await {
-                Err(e) if e.is_transient() && attempt < policy.attempts_max => {
+                Err(e)
+                    if e.is_transient()
+                        && !matches!(e, SourceError::Timeout { .. })
+                        && attempt < policy.attempts_max =>
+                {
                     let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                     let jitter = Duration::from_millis(self.rng.range_u64(0, millis / 2 + 1));
                     tracing::debug!(error = %e, attempt, "chain source call failed, retrying");
@@ -350,7 +376,7 @@ impl<C: CoreSource, B: BlindbitSource> Watcher<C, B> {
             s.blindbit_height = Some(blindbit_height);
         });
         self.check_reorg(progress, events).await?;
-        let first_tip = *progress.first_tip.get_or_insert(tip);
+        let first_tip = *progress.announce_from.get_or_insert(tip);
         let own_birth = self.settings.own.as_ref().and_then(|o| o.birth_height);
         let main_next = *progress
             .next_height

@@ -160,6 +160,15 @@ pub struct RunArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "SDK_RELAY_TLS_KEY", global = true, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Deadline in seconds of one call to Bitcoin Core or Blindbit; a call that misses it
+    /// marks the chain watcher degraded at once [default: 30].
+    #[arg(
+        long,
+        env = "SDK_RELAY_WATCHER_REQUEST_TIMEOUT_SECS",
+        global = true,
+        value_name = "SECS"
+    )]
+    pub watcher_request_timeout_secs: Option<u64>,
 }
 
 impl RunArgs {
@@ -237,6 +246,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.tls_key {
             config.tls.key_file = Some(v.clone());
+        }
+        if let Some(v) = self.watcher_request_timeout_secs {
+            config.watcher.request_timeout_secs = v;
         }
     }
 }

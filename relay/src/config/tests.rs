@@ -215,15 +215,21 @@ fn flags_override_the_file() {
     let dir = std::env::temp_dir().join(format!("sdk_relay_cfg_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("relay.toml");
-    std::fs::write(&path, "relay_id = \"from-file\"\nnetwork = \"mainnet\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "relay_id = \"from-file\"\nnetwork = \"mainnet\"\n[watcher]\nrequest_timeout_secs = 5\n",
+    )
+    .unwrap();
     let args = RunArgs {
         config: Some(path),
         relay_id: Some("from-flag".into()),
         peers: vec!["p:1".into()],
         advertise_addr: Some("relay.example:8090".into()),
+        watcher_request_timeout_secs: Some(7),
         ..RunArgs::default()
     };
     let c = args.load().expect("loads");
+    assert_eq!(c.watcher.request_timeout_secs, 7);
     assert_eq!(c.relay_id, "from-flag");
     assert_eq!(c.network, Network::Mainnet);
     assert_eq!(c.mesh.peers, ["p:1"]);

@@ -10,12 +10,19 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::secret::{REDACTED, redact};
 
+/// Longest deadline for one chain source call: past it, `/health` would report a hung
+/// source too late to be of use.
+pub const REQUEST_TIMEOUT_SECS_MAX: u64 = 600;
+
 /// `[watcher]`: polling cadence, the relay's own silent-payment keys, reorg and wallet bounds.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatcherConfig {
     /// Seconds between two looks at the chain tip.
     pub poll_interval_secs: u64,
+    /// Deadline of one call to Bitcoin Core or Blindbit, connect included. A call that
+    /// misses it is a failure at once (`/health` degraded), retried at the next poll.
+    pub request_timeout_secs: u64,
     /// The relay's own scan secret key (64 hex). Secret: serialized (`GET /config`,
     /// `check-config`) and debug-printed only as `***`.
     #[serde(serialize_with = "serialize_redacted")]
@@ -28,18 +35,26 @@ pub struct WatcherConfig {
     pub birth_height: Option<u32>,
     /// Deepest reorg handled; also the number of (height, hash) pairs remembered.
     pub reorg_depth_max: u32,
-    /// Wallets that may register over WebSocket at once.
+    /// Wallets that may be registered at once, away ones included.
     pub wallets_max: usize,
     /// Blocks one chain source may be behind the other (Blindbit behind Core while it
     /// indexes, or Core behind Blindbit) before the watcher is `degraded` and
     /// `/health/ready` answers 503.
     pub lag_blocks_max: u32,
+    /// Keep wallet registrations (scan secret keys included, in a 0600 file in
+    /// `data_dir`) and the payments found for a wallet while it is away, across
+    /// disconnections and restarts. Off: a registration ends with its connection.
+    pub persist_wallets: bool,
+    /// A wallet away (no connection open) longer than this is forgotten: its scan key
+    /// leaves the disk and its kept payments are dropped.
+    pub wallet_away_secs_max: u64,
 }
 
 impl Default for WatcherConfig {
     fn default() -> Self {
         WatcherConfig {
             poll_interval_secs: 10,
+            request_timeout_secs: 30,
             scan_secret_key: None,
             scan_secret_key_file: None,
             spend_public_key: None,
@@ -47,6 +62,8 @@ impl Default for WatcherConfig {
             reorg_depth_max: 100,
             wallets_max: 1000,
             lag_blocks_max: 1,
+            persist_wallets: true,
+            wallet_away_secs_max: 30 * 24 * 3600,
         }
     }
 }
@@ -56,6 +73,7 @@ impl std::fmt::Debug for WatcherConfig {
         let r = self.redacted();
         f.debug_struct("WatcherConfig")
             .field("poll_interval_secs", &r.poll_interval_secs)
+            .field("request_timeout_secs", &r.request_timeout_secs)
             .field("scan_secret_key", &r.scan_secret_key)
             .field("scan_secret_key_file", &r.scan_secret_key_file)
             .field("spend_public_key", &r.spend_public_key)
@@ -63,6 +81,8 @@ impl std::fmt::Debug for WatcherConfig {
             .field("reorg_depth_max", &r.reorg_depth_max)
             .field("wallets_max", &r.wallets_max)
             .field("lag_blocks_max", &r.lag_blocks_max)
+            .field("persist_wallets", &r.persist_wallets)
+            .field("wallet_away_secs_max", &r.wallet_away_secs_max)
             .finish()
     }
 }
@@ -109,12 +129,20 @@ impl WatcherConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("poll_interval_secs", self.poll_interval_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
             ("reorg_depth_max", u64::from(self.reorg_depth_max)),
             ("wallets_max", self.wallets_max as u64),
+            ("wallet_away_secs_max", self.wallet_away_secs_max),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if self.request_timeout_secs > REQUEST_TIMEOUT_SECS_MAX {
+            return Err(invalid(
+                "request_timeout_secs",
+                format!("must be at most {REQUEST_TIMEOUT_SECS_MAX}"),
+            ));
         }
         if self.scan_secret_key.is_some() && self.scan_secret_key_file.is_some() {
             return Err(invalid(
@@ -223,6 +251,12 @@ mod tests {
         let mut c = own();
         c.poll_interval_secs = 0;
         assert_eq!(key_of(c), "watcher.poll_interval_secs");
+        let mut c = own();
+        c.request_timeout_secs = 0;
+        assert_eq!(key_of(c), "watcher.request_timeout_secs");
+        let mut c = own();
+        c.request_timeout_secs = REQUEST_TIMEOUT_SECS_MAX + 1;
+        assert_eq!(key_of(c), "watcher.request_timeout_secs");
         let mut c = own();
         c.wallets_max = 0;
         assert_eq!(key_of(c), "watcher.wallets_max");

@@ -1,9 +1,8 @@
-//! What the watcher tells the relay, and the `watch` WebSocket messages.
+//! What the watcher tells the relay (the `watch` messages are in `watch`).
 //!
 //! The relay wraps each event's `data` object in a `notification` with notification_type
 //! `payment_detected`, `payment_reorged` or `block_mined`, and routes it by `Target`.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -111,75 +110,6 @@ pub fn format_btc(sats: u64) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
-/// `{"type":"watch", …}`: a wallet asks the relay to watch its keys. `Debug` redacts the
-/// scan secret key.
-/// Unknown fields are ignored: the protocol may add fields, never remove them.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-pub struct WatchRequest {
-    #[serde(rename = "type")]
-    pub kind: WatchType,
-    pub scan_secret_key: String,
-    pub spend_public_key: String,
-    #[serde(default)]
-    pub labels: Vec<u32>,
-    #[serde(default)]
-    pub birth_height: Option<u32>,
-}
-
-/// The only accepted `type` of a [`WatchRequest`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WatchType {
-    Watch,
-}
-
-impl std::fmt::Debug for WatchRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchRequest")
-            .field("scan_secret_key", &crate::secret::REDACTED)
-            .field("spend_public_key", &self.spend_public_key)
-            .field("labels", &self.labels)
-            .field("birth_height", &self.birth_height)
-            .finish()
-    }
-}
-
-impl WatchRequest {
-    /// Parses a `watch` message; the error never quotes the input.
-    ///
-    /// # Errors
-    /// Not JSON, not a `watch` message, or a field of the wrong type.
-    pub fn from_json(text: &str) -> Result<WatchRequest, String> {
-        serde_json::from_str(text).map_err(|e| {
-            format!(
-                "malformed watch message at line {} column {}",
-                e.line(),
-                e.column()
-            )
-        })
-    }
-}
-
-/// The answer to a `watch` message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WatchOutcome {
-    Accepted { address: String },
-    Rejected { reason: String },
-}
-
-/// `{"type":"watch_response","status":"accepted","address":…}` or `…"rejected","reason":…}`.
-pub fn encode_watch_response(outcome: &WatchOutcome) -> Bytes {
-    let value = match outcome {
-        WatchOutcome::Accepted { address } => {
-            json!({"type": "watch_response", "status": "accepted", "address": address})
-        }
-        WatchOutcome::Rejected { reason } => {
-            json!({"type": "watch_response", "status": "rejected", "reason": reason})
-        }
-    };
-    super::to_bytes(&value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,40 +123,6 @@ mod tests {
         assert_eq!(format_btc(2_100_000_000_000_000), "21000000");
         assert_eq!(format_btc(123_456_789), "1.23456789");
         assert_eq!(format_btc(0), "0");
-    }
-
-    // Proves the issue's watch message parses, Debug redacts, and responses have the spec shape.
-    #[test]
-    fn watch_messages() {
-        let secret = "11".repeat(32);
-        let text = format!(
-            r#"{{"type":"watch","scan_secret_key":"{secret}","spend_public_key":"02{}","labels":[1,2],"birth_height":295000}}"#,
-            "22".repeat(32)
-        );
-        let req = WatchRequest::from_json(&text).unwrap();
-        assert_eq!(
-            (req.labels.clone(), req.birth_height),
-            (vec![1, 2], Some(295000))
-        );
-        assert!(!format!("{req:?}").contains(&secret));
-        let bad = WatchRequest::from_json(&text.replace("\"watch\"", "\"ping\"")).unwrap_err();
-        assert!(!bad.contains(&secret));
-        let ok = encode_watch_response(&WatchOutcome::Accepted {
-            address: "tsp1x".into(),
-        });
-        let v: Value = serde_json::from_slice(&ok).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"watch_response","status":"accepted","address":"tsp1x"})
-        );
-        let no = encode_watch_response(&WatchOutcome::Rejected {
-            reason: "full".into(),
-        });
-        let v: Value = serde_json::from_slice(&no).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"watch_response","status":"rejected","reason":"full"})
-        );
     }
 
     // Proves each event's data object and notification type.

@@ -52,8 +52,11 @@ pub enum ClientMessage<'a> {
     Unsubscribe(Vec<String>),
     Publish(Publish<'a>),
     /// A wallet registering its keys with the chain watcher; the whole text is parsed by
-    /// `chain::WatchRequest`, which keeps the secret out of every log and error.
+    /// `watch::WatchRequest`, which keeps the secret out of every log and error.
     Watch,
+    /// A wallet asking the relay to stop watching keys it registered; the whole text is
+    /// parsed by `watch::UnwatchRequest`.
+    Unwatch,
 }
 
 /// A client's handshake. `token` is a credential (a `auth.ws_tokens` or `auth.mesh_token`
@@ -153,6 +156,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
         }
         "notification" => publish(envelope).map(ClientMessage::Publish),
         "watch" => Ok(ClientMessage::Watch),
+        "unwatch" => Ok(ClientMessage::Unwatch),
         other => Err(ParseError::UnknownType(truncate(other))),
     }
 }

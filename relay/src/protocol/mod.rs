@@ -1,6 +1,7 @@
 //! Every message the relay reads or writes, and nothing else: the wallet protocol
 //! (`inbound`, `outbound`), the peer protocol between relays (`peer`), and what the chain
-//! watcher tells wallets (`chain`). Pure code, no I/O.
+//! watcher tells wallets (`chain`) and the wallets' `watch`/`unwatch` (`watch`). Pure
+//! code, no I/O.
 //!
 //! Inbound messages are parsed in one pass into a flat envelope and then validated per
 //! `type`; a notification's `data` stays raw JSON, so a 1 MiB payload is routed without
@@ -14,6 +15,7 @@ mod kinds;
 mod outbound;
 pub mod peer;
 pub mod signed;
+pub mod watch;
 
 pub use depth::{DATA_DEPTH_MAX, within_depth};
 pub use inbound::{ClientMessage, Handshake, ParseError, Publish, parse_client_message};

@@ -7,12 +7,16 @@ use tokio::io::AsyncRead;
 
 use super::WsContext;
 use super::rate::{RateLimit, Verdict};
+use crate::chain::{
+    UnwatchRequest, WatchOutcome, WatchRequest, encode_unwatch_response, encode_watch_response,
+};
 use crate::conn::codec::{FrameReader, Incoming, ReadError};
 use crate::conn::{CloseReason, Offered, Outbound, Outlet};
 use crate::hub::ClientId;
 use crate::protocol::{
     self, Capability, ClientMessage, Handshake, InboundKind, OutboundKind, ParseError, error_code,
 };
+use crate::wallets::Registered;
 
 /// Wallets one connection may register with the chain watcher.
 const WALLETS_PER_CONNECTION_MAX: usize = 8;
@@ -25,8 +29,9 @@ pub struct Session {
     granted: Option<protocol::Capabilities>,
     /// Set when the other side handshook as a relay: the connection goes to the mesh.
     peer: Option<Handshake>,
-    /// Wallets this connection registered with the chain watcher.
-    wallets: Vec<crate::chain::WalletId>,
+    /// Wallets this connection registered with the chain watcher, with their addresses
+    /// (what `unwatch` names).
+    wallets: Vec<(crate::chain::WalletId, String)>,
     /// The message rate allowed; full at the handshake (the handshake itself is free).
     rate: RateLimit,
 }
@@ -151,6 +156,7 @@ impl Session {
                 self.send_subscriptions(&names)
             }
             ClientMessage::Watch => self.watch(text),
+            ClientMessage::Unwatch => self.unwatch(text),
             ClientMessage::Publish(publish) => {
                 if !granted.contains(Capability::Publish) {
                     return self.send_error(
@@ -272,24 +278,72 @@ impl Session {
     }
 
     /// Registers a wallet's keys with the chain watcher; its payments come back on this
-    /// connection.
+    /// connection, those kept while it was away first.
     fn watch(&mut self, text: &str) -> Option<CloseReason> {
-        use crate::chain::{WatchOutcome, WatchRequest, encode_watch_response};
-        let outcome = if self.wallets.len() >= WALLETS_PER_CONNECTION_MAX {
-            let reason = format!("at most {WALLETS_PER_CONNECTION_MAX} wallets per connection");
-            WatchOutcome::Rejected { reason }
-        } else {
-            match WatchRequest::from_json(text)
-                .and_then(|request| self.node.wallets.register(request, self.id))
-            {
-                Ok((wallet, address)) => {
-                    self.wallets.push(wallet);
-                    WatchOutcome::Accepted { address }
-                }
-                Err(reason) => WatchOutcome::Rejected { reason },
+        let request = match WatchRequest::from_json(text) {
+            Ok(_) if self.wallets.len() >= WALLETS_PER_CONNECTION_MAX => {
+                return self.refuse_watch(format!(
+                    "watch: at most {WALLETS_PER_CONNECTION_MAX} wallets per connection"
+                ));
+            }
+            Ok(request) => request,
+            Err(reason) => return self.refuse_watch(reason),
+        };
+        let node = self.node.clone();
+        node.wallets
+            .register(request, self.id, |registered| match registered {
+                Ok(registered) => self.accept_watch(registered),
+                Err(reason) => self.refuse_watch(reason),
+            })
+    }
+
+    fn refuse_watch(&mut self, reason: String) -> Option<CloseReason> {
+        let outcome = WatchOutcome::Rejected { reason };
+        self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome))
+    }
+
+    /// Answers an accepted `watch`, then sends what was kept for the wallet while it was
+    /// away, oldest first.
+    fn accept_watch(&mut self, registered: Registered) -> Option<CloseReason> {
+        if !self.wallets.iter().any(|(id, _)| *id == registered.wallet) {
+            self.wallets
+                .push((registered.wallet, registered.address.clone()));
+        }
+        let outcome = WatchOutcome::Accepted {
+            address: registered.address,
+            pending_delivered: registered.kept.frames.len(),
+            pending_dropped: registered.kept.dropped,
+        };
+        let mut close =
+            self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome));
+        for frame in registered.kept.frames {
+            close = close.or_else(|| self.send_text(OutboundKind::Notification, frame));
+        }
+        close
+    }
+
+    /// Stops watching a wallet this connection registered, named by its address.
+    fn unwatch(&mut self, text: &str) -> Option<CloseReason> {
+        let request = match UnwatchRequest::from_json(text) {
+            Ok(request) => request,
+            Err(reason) => {
+                let frame = encode_unwatch_response("", Some(&reason));
+                return self.send_text(OutboundKind::UnwatchResponse, frame);
             }
         };
-        self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome))
+        let address = request.address;
+        let Some(index) = self.wallets.iter().position(|(_, a)| *a == address) else {
+            let reason =
+                "unwatch: `address` is not watched by this connection (send `watch` first)";
+            let frame = encode_unwatch_response(&address, Some(reason));
+            return self.send_text(OutboundKind::UnwatchResponse, frame);
+        };
+        let (wallet, _) = self.wallets.remove(index);
+        self.node.wallets.unwatch(wallet);
+        self.send_text(
+            OutboundKind::UnwatchResponse,
+            encode_unwatch_response(&address, None),
+        )
     }
 
     fn reject_message(&mut self, error: &ParseError) -> Option<CloseReason> {
@@ -338,8 +392,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for wallet in self.wallets.drain(..) {
-            self.node.wallets.release(wallet);
+        for (wallet, _) in self.wallets.drain(..) {
+            self.node.wallets.release(wallet, self.id);
         }
     }
 }

@@ -264,11 +264,13 @@ async fn registered_wallet_gets_its_payment() {
     let (id, address) = run
         .handle
         .register(WatchRequest::from_json(&text).unwrap())
+        .map(|r| (r.id, r.address))
         .unwrap();
     let other = text.replace(SCAN_HEX, &"03".repeat(32));
     let (other_id, _) = run
         .handle
         .register(WatchRequest::from_json(&other).unwrap())
+        .map(|r| (r.id, r.address))
         .unwrap();
     let event = tokio::time::timeout(WAIT, async {
         loop {
@@ -430,8 +432,8 @@ async fn survives_5xx_and_timeouts() {
 }
 
 // Proves a restart resumes from the persisted height: no rescan of old blocks, no
-// duplicate payment, the next block announced; a rescan longer than one poll's budget
-// goes on without waiting for the next poll.
+// duplicate payment, every block mined while it was down announced (its catch-up), a
+// rescan longer than one poll's budget going on without waiting for the next poll.
 #[tokio::test]
 async fn restart_resumes_without_duplicate() {
     let dir = temp_dir("restart");
@@ -450,20 +452,23 @@ async fn restart_resumes_without_duplicate() {
     {
         let mut model = fakes.chain.lock().unwrap();
         model.blocks.insert(295127, FakeBlock::empty(295127, 0));
+        model.blocks.insert(295128, FakeBlock::empty(295128, 0));
         model.blindbit_paths.clear();
     }
     let second = spawn(&fakes, slow(dir));
-    wait_scanned(&second.handle, 295127).await;
+    wait_scanned(&second.handle, 295128).await;
     let events = second.stop().await;
     assert!(payments(&events).is_empty(), "{events:?}");
-    let hash = fakes.chain.lock().unwrap().blocks[&295127].hash.clone();
-    assert_eq!(
-        events,
-        vec![ChainEvent::BlockMined {
-            height: 295127,
-            hash
-        }]
-    );
+    let mined: Vec<ChainEvent> = {
+        let model = fakes.chain.lock().unwrap();
+        [295127, 295128]
+            .map(|height| ChainEvent::BlockMined {
+                height,
+                hash: model.blocks[&height].hash.clone(),
+            })
+            .into()
+    };
+    assert_eq!(events, mined);
     let paths = fakes.chain.lock().unwrap().blindbit_paths.clone();
     assert!(
         !paths.iter().any(|p| p.ends_with("/295125")),
@@ -610,4 +615,200 @@ async fn cookie_file_auth_and_refused_login() {
     assert!(!refused.status().degraded.unwrap().contains("wrong"));
     assert!(!task.is_finished());
     task.abort();
+}
+
+/// Runs the issue's case: a relay without saved state starts at tip 295126, a wallet
+/// registers with birth height 295120 (below that tip) and gets the payment of block
+/// 295125 from its rescan; then a 2-block reorg replaces 295125 and 295126, the payment's
+/// transaction mined again in the new 295126 when `remined`. Returns the wallet's id, the
+/// new chain's blocks 295125..=295127 (hashes) and every event after the first detection.
+async fn reorg_below_start_tip(
+    name: &str,
+    remined: bool,
+) -> (Target, Vec<String>, Vec<ChainEvent>) {
+    let fakes = fakes_for(fakes::chain(295120, 295126)).await;
+    let mut run = spawn(&fakes, settings(temp_dir(name), None));
+    wait_scanned(&run.handle, 295126).await;
+    let text = format!(
+        r#"{{"type":"watch","scan_secret_key":"{SCAN_HEX}","spend_public_key":"{}","birth_height":295120}}"#,
+        spend_public_hex()
+    );
+    let (id, _) = run
+        .handle
+        .register(WatchRequest::from_json(&text).unwrap())
+        .map(|r| (r.id, r.address))
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, async {
+        loop {
+            match run.events.recv().await.unwrap() {
+                ChainEvent::BlockMined { .. } => continue,
+                e => return e,
+            }
+        }
+    })
+    .await
+    .expect("the rescan below the start tip finds the payment");
+    assert_documented_payment(&first, Target::Wallet(id), PAYMENT_HEIGHT, PAYMENT_HASH);
+    wait_rescanned(&fakes, 295126).await;
+    let new_chain = {
+        let mut model = fakes.chain.lock().unwrap();
+        let original = model.blocks[&PAYMENT_HEIGHT].clone();
+        let second = if remined {
+            original.moved(295126, 1)
+        } else {
+            FakeBlock::empty(295126, 1)
+        };
+        model.blocks.insert(295125, FakeBlock::empty(295125, 1));
+        model.blocks.insert(295126, second);
+        model.blocks.insert(295127, FakeBlock::empty(295127, 1));
+        (295125..=295127)
+            .map(|h| model.blocks[&h].hash.clone())
+            .collect::<Vec<_>>()
+    };
+    wait_scanned(&run.handle, 295127).await;
+    // The wallet's cursor follows the best chain: once block 295128 is scanned, the
+    // replacement blocks have been scanned for it too.
+    fakes
+        .chain
+        .lock()
+        .unwrap()
+        .blocks
+        .insert(295128, FakeBlock::empty(295128, 1));
+    wait_scanned(&run.handle, 295128).await;
+    let events = run.stop().await;
+    (Target::Wallet(id), new_chain, events)
+}
+
+/// Waits until the wallet's rescan asked Blindbit for block `height` (the best chain,
+/// scanned before the wallet registered, did not: it had no key to scan for), so the
+/// wallet has caught up with the tip and only a rewind can make it scan the
+/// replacement blocks.
+pub async fn wait_rescanned(fakes: &Fakes, height: u32) {
+    let path = format!("/filter/new-utxos/{height}");
+    let asked = tokio::time::timeout(WAIT, async {
+        while !fakes.chain.lock().unwrap().blindbit_paths.contains(&path) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(asked.is_ok(), "the wallet's rescan never reached {height}");
+}
+
+fn reorged(target: Target) -> ChainEvent {
+    ChainEvent::PaymentReorged {
+        target,
+        txid: PAYMENT_TXID.into(),
+        vout: 0,
+        block_height: PAYMENT_HEIGHT,
+        block_hash: PAYMENT_HASH.into(),
+    }
+}
+
+// Proves the issue's case: a payment found by a wallet's birth-range rescan below the
+// relay's start tip is retracted by a 2-block reorg over its block, the replacement
+// blocks are rescanned for the wallet (which finds the payment again where the new chain
+// mined it, once), and the replacement blocks are announced with block_mined.
+#[tokio::test]
+async fn reorg_below_start_tip_retracts_and_rescans() {
+    let (wallet, new_chain, events) = reorg_below_start_tip("below_tip", true).await;
+    let found = payments(&events);
+    assert_eq!(found.len(), 2, "{events:?}");
+    assert_eq!(found[0], &reorged(wallet));
+    assert_documented_payment(found[1], wallet, 295126, &new_chain[1]);
+    for (height, hash) in (295125..).zip(&new_chain) {
+        let mined = ChainEvent::BlockMined {
+            height,
+            hash: hash.clone(),
+        };
+        assert!(events.contains(&mined), "{height} announced: {events:?}");
+    }
+}
+
+// Proves the same reorg with the payment's transaction not mined again ends with
+// payment_reorged and no new detection.
+#[tokio::test]
+async fn reorg_below_start_tip_without_the_payment() {
+    let (wallet, _, events) = reorg_below_start_tip("below_tip_gone", false).await;
+    assert_eq!(payments(&events), vec![&reorged(wallet)], "{events:?}");
+}
+
+/// The registrations the relay saved in `dir`, if it saved any.
+fn saved_wallets(dir: &std::path::Path) -> Option<usize> {
+    let path = dir.join(sdk_relay::chain::registry::WALLETS_FILE);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    saved["wallets"].as_array().map(Vec::len)
+}
+
+// Proves registrations are saved while Core cannot be reached (every poll fails), and
+// that one made just after a save (inside the once-a-second interval) is saved when the
+// watcher shuts down.
+#[tokio::test]
+async fn registrations_are_saved_while_core_is_down_and_at_shutdown() {
+    let fakes = fakes_for(fakes::chain(295120, 295121)).await;
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let dir = temp_dir("saved");
+    let mut config = Config {
+        data_dir: dir.clone(),
+        bitcoin_core: Some(BitcoinCoreConfig {
+            url: refused,
+            wallet: None,
+            rpc_user: None,
+            rpc_password: None,
+            cookie_file: None,
+            ca_file: None,
+        }),
+        blindbit: Some(BlindbitConfig {
+            url: fakes.blindbit_url.clone(),
+            ca_file: None,
+        }),
+        ..Config::default()
+    };
+    config.watcher.poll_interval_secs = 1;
+    let handle = WatchHandle::from_config(&config);
+    let (tx, _rx) = mpsc::channel(64);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            sdk_relay::chain::run(&config, Env::tokio(1), handle, tx, shutdown).await
+        }
+    });
+    wait_status(&handle, "core unreachable", |s| {
+        s.degraded
+            .as_deref()
+            .is_some_and(|d| d.contains("bitcoin_core"))
+    })
+    .await;
+    let watch = |scan: &str| {
+        let text = format!(
+            r#"{{"type":"watch","scan_secret_key":"{scan}","spend_public_key":"{}"}}"#,
+            spend_public_hex()
+        );
+        handle
+            .register(WatchRequest::from_json(&text).unwrap())
+            .unwrap()
+    };
+    watch(SCAN_HEX);
+    let saved = tokio::time::timeout(WAIT, async {
+        while saved_wallets(&dir) != Some(1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(saved.is_ok(), "saved while every poll fails");
+    watch(&"03".repeat(32));
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved_wallets(&dir), Some(2), "saved at shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
 }

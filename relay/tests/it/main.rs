@@ -2,6 +2,7 @@
 //! module is one area; `support` and `http_client` are the helpers they share.
 
 mod chain_bip352;
+mod chain_wallets;
 mod chain_watcher;
 mod chain_websocket;
 mod dashboard;

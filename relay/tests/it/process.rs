@@ -302,6 +302,8 @@ fn help_lists_every_flag() {
         "--log-level",
         "--log-format",
         "SDK_RELAY_LOG_FORMAT",
+        "--watcher-request-timeout-secs",
+        "SDK_RELAY_WATCHER_REQUEST_TIMEOUT_SECS",
         "check-config",
         "SDK_RELAY_PEERS",
     ] {

@@ -136,6 +136,11 @@ impl RelayProcess {
         format!("ws://{}/", self.ws_addr)
     }
 
+    /// The relay's `data_dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
     fn dir(&self) -> PathBuf {
         self.config_path
             .parent()
