@@ -80,6 +80,7 @@ impl Mesh {
             sync_types: SyncType::ALL.to_vec(),
             errors: state.errors.iter().skip(skip).cloned().collect(),
             peers,
+            dial_addresses: state.dials.keys().cloned().collect(),
         }
     }
 

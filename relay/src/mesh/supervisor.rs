@@ -278,6 +278,8 @@ fn finish_dial(mesh: &Mesh, address: &str, outcome: DialOutcome) {
         tracing::debug!(%address, attempts = dial.attempts, %reason, "peer dial failed");
         let relay = dial.relay_id.clone();
         drop(state);
+        // Only addresses the operator configured: one that only `peers_dns` names may be a
+        // pod already gone that DNS still lists, and is dropped when the answer drops it.
         let configured = mesh.parts.config.mesh.peers.iter().any(|p| p == address);
         if configured && !mesh.state.left_at(address, relay.as_deref()) {
             count_configured_dial_failure(mesh, address, &reason);

@@ -58,6 +58,9 @@ pub struct SyncStatus {
     pub sync_types: Vec<SyncType>,
     pub errors: Vec<SyncErrorRecord>,
     pub peers: Vec<PeerSyncDetail>,
+    /// The addresses this relay dials or retries now (configured, found by DNS, learned
+    /// from members), sorted: `sdk_relay_mesh_dial_addresses` counts them.
+    pub dial_addresses: Vec<String>,
 }
 
 /// The `sync_metrics` object of `GET /metrics`.

@@ -52,6 +52,10 @@ impl TestRelay {
         let http_addr = http.local_addr().unwrap();
         config.ws_url = ws_addr.to_string();
         config.http_url = http_addr.to_string();
+        // `{port}` in advertise_addr stands for the WebSocket port drawn just now.
+        if let Some(advertised) = &config.advertise_addr {
+            config.advertise_addr = Some(advertised.replace("{port}", &ws_addr.port().to_string()));
+        }
         config.validate().expect("test config is valid");
         // With `[tls]` set, both ports serve its certificate, as `main` arranges.
         let tls = config.tls.files().map(|(cert, key)| {
