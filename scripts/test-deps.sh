@@ -3,7 +3,8 @@
 # clients (Python `websockets`, Node `ws`), schemathesis (pinned) for the HTTP API's
 # OpenAPI conformance run, curl for the specification's cURL examples, `kill` for the
 # signal tests, and Prometheus (`prometheus`, `promtool`) + docker-compose for the
-# Prometheus test and the deployment checks.
+# Prometheus test and the deployment checks, and `nats-server` (JetStream) for the NATS
+# backbone tests.
 #
 # No suite may be skipped: whatever is missing is installed (Debian packages need root)
 # or the script exits 1 naming each missing tool and how to get it. Idempotent: installs
@@ -26,10 +27,11 @@ fail_missing() {
 }
 
 # 1. Debian packages: command -> package (`type -P`: a program on PATH, not a builtin).
-tools=(python3 curl kill node npm prometheus promtool docker-compose)
+tools=(python3 curl kill node npm prometheus promtool docker-compose nats-server)
 declare -A package=(
   [python3]=python3 [curl]=curl [kill]=procps [node]=nodejs [npm]=npm
   [prometheus]=prometheus [promtool]=prometheus [docker-compose]=docker-compose
+  [nats-server]=nats-server
 )
 have() {
   if [ "$1" = python3 ]; then python3 -c '' 2>/dev/null; else type -P "$1" >/dev/null; fi

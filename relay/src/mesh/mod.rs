@@ -30,6 +30,7 @@ mod views;
 use std::sync::Arc;
 
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
+pub use state::health_from_age;
 pub use supervisor::{PEER_ENVELOPE_SLACK_BYTES, run};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
 

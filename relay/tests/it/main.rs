@@ -10,6 +10,7 @@ mod http_api;
 mod http_limits;
 mod limits;
 mod mesh;
+mod nats;
 mod process;
 mod prometheus;
 mod websocket;
