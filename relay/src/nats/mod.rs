@@ -38,15 +38,6 @@ use crate::routing::{Accepted, Backbone, BackboneLink, Refused};
 
 pub use members::Record;
 
-/// Metric names of this backbone.
-pub mod names {
-    pub const BACKBONE_CONNECTED: &str = "sdk_relay_backbone_connected";
-    pub const BACKBONE_PUBLISH_FAILURES_TOTAL: &str = "sdk_relay_backbone_publish_failures_total";
-    pub const BACKBONE_REFUSED_TOTAL: &str = "sdk_relay_backbone_refused_total";
-    pub const BACKBONE_BUFFER_BYTES: &str = "sdk_relay_backbone_buffer_bytes";
-    pub const BACKBONE_PUBLISH_ACK_SECONDS: &str = "sdk_relay_backbone_publish_ack_seconds";
-}
-
 /// How often the connection state is looked at (for `/health` and the gauge).
 const STATE_POLL: Duration = Duration::from_millis(250);
 
@@ -62,7 +53,7 @@ pub struct NatsMetrics {
 
 impl NatsMetrics {
     fn new(relay: Arc<Metrics>) -> NatsMetrics {
-        use names::*;
+        use crate::metrics::names::*;
         relay.scoped(|| {
             metrics::describe_gauge!(BACKBONE_CONNECTED, "1 while the relay is connected to a NATS server and the stream takes publications, else 0.");
             metrics::describe_counter!(BACKBONE_PUBLISH_FAILURES_TOTAL, "Notifications whose publication to the stream failed or timed out (each is retried).");
