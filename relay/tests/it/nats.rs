@@ -268,4 +268,33 @@ async fn nats_down_degrades_and_recovery_delivers_the_buffer() {
         )
         .await;
     }
+
+    // The stream holding a notification twice (stored under two `Nats-Msg-Id`s, as a
+    // redelivery would hand it over again) still reaches each wallet once; and one
+    // already delivered, stored again, reaches nobody.
+    let nats = async_nats::connect(url.as_str())
+        .await
+        .expect("test connects to NATS");
+    let js = async_nats::jetstream::new(nats);
+    let twice = json!({"type":"notification","notification_type":"block","data":{"x":1},
+        "timestamp":1,"message_id":"ext-00000000-1","relay_id":"ext"});
+    let already = json!({"type":"notification","notification_type":"block","data":{"h":1},
+        "timestamp":1,"message_id":warmup.iter().next().unwrap(),"relay_id":"r1"});
+    for (msg_id, payload) in [("a", &twice), ("b", &twice), ("c", &already)] {
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(serde_json::to_vec(payload).unwrap().into())
+            .message_id(msg_id);
+        let stored = async {
+            js.send_publish("SDK_RELAY.n.block", publish).await?.await?;
+            Ok::<_, async_nats::Error>(())
+        };
+        tokio::time::timeout(Duration::from_secs(10), stored)
+            .await
+            .expect("stored in time")
+            .expect("stored");
+    }
+    let once: BTreeSet<String> = ["ext-00000000-1".to_string()].into();
+    for (sub, relay) in subs.iter_mut().zip(&relays) {
+        receives_exactly(sub, &once, &relay.id).await;
+    }
 }
