@@ -4,17 +4,18 @@
 # three-server nats-server cluster, relays spread over its servers, 3 replicas), runs
 # `loadtest mesh` (publish on the first relay, subscribers on every relay), and reads each
 # relay's CPU time from /proc before and after. Prints one line per run and writes the
-# reports to OUT.
+# reports (and each relay's Prometheus metrics after the run) to OUT.
 #
 #   loadtest/backbones.sh                      RELAYS="3 8" RATE=2000 MESSAGES=10000 SUBS=10
 #
-# Environment: RELAYS ("3 8"), RATE (2000/s), MESSAGES (10000), SUBS (10 subscribers per
+# Environment: RELAYS ("3 8"), MODES ("mesh nats"), RATE (2000/s), MESSAGES (10000), SUBS (10 subscribers per
 # relay), SIZE (256 B), NO_BUILD (skip cargo build), OUT (reports; temporary by default).
 # Needs nats-server on PATH (scripts/test-deps.sh installs it). Every process it starts
 # is killed on exit, failure included.
 set -euo pipefail
 
 RELAYS=${RELAYS:-"3 8"}
+MODES=${MODES:-"mesh nats"}
 RATE=${RATE:-2000}
 MESSAGES=${MESSAGES:-10000}
 SUBS=${SUBS:-10}
@@ -108,6 +109,9 @@ run_one() {
     for addr in "${ws[@]}"; do args+=(--relay "ws://$addr/"); done
     "$BIN/loadtest" --json mesh "${args[@]}" --subscribers-per-relay "$SUBS" \
         --messages "$MESSAGES" --rate "$RATE" --size "$SIZE" --drain-secs 3 >"$dir/report.json"
+    for ((i = 0; i < n; i++)); do
+        curl -s --max-time 5 "http://${http[$i]}/metrics/prometheus" >"$dir/metrics-r$i.txt" || true
+    done
     local cpu=() nats_after=0
     for ((i = 0; i < n; i++)); do cpu+=($(($(cpu_ticks "${relay_pids[$i]}") - before[i]))); done
     for pid in "${nats_pids[@]}"; do nats_after=$((nats_after + $(cpu_ticks "$pid"))); done
@@ -135,7 +139,7 @@ PY
 }
 
 for n in $RELAYS; do
-    for mode in mesh nats; do
+    for mode in $MODES; do
         run_one "$mode" "$n"
     done
 done

@@ -27,7 +27,11 @@ const IDLE_MAX: Duration = Duration::from_secs(30);
 /// Time an unacknowledged notification waits before the server redelivers it.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Acknowledgements awaiting the server's confirmation.
-const ACKS_IN_FLIGHT_MAX: usize = 1024;
+const ACKS_IN_FLIGHT_MAX: usize = 64;
+/// Deliveries one acknowledgement covers at most (ack policy `all`)...
+const ACK_EVERY: usize = 128;
+/// ...and the longest a delivery waits for its acknowledgement when the stream pauses.
+const ACK_FLUSH: Duration = Duration::from_millis(20);
 /// Tries to get one acknowledgement confirmed.
 const ACK_ATTEMPTS: usize = 3;
 const RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -58,7 +62,9 @@ async fn consume(
             &durable,
             pull::Config {
                 durable_name: Some(durable.clone()),
-                ack_policy: AckPolicy::Explicit,
+                // Notifications are delivered in stream order, so acknowledging one
+                // acknowledges every one before it: one confirmed ack per batch.
+                ack_policy: AckPolicy::All,
                 // A new relay starts with what is published from now on; a restarted one
                 // resumes where it acknowledged.
                 deliver_policy: DeliverPolicy::New,
@@ -80,10 +86,21 @@ async fn consume(
     )
     .await??;
     let mut acks = tokio::task::JoinSet::new();
+    // The last delivered notification not yet acknowledged, and how many it covers.
+    let mut unacked: Option<(jetstream::message::Acker, usize)> = None;
     loop {
-        // The pull's idle heartbeats bound this wait: when they stop, the stream yields
-        // an error. The timeout only keeps the loop from waiting without limit.
-        let Ok(next) = tokio::time::timeout(IDLE_MAX, messages.next()).await else {
+        // With deliveries to acknowledge, a short pause in the stream flushes them; else
+        // the pull's idle heartbeats bound this wait (when they stop, the stream yields
+        // an error) and the timeout only keeps the loop from waiting without limit.
+        let wait = if unacked.is_some() {
+            ACK_FLUSH
+        } else {
+            IDLE_MAX
+        };
+        let Ok(next) = tokio::time::timeout(wait, messages.next()).await else {
+            if let Some((acker, _)) = unacked.take() {
+                spawn_confirm(&mut acks, acker, timeout).await;
+            }
             continue;
         };
         let message = match next {
@@ -93,12 +110,25 @@ async fn consume(
         };
         let (message, acker) = message.split();
         deliver(backbone, seen, &message.payload);
-        while acks.len() >= ACKS_IN_FLIGHT_MAX {
-            acks.join_next().await;
+        let covered = unacked.take().map_or(0, |(_, n)| n) + 1;
+        if covered >= ACK_EVERY {
+            spawn_confirm(&mut acks, acker, timeout).await;
+        } else {
+            unacked = Some((acker, covered));
         }
-        while acks.try_join_next().is_some() {}
-        acks.spawn(confirm(acker, timeout));
     }
+}
+
+async fn spawn_confirm(
+    acks: &mut tokio::task::JoinSet<()>,
+    acker: jetstream::message::Acker,
+    timeout: Duration,
+) {
+    while acks.len() >= ACKS_IN_FLIGHT_MAX {
+        acks.join_next().await;
+    }
+    while acks.try_join_next().is_some() {}
+    acks.spawn(confirm(acker, timeout));
 }
 
 /// Acknowledges a delivered notification and waits for the server to confirm it,
