@@ -5,7 +5,7 @@
 #   - alert unit tests                (promtool test rules)
 #   - Grafana dashboard: valid PromQL (promtool check rules on its queries)
 #   - metric names used in alerts and dashboard exist in relay/src/metrics/names.rs
-#   - compose file                    (docker-compose config -q)
+#   - compose files (mesh, NATS)      (docker-compose config -q)
 # Needs the Debian packages `prometheus` (promtool) and `docker-compose`.
 # Run from anywhere: bash docker/check.sh
 set -euo pipefail
@@ -17,6 +17,7 @@ prom_dir=docker/prometheus
 dashboard=docker/grafana/sdk_relay-dashboard.json
 names_rs=relay/src/metrics/names.rs
 compose_file=docker/docker-compose.yml
+compose_nats_file=docker/docker-compose.nats.yml
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'docker/check.sh: %s\n' "$*" >&2; exit 1; }
@@ -86,5 +87,9 @@ step "${compose[*]} -f $compose_file config -q"
 # The compose file requires the mesh secret; any value validates the file.
 SDK_RELAY_MESH_TOKEN="${SDK_RELAY_MESH_TOKEN:-check-only}" "${compose[@]}" -f "$compose_file" config -q
 echo "  SUCCESS: $compose_file is valid"
+
+step "${compose[*]} -f $compose_nats_file config -q"
+"${compose[@]}" -f "$compose_nats_file" config -q
+echo "  SUCCESS: $compose_nats_file is valid"
 
 printf '\nAll docker/ checks passed.\n'

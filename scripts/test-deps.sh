@@ -4,8 +4,8 @@
 # OpenAPI conformance run, curl for the specification's cURL examples, `kill` for the
 # signal tests, Prometheus (`prometheus`, `promtool`) + docker-compose for the
 # Prometheus test and the deployment checks, Debian's chromium + chromium-driver and
-# Selenium for the dashboard's browser test, and kubernetes-validate for the Kubernetes
-# manifests.
+# Selenium for the dashboard's browser test, kubernetes-validate for the Kubernetes
+# manifests, and `nats-server` (JetStream) for the NATS backbone tests.
 #
 # No suite may be skipped: whatever is missing is installed (Debian packages need root)
 # or the script exits 1 naming each missing tool and how to get it. Idempotent: installs
@@ -28,11 +28,11 @@ fail_missing() {
 }
 
 # 1. Debian packages: command -> package (`type -P`: a program on PATH, not a builtin).
-tools=(python3 curl kill node npm prometheus promtool docker-compose chromium chromedriver)
+tools=(python3 curl kill node npm prometheus promtool docker-compose chromium chromedriver nats-server)
 declare -A package=(
   [python3]=python3 [curl]=curl [kill]=procps [node]=nodejs [npm]=npm
   [prometheus]=prometheus [promtool]=prometheus [docker-compose]=docker-compose
-  [chromium]=chromium [chromedriver]=chromium-driver
+  [chromium]=chromium [chromedriver]=chromium-driver [nats-server]=nats-server
 )
 have() {
   if [ "$1" = python3 ]; then python3 -c '' 2>/dev/null; else type -P "$1" >/dev/null; fi

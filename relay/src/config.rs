@@ -4,6 +4,7 @@
 //! The TOML keys mirror `GET /config`. Validation names the offending key, so an operator
 //! knows what to fix before the relay starts.
 
+mod backbone;
 mod cli;
 mod watcher;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{REDACTED, redact};
+pub use backbone::{BackboneConfig, BackboneKind};
 pub use cli::{Cli, Command, RunArgs};
 pub use watcher::WatcherConfig;
 
@@ -41,6 +43,8 @@ pub struct Config {
     pub bitcoin_core: Option<BitcoinCoreConfig>,
     pub blindbit: Option<BlindbitConfig>,
     pub watcher: WatcherConfig,
+    /// What carries notifications between relays: the mesh (default) or NATS JetStream.
+    pub backbone: BackboneConfig,
     /// A deliberate fault for the simulator's negative controls; never in production
     /// builds, never read from a file.
     #[cfg(feature = "mutations")]
@@ -459,6 +463,7 @@ impl Default for Config {
             bitcoin_core: None,
             blindbit: None,
             watcher: WatcherConfig::default(),
+            backbone: BackboneConfig::default(),
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -518,6 +523,7 @@ impl Config {
             auth: self.auth.redacted(),
             bitcoin_core: self.bitcoin_core.as_ref().map(BitcoinCoreConfig::redacted),
             watcher: self.watcher.redacted(),
+            backbone: self.backbone.redacted(),
             ..self.clone()
         }
     }
@@ -583,7 +589,19 @@ impl Config {
         self.validate_auth()?;
         self.validate_chain_sources()?;
         self.validate_tls()?;
+        self.validate_backbone()?;
         self.watcher.validate()
+    }
+
+    /// NATS mode replaces the mesh's links: configured peers would never be dialed.
+    fn validate_backbone(&self) -> Result<(), ConfigError> {
+        if self.backbone.kind == BackboneKind::Nats && !self.mesh.peers.is_empty() {
+            return Err(invalid(
+                "mesh.peers",
+                "must be empty with `backbone.kind = \"nats\"` (relays meet through NATS)",
+            ));
+        }
+        self.backbone.validate(self.limits.ws_message_bytes_max)
     }
 
     /// With peers configured, this relay tells them where to dial it back: an unspecified

@@ -11,6 +11,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::process::{self, ProcessFigures, ProcessSampler};
 use crate::protocol::{self, HealthReport};
+use crate::routing::BackboneLink;
 
 /// Overall state, as `/health` and `health` messages report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct Health {
     chain: WatchHandle,
     /// The WebSocket port's connection slots; peer links are not counted as clients.
     ws_slots: Arc<Slots>,
+    /// Whether the backbone reaches the other relays (always up in mesh mode).
+    backbone: Arc<BackboneLink>,
     process: ProcessSampler,
     /// Configured peers (addresses) the mesh reports unreachable.
     unreachable_peers: Mutex<Vec<String>>,
@@ -47,23 +50,29 @@ impl Health {
         metrics: Arc<Metrics>,
         chain: WatchHandle,
         ws_slots: Arc<Slots>,
+        backbone: Arc<BackboneLink>,
     ) -> Health {
         Health {
             lifecycle,
             metrics,
             chain,
             ws_slots,
+            backbone,
             process: ProcessSampler::default(),
             unreachable_peers: Mutex::new(Vec::new()),
         }
     }
 
     /// Unhealthy while draining; degraded while a configured chain source is unreachable
-    /// or behind, or a configured peer is unreachable; healthy otherwise.
+    /// or behind, a configured peer is unreachable, or the NATS backbone is down; healthy
+    /// otherwise.
     pub fn status(&self) -> HealthStatus {
         if self.lifecycle.is_draining() {
             HealthStatus::Unhealthy
-        } else if self.chain.status().degraded.is_some() || !self.unreachable_peers().is_empty() {
+        } else if self.chain.status().degraded.is_some()
+            || !self.unreachable_peers().is_empty()
+            || !self.backbone.is_up()
+        {
             HealthStatus::Degraded
         } else {
             HealthStatus::Healthy
@@ -94,6 +103,11 @@ impl Health {
     /// Open WebSocket connections of clients (wallets), without peer links.
     pub fn client_connections(&self) -> usize {
         self.ws_slots.counted()
+    }
+
+    /// False while the NATS backbone reaches no server (never in mesh mode).
+    pub fn backbone_up(&self) -> bool {
+        self.backbone.is_up()
     }
 
     /// Resident memory and CPU use of the process (re-read at most once a second).

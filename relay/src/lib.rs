@@ -3,8 +3,8 @@
 //! The rooms, from the top (ARCHITECTURE.md draws them and says what each may import):
 //! `server` runs one relay; `node` assembles it and answers the HTTP API's views; `http`
 //! and `ws` are its two faces (operators, wallets), `dashboard` the operators' live page
-//! `http` serves; `mesh` links relays and routes every
-//! notification; `wallets`, `health`, `routing`, `hub` and `chain` are the parts they
+//! `http` serves; `mesh` links relays and routes every notification (or `nats` carries
+//! them through NATS JetStream); `wallets`, `health`, `routing`, `hub` and `chain` are the parts they
 //! share; `conn` is the connection layer under both faces; `protocol` holds every wire
 //! message; `config`, `metrics`, `logs`, `process`, `lifecycle`, `secret` and `rt` (the
 //! seam through which every socket, timer, timestamp and random choice passes) are the
@@ -24,6 +24,7 @@ pub mod mesh;
 pub mod metrics;
 #[cfg(feature = "mutations")]
 pub mod mutation;
+pub mod nats;
 pub mod node;
 pub mod process;
 pub mod protocol;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::chain::WatchHandle;
-use crate::config::Config;
+use crate::config::{BackboneKind, Config};
 use crate::conn::Slots;
 use crate::health::{Health, HealthStatus};
 use crate::hub::Hub;
@@ -14,10 +14,11 @@ use crate::lifecycle::Lifecycle;
 use crate::logs::LogRing;
 use crate::mesh::{LocalStatus, Mesh, MeshParts, RelayInfo, SyncMetrics, SyncStatus};
 use crate::metrics::Metrics;
+use crate::nats::{NatsBackbone, NatsParts};
 use crate::process::ProcessFigures;
 use crate::protocol::HealthReport;
 use crate::protocol::peer::SyncType;
-use crate::routing::{Origin, Publisher};
+use crate::routing::{Backbone, BackboneLink, Origin, Publisher};
 use crate::rt::{SeededRng, SharedClock};
 use crate::wallets::Wallets;
 use crate::ws::WsContext;
@@ -30,6 +31,9 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub health: Arc<Health>,
     pub mesh: Arc<Mesh>,
+    /// The NATS backbone, in NATS mode (`[backbone] kind = "nats"`): it then carries
+    /// notifications and answers the mesh views instead of the mesh.
+    pub nats: Option<Arc<NatsBackbone>>,
     /// The chain watcher's registry of watched wallets and its status.
     pub chain: WatchHandle,
     pub wallets: Arc<Wallets>,
@@ -60,11 +64,15 @@ impl Node {
             config.limits.ws_connections_max,
             metrics.ws_connections.clone(),
         );
+        let nats_mode = config.backbone.kind == BackboneKind::Nats;
+        // Down until the NATS backbone connects; the mesh never sets it down.
+        let backbone_link = BackboneLink::new(!nats_mode);
         let health = Arc::new(Health::new(
             lifecycle.clone(),
             metrics.clone(),
             chain.clone(),
             ws_slots.clone(),
+            backbone_link.clone(),
         ));
         let mesh = Mesh::new(MeshParts {
             config: config.clone(),
@@ -75,11 +83,25 @@ impl Node {
             origin: origin.clone(),
             status: health.clone(),
         });
+        let nats = nats_mode.then(|| {
+            NatsBackbone::new(NatsParts {
+                config: config.clone(),
+                lifecycle: lifecycle.clone(),
+                metrics: metrics.clone(),
+                hub: hub.clone(),
+                health: health.clone(),
+                link: backbone_link,
+            })
+        });
+        let backbone: Arc<dyn Backbone> = match &nats {
+            Some(nats) => nats.clone(),
+            None => mesh.clone(),
+        };
         let publisher = Arc::new(Publisher::new(
             origin,
             lifecycle.clone(),
             metrics.clone(),
-            mesh.clone(),
+            backbone,
         ));
         let wallets = Arc::new(Wallets::new(
             chain.clone(),
@@ -109,6 +131,7 @@ impl Node {
             hub,
             health,
             mesh,
+            nats,
             chain,
             wallets,
             ws,
@@ -163,20 +186,33 @@ impl Node {
 
     /// Every known relay, this one first.
     pub fn relays(&self) -> Vec<RelayInfo> {
-        self.mesh.relays()
+        match &self.nats {
+            Some(nats) => nats.relays(),
+            None => self.mesh.relays(),
+        }
     }
 
     pub fn sync_status(&self) -> SyncStatus {
-        self.mesh.sync_status()
+        match &self.nats {
+            Some(nats) => nats.sync_status(),
+            None => self.mesh.sync_status(),
+        }
     }
 
     pub fn sync_metrics(&self) -> SyncMetrics {
-        self.mesh.sync_metrics()
+        match &self.nats {
+            Some(nats) => nats.sync_metrics(),
+            None => self.mesh.sync_metrics(),
+        }
     }
 
-    /// Sends the named sync types to every live peer now; returns how many peers.
+    /// Sends the named sync types to every live peer now; returns how many peers (none
+    /// in NATS mode: relays have no links, their records renew on their own).
     pub fn force_sync(&self, types: &[SyncType]) -> usize {
-        self.mesh.force_sync(types)
+        match &self.nats {
+            Some(_) => 0,
+            None => self.mesh.force_sync(types),
+        }
     }
 }
 

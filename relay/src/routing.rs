@@ -19,7 +19,47 @@ use crate::rt::{SeededRng, SharedClock};
 
 /// Carries notifications this relay originated to subscribers here and elsewhere.
 pub trait Backbone: Send + Sync + 'static {
-    fn publish(&self, notification: Arc<Notification>);
+    fn publish(&self, notification: Arc<Notification>) -> Accepted;
+}
+
+/// What a backbone did with a publication, and so when the wallet may be told it was
+/// accepted (`notification_ack`).
+pub enum Accepted {
+    /// Routed already (the mesh): acknowledge now.
+    Routed,
+    /// Handed to a message system: acknowledge when it says it stored it (`Ok`), or
+    /// answer the error (`Err`). The sender is dropped only after an answer or a refusal.
+    Pending(tokio::sync::oneshot::Receiver<Result<(), Refused>>),
+    /// Not taken: nothing was stored anywhere.
+    Refused(Refused),
+}
+
+/// Why a backbone refused a publication, as the wallet's error message says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
+
+/// Whether the backbone reaches the other relays. The mesh leaves it up (its links have
+/// health of their own); a message-system backbone says when it lost its servers, and
+/// the relay then reports itself degraded and not ready.
+#[derive(Debug)]
+pub struct BackboneLink {
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl BackboneLink {
+    pub fn new(up: bool) -> Arc<BackboneLink> {
+        Arc::new(BackboneLink {
+            up: std::sync::atomic::AtomicBool::new(up),
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
 }
 
 /// Ids for what this relay originates: `<relay_id>-<boot nonce>-<seq>` for notifications,
@@ -124,16 +164,21 @@ impl Publisher {
         }
     }
 
-    /// Stamps a notification and sends it to every subscriber in the mesh.
-    pub fn publish(&self, notification_type: String, data: &RawValue) -> Arc<Notification> {
+    /// Stamps a notification and sends it to every subscriber in the mesh; says when
+    /// the backbone has it.
+    pub fn publish(
+        &self,
+        notification_type: String,
+        data: &RawValue,
+    ) -> (Arc<Notification>, Accepted) {
         let notification = Arc::new(self.origin.stamp(
             notification_type,
             data.to_owned(),
             self.lifecycle.unix_secs(),
         ));
         self.metrics.notifications_published.increment(1);
-        self.backbone.publish(notification.clone());
-        notification
+        let accepted = self.backbone.publish(notification.clone());
+        (notification, accepted)
     }
 
     pub fn origin(&self) -> &Arc<Origin> {

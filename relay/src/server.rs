@@ -84,7 +84,11 @@ pub async fn run_until<N: Net>(
     let mesh = node.mesh.clone();
     let payloads: crate::ws::SyncPayloads = Arc::new(move |t| mesh.sync_payload(t));
     tasks.spawn(crate::ws::syncs_to_clients(ws, payloads));
-    tasks.spawn(crate::mesh::run(node.mesh.clone(), env.net.clone()));
+    match &node.nats {
+        // NATS mode: relays meet through NATS; the mesh dials nobody.
+        Some(nats) => drop(tasks.spawn(crate::nats::run(nats.clone()))),
+        None => drop(tasks.spawn(crate::mesh::run(node.mesh.clone(), env.net.clone()))),
+    }
     tasks.spawn(chain_watcher(node.clone(), env.clone()));
 
     let stop = tokio::select! {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::{Config, ConfigError, LogFormat, LogLevel, Network};
+use super::{BackboneKind, Config, ConfigError, LogFormat, LogLevel, Network};
 
 /// sdk_relay: the relay that Bitcoin Silent Payments wallets connect to.
 ///
@@ -169,6 +169,86 @@ pub struct RunArgs {
         value_name = "SECS"
     )]
     pub watcher_request_timeout_secs: Option<u64>,
+
+    /// What carries notifications between relays: mesh (built in, no other service) or
+    /// nats (a NATS JetStream stream; set --nats-url) [default: mesh].
+    #[arg(long, env = "SDK_RELAY_BACKBONE", global = true, value_name = "KIND")]
+    pub backbone: Option<BackboneKind>,
+
+    /// A NATS server URL (nats://host:port, tls://host:port); repeat the flag, or
+    /// comma-separate in the variable. Replaces `[backbone] urls` from the file.
+    #[arg(
+        long = "nats-url",
+        env = "SDK_RELAY_NATS_URLS",
+        global = true,
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub nats_urls: Vec<String>,
+
+    /// NATS user (with SDK_RELAY_NATS_PASSWORD).
+    #[arg(long, env = "SDK_RELAY_NATS_USER", global = true, value_name = "USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password; prefer the variable to the flag (flags show in `ps`).
+    #[arg(
+        long,
+        env = "SDK_RELAY_NATS_PASSWORD",
+        global = true,
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub nats_password: Option<String>,
+
+    /// NATS token; prefer the variable to the flag (flags show in `ps`).
+    #[arg(
+        long,
+        env = "SDK_RELAY_NATS_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub nats_token: Option<String>,
+
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(
+        long,
+        env = "SDK_RELAY_NATS_CREDS_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub nats_creds_file: Option<PathBuf>,
+
+    /// File holding a NATS nkey seed.
+    #[arg(
+        long,
+        env = "SDK_RELAY_NATS_NKEY_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub nats_nkey_file: Option<PathBuf>,
+
+    /// PEM CA certificates for the NATS servers' TLS.
+    #[arg(
+        long,
+        env = "SDK_RELAY_NATS_CA_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub nats_ca_file: Option<PathBuf>,
+
+    /// JetStream stream name [default: SDK_RELAY].
+    #[arg(
+        long,
+        env = "SDK_RELAY_NATS_STREAM",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub nats_stream: Option<String>,
+
+    /// Replicas of the stream and membership bucket, 1 to 5 [default: 1].
+    #[arg(long, env = "SDK_RELAY_NATS_REPLICAS", global = true, value_name = "N")]
+    pub nats_replicas: Option<usize>,
 }
 
 impl RunArgs {
@@ -249,6 +329,48 @@ impl RunArgs {
         }
         if let Some(v) = self.watcher_request_timeout_secs {
             config.watcher.request_timeout_secs = v;
+        }
+        self.apply_backbone(config);
+    }
+
+    fn apply_backbone(&self, config: &mut Config) {
+        let backbone = &mut config.backbone;
+        if let Some(v) = self.backbone {
+            backbone.kind = v;
+        }
+        if !self.nats_urls.is_empty() {
+            backbone.urls = self
+                .nats_urls
+                .iter()
+                .filter(|u| !u.is_empty())
+                .cloned()
+                .collect();
+        }
+        let strings = [
+            (&self.nats_user, &mut backbone.user),
+            (&self.nats_password, &mut backbone.password),
+            (&self.nats_token, &mut backbone.token),
+        ];
+        for (flag, key) in strings {
+            if flag.is_some() {
+                key.clone_from(flag);
+            }
+        }
+        let paths = [
+            (&self.nats_creds_file, &mut backbone.creds_file),
+            (&self.nats_nkey_file, &mut backbone.nkey_file),
+            (&self.nats_ca_file, &mut backbone.ca_file),
+        ];
+        for (flag, key) in paths {
+            if flag.is_some() {
+                key.clone_from(flag);
+            }
+        }
+        if let Some(v) = &self.nats_stream {
+            backbone.stream = v.clone();
+        }
+        if let Some(v) = self.nats_replicas {
+            backbone.replicas = v;
         }
     }
 }

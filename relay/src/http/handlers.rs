@@ -92,6 +92,9 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
     if let Some(why) = &chain.degraded {
         reasons.push(format!("chain: {why}"));
     }
+    if !node.health.backbone_up() {
+        reasons.push("backbone: no NATS server takes publications".into());
+    }
     if status != HealthStatus::Healthy && reasons.is_empty() {
         reasons.push(format!(
             "the relay's own checks report it {}",
@@ -173,6 +176,10 @@ pub fn ready(node: &Node) -> Response<Full<Bytes>> {
     if let Some(why) = &chain.degraded {
         reasons.push(format!("chain: degraded: {why}"));
     }
+    let backbone_up = node.health.backbone_up();
+    if !backbone_up {
+        reasons.push("backbone: no NATS server reachable".into());
+    }
     if linked < ready_peers_min {
         reasons.push(format!(
             "peers: {linked} linked, mesh.ready_peers_min is {ready_peers_min}"
@@ -189,6 +196,7 @@ pub fn ready(node: &Node) -> Response<Full<Bytes>> {
             "chain_degraded": chain.degraded.is_some(),
             "linked_peers": linked,
             "ready_peers_min": ready_peers_min,
+            "backbone_up": backbone_up,
         },
         "reasons": reasons,
     });

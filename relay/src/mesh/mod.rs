@@ -43,6 +43,7 @@ pub use leave::RECONNECT_RELAYS_MAX;
 pub use records::{MEMBERSHIP_TTL_INTERVALS, RECORD_CLOCK_SKEW_MS};
 pub use reports::{ChainFigures, PeerReport, RoutingTotals};
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
+pub use state::health_from_age;
 pub use supervisor::{CONFIGURED_PEER_FAILED_DIALS, PEER_ENVELOPE_SLACK_BYTES, run};
 pub use trust::{BINDINGS_MAX, Refusal, Unverified};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::Mesh;
 use crate::conn::{Offered, Outbound};
 use crate::protocol::{Notification, OutboundKind};
-use crate::routing::Backbone;
+use crate::routing::{Accepted, Backbone};
 
 use super::trust::Unverified;
 
@@ -64,7 +64,8 @@ impl Mesh {
 }
 
 impl Backbone for Mesh {
-    fn publish(&self, notification: Arc<Notification>) {
+    fn publish(&self, notification: Arc<Notification>) -> Accepted {
         self.route(notification, None);
+        Accepted::Routed
     }
 }

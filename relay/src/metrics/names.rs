@@ -91,3 +91,10 @@ pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "sdk_relay_process_resident_memo
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "sdk_relay_process_cpu_seconds_total";
 pub const PROCESS_OPEN_FDS: &str = "sdk_relay_process_open_fds";
 pub const UPTIME_SECONDS: &str = "sdk_relay_uptime_seconds";
+
+// The NATS backbone (`[backbone] kind = "nats"`); absent in mesh mode.
+pub const BACKBONE_CONNECTED: &str = "sdk_relay_backbone_connected";
+pub const BACKBONE_PUBLISH_FAILURES_TOTAL: &str = "sdk_relay_backbone_publish_failures_total";
+pub const BACKBONE_REFUSED_TOTAL: &str = "sdk_relay_backbone_refused_total";
+pub const BACKBONE_BUFFER_BYTES: &str = "sdk_relay_backbone_buffer_bytes";
+pub const BACKBONE_PUBLISH_ACK_SECONDS: &str = "sdk_relay_backbone_publish_ack_seconds";

@@ -113,6 +113,8 @@ pub mod error_code {
     pub const ALREADY_HANDSHAKEN: &str = "already_handshaken";
     /// The message was over the connection's message rate and was not processed.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// The backbone (NATS) could not store the notification: it was not published.
+    pub const BACKBONE_UNAVAILABLE: &str = "backbone_unavailable";
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::hub::ClientId;
 use crate::protocol::{
     self, Capability, ClientMessage, Handshake, InboundKind, OutboundKind, ParseError, error_code,
 };
+use crate::routing::{Accepted, Refused};
 use crate::wallets::Registered;
 
 /// Wallets one connection may register with the chain watcher.
@@ -164,7 +165,7 @@ impl Session {
                         "capability `publish` was not granted",
                     );
                 }
-                let notification = self
+                let (notification, accepted) = self
                     .node
                     .publisher
                     .publish(publish.notification_type, publish.data);
@@ -172,9 +173,53 @@ impl Session {
                     &notification.message_id,
                     notification.timestamp,
                 );
-                self.send_text(OutboundKind::NotificationAck, ack)
+                match accepted {
+                    Accepted::Routed => self.send_text(OutboundKind::NotificationAck, ack),
+                    Accepted::Refused(Refused(why)) => {
+                        self.send_error(error_code::BACKBONE_UNAVAILABLE, why)
+                    }
+                    Accepted::Pending(stored) => {
+                        self.ack_when_stored(stored, ack);
+                        None
+                    }
+                }
             }
         }
+    }
+
+    /// Answers `notification_ack` once the backbone says it stored the notification, or
+    /// an error if it refused it. The backbone bounds what it holds (in bytes) and
+    /// answers every publication, so these waits are bounded in number and in time.
+    fn ack_when_stored(
+        &self,
+        stored: tokio::sync::oneshot::Receiver<Result<(), Refused>>,
+        ack: Bytes,
+    ) {
+        let node = self.node.clone();
+        let outlet = self.outlet.clone();
+        tokio::spawn(async move {
+            let (kind, frame) = match stored.await {
+                Ok(Ok(())) => (OutboundKind::NotificationAck, ack),
+                Ok(Err(Refused(why))) => (
+                    OutboundKind::Error,
+                    protocol::encode_error(error_code::BACKBONE_UNAVAILABLE, why),
+                ),
+                Err(_) => (
+                    OutboundKind::Error,
+                    protocol::encode_error(
+                        error_code::BACKBONE_UNAVAILABLE,
+                        "the backbone stopped before storing the notification",
+                    ),
+                ),
+            };
+            if kind == OutboundKind::Error {
+                node.metrics.ws_errors_sent.increment(1);
+            }
+            node.metrics.count_sent(kind, frame.len());
+            if outlet.offer(Outbound::Text(frame)) == Offered::CutSlow {
+                node.metrics.ws_slow_consumers.increment(1);
+            }
+        });
     }
 
     /// Takes this message's token: `None` to process it; `Some(None)` when it was refused

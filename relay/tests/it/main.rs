@@ -14,6 +14,7 @@ mod http_limits;
 mod lame_duck;
 mod limits;
 mod mesh;
+mod nats;
 mod process;
 mod prometheus;
 mod rolling_restart;

@@ -338,6 +338,7 @@ pub fn raise_fd_limit() {
 
 pub mod chain_fakes;
 pub mod cluster;
+pub mod nats;
 pub mod peer;
 pub mod tls;
 

@@ -1,0 +1,384 @@
+//! The NATS JetStream backbone: the alternative to the mesh for deployments that already
+//! run NATS, or outgrow flooding (`[backbone] kind = "nats"`).
+//!
+//! Each notification this relay accepts is published once to one stream (`publish`),
+//! with the notification id as `Nats-Msg-Id` so the server drops a retried duplicate;
+//! the wallet's `notification_ack` waits for the stream's acknowledgement. Every relay
+//! reads the stream through its own durable consumer and delivers to its local
+//! subscribers exactly once (`consume`). Relays find each other through a key-value
+//! bucket of records with a time-to-live (`members`), which fills `/relays`,
+//! `/sync/status` and `sync_metrics` with the mesh's shapes. While no NATS server answers,
+//! the relay is degraded and not ready; what wallets publish meanwhile waits in a buffer
+//! bounded in bytes (`outbox`), beyond which publications are refused.
+
+mod connect;
+mod consume;
+mod members;
+mod outbox;
+mod publish;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::config::{BackboneConfig, Config};
+use crate::health::Health;
+use crate::hub::Hub;
+use crate::lifecycle::Lifecycle;
+use crate::mesh::{
+    PeerSyncDetail, RelayInfo, SYNC_ERRORS_MAX, SyncErrorRecord, SyncMetrics, SyncStatus,
+    health_from_age,
+};
+use crate::metrics::Metrics;
+use crate::protocol::peer::{PeerHealth, SyncType};
+use crate::protocol::{Notification, VERSION};
+use crate::routing::{Accepted, Backbone, BackboneLink, Refused};
+
+pub use members::Record;
+
+/// How often the connection state is looked at (for `/health` and the gauge).
+const STATE_POLL: Duration = Duration::from_millis(250);
+
+pub struct NatsMetrics {
+    /// The relay's registry: delivery, dedup and sync counters keep their mesh meaning.
+    pub relay: Arc<Metrics>,
+    pub connected: Gauge,
+    pub publish_failures: Counter,
+    pub refused: Counter,
+    pub buffer_bytes: Gauge,
+    pub publish_ack: Histogram,
+}
+
+impl NatsMetrics {
+    fn new(relay: Arc<Metrics>) -> NatsMetrics {
+        use crate::metrics::names::*;
+        relay.scoped(|| {
+            metrics::describe_gauge!(BACKBONE_CONNECTED, "1 while the relay is connected to a NATS server and the stream takes publications, else 0.");
+            metrics::describe_counter!(BACKBONE_PUBLISH_FAILURES_TOTAL, "Notifications whose publication to the stream failed or timed out (each is retried).");
+            metrics::describe_counter!(BACKBONE_REFUSED_TOTAL, "Publications refused because the backbone buffer was full.");
+            metrics::describe_gauge!(BACKBONE_BUFFER_BYTES, "Bytes of notifications waiting for the stream's acknowledgement.");
+            metrics::describe_histogram!(BACKBONE_PUBLISH_ACK_SECONDS, metrics::Unit::Seconds, "Time from publication to the stream's acknowledgement.");
+            NatsMetrics {
+                connected: metrics::gauge!(BACKBONE_CONNECTED),
+                publish_failures: metrics::counter!(BACKBONE_PUBLISH_FAILURES_TOTAL),
+                refused: metrics::counter!(BACKBONE_REFUSED_TOTAL),
+                buffer_bytes: metrics::gauge!(BACKBONE_BUFFER_BYTES),
+                publish_ack: metrics::histogram!(BACKBONE_PUBLISH_ACK_SECONDS),
+                relay: relay.clone(),
+            }
+        })
+    }
+}
+
+/// What the backbone needs from the rest of the relay.
+pub struct NatsParts {
+    pub config: Arc<Config>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Arc<Metrics>,
+    pub hub: Arc<Hub>,
+    pub health: Arc<Health>,
+    /// Set down while no server takes publications.
+    pub link: Arc<BackboneLink>,
+}
+
+/// The NATS backbone of one relay.
+pub struct NatsBackbone {
+    config: Arc<Config>,
+    lifecycle: Arc<Lifecycle>,
+    pub metrics: NatsMetrics,
+    hub: Arc<Hub>,
+    health: Arc<Health>,
+    link: Arc<BackboneLink>,
+    outbox: outbox::Outbox,
+    view: Mutex<View>,
+}
+
+/// What operators' views read, updated by the tasks.
+#[derive(Default)]
+struct View {
+    connected: bool,
+    /// False after a failed publication round, until one succeeds.
+    publishing_failed: bool,
+    members: Vec<Record>,
+    last_sync_ms: Option<u64>,
+    next_sync: u64,
+    errors: VecDeque<SyncErrorRecord>,
+    sync_rtt_total_ms: f64,
+    sync_rtt_count: u64,
+}
+
+impl NatsBackbone {
+    pub fn new(parts: NatsParts) -> Arc<NatsBackbone> {
+        let bytes_max = parts.config.backbone.buffer_bytes_max;
+        Arc::new(NatsBackbone {
+            metrics: NatsMetrics::new(parts.metrics.clone()),
+            outbox: outbox::Outbox::new(bytes_max),
+            config: parts.config,
+            lifecycle: parts.lifecycle,
+            hub: parts.hub,
+            health: parts.health,
+            link: parts.link,
+            view: Mutex::new(View::default()),
+        })
+    }
+
+    fn config(&self) -> &BackboneConfig {
+        &self.config.backbone
+    }
+
+    fn relay_id(&self) -> &str {
+        &self.config.relay_id
+    }
+
+    fn interval(&self) -> Duration {
+        self.config.sync_interval().max(Duration::from_secs(1))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, View> {
+        // Every statement leaves the view consistent, so a poisoned lock is still usable.
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refresh_buffer_gauge(&self) {
+        self.metrics.buffer_bytes.set(self.outbox.bytes() as f64);
+    }
+
+    fn set_publishing(&self, ok: bool) {
+        self.lock().publishing_failed = !ok;
+        self.refresh_link();
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.lock().connected = connected;
+        self.refresh_link();
+    }
+
+    fn refresh_link(&self) {
+        let up = {
+            let view = self.lock();
+            view.connected && !view.publishing_failed
+        };
+        if up != self.link.is_up() {
+            tracing::warn!(up, "backbone {}", if up { "up" } else { "down" });
+        }
+        self.link.set_up(up);
+        self.metrics.connected.set(if up { 1.0 } else { 0.0 });
+    }
+
+    fn record_error(&self, message: String) {
+        let record = SyncErrorRecord {
+            timestamp: self.lifecycle.unix_secs(),
+            peer: "nats".into(),
+            sync_type: None,
+            message,
+        };
+        self.metrics.relay.sync_errors_other.increment(1);
+        let mut view = self.lock();
+        if view.errors.len() >= SYNC_ERRORS_MAX {
+            view.errors.pop_front();
+        }
+        view.errors.push_back(record);
+    }
+
+    fn record_ack_latency(&self, latency: Duration) {
+        self.metrics.publish_ack.record(latency.as_secs_f64());
+    }
+
+    fn record_sync(&self, rtt: Duration) {
+        let now_ms = self.lifecycle.unix_ms();
+        let mut view = self.lock();
+        view.last_sync_ms = Some(now_ms);
+        view.sync_rtt_total_ms += rtt.as_secs_f64() * 1000.0;
+        view.sync_rtt_count += 1;
+        drop(view);
+        self.metrics
+            .relay
+            .sync_rtt(SyncType::StateSync)
+            .record(rtt.as_secs_f64());
+    }
+
+    fn schedule_next_sync(&self, interval: Duration) {
+        self.lock().next_sync = self.lifecycle.unix_secs() + interval.as_secs();
+    }
+
+    fn set_members(&self, members: Vec<Record>) {
+        let known = members.len() as f64 + 1.0;
+        self.lock().members = members;
+        self.metrics.relay.mesh_known_relays.set(known);
+    }
+
+    fn own_record(&self) -> Record {
+        let report = self.health.report();
+        Record {
+            relay_id: self.relay_id().to_string(),
+            address: self.config.advertised_addr().to_string(),
+            version: VERSION.to_string(),
+            uptime: report.uptime,
+            status: report.status.to_string(),
+            connections: report.connections,
+            updated_ms: self.lifecycle.unix_ms(),
+        }
+    }
+}
+
+impl Backbone for NatsBackbone {
+    /// Queues the notification for the stream; the wallet's acknowledgement waits for
+    /// the stream's. Local subscribers get it back through this relay's consumer, like
+    /// every other relay's.
+    fn publish(&self, notification: Arc<Notification>) -> Accepted {
+        let (stored, answer) = tokio::sync::oneshot::channel();
+        let pending = outbox::Pending {
+            message_id: notification.message_id.clone(),
+            subject: connect::subject(&self.config().stream, &notification.notification_type),
+            payload: notification.encode(),
+            stored: Some(stored),
+        };
+        let accepted = match self.outbox.push(pending) {
+            Ok(()) => Accepted::Pending(answer),
+            Err(_) => {
+                self.metrics.refused.increment(1);
+                Accepted::Refused(Refused(
+                    "the backbone is unreachable and its buffer is full: notification not published",
+                ))
+            }
+        };
+        self.refresh_buffer_gauge();
+        accepted
+    }
+}
+
+/// Runs the backbone: connects (and reconnects, forever), publishes what waits, consumes
+/// the stream, keeps this relay's membership record.
+pub async fn run(backbone: Arc<NatsBackbone>) {
+    backbone.set_connected(false);
+    let client = match connect::client(backbone.config(), backbone.relay_id()).await {
+        Ok(client) => client,
+        Err(error) => {
+            // Only a bad credentials file gets here; validation checked it was a file.
+            tracing::error!(%error, "cannot set up the NATS client; backbone stays down");
+            backbone.record_error(format!("connect: {error}"));
+            return;
+        }
+    };
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(Duration::from_secs(backbone.config().publish_timeout_secs));
+    let watch = watch_state(backbone.clone(), client);
+    tokio::join!(
+        watch,
+        publish::run(backbone.clone(), js.clone()),
+        consume::run(backbone.clone(), js.clone()),
+        members::run(backbone.clone(), js),
+    );
+}
+
+async fn watch_state(backbone: Arc<NatsBackbone>, client: async_nats::Client) {
+    loop {
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        backbone.set_connected(connected);
+        tokio::time::sleep(STATE_POLL).await;
+    }
+}
+
+/// The operators' views in NATS mode: the mesh's shapes, filled from the bucket.
+impl NatsBackbone {
+    fn health_of(&self, record: &Record, now_ms: u64) -> PeerHealth {
+        let interval_ms = self.interval().as_millis() as u64;
+        health_from_age(now_ms.saturating_sub(record.updated_ms), interval_ms)
+    }
+
+    /// Every relay with a live record, this one first. `connected`: its record is live
+    /// (it reaches NATS); there are no direct links in this mode.
+    pub fn relays(&self) -> Vec<RelayInfo> {
+        let now_ms = self.lifecycle.unix_ms();
+        let own = self.own_record();
+        let mut relays = vec![RelayInfo {
+            relay_id: own.relay_id,
+            address: own.address,
+            version: own.version,
+            uptime: own.uptime,
+            health: PeerHealth::Healthy,
+            last_seen: now_ms / 1000,
+            is_self: true,
+            connected: self.link.is_up(),
+            // Membership records in the bucket are not signed: NATS credentials decide
+            // who may write them.
+            public_key: None,
+        }];
+        let view = self.lock();
+        relays.extend(view.members.iter().map(|m| RelayInfo {
+            relay_id: m.relay_id.clone(),
+            address: m.address.clone(),
+            version: m.version.clone(),
+            uptime: m.uptime,
+            health: self.health_of(m, now_ms),
+            last_seen: m.updated_ms / 1000,
+            is_self: false,
+            connected: true,
+            public_key: None,
+        }));
+        relays
+    }
+
+    /// `syncing` while connected to NATS, `disconnected` otherwise. `last_sync`: the last
+    /// renewal of this relay's record; each peer's `last_sync`: the last renewal of its
+    /// record; requests/responses: this relay's record writes and their acknowledgements.
+    pub fn sync_status(&self) -> SyncStatus {
+        let now_ms = self.lifecycle.unix_ms();
+        let view = self.lock();
+        let peers = view
+            .members
+            .iter()
+            .map(|m| PeerSyncDetail {
+                relay_id: m.relay_id.clone(),
+                address: m.address.clone(),
+                connected: true,
+                health: self.health_of(m, now_ms),
+                last_sync: m.updated_ms / 1000,
+                sync_requests: 0,
+                sync_responses: 0,
+                avg_latency_ms: 0.0,
+            })
+            .collect();
+        SyncStatus {
+            status: if self.link.is_up() {
+                "syncing"
+            } else {
+                "disconnected"
+            },
+            last_sync: view.last_sync_ms.map_or(0, |ms| ms / 1000),
+            next_sync: view.next_sync.max(self.lifecycle.unix_secs()),
+            sync_types: vec![SyncType::StateSync],
+            errors: view.errors.iter().cloned().collect(),
+            // No dialing in this mode: NATS connects the relays.
+            dial_addresses: Vec::new(),
+            peers,
+        }
+    }
+
+    /// `sync_metrics`: known relays (live records + this one); `mesh_connections`: other
+    /// relays with a live record; requests/responses: record writes and acknowledgements;
+    /// cache hits/misses: redeliveries dropped and first deliveries; latency: mean record
+    /// write round trip; errors: backbone errors.
+    pub fn sync_metrics(&self) -> SyncMetrics {
+        let exposition = self.metrics.relay.exposition();
+        let sum = |name| exposition.sum(name) as u64;
+        use crate::metrics::names as n;
+        let view = self.lock();
+        SyncMetrics {
+            known_relays: view.members.len() as u64 + 1,
+            mesh_connections: view.members.len() as u64,
+            sync_requests: sum(n::SYNC_REQUESTS_TOTAL),
+            sync_responses: sum(n::SYNC_RESPONSES_TOTAL),
+            cache_hits: sum(n::DEDUP_HITS_TOTAL),
+            cache_misses: sum(n::DEDUP_MISSES_TOTAL),
+            avg_latency: if view.sync_rtt_count > 0 {
+                view.sync_rtt_total_ms / view.sync_rtt_count as f64
+            } else {
+                0.0
+            },
+            error_count: sum(n::SYNC_ERRORS_TOTAL),
+        }
+    }
+}
