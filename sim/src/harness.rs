@@ -13,7 +13,8 @@ use sdk_relay::rt::Net as _;
 
 use crate::check;
 use crate::fault::{Fault, Schedule, host};
-use crate::rt::{self, SIM_EPOCH_UNIX_SECS, TurmoilNet};
+use crate::hostile::Hostile;
+use crate::rt::{self, DialLog, SIM_EPOCH_UNIX_SECS, TurmoilNet};
 use crate::trace::Trace;
 use crate::workload::{self, HTTP_PORT, Observations, Publisher, Shared, Subscriber, WS_PORT};
 
@@ -68,6 +69,8 @@ pub struct Plan {
     /// A deliberate fault in one relay (its index, a `sdk_relay::mutation` name), for the
     /// checks' negative controls; needs the `mutations` feature.
     pub mutation: Option<(usize, String)>,
+    /// Hostile relay hosts (the byzantine scenarios); none in the others.
+    pub hostiles: Vec<Hostile>,
 }
 
 /// What a run produced.
@@ -132,8 +135,9 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
     config.limits.heartbeat_interval_secs = plan.timing.heartbeat_secs;
     config.limits.connection_timeout_secs = plan.timing.timeout_secs;
     config.limits.shutdown_drain_secs = 1;
-    // Exactly enough for a full mesh: the tightest bound the design allows.
-    config.mesh.peers_max = (plan.relays - 1).max(1);
+    // Exactly enough for a full mesh (and a link to each hostile host, a member like
+    // any other): the tightest bound the design allows.
+    config.mesh.peers_max = (plan.relays - 1 + plan.hostiles.len()).max(1);
     let mut peers = Vec::new();
     if index > 1 {
         peers.push(format!("{}:{WS_PORT}", host(index - 1)));
@@ -193,8 +197,13 @@ pub fn run(plan: &Plan) -> Outcome {
         .tcp_capacity(1024)
         .build();
     let data_root = run_data_root();
+    let dials = DialLog::default();
     for index in 1..=plan.relays {
-        add_relay(&mut sim, plan, index, &trace, &data_root);
+        add_relay(&mut sim, plan, index, &trace, &data_root, &dials);
+    }
+    for hostile in &plan.hostiles {
+        let (h, o, t) = (hostile.clone(), obs.clone(), trace.clone());
+        sim.client(hostile.name.as_str(), h.run(o, t));
     }
     let silence_max =
         Duration::from_secs(plan.timing.timeout_secs) + workload::CLIENT_SILENCE_SLACK;
@@ -238,6 +247,7 @@ pub fn run(plan: &Plan) -> Outcome {
             }
         }
     }
+    obs.borrow_mut().dials = dials.dials();
     failures.extend(check::all(plan, &obs.borrow(), &trace, sim.elapsed()));
     drop(sim);
     let _ = std::fs::remove_dir_all(&data_root);
@@ -253,21 +263,22 @@ fn add_relay(
     index: usize,
     trace: &Trace,
     data_root: &std::path::Path,
+    dials: &DialLog,
 ) {
     let config = relay_config(plan, index, data_root);
     let boots = Rc::new(Cell::new(0u64));
-    let (seed, trace) = (plan.seed, trace.clone());
+    let (seed, trace, dials) = (plan.seed, trace.clone(), dials.clone());
     sim.host(host(index).as_str(), move || {
         let boot = boots.get();
         boots.set(boot + 1);
-        let (config, trace) = (config.clone(), trace.clone());
+        let (config, trace, dials) = (config.clone(), trace.clone(), dials.clone());
         async move {
             trace.here(&config.relay_id, format!("boot {boot}"));
             let net = TurmoilNet;
             let ws = net.bind(&config.ws_url).await?;
             let http = net.bind(&config.http_url).await?;
             let listeners = sdk_relay::Listeners { ws, http };
-            let env = rt::env(seed, index, boot);
+            let env = rt::env(seed, index, boot, dials);
             sdk_relay::run(
                 config,
                 env,

@@ -1,0 +1,343 @@
+//! A hostile relay host: a workload that joins the mesh as a relay (it speaks the peer
+//! protocol over the simulated network) and attacks the honest relays from inside.
+//!
+//! It links to every honest relay under its own name, reads what they send it (genuine
+//! notifications, log summaries, sync requests) and, every step, sends the frames of its
+//! next attack. What it learns makes the attacks sharp: the streams and sequence numbers
+//! of genuine notifications give the ids their origin will issue next (pre-claims), and
+//! genuine frames can be replayed. Every notification it makes is marked
+//! (`wire::MARK`), so the checks see a forgery that reached a wallet; every dial a relay
+//! makes is recorded by the harness (`rt::DialLog`), so an address only gossip named is
+//! seen even when nothing answers there.
+
+mod attacks;
+mod link;
+pub mod wire;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sdk_relay::conn::codec::Incoming;
+use serde_json::Value;
+
+use self::link::PeerLink;
+use crate::rt::splitmix64;
+use crate::trace::{Trace, now};
+use crate::workload::{RECONNECT_DELAY, Shared, WS_PORT, sleep_until, ws_addr};
+
+/// One kind of attack; a hostile host cycles through its list, one step each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Attack {
+    /// Notifications stamped with another relay's id, under ids of its streams.
+    Forge,
+    /// Genuine notifications sent again, as received and with their data changed.
+    Replay,
+    /// The ids honest relays will issue next, sent first with forged data, advertised in
+    /// a log summary and served to the relays that fetch them.
+    PreClaim,
+    /// A second link that says it is another (real) relay.
+    ClaimId,
+    /// Records of relays that do not exist, and of real relays at addresses that are
+    /// not relays.
+    FabricatedRecords,
+    /// Records with ids and addresses over their bounds, and more records than a relay
+    /// keeps.
+    OversizedRecords,
+    /// Records last seen years ahead.
+    FarFuture,
+    /// Log summaries over their bounds, naming everything up to 2^63, or in a message
+    /// over the size limit.
+    HugeSummary,
+    /// The same sync request many times per sync interval.
+    RepeatedSyncs,
+    /// Fetches of thousands of ids, again and again.
+    FetchFlood,
+}
+
+impl Attack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::Forge => "forge",
+            Attack::Replay => "replay",
+            Attack::PreClaim => "pre-claim",
+            Attack::ClaimId => "claim-id",
+            Attack::FabricatedRecords => "fabricated-records",
+            Attack::OversizedRecords => "oversized-records",
+            Attack::FarFuture => "far-future",
+            Attack::HugeSummary => "huge-summary",
+            Attack::RepeatedSyncs => "repeated-syncs",
+            Attack::FetchFlood => "fetch-flood",
+        }
+    }
+}
+
+/// A hostile relay host: `name` is both its host name and the relay id it claims as its
+/// own; it advertises `name:8090` (where nothing listens).
+#[derive(Debug, Clone)]
+pub struct Hostile {
+    pub name: String,
+    /// The honest relays it links to.
+    pub targets: Vec<String>,
+    pub attacks: Vec<Attack>,
+    pub start: Duration,
+    /// When it stops attacking and closes its links.
+    pub stop: Duration,
+    pub seed: u64,
+}
+
+/// What the hostile hosts did and saw.
+#[derive(Debug, Default)]
+pub struct HostileLog {
+    /// Frames sent, by attack.
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Links honest relays accepted from a host claiming another relay's id:
+    /// `relay-3 accepted byz-1 as relay-2`.
+    pub impostures: BTreeSet<String>,
+    /// Links the relays ended, by how (`closed with Some(1008)`, ...).
+    pub ended: BTreeMap<String, u64>,
+    /// Links an honest relay accepted.
+    pub links: u64,
+}
+
+/// Time between two attack steps on one link (plus up to half of it, seeded).
+const STEP: Duration = Duration::from_millis(300);
+/// Genuine notification frames kept for replays.
+const GENUINE_MAX: usize = 64;
+
+/// What a hostile host has learned, shared by its links.
+#[derive(Default)]
+struct Knowledge {
+    /// Genuine notification frames, oldest first (at most `GENUINE_MAX`).
+    genuine: VecDeque<Bytes>,
+    /// Highest seq seen per stream (`<relay_id>-<nonce>`) of an honest relay.
+    streams: BTreeMap<String, u64>,
+    /// Ids pre-claimed already, so each is claimed once (bounded by the steps taken).
+    claimed: BTreeSet<String>,
+    /// Forgeries made, for fresh ids.
+    forged: u64,
+    /// Sync ids sent.
+    syncs: u64,
+}
+
+type Known = Rc<RefCell<Knowledge>>;
+
+impl Hostile {
+    pub fn address(&self) -> String {
+        format!("{}:{WS_PORT}", self.name)
+    }
+
+    pub async fn run(self, obs: Shared, trace: Trace) -> turmoil::Result {
+        sleep_until(self.start).await;
+        let me = Rc::new(self);
+        let known = Known::default();
+        let mut tasks = Vec::new();
+        for (index, target) in me.targets.iter().enumerate() {
+            let seed = splitmix64(me.seed ^ (index as u64 + 1));
+            tasks.push(tokio::task::spawn_local(me.clone().haunt(
+                target.clone(),
+                known.clone(),
+                obs.clone(),
+                trace.clone(),
+                seed,
+            )));
+            if me.attacks.contains(&Attack::ClaimId) && me.targets.len() > 1 {
+                let victim = me.targets[(index + 1) % me.targets.len()].clone();
+                tasks.push(tokio::task::spawn_local(me.clone().impersonate(
+                    target.clone(),
+                    victim,
+                    known.clone(),
+                    obs.clone(),
+                    trace.clone(),
+                    seed ^ 0x1d,
+                )));
+            }
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        let sent = obs.borrow().hostile.sent.clone();
+        let sent: Vec<String> = sent.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        trace.here(
+            &me.name,
+            format!("attacks over, frames sent: {}", sent.join(", ")),
+        );
+        Ok(())
+    }
+
+    /// Links to `target` under its own name and attacks until `stop`, relinking when
+    /// the relay cuts it.
+    async fn haunt(
+        self: Rc<Self>,
+        target: String,
+        known: Known,
+        obs: Shared,
+        trace: Trace,
+        seed: u64,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut turn = rng.random_range(0..self.attacks.len().max(1));
+        while now() < self.stop {
+            let handshake = wire::handshake(&self.name, &self.address());
+            match PeerLink::dial(&ws_addr(&target), &handshake, rng.random()).await {
+                Ok((link, answer)) if answer["status"] == "accepted" => {
+                    obs.borrow_mut().hostile.links += 1;
+                    trace.here(&self.name, format!("linked to {target}"));
+                    let ended = self
+                        .attack(link, &target, &known, &obs, &mut rng, &mut turn)
+                        .await;
+                    trace.here(&self.name, format!("link to {target} ended: {ended}"));
+                    *obs.borrow_mut().hostile.ended.entry(ended).or_default() += 1;
+                }
+                Ok((link, answer)) => {
+                    trace.here(
+                        &self.name,
+                        format!("refused by {target}: {}", answer["reason"]),
+                    );
+                    link.close().await;
+                }
+                Err(e) => trace.here(&self.name, format!("link to {target} failed: {e}")),
+            }
+            tokio::time::sleep(RECONNECT_DELAY).await;
+        }
+    }
+
+    /// Attack steps on one link until `stop` or until the relay ends it; how it ended.
+    async fn attack(
+        &self,
+        mut link: PeerLink,
+        target: &str,
+        known: &Known,
+        obs: &Shared,
+        rng: &mut ChaCha8Rng,
+        turn: &mut usize,
+    ) -> String {
+        let mut next = now() + STEP;
+        loop {
+            if now() >= self.stop {
+                link.close().await;
+                return "attacks over".into();
+            }
+            tokio::select! {
+                biased;
+                incoming = link.incoming.recv() => match incoming {
+                    None => return "closed without a close frame".into(),
+                    Some(Incoming::Close(code)) => return format!("closed with {code:?}"),
+                    Some(Incoming::Ping(payload)) => link.pong(&payload).await,
+                    Some(Incoming::Text(text)) => {
+                        let answers = self.absorb(&text, known);
+                        if link.send(&answers).await.is_err() {
+                            return "send failed".into();
+                        }
+                    }
+                    Some(_) => {}
+                },
+                () = sleep_until(next.min(self.stop)) => {
+                    if self.attacks.is_empty() || now() >= self.stop {
+                        continue;
+                    }
+                    let attack = self.attacks[*turn % self.attacks.len()];
+                    *turn += 1;
+                    let frames = attacks::frames(self, attack, target, known, rng);
+                    *obs.borrow_mut().hostile.sent.entry(attack.name()).or_default() +=
+                        frames.len() as u64;
+                    if link.send(&frames).await.is_err() {
+                        return "send failed".into();
+                    }
+                    next = now() + STEP + Duration::from_millis(rng.random_range(0..150));
+                }
+            }
+        }
+    }
+
+    /// Learns from one frame a relay sent; the frames that answer it.
+    fn absorb(&self, text: &[u8], known: &Known) -> Vec<Bytes> {
+        let Ok(message) = serde_json::from_slice::<Value>(text) else {
+            return Vec::new();
+        };
+        match message["type"].as_str() {
+            Some("notification") => {
+                if message["data"][wire::MARK].is_null()
+                    && let Some((stream, seq)) =
+                        message["message_id"].as_str().and_then(wire::split_id)
+                {
+                    let mut k = known.borrow_mut();
+                    learn(&mut k.streams, stream, seq, &self.name);
+                    if k.genuine.len() == GENUINE_MAX {
+                        k.genuine.pop_front();
+                    }
+                    k.genuine.push_back(Bytes::copy_from_slice(text));
+                }
+                Vec::new()
+            }
+            Some("sync") => {
+                if let Some(log) = message["payload"]["log"].as_array() {
+                    let mut k = known.borrow_mut();
+                    for stream in log {
+                        let hi = stream["ranges"]
+                            .as_array()
+                            .and_then(|r| r.last())
+                            .and_then(|r| r[1].as_u64());
+                        if let (Some(name), Some(hi)) = (stream["stream"].as_str(), hi) {
+                            learn(&mut k.streams, name, hi, &self.name);
+                        }
+                    }
+                }
+                attacks::answer_sync(self, &message).into_iter().collect()
+            }
+            Some("fetch") => attacks::answer_fetch(self, &message),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Dials `target` again and again claiming to be `victim`, a real relay; records
+    /// every link `target` accepts that way, and uses it to send notifications
+    /// stamped as the victim's.
+    async fn impersonate(
+        self: Rc<Self>,
+        target: String,
+        victim: String,
+        known: Known,
+        obs: Shared,
+        trace: Trace,
+        seed: u64,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let victim_address = ws_addr(&victim);
+        while now() < self.stop {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1000..2000))).await;
+            let handshake = wire::handshake(&victim, &victim_address);
+            let Ok((mut link, answer)) =
+                PeerLink::dial(&ws_addr(&target), &handshake, rng.random()).await
+            else {
+                continue;
+            };
+            if answer["status"] != "accepted" {
+                link.close().await;
+                continue;
+            }
+            let claim = format!("{target} accepted {} as {victim}", self.name);
+            if obs.borrow_mut().hostile.impostures.insert(claim.clone()) {
+                trace.here(&self.name, claim);
+            }
+            let frames = attacks::forge_as(&victim, "claim-id", &known, 3);
+            *obs.borrow_mut().hostile.sent.entry("claim-id").or_default() += frames.len() as u64;
+            let _ = link.send(&frames).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            link.close().await;
+        }
+    }
+}
+
+/// Notes that `stream` reached `seq`, unless the stream is the hostile host's own.
+fn learn(streams: &mut BTreeMap<String, u64>, stream: &str, seq: u64, own: &str) {
+    if wire::stream_origin(stream) == own || streams.len() >= 64 && !streams.contains_key(stream) {
+        return;
+    }
+    let hi = streams.entry(stream.to_string()).or_default();
+    *hi = (*hi).max(seq);
+}
