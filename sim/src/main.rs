@@ -53,7 +53,7 @@ enum Command {
         /// `2:drop-delivery`), to see the checks name it. Needs a simulator built with
         /// `--features mutations`; the names are drop-delivery, duplicate-delivery,
         /// reset-subscriber, close-going-away, invent-notification, refuse-link,
-        /// phantom-members.
+        /// phantom-members, skip-verification.
         #[arg(long, value_name = "N:NAME")]
         mutate: Option<String>,
     },

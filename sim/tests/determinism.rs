@@ -69,6 +69,9 @@ fn list_names_the_scenarios() {
         "flapping",
         "churn",
         "partition-permanent",
+        "byzantine-forger",
+        "byzantine-gossip",
+        "byzantine-flood",
     ] {
         assert!(out.lines().any(|l| l.starts_with(name)), "{name} in {out}");
     }
