@@ -104,6 +104,7 @@ fn encode(c: &mut Criterion) {
             notification_type: "payment".to_string(),
             data: RawValue::from_string(data).expect("valid JSON"),
             timestamp: TIMESTAMP,
+            signature: String::new(),
         };
         group.bench_function(name, |b| b.iter(|| black_box(&notification).encode()));
     }

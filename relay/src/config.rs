@@ -175,6 +175,13 @@ pub struct MeshConfig {
     /// Peer links `/health/ready` requires before it answers 200 (0: none); at most
     /// `peers_max`.
     pub ready_peers_min: usize,
+    /// The relay's secret key file (default `<data_dir>/relay.key`, created on first
+    /// start with mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Public keys (64 hex digits or base64) of the relays allowed to join this mesh;
+    /// empty = any key (then `auth.mesh_token`, if set, is what gates the mesh).
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for MeshConfig {
@@ -183,6 +190,8 @@ impl Default for MeshConfig {
             peers: Vec::new(),
             peers_max: 32,
             ready_peers_min: 0,
+            key_file: None,
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -449,6 +458,26 @@ impl Config {
         Duration::from_secs(self.sync.health_interval)
     }
 
+    /// Where the relay's secret key is kept.
+    pub fn key_path(&self) -> PathBuf {
+        crate::identity::key_path(&self.data_dir, self.mesh.key_file.as_deref())
+    }
+
+    /// The keys in `mesh.trusted_keys` (validated: unreadable ones are refused at load).
+    pub fn trusted_keys(&self) -> Vec<crate::identity::PublicKey> {
+        self.mesh
+            .trusted_keys
+            .iter()
+            .filter_map(|k| crate::identity::PublicKey::parse(k).ok())
+            .collect()
+    }
+
+    /// Whether any relay may join the mesh: neither `mesh.trusted_keys` nor
+    /// `auth.mesh_token` is set.
+    pub fn mesh_is_open(&self) -> bool {
+        self.mesh.trusted_keys.is_empty() && self.auth.mesh_token.is_none()
+    }
+
     /// Checks every value and the relationships between them.
     ///
     /// # Errors
@@ -643,6 +672,20 @@ impl Config {
         }?;
         if a.mesh_token.as_deref() == Some("") {
             return Err(invalid("auth.mesh_token", "must not be empty when set"));
+        }
+        for (i, key) in self.mesh.trusted_keys.iter().enumerate() {
+            if let Err(e) = crate::identity::PublicKey::parse(key) {
+                return Err(invalid(&format!("mesh.trusted_keys[{i}]"), e.to_string()));
+            }
+        }
+        if !a.ws_tokens.is_empty() && self.mesh_is_open() {
+            // A relay handshake is not a wallet's: with an open mesh anyone could join as
+            // a relay and publish to every wallet, around the token gate.
+            return Err(invalid(
+                "auth.ws_tokens",
+                "are set but the mesh is open: anyone could join as a relay and bypass \
+                 them; set mesh.trusted_keys and/or auth.mesh_token",
+            ));
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod conn;
 pub mod health;
 pub mod http;
 pub mod hub;
+pub mod identity;
 pub mod lifecycle;
 pub mod logs;
 pub mod mesh;

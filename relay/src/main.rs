@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use sdk_relay::config::{Cli, Command, Config};
 use sdk_relay::logs::{LOG_RECORDS_MAX, LogRing};
-use sdk_relay::rt::{Clock as _, Env, Net as _, TokioClock, TokioNet};
+use sdk_relay::rt::{Env, Net as _, TokioClock, TokioNet};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -30,10 +30,29 @@ fn main() -> ExitCode {
             "{}",
             toml::to_string(&config.redacted()).unwrap_or_default()
         );
+        if config.mesh_is_open() {
+            eprintln!(
+                "warning: the mesh is open: any relay may join and publish; set \
+                 mesh.trusted_keys and/or auth.mesh_token"
+            );
+        }
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    match run(config) {
+    let rng = sdk_relay::rt::SeededRng::from_os();
+    let identity =
+        match sdk_relay::identity::Identity::load_or_create(&config.key_path(), || rng.bytes32()) {
+            Ok(identity) => identity,
+            Err(error) => {
+                eprintln!("sdk_relay: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+    if let Some(Command::PublicKey) = cli.command {
+        println!("{}", identity.public());
+        return ExitCode::SUCCESS;
+    }
+    match run(config, rng) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sdk_relay: {error:#}");
@@ -42,7 +61,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, rng: sdk_relay::rt::SeededRng) -> anyhow::Result<()> {
     let clock = Arc::new(TokioClock);
     let logs = LogRing::new(LOG_RECORDS_MAX);
     init_tracing(&config, &logs, clock.clone());
@@ -61,12 +80,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             .bind(&config.http_url)
             .await
             .with_context(|| format!("cannot listen on http_url {}", config.http_url))?;
-        let seed = clock.unix_time().as_nanos() as u64 ^ u64::from(std::process::id());
-        let env = Env {
-            net,
-            clock,
-            rng: sdk_relay::rt::SeededRng::new(seed),
-        };
+        let env = Env { net, clock, rng };
         sdk_relay::run(
             config,
             env,

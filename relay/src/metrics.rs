@@ -18,6 +18,30 @@ use crate::conn::Delivery;
 use crate::protocol::peer::SyncType;
 use crate::protocol::{InboundKind, LabelValue, OutboundKind};
 
+/// Why a peer handshake was refused: the key is not in `mesh.trusted_keys`; the relay id
+/// is bound to another key; a signature or the mesh token's MAC did not verify; a
+/// malformed key, nonce or message; no answer in time.
+pub const HANDSHAKE_REFUSALS: &[&str] = &[
+    "untrusted_key",
+    "key_mismatch",
+    "bad_signature",
+    "bad_token",
+    "malformed",
+    "timeout",
+];
+/// Why a peer's notification was dropped unverified: a bad or missing signature; an id
+/// that is not its origin's; an origin whose key is not known from verified membership.
+pub const SIGNATURE_FAILURES: &[&str] = &["bad_signature", "foreign_id", "unknown_origin"];
+/// Why a gossiped membership record was refused.
+pub const RECORD_REJECTIONS: &[&str] = &[
+    "bad_signature",
+    "malformed",
+    "untrusted_key",
+    "key_mismatch",
+    "future_timestamp",
+    "expired",
+];
+
 /// Counters for a closed set of label values; unknown values count under `other`.
 pub struct Labeled {
     entries: Vec<(&'static str, Counter)>,
@@ -107,6 +131,12 @@ pub struct Metrics {
     pub mesh_dial_addresses: Gauge,
     /// Peer records and messages dropped for naming something over its length bound.
     pub mesh_rejected: Counter,
+    /// Peer handshakes refused, by [`HANDSHAKE_REFUSALS`] reason.
+    pub mesh_handshakes_refused: Labeled,
+    /// Notifications from peers dropped before delivery, by [`SIGNATURE_FAILURES`] reason.
+    pub mesh_signatures_failed: Labeled,
+    /// Membership records refused, by [`RECORD_REJECTIONS`] reason.
+    pub mesh_records_rejected: Labeled,
     /// By health: healthy, degraded, unreachable.
     pub mesh_peers: [Gauge; 3],
     pub sync_requests: LabeledBy<SyncType>,
@@ -182,6 +212,21 @@ impl Metrics {
             mesh_connections: metrics::gauge!(MESH_CONNECTIONS),
             mesh_dial_addresses: metrics::gauge!(MESH_DIAL_ADDRESSES),
             mesh_rejected: metrics::counter!(MESH_REJECTED_TOTAL),
+            mesh_handshakes_refused: Labeled::new(
+                MESH_HANDSHAKES_REFUSED_TOTAL,
+                "reason",
+                HANDSHAKE_REFUSALS,
+            ),
+            mesh_signatures_failed: Labeled::new(
+                MESH_SIGNATURES_FAILED_TOTAL,
+                "reason",
+                SIGNATURE_FAILURES,
+            ),
+            mesh_records_rejected: Labeled::new(
+                MESH_RECORDS_REJECTED_TOTAL,
+                "reason",
+                RECORD_REJECTIONS,
+            ),
             mesh_peers: ["healthy", "degraded", "unreachable"]
                 .map(|h| metrics::gauge!(MESH_PEERS, "health" => h)),
             sync_requests: LabeledBy::new(SYNC_REQUESTS_TOTAL, "sync_type"),
@@ -412,6 +457,18 @@ fn describe() {
         "Gossip records, notifications, fetch ids and sync fields from peers dropped for a name over its length bound."
     );
     metrics::describe_gauge!(MESH_PEERS, "Known peer relays, by health.");
+    metrics::describe_counter!(
+        MESH_HANDSHAKES_REFUSED_TOTAL,
+        "Peer handshakes refused (either side), by reason."
+    );
+    metrics::describe_counter!(
+        MESH_SIGNATURES_FAILED_TOTAL,
+        "Notifications from peers dropped unverified, before delivery, by reason."
+    );
+    metrics::describe_counter!(
+        MESH_RECORDS_REJECTED_TOTAL,
+        "Gossiped membership records refused, by reason."
+    );
     metrics::describe_counter!(
         SYNC_REQUESTS_TOTAL,
         "Sync requests sent to peers, by sync type."

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::conn::Slots;
 use crate::health::{Health, HealthStatus};
 use crate::hub::Hub;
+use crate::identity::Identity;
 use crate::lifecycle::Lifecycle;
 use crate::logs::LogRing;
 use crate::mesh::{LocalStatus, Mesh, MeshParts, RelayInfo, SyncMetrics, SyncStatus};
@@ -39,7 +40,16 @@ impl Node {
     pub fn new(config: Config, clock: SharedClock, rng: SeededRng, logs: LogRing) -> Arc<Node> {
         let config = Arc::new(config);
         let lifecycle = Lifecycle::new(clock.clone());
-        let origin = Arc::new(Origin::new(&config.relay_id, &rng, &clock));
+        // `main` loaded (or created) the key before starting, with a clear error if it
+        // could not; the simulator creates it here from the seeded generator.
+        let identity = Identity::load_or_create(&config.key_path(), || rng.bytes32())
+            .unwrap_or_else(|e| panic!("the relay's key: {e}"));
+        let origin = Arc::new(Origin::new(
+            &config.relay_id,
+            Arc::new(identity),
+            &rng,
+            &clock,
+        ));
         let metrics = Arc::new(Metrics::new());
         let chain = WatchHandle::from_config(&config);
         #[cfg(not(feature = "mutations"))]
@@ -185,13 +195,19 @@ mod tests {
     /// here (say, a stack buffer in a future) costs memory on every idle connection.
     #[test]
     fn connection_task_state_stays_small() {
+        let dir = std::env::temp_dir().join(format!("sdk_relay-node-{}", std::process::id()));
+        let config = crate::config::Config {
+            data_dir: dir.clone(),
+            ..crate::config::Config::default()
+        };
         let node = super::Node::new(
-            crate::config::Config::default(),
+            config,
             std::sync::Arc::new(crate::rt::TokioClock),
             crate::rt::SeededRng::new(1),
             crate::logs::LogRing::new(1),
         );
         let bytes = crate::ws::task_state_bytes(node.ws_context());
+        let _ = std::fs::remove_dir_all(dir);
         assert!(bytes <= 2048, "reader task state: {bytes} bytes");
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::value::RawValue;
 
+use crate::identity::Identity;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::protocol::Notification;
@@ -25,6 +26,8 @@ pub trait Backbone: Send + Sync + 'static {
 /// `<relay_id>-<boot nonce>-s<seq>` for sync messages.
 pub struct Origin {
     relay_id: String,
+    /// Signs every notification this relay originates.
+    identity: Arc<Identity>,
     /// Makes ids unique across restarts of the same relay id.
     boot_nonce: u32,
     next_message_seq: AtomicU64,
@@ -32,12 +35,18 @@ pub struct Origin {
 }
 
 impl Origin {
-    pub fn new(relay_id: &str, rng: &SeededRng, clock: &SharedClock) -> Origin {
+    pub fn new(
+        relay_id: &str,
+        identity: Arc<Identity>,
+        rng: &SeededRng,
+        clock: &SharedClock,
+    ) -> Origin {
         // Mixing the wall clock in keeps ids unique when a simulated relay restarts with
         // the same seed.
         let boot_nonce = (rng.next_u64() ^ clock.unix_time().as_millis() as u64) as u32;
         Origin {
             relay_id: relay_id.to_string(),
+            identity,
             boot_nonce,
             next_message_seq: AtomicU64::new(1),
             next_sync_seq: AtomicU64::new(1),
@@ -46,6 +55,11 @@ impl Origin {
 
     pub fn relay_id(&self) -> &str {
         &self.relay_id
+    }
+
+    /// This relay's key pair.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
     }
 
     /// A message id unique in the mesh: relay id, boot nonce, sequence.
@@ -66,20 +80,24 @@ impl Origin {
         format!("{}-{:08x}-s{seq}", self.relay_id, self.boot_nonce)
     }
 
-    /// A notification from this relay, stamped now.
+    /// A notification from this relay, stamped now and signed: every relay checks the
+    /// signature against this relay's key before it delivers or forwards it.
     pub fn stamp(
         &self,
         notification_type: String,
         data: Box<RawValue>,
         now_unix: u64,
     ) -> Notification {
-        Notification {
+        let mut notification = Notification {
             message_id: self.next_message_id(),
             relay_id: self.relay_id.clone(),
             notification_type,
             data,
             timestamp: now_unix,
-        }
+            signature: String::new(),
+        };
+        crate::protocol::signed::sign_notification(&self.identity, &mut notification);
+        notification
     }
 }
 

@@ -33,6 +33,12 @@ pub async fn run<N: Net>(
         http = %node.config.http_url,
         "relay started"
     );
+    if node.config.mesh_is_open() {
+        tracing::warn!(
+            "the mesh is open: any relay may join and publish to this relay's wallets; \
+             set mesh.trusted_keys and/or auth.mesh_token"
+        );
+    }
     let ws = node.ws_context();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::ws::serve(ws.clone(), listeners.ws));

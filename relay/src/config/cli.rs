@@ -26,6 +26,9 @@ pub enum Command {
     /// Validate the configuration, print the effective values as TOML, and exit
     /// (status 0 when valid, 2 when not).
     CheckConfig,
+    /// Print this relay's public key (64 hex digits, what other relays list in
+    /// `mesh.trusted_keys`), creating the key file first if there is none, and exit.
+    PublicKey,
 }
 
 /// Flags shared by running and `check-config`.

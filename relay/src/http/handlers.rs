@@ -74,6 +74,8 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
             "known_relays": relays.len(),
             "configured_peers": node.config.mesh.peers.len(),
             "connected_peers": connected,
+            "mesh_open": node.config.mesh_is_open(),
+            "mesh_trust": mesh_trust(&node.config),
         },
         "reasons": reasons,
         "chain": chain_json(&chain),
@@ -87,6 +89,20 @@ pub fn health(node: &Node) -> Response<Full<Bytes>> {
         response
     } else {
         json_response(StatusCode::OK, &body)
+    }
+}
+
+/// What gates the mesh: `open` (any relay may join), `keys` (`mesh.trusted_keys`),
+/// `token` (`auth.mesh_token`), or `keys+token`.
+fn mesh_trust(config: &crate::config::Config) -> &'static str {
+    match (
+        config.mesh.trusted_keys.is_empty(),
+        config.auth.mesh_token.is_none(),
+    ) {
+        (true, true) => "open",
+        (false, true) => "keys",
+        (true, false) => "token",
+        (false, false) => "keys+token",
     }
 }
 

@@ -281,6 +281,7 @@ mod tests {
             notification_type: "t".into(),
             data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
             timestamp: 0,
+            signature: String::new(),
         })
     }
 
@@ -317,6 +318,7 @@ mod tests {
             notification_type: "t".into(),
             data: serde_json::value::RawValue::from_string(data).unwrap(),
             timestamp: 0,
+            signature: String::new(),
         })
     }
 

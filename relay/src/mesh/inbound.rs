@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use super::Mesh;
 use super::link::{self, LinkParts};
-use crate::conn::{CloseReason, Outbound, PeerArrival, PeerHandoff};
+use super::{Mesh, handshake};
+use crate::conn::{CloseReason, Outbound, Outlet, PeerArrival, PeerHandoff};
 use crate::protocol::{self, OutboundKind, peer};
 
 impl PeerHandoff for Mesh {
@@ -25,18 +25,9 @@ impl Mesh {
             reader,
             outlet,
         } = arrival;
-        let token_ok = match &self.parts.config.auth.mesh_token {
-            None => true,
-            Some(expected) => handshake
-                .token
-                .as_deref()
-                .is_some_and(|t| crate::secret::matches(expected.as_bytes(), t.as_bytes())),
-        };
-        let peer_id = handshake.relay_id.unwrap_or_default();
-        let address_ok = handshake.address.as_deref().is_none_or(peer::address_fits);
-        let refusal = if !token_ok {
-            Some(("invalid mesh token", CloseReason::AUTH))
-        } else if !peer::relay_id_fits(&peer_id) || !address_ok {
+        let peer_id = handshake.relay_id.clone().unwrap_or_default();
+        let address = handshake.address.clone().unwrap_or_default();
+        let refusal = if !peer::relay_id_fits(&peer_id) || !peer::address_fits(&address) {
             self.parts.metrics.mesh_rejected.increment(1);
             Some((
                 "relay id or address empty or too long",
@@ -51,24 +42,23 @@ impl Mesh {
             None
         };
         if let Some((reason, close)) = refusal {
-            self.parts
-                .metrics
-                .ws_handshakes
-                .get("rejected")
-                .increment(1);
-            let peer: String = peer_id.chars().take(peer::RELAY_ID_BYTES_MAX).collect();
-            tracing::info!(%peer, reason, "relay handshake refused");
-            let frame = protocol::encode_handshake_rejected(
-                self.relay_id(),
-                reason,
-                self.parts.config.limits.heartbeat_interval_secs,
-                self.unix_secs(),
-            );
-            self.count_sent(OutboundKind::HandshakeResponse, frame.len());
-            outlet.offer(Outbound::Text(frame));
-            outlet.close(close);
+            self.refuse_inbound(&peer_id, reason, close, &outlet);
             return;
         }
+        let claim = (
+            peer_id.as_str(),
+            address.as_str(),
+            handshake.public_key.as_deref().unwrap_or_default(),
+            handshake.nonce.as_deref().unwrap_or_default(),
+        );
+        let proven = match handshake::accept(self, reader, &outlet, claim).await {
+            Ok(proven) => proven,
+            Err(refusal) => {
+                self.count_refusal(&peer_id, refusal);
+                self.refuse_inbound(&peer_id, refusal.as_str(), CloseReason::AUTH, &outlet);
+                return;
+            }
+        };
         self.parts
             .metrics
             .ws_handshakes
@@ -87,9 +77,10 @@ impl Mesh {
         let parts = LinkParts {
             // The peer dialed this link: the tie-break between two links to the same
             // peer must know that, or both ends drop the link the other one keeps.
-            dialer: peer_id.clone(),
-            peer_id,
-            address: handshake.address.unwrap_or_default(),
+            dialer: proven.relay_id.clone(),
+            peer_id: proven.relay_id,
+            // Signed by the peer in the handshake transcript: safe to dial later.
+            address: proven.address,
             inbound: true,
             outlet: outlet.clone(),
         };
@@ -97,6 +88,26 @@ impl Mesh {
         if outlet.control().close_reason().is_none() {
             outlet.close(CloseReason::NORMAL);
         }
+    }
+
+    /// Answers `rejected` with `reason` and closes with `close`.
+    fn refuse_inbound(&self, peer_id: &str, reason: &str, close: CloseReason, outlet: &Outlet) {
+        self.parts
+            .metrics
+            .ws_handshakes
+            .get("rejected")
+            .increment(1);
+        let peer: String = peer_id.chars().take(peer::RELAY_ID_BYTES_MAX).collect();
+        tracing::info!(%peer, reason, "relay handshake refused");
+        let frame = protocol::encode_handshake_rejected(
+            self.relay_id(),
+            reason,
+            self.parts.config.limits.heartbeat_interval_secs,
+            self.unix_secs(),
+        );
+        self.count_sent(OutboundKind::HandshakeResponse, frame.len());
+        outlet.offer(Outbound::Text(frame));
+        outlet.close(close);
     }
 
     fn count_sent(&self, kind: OutboundKind, bytes: usize) {

@@ -352,6 +352,12 @@ fn on_text(
                 rejected(mesh, peer_id, None, why);
                 return None;
             }
+            // Verified before admission: what fails is neither delivered nor forwarded,
+            // and never marked seen, so a forged id cannot suppress the genuine one.
+            if let Err(why) = mesh.trust.verify(&notification) {
+                mesh.count_unverified(peer_id, &notification, why);
+                return None;
+            }
             mesh.route(Arc::new(notification), Some(peer_id));
         }
         PeerMessage::Fetch(mut ids) => {

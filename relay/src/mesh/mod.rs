@@ -16,21 +16,27 @@
 //! port, and the read-only views the HTTP API shows (`views`).
 
 pub mod dedup;
+mod handshake;
 mod inbound;
 mod link;
 mod persist;
+mod records;
 mod report;
 mod router;
 mod seen;
 mod state;
 mod supervisor;
 mod sync;
+mod trust;
 mod views;
 
 use std::sync::Arc;
 
+pub use handshake::{HANDSHAKE_BYTES_MAX, HANDSHAKE_STEP_TIMEOUT_MAX};
+pub use records::{MEMBERSHIP_TTL_INTERVALS, RECORD_CLOCK_SKEW_MS};
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
 pub use supervisor::{PEER_ENVELOPE_SLACK_BYTES, run};
+pub use trust::{BINDINGS_MAX, Refusal, Unverified};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
 
 use crate::config::Config;
@@ -72,6 +78,24 @@ pub const FETCH_ANSWER_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// a peer sending more than twice this in one interval is cut (1008).
 pub const SYNC_REQUESTS_PER_INTERVAL_MAX: usize = 10;
 
+/// What a relay answers to a peer's `handshake`: a challenge, or a `handshake_response`
+/// (a refusal, or the final acceptance).
+enum Reply {
+    Challenge(crate::protocol::signed::Challenge),
+    Response(crate::protocol::peer::PeerHandshakeResponse),
+    Bad(String),
+}
+
+fn handshake_reply(text: &[u8]) -> Reply {
+    if let Ok(challenge) = crate::protocol::signed::parse_challenge(text) {
+        return Reply::Challenge(challenge);
+    }
+    match serde_json::from_slice::<crate::protocol::peer::PeerHandshakeResponse>(text) {
+        Ok(response) => Reply::Response(response),
+        Err(e) => Reply::Bad(e.to_string()),
+    }
+}
+
 /// What the mesh reports about this relay to its peers (HealthSync, MetricsSync).
 pub trait LocalStatus: Send + Sync + 'static {
     fn health_report(&self) -> HealthReport;
@@ -96,12 +120,23 @@ pub struct MeshParts {
 pub struct Mesh {
     parts: MeshParts,
     state: state::Shared,
+    /// Who may join, and the key each relay id is bound to.
+    trust: trust::Trust,
 }
 
 impl Mesh {
     pub fn new(parts: MeshParts) -> Arc<Mesh> {
         let state = state::Shared::new(parts.config.limits.notification_log_bytes_max);
-        Arc::new(Mesh { parts, state })
+        let trust = trust::Trust::new(
+            parts.config.trusted_keys(),
+            &parts.config.relay_id,
+            *parts.origin.identity().public(),
+        );
+        Arc::new(Mesh {
+            parts,
+            state,
+            trust,
+        })
     }
 
     fn relay_id(&self) -> &str {

@@ -40,17 +40,10 @@ pub enum PersistError {
 /// # Errors
 /// The data directory cannot be created or written.
 pub fn save(dir: &Path, seen: &[StreamSummary]) -> Result<(), PersistError> {
-    let path = dir.join(SEEN_FILE);
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let temporary = dir.join(format!("{SEEN_FILE}.tmp"));
-        let kept = within_budget(seen, SEEN_FILE_BYTES_MAX);
-        let bytes = serde_json::to_vec(&kept).expect("ranges serialize");
-        debug_assert!(bytes.len() <= SEEN_FILE_BYTES_MAX, "{}", bytes.len());
-        std::fs::write(&temporary, bytes)?;
-        std::fs::rename(&temporary, &path)
-    };
-    write().map_err(|source| PersistError::Write { path, source })
+    let kept = within_budget(seen, SEEN_FILE_BYTES_MAX);
+    let bytes = serde_json::to_vec(&kept).expect("ranges serialize");
+    debug_assert!(bytes.len() <= SEEN_FILE_BYTES_MAX, "{}", bytes.len());
+    write_atomically(dir, SEEN_FILE, &bytes)
 }
 
 /// The ids recorded by the last `save`, at most `DEDUP_IDS_MAX` (newest ranges first
@@ -64,10 +57,19 @@ pub fn load(dir: &Path) -> Result<Vec<String>, PersistError> {
 }
 
 fn load_within(dir: &Path, bytes_max: usize) -> Result<Vec<String>, PersistError> {
-    let path = dir.join(SEEN_FILE);
+    let seen: Vec<StreamSummary> = read_json(&dir.join(SEEN_FILE), bytes_max)?.unwrap_or_default();
+    Ok(expand(&seen, DEDUP_IDS_MAX))
+}
+
+/// Reads a JSON file of at most `bytes_max` bytes; `None` when there is no file.
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes_max: usize,
+) -> Result<Option<T>, PersistError> {
+    let path = path.to_path_buf();
     let file = match std::fs::File::open(&path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(PersistError::Read {
                 path,
@@ -89,12 +91,46 @@ fn load_within(dir: &Path, bytes_max: usize) -> Result<Vec<String>, PersistError
     if bytes.len() > bytes_max {
         return Err(PersistError::TooLarge { path, bytes_max });
     }
-    let seen: Vec<StreamSummary> =
-        serde_json::from_slice(&bytes).map_err(|e| PersistError::Read {
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| PersistError::Read {
             path,
             message: e.to_string(),
-        })?;
-    Ok(expand(&seen, DEDUP_IDS_MAX))
+        })
+}
+
+/// Writes `bytes` to `dir/name` atomically (temporary file, then rename).
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), PersistError> {
+    let path = dir.join(name);
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let temporary = dir.join(format!("{name}.tmp"));
+        std::fs::write(&temporary, bytes)?;
+        std::fs::rename(&temporary, &path)
+    };
+    write().map_err(|source| PersistError::Write { path, source })
+}
+
+const KEYS_FILE: &str = "mesh-keys.json";
+/// Bytes of the key bindings file at most: `BINDINGS_MAX` ids and keys fit.
+pub const KEYS_FILE_BYTES_MAX: usize = super::trust::BINDINGS_MAX * 512;
+
+/// Writes the relay id → key bindings (`[[id, key hex], …]`), so a restarted relay still
+/// refuses a second key for an id it knew.
+///
+/// # Errors
+/// The data directory cannot be created or written.
+pub fn save_bindings(dir: &Path, bindings: &[(String, String)]) -> Result<(), PersistError> {
+    let bytes = serde_json::to_vec(bindings).expect("bindings serialize");
+    write_atomically(dir, KEYS_FILE, &bytes)
+}
+
+/// The bindings the last `save_bindings` wrote (none without a file).
+///
+/// # Errors
+/// The file cannot be read or parsed, or is over `KEYS_FILE_BYTES_MAX` bytes.
+pub fn load_bindings(dir: &Path) -> Result<Vec<(String, String)>, PersistError> {
+    Ok(read_json(&dir.join(KEYS_FILE), KEYS_FILE_BYTES_MAX)?.unwrap_or_default())
 }
 
 /// Bytes of `n` written in decimal.

@@ -24,6 +24,7 @@ impl Mesh {
             last_seen: now_ms / 1000,
             is_self: true,
             connected: true,
+            public_key: Some(self.parts.origin.identity().public().to_hex()),
         }];
         let state = self.state.lock();
         relays.extend(state.members.iter().map(|(id, m)| RelayInfo {
@@ -35,6 +36,7 @@ impl Mesh {
             last_seen: m.last_seen_ms / 1000,
             is_self: false,
             connected: state.links.contains_key(id),
+            public_key: self.trust.key_of(id).map(|k| k.to_hex()),
         }));
         relays
     }

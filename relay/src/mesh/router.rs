@@ -10,6 +10,8 @@ use crate::conn::{Offered, Outbound};
 use crate::protocol::{Notification, OutboundKind};
 use crate::routing::Backbone;
 
+use super::trust::Unverified;
+
 impl Mesh {
     /// Routes one notification; returns whether it was new.
     pub(super) fn route(&self, notification: Arc<Notification>, from_peer: Option<&str>) -> bool {
@@ -38,6 +40,24 @@ impl Mesh {
             }
         }
         true
+    }
+}
+
+impl Mesh {
+    /// Counts a peer's notification dropped unverified, and says so in the log.
+    pub(super) fn count_unverified(
+        &self,
+        peer: &str,
+        notification: &Notification,
+        why: Unverified,
+    ) {
+        self.parts
+            .metrics
+            .mesh_signatures_failed
+            .get(why.as_str())
+            .increment(1);
+        let id: String = notification.message_id.chars().take(64).collect();
+        tracing::info!(%peer, message_id = %id, reason = why.as_str(), "peer notification dropped unverified");
     }
 }
 

@@ -15,7 +15,8 @@ use super::views::SyncErrorRecord;
 use super::{KNOWN_RELAYS_MAX, PENDING_SYNCS_MAX, SYNC_ERRORS_MAX};
 use crate::conn::{CloseReason, Outlet};
 use crate::protocol::Notification;
-use crate::protocol::peer::{GossipRelay, PeerHealth, StreamSummary, SyncType};
+use crate::protocol::peer::{PeerHealth, StreamSummary, SyncType};
+use crate::protocol::signed::SignedRecord;
 
 /// Another relay, as this one knows it.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub(super) struct Member {
     /// Heard from directly, over a link: it completed a handshake with this relay. Its
     /// address is dialed before those only gossip named.
     pub proven: bool,
+    /// Its latest membership record, verified (re-gossiped as signed).
+    pub record: Option<SignedRecord>,
 }
 
 /// A live link to a peer.
@@ -150,7 +153,8 @@ impl Shared {
     }
 
     /// Records a notification; on first sight, returns the links to forward it to
-    /// (every live link but the one it came from).
+    /// (every live link but the one it came from). This relay's own (`from` is `None`)
+    /// are always fresh: the ids peers have fed the seen cache never suppress them.
     pub(crate) fn admit(
         &self,
         notification: &Arc<Notification>,
@@ -158,7 +162,7 @@ impl Shared {
         now_unix: u64,
     ) -> Routed {
         let mut state = self.lock();
-        if !state.remember(&notification.message_id) {
+        if !state.remember(&notification.message_id) && from.is_some() {
             return Routed {
                 fresh: false,
                 repaired: false,
@@ -242,6 +246,7 @@ impl Shared {
                 uptime: 0,
                 last_seen_ms: 0,
                 proven: true,
+                record: None,
             });
         member.proven = true;
         member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
@@ -249,43 +254,6 @@ impl Shared {
             member.address = address.to_string();
         }
         evict_members(&mut state);
-    }
-
-    /// Merges gossiped relays; returns true when a new one was learned.
-    pub(super) fn merge_gossip(&self, self_id: &str, relays: &[GossipRelay]) -> bool {
-        let mut state = self.lock();
-        let mut learned = false;
-        for relay in relays
-            .iter()
-            .filter(|r| r.relay_id != self_id && !r.address.is_empty())
-        {
-            let last_seen_ms = relay.last_seen.saturating_mul(1000);
-            match state.members.get_mut(&relay.relay_id) {
-                Some(member) => {
-                    member.last_seen_ms = member.last_seen_ms.max(last_seen_ms);
-                    if member.address.is_empty() {
-                        member.address = relay.address.clone();
-                    }
-                }
-                None => {
-                    learned = true;
-                    let member = Member {
-                        address: relay.address.clone(),
-                        version: String::new(),
-                        uptime: 0,
-                        last_seen_ms,
-                        proven: false,
-                    };
-                    state.members.insert(relay.relay_id.clone(), member);
-                }
-            }
-        }
-        evict_members(&mut state);
-        drop(state);
-        if learned {
-            self.wake.notify_one();
-        }
-        learned
     }
 
     pub(super) fn record_error(
@@ -480,7 +448,7 @@ impl State {
 }
 
 /// Forgets the least recently seen unlinked members beyond the bound.
-fn evict_members(state: &mut State) {
+pub(super) fn evict_members(state: &mut State) {
     while state.members.len() > KNOWN_RELAYS_MAX {
         let oldest = state
             .members
@@ -610,13 +578,7 @@ mod tests {
     #[test]
     fn the_dial_table_keeps_only_known_addresses() {
         let mesh = Shared::default();
-        let relays = [GossipRelay {
-            relay_id: "c".into(),
-            address: "h:3".into(),
-            last_seen: 5,
-            health: PeerHealth::Healthy,
-        }];
-        mesh.merge_gossip("a", &relays);
+        mesh.heard("c", Some("h:3"), 5000);
         let mut state = mesh.lock();
         for address in ["h:3", "seed:1", "gone:1", "busy:1"] {
             state.dials.insert(address.into(), DialState::default());
@@ -629,27 +591,5 @@ mod tests {
             ["busy:1", "h:3", "seed:1"]
         );
         assert!(state.self_addresses.is_empty());
-    }
-
-    #[test]
-    fn gossip_learns_new_relays_but_never_itself() {
-        let mesh = Shared::default();
-        let relays = [
-            GossipRelay {
-                relay_id: "a".into(),
-                address: "h:1".into(),
-                last_seen: 5,
-                health: PeerHealth::Healthy,
-            },
-            GossipRelay {
-                relay_id: "c".into(),
-                address: "h:3".into(),
-                last_seen: 5,
-                health: PeerHealth::Healthy,
-            },
-        ];
-        assert!(mesh.merge_gossip("a", &relays));
-        assert!(!mesh.merge_gossip("a", &relays));
-        assert_eq!(mesh.lock().members.keys().collect::<Vec<_>>(), ["c"]);
     }
 }

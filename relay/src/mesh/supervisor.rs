@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Mesh;
+use super::Reply;
 use super::link::{self, LinkParts};
 use super::state::health_from_age;
 use super::sync;
@@ -59,12 +60,22 @@ pub async fn run<N: Net>(mesh: Arc<Mesh>, net: N) {
             next_health = now + health_interval;
         }
         expire_pending(&mesh);
+        mesh.expire_members();
         dial_due(&mesh, &net);
         update_gauges(&mesh);
     }
 }
 
 fn restore_seen(mesh: &Mesh) {
+    match super::persist::load_bindings(&mesh.parts.config.data_dir) {
+        Ok(saved) => {
+            let restored = mesh.trust.restore(&saved);
+            if restored > 0 {
+                tracing::info!(restored, "restored the relay keys bound before the restart");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "ignoring the saved relay keys"),
+    }
     match super::persist::load(&mesh.parts.config.data_dir) {
         Ok(ids) if !ids.is_empty() => {
             tracing::info!(
@@ -79,6 +90,11 @@ fn restore_seen(mesh: &Mesh) {
 }
 
 fn save_seen(mesh: &Mesh) {
+    if let Err(error) =
+        super::persist::save_bindings(&mesh.parts.config.data_dir, &mesh.trust.bindings())
+    {
+        tracing::warn!(%error, "cannot save the relay keys bound");
+    }
     if let Err(error) =
         super::persist::save(&mesh.parts.config.data_dir, &mesh.state.seen_summary())
     {
@@ -285,47 +301,122 @@ async fn dial<N: Net>(mesh: &Mesh, net: &N, address: &str) -> DialOutcome {
     let message_max = mesh.parts.config.limits.ws_message_bytes_max + PEER_ENVELOPE_SLACK_BYTES;
     let mut reader = FrameReader::new(read_half, Role::Client, message_max);
     let mut writer = FrameWriter::new(write_half, Role::Client, mesh.parts.rng.next_u64() as u32);
+    let dialer_nonce = mesh.parts.rng.bytes32();
     let handshake = peer::encode_peer_handshake(
         mesh.relay_id(),
         mesh.parts.config.advertised_addr(),
-        mesh.parts.config.auth.mesh_token.as_deref(),
+        &mesh.parts.origin.identity().public().to_hex(),
+        &hex::encode(dialer_nonce),
     );
-    if writer.push(FrameKind::Text, &handshake).await.is_err() || writer.flush().await.is_err() {
-        return DialOutcome::Failed("handshake write failed".into());
-    }
-    let response = match tokio::time::timeout(limit, reader.next()).await {
-        Ok(Ok(Incoming::Text(text))) => serde_json::from_slice::<PeerHandshakeResponse>(&text),
-        Ok(other) => return DialOutcome::Failed(format!("no handshake response: {other:?}")),
-        Err(_) => return DialOutcome::Failed("handshake timed out".into()),
+    reader.set_message_bytes_max(super::handshake::HANDSHAKE_BYTES_MAX);
+    let proven = match prove_ourselves(
+        mesh,
+        &mut reader,
+        &mut writer,
+        &handshake,
+        &dialer_nonce,
+        limit,
+    )
+    .await
+    {
+        Ok(proven) => proven,
+        Err(outcome) => return outcome,
     };
-    let response = match response {
-        Ok(r)
-            if !peer::relay_id_fits(&r.relay_id)
-                || !r.address.as_deref().is_none_or(peer::address_fits) =>
-        {
-            mesh.parts.metrics.mesh_rejected.increment(1);
-            return DialOutcome::Failed("relay id or address empty or too long".into());
-        }
-        Ok(r) if r.relay_id == mesh.relay_id() => return DialOutcome::ItsMe,
-        Ok(r) if r.status == "accepted" => r,
-        Ok(r) => return DialOutcome::Failed(format!("refused: {}", r.reason.unwrap_or_default())),
-        Err(e) => return DialOutcome::Failed(format!("bad handshake response: {e}")),
-    };
-    let peer_id = response.relay_id;
+    reader.set_message_bytes_max(message_max);
+    let peer_id = proven.relay_id;
     mesh.state
         .lock()
         .dials
         .entry(address.to_string())
         .or_default()
         .relay_id = Some(peer_id.clone());
-    // Gossip the peer's own advertised address, not the one dialed: the route this relay
-    // took (a proxy, a local name) may mean nothing to the others.
-    let advertised = response
-        .address
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| address.to_string());
+    // Gossip the peer's own advertised address (signed in the handshake), not the one
+    // dialed: the route this relay took (a proxy, a local name) may mean nothing to the
+    // others.
+    let advertised = proven.address;
     serve_outbound(mesh, reader, writer, peer_id, advertised).await;
     DialOutcome::Served
+}
+
+/// Steps 1 to 4 of the handshake on the dialer's side: send `handshake`, check the
+/// acceptor's challenge, send the proof, read `accepted`.
+async fn prove_ourselves<R, W>(
+    mesh: &Mesh,
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    handshake: &[u8],
+    dialer_nonce: &[u8; 32],
+    limit: Duration,
+) -> Result<super::handshake::Proven, DialOutcome>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    if writer.push(FrameKind::Text, handshake).await.is_err() || writer.flush().await.is_err() {
+        return Err(DialOutcome::Failed("handshake write failed".into()));
+    }
+    let text = read_text(reader, limit).await?;
+    let challenge = match super::handshake_reply(&text) {
+        Reply::Challenge(challenge) => challenge,
+        Reply::Response(r) => return Err(refused_outcome(mesh, r)),
+        Reply::Bad(e) => return Err(DialOutcome::Failed(format!("bad handshake reply: {e}"))),
+    };
+    if challenge.relay_id == mesh.relay_id() {
+        return Err(DialOutcome::ItsMe);
+    }
+    let answer = match super::handshake::answer_challenge(mesh, dialer_nonce, &challenge) {
+        Ok(answer) => answer,
+        Err(refusal) => {
+            mesh.count_refusal(&challenge.relay_id, refusal);
+            return Err(DialOutcome::Failed(format!(
+                "acceptor refused: {}",
+                refusal.as_str()
+            )));
+        }
+    };
+    if writer.push(FrameKind::Text, &answer.proof).await.is_err() || writer.flush().await.is_err() {
+        return Err(DialOutcome::Failed("handshake proof write failed".into()));
+    }
+    let text = read_text(reader, limit).await?;
+    match super::handshake_reply(&text) {
+        Reply::Response(r) if r.status == "accepted" && r.relay_id == answer.proven.relay_id => {
+            Ok(answer.proven)
+        }
+        Reply::Response(r) => Err(refused_outcome(mesh, r)),
+        _ => Err(DialOutcome::Failed("no handshake response".into())),
+    }
+}
+
+async fn read_text<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    limit: Duration,
+) -> Result<bytes::Bytes, DialOutcome> {
+    match tokio::time::timeout(limit, reader.next()).await {
+        Ok(Ok(Incoming::Text(text))) => Ok(text),
+        Ok(other) => Err(DialOutcome::Failed(format!(
+            "no handshake reply: {other:?}"
+        ))),
+        Err(_) => Err(DialOutcome::Failed("handshake timed out".into())),
+    }
+}
+
+/// A `handshake_response` that is not an acceptance of the relay this one checked.
+fn refused_outcome(mesh: &Mesh, response: PeerHandshakeResponse) -> DialOutcome {
+    if response.relay_id == mesh.relay_id() {
+        return DialOutcome::ItsMe;
+    }
+    if !peer::relay_id_fits(&response.relay_id) {
+        mesh.parts.metrics.mesh_rejected.increment(1);
+    }
+    DialOutcome::Failed(format!(
+        "refused: {}",
+        response
+            .reason
+            .unwrap_or_default()
+            .chars()
+            .take(128)
+            .collect::<String>()
+    ))
 }
 
 async fn serve_outbound<R, W>(

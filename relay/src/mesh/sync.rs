@@ -22,7 +22,8 @@ pub(super) fn payload_for(mesh: &Mesh, sync_type: SyncType) -> SyncPayload {
                     network: mesh.parts.config.network.as_str().to_string(),
                 }),
                 address: Some(mesh.parts.config.advertised_addr().to_string()),
-                relays: Some(gossip(mesh, gossip_bytes_max(limit))),
+                relays: Some(gossip(mesh, gossip_bytes_max(limit) / 2)),
+                records: Some(mesh.records_to_gossip(gossip_bytes_max(limit) / 2)),
                 log: Some(log),
                 ..SyncPayload::default()
             }
@@ -137,16 +138,11 @@ pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &Syn
             member.uptime = state.uptime.parse().unwrap_or(member.uptime);
         }
     }
-    if let Some(relays) = &payload.relays {
-        // At most a full table's worth per message, each record within its bounds.
-        let fitting: Vec<GossipRelay> = relays
-            .iter()
-            .take(super::KNOWN_RELAYS_MAX)
-            .filter(|r| r.fits())
-            .cloned()
-            .collect();
-        dropped += relays.len() - fitting.len();
-        mesh.state.merge_gossip(mesh.relay_id(), &fitting);
+    // Membership is learned from signed records only; `relays` is the specification's
+    // informational list, unsigned, and never believed.
+    if let Some(records) = &payload.records {
+        dropped += mesh.take_records(peer_id, records);
+        dropped += records.len().saturating_sub(super::KNOWN_RELAYS_MAX);
     }
     if dropped > 0 {
         mesh.parts.metrics.mesh_rejected.increment(dropped as u64);
@@ -155,8 +151,9 @@ pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &Syn
             .sync_errors
             .get(SyncType::StateSync)
             .increment(1);
-        let message =
-            format!("{dropped} gossip records or state fields over their bounds, dropped");
+        let message = format!(
+            "{dropped} membership records or state fields refused (bounds, signature, key)"
+        );
         tracing::info!(peer = %peer_id, %message, "peer breached the protocol's bounds");
         mesh.state.record_error(
             mesh.unix_secs(),

@@ -20,6 +20,8 @@ pub struct RelayInfo {
     pub is_self: bool,
     /// True while a live link to it exists.
     pub connected: bool,
+    /// Its public key (hex) bound here, if any.
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

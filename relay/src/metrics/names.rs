@@ -39,6 +39,12 @@ pub const MESH_KNOWN_RELAYS: &str = "sdk_relay_mesh_known_relays";
 pub const MESH_CONNECTIONS: &str = "sdk_relay_mesh_connections";
 pub const MESH_DIAL_ADDRESSES: &str = "sdk_relay_mesh_dial_addresses";
 pub const MESH_REJECTED_TOTAL: &str = "sdk_relay_mesh_rejected_total";
+/// Label `reason` (`metrics::HANDSHAKE_REFUSALS`).
+pub const MESH_HANDSHAKES_REFUSED_TOTAL: &str = "sdk_relay_mesh_handshakes_refused_total";
+/// Label `reason` (`metrics::SIGNATURE_FAILURES`).
+pub const MESH_SIGNATURES_FAILED_TOTAL: &str = "sdk_relay_mesh_signatures_failed_total";
+/// Label `reason` (`metrics::RECORD_REJECTIONS`).
+pub const MESH_RECORDS_REJECTED_TOTAL: &str = "sdk_relay_mesh_records_rejected_total";
 /// Label `sync_type`.
 pub const SYNC_REQUESTS_TOTAL: &str = "sdk_relay_sync_requests_total";
 /// Label `sync_type`.

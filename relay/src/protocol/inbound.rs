@@ -34,6 +34,10 @@ struct Envelope<'a> {
     relay_id: Option<String>,
     #[serde(default)]
     address: Option<String>,
+    #[serde(default)]
+    public_key: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// A validated message from a client.
@@ -64,6 +68,10 @@ pub struct Handshake {
     /// For relays (capability `relay`): the dialing relay's id and advertised address.
     pub relay_id: Option<String>,
     pub address: Option<String>,
+    /// For relays: the key the dialer claims (it proves it in `handshake_proof`) and its
+    /// fresh nonce, both 64 hex digits (`docs/mesh-protocol.md`).
+    pub public_key: Option<String>,
+    pub nonce: Option<String>,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -75,6 +83,8 @@ impl std::fmt::Debug for Handshake {
             .field("token", &crate::secret::redact(self.token.as_deref()))
             .field("relay_id", &self.relay_id)
             .field("address", &self.address)
+            .field("public_key", &self.public_key)
+            .field("nonce", &self.nonce)
             .finish()
     }
 }
@@ -186,6 +196,20 @@ fn handshake(envelope: Envelope<'_>) -> Result<Handshake, ParseError> {
                 ),
             ));
         }
+        for (field, value) in [
+            ("public_key", &envelope.public_key),
+            ("nonce", &envelope.nonce),
+        ] {
+            let hex64 = value
+                .as_deref()
+                .is_some_and(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !hex64 {
+                return Err(invalid(
+                    "handshake",
+                    format!("`{field}` must be 64 hexadecimal digits"),
+                ));
+            }
+        }
     }
     Ok(Handshake {
         client_id,
@@ -194,6 +218,8 @@ fn handshake(envelope: Envelope<'_>) -> Result<Handshake, ParseError> {
         token: envelope.token,
         relay_id: envelope.relay_id,
         address: envelope.address,
+        public_key: envelope.public_key,
+        nonce: envelope.nonce,
     })
 }
 

@@ -13,6 +13,7 @@ mod inbound;
 mod kinds;
 mod outbound;
 pub mod peer;
+pub mod signed;
 
 pub use depth::{DATA_DEPTH_MAX, within_depth};
 pub use inbound::{ClientMessage, Handshake, ParseError, Publish, parse_client_message};

@@ -16,6 +16,10 @@ pub struct Notification {
     pub data: Box<RawValue>,
     /// Unix seconds at publication.
     pub timestamp: u64,
+    /// The origin relay's Ed25519 signature (128 hex digits) of every field above
+    /// (`protocol::signed::notification_input`); empty until signed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signature: String,
 }
 
 impl Notification {
@@ -30,6 +34,8 @@ impl Notification {
             timestamp: u64,
             message_id: &'a str,
             relay_id: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            signature: &'a str,
         }
         to_bytes(&Wire {
             kind: "notification",
@@ -38,6 +44,7 @@ impl Notification {
             timestamp: self.timestamp,
             message_id: &self.message_id,
             relay_id: &self.relay_id,
+            signature: &self.signature,
         })
     }
 }

@@ -156,8 +156,14 @@ pub struct SyncPayload {
     /// The sender's advertised address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The specification's informational list of known relays (unsigned: relays do not
+    /// learn membership from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relays: Option<Vec<GossipRelay>>,
+    /// Membership records, each signed by its subject: what relays learn membership
+    /// and addresses to dial from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<super::signed::SignedRecord>>,
     /// Summary of the sender's notification log, for anti-entropy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<Vec<StreamSummary>>,
@@ -190,6 +196,8 @@ struct Envelope {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     message_ids: Option<Vec<String>>,
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 #[derive(Debug)]
@@ -274,6 +282,7 @@ pub fn parse(text: &[u8]) -> Result<PeerMessage, WireError> {
                 notification_type: need(e.notification_type, "notification_type")?,
                 data,
                 timestamp: e.timestamp.unwrap_or_default(),
+                signature: e.signature.unwrap_or_default(),
             }))
         }
         "fetch" => Ok(PeerMessage::Fetch(e.message_ids.unwrap_or_default())),
@@ -319,20 +328,25 @@ pub fn encode_fetch(ids: &[String]) -> Bytes {
     to_bytes(&serde_json::json!({ "type": "fetch", "message_ids": ids }))
 }
 
-/// The handshake a relay sends when it dials a peer.
-pub fn encode_peer_handshake(relay_id: &str, address: &str, token: Option<&str>) -> Bytes {
-    let mut message = serde_json::json!({
+/// The handshake a relay sends when it dials a peer (step 1 of `docs/mesh-protocol.md`):
+/// its id, address, the key it will prove, and a fresh nonce (both 64 hex digits). No
+/// token: the mesh token is proven by a MAC in `handshake_proof`, never sent.
+pub fn encode_peer_handshake(
+    relay_id: &str,
+    address: &str,
+    public_key: &str,
+    nonce: &str,
+) -> Bytes {
+    to_bytes(&serde_json::json!({
         "type": "handshake",
         "client_id": relay_id,
         "version": VERSION,
         "capabilities": ["relay"],
         "relay_id": relay_id,
         "address": address,
-    });
-    if let Some(token) = token {
-        message["token"] = token.into();
-    }
-    to_bytes(&message)
+        "public_key": public_key,
+        "nonce": nonce,
+    }))
 }
 
 /// The acceptor's answer to a peer handshake.
@@ -404,6 +418,7 @@ mod tests {
             notification_type: "t".into(),
             data: RawValue::from_string(r#"{"x":1}"#.into()).unwrap(),
             timestamp: 11,
+            signature: "ab".repeat(64),
         };
         let PeerMessage::Notification(back) = parse(&n.encode()).unwrap() else {
             panic!()
@@ -412,6 +427,7 @@ mod tests {
             (back.message_id.as_str(), back.timestamp, back.data.get()),
             ("a-1-7", 11, r#"{"x":1}"#)
         );
+        assert_eq!(back.signature, n.signature);
     }
 
     #[test]
@@ -424,6 +440,7 @@ mod tests {
                 notification_type: "t".into(),
                 data: RawValue::from_string(data).unwrap(),
                 timestamp: 12,
+                signature: String::new(),
             }
             .encode()
         };
@@ -464,6 +481,7 @@ mod tests {
             notification_type: "t".repeat(NOTIFICATION_TYPE_BYTES_MAX),
             data: RawValue::from_string("1".into()).unwrap(),
             timestamp: 0,
+            signature: String::new(),
         };
         assert!(notification_fits(&n).is_ok());
         n.message_id.push('m');

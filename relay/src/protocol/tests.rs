@@ -113,6 +113,7 @@ fn notification_frame_has_the_specification_shape() {
         notification_type: "payment_detected".into(),
         data: serde_json::value::RawValue::from_string(r#"{"txid":"abc"}"#.into()).unwrap(),
         timestamp: 1703001600,
+        signature: String::new(),
     };
     let v: serde_json::Value = serde_json::from_slice(&n.encode()).unwrap();
     assert_eq!(v["type"], "notification");

@@ -26,6 +26,17 @@ impl SeededRng {
         self.lock().random()
     }
 
+    /// A generator seeded with 32 bytes from the operating system: the production
+    /// relay's, strong enough for the secret key it creates on first start.
+    pub fn from_os() -> Self {
+        SeededRng(Arc::new(Mutex::new(ChaCha8Rng::from_os_rng())))
+    }
+
+    /// 32 random bytes (a key seed, a handshake nonce).
+    pub fn bytes32(&self) -> [u8; 32] {
+        self.lock().random()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ChaCha8Rng> {
         // A panic while holding this lock cannot leave the generator inconsistent.
         self.0

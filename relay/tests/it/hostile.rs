@@ -1,5 +1,5 @@
-//! A hostile peer: something that handshakes with capability `relay` (no mesh token is
-//! configured) and then sends what no honest relay sends. Throughout, a bystander
+//! A hostile peer: a relay that completes the handshake with a key of its own (the mesh
+//! is open: no trusted keys, no mesh token) and then sends what no honest relay sends. Throughout, a bystander
 //! wallet's pings and `GET /health` must each be answered within a second, and the relay
 //! must keep serving honest clients.
 
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::http_client;
-use crate::support::{Client, TestRelay, WAIT, fast_config};
+use crate::support::{Client, TestRelay, WAIT, fast_config, peer};
 
 /// The requirement: every probe answered within this.
 const RESPONSIVE: Duration = Duration::from_secs(1);
@@ -141,26 +141,17 @@ async fn health(http: SocketAddr) -> Duration {
     start.elapsed()
 }
 
-/// A fake relay, linked to the relay under test.
+/// A fake relay, linked to the relay under test (its key derived from its id).
 async fn hostile_peer(relay: &TestRelay, relay_id: &str) -> Client {
-    let mut peer = Client::connect(relay.ws_addr)
+    let identity = peer::identity_of(relay_id);
+    peer::join(relay.ws_addr, &peer::Claim::honest(relay_id, &identity))
         .await
-        .expect("upgrade accepted");
-    peer.send_json(&json!({
-        "type": "handshake", "client_id": relay_id, "version": sdk_relay::protocol::VERSION,
-        "capabilities": ["relay"], "relay_id": relay_id, "address": "127.0.0.1:9",
-    }))
-    .await;
-    let response = peer.recv_type("handshake_response").await;
-    assert_eq!(response["status"], "accepted", "{response}");
-    peer
+        .expect("the handshake is accepted")
 }
 
+/// A notification of the fake relay `evil`'s stream, signed with its key.
 fn notification(id: &str, data: Value) -> Value {
-    json!({
-        "type": "notification", "message_id": id, "relay_id": "evil",
-        "notification_type": "t", "data": data, "timestamp": 1,
-    })
+    peer::signed_notification(&peer::identity_of("evil"), "evil", id, data)
 }
 
 fn state_sync(message_id: &str, log: Value) -> Value {
@@ -211,13 +202,13 @@ async fn a_summary_repeating_a_range_is_refused_without_stalling_the_relay() {
     let mut peer = hostile_peer(&relay, "evil").await;
     const SEEN: u64 = 10_000;
     for seq in 1..=SEEN {
-        peer.send_json(&notification(&format!("evil-1-{seq}"), json!({})))
+        peer.send_json(&notification(&format!("evil-00000001-{seq}"), json!({})))
             .await;
     }
     let ranges: Vec<(u64, u64)> = vec![(1, SEEN); 5_000];
     peer.send_json(&state_sync(
         "evil-s1",
-        json!([{"stream": "evil-1", "ranges": ranges}]),
+        json!([{"stream": "evil-00000001", "ranges": ranges}]),
     ))
     .await;
     let (_, code) = read_until(&mut peer, WAIT, |_| false).await;
@@ -286,7 +277,7 @@ async fn a_huge_valid_range_is_fetched_in_bounded_steps() {
         .collect();
     peer.send_json(&state_sync(
         "evil-s1",
-        json!([{"stream": "evil-1", "ranges": ranges}]),
+        json!([{"stream": "evil-00000001", "ranges": ranges}]),
     ))
     .await;
     let (seen, code) = read_until(&mut peer, WAIT, |seen| {
@@ -313,14 +304,14 @@ async fn a_fetch_is_answered_once_per_id_and_within_a_byte_budget() {
     let mut peer = hostile_peer(&relay, "evil").await;
     let big = "x".repeat(1_000_000);
     for seq in 1..=8 {
-        peer.send_json(&notification(&format!("evil-1-{seq}"), json!(big)))
+        peer.send_json(&notification(&format!("evil-00000001-{seq}"), json!(big)))
             .await;
     }
     let (rss_before, _) = memory_kib();
-    let repeated = vec!["evil-1-1"; 512];
+    let repeated = vec!["evil-00000001-1"; 512];
     peer.send_json(&json!({"type": "fetch", "message_ids": repeated}))
         .await;
-    let all: Vec<String> = (1..=8).map(|s| format!("evil-1-{s}")).collect();
+    let all: Vec<String> = (1..=8).map(|s| format!("evil-00000001-{s}")).collect();
     peer.send_json(&json!({"type": "fetch", "message_ids": all}))
         .await;
     // Let the relay handle both, then measure before reading anything.
@@ -339,8 +330,14 @@ async fn a_fetch_is_answered_once_per_id_and_within_a_byte_budget() {
         .filter(|m| m["type"] == "notification")
         .filter_map(|m| m["message_id"].as_str())
         .collect();
-    let first = answered.iter().take_while(|id| **id == "evil-1-1").count();
-    assert!(first <= 2, "evil-1-1 answered {first} times to one fetch");
+    let first = answered
+        .iter()
+        .take_while(|id| **id == "evil-00000001-1")
+        .count();
+    assert!(
+        first <= 2,
+        "evil-00000001-1 answered {first} times to one fetch"
+    );
     let budget = sdk_relay::mesh::FETCH_ANSWER_BYTES_MAX;
     let rest = answered.len() - first;
     assert!(
@@ -400,14 +397,14 @@ async fn large_notifications_stay_within_the_log_byte_budget() {
         tokio::spawn(async move { subscriber.recv_notification_ids(SENT as usize).await });
     let big = "x".repeat(DATA_BYTES);
     for seq in 1..=SENT {
-        peer.send_json(&notification(&format!("evil-1-{seq}"), json!(big)))
+        peer.send_json(&notification(&format!("evil-00000001-{seq}"), json!(big)))
             .await;
     }
     let ids = tokio::time::timeout(Duration::from_secs(120), received)
         .await
         .expect("the subscriber received them in time")
         .expect("the subscriber's task");
-    let expected: Vec<String> = (1..=SENT).map(|s| format!("evil-1-{s}")).collect();
+    let expected: Vec<String> = (1..=SENT).map(|s| format!("evil-00000001-{s}")).collect();
     assert_eq!(
         ids, expected,
         "the subscriber got every notification, in order"
@@ -428,7 +425,7 @@ async fn large_notifications_stay_within_the_log_byte_budget() {
         .as_array()
         .expect("a log summary")
         .iter()
-        .filter(|s| s["stream"] == "evil-1")
+        .filter(|s| s["stream"] == "evil-00000001")
         .flat_map(|s| s["ranges"].as_array().cloned().unwrap_or_default())
         .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1)
         .sum();
@@ -453,33 +450,35 @@ async fn large_notifications_stay_within_the_log_byte_budget() {
 }
 /// A hostile peer with its own relay id and advertised address in the handshake.
 async fn handshake_as(relay: &TestRelay, relay_id: &str, address: &str) -> (Client, Value) {
-    let mut peer = Client::connect(relay.ws_addr)
+    let identity = peer::identity_of(relay_id);
+    let claim = peer::Claim {
+        address,
+        ..peer::Claim::honest(relay_id, &identity)
+    };
+    let client = peer::join(relay.ws_addr, &claim)
         .await
-        .expect("upgrade accepted");
-    peer.send_json(&json!({
-        "type": "handshake", "client_id": "evil", "version": sdk_relay::protocol::VERSION,
-        "capabilities": ["relay"], "relay_id": relay_id, "address": address,
-    }))
-    .await;
-    let response = peer.recv_type("handshake_response").await;
-    (peer, response)
+        .expect("the handshake is accepted");
+    (client, Value::Null)
 }
 
-/// A StateSync gossiping `relays`, sent as an unsolicited response (the relay answers
-/// nothing, so a peer that never reads does not pile answers up in memory).
-fn gossip_message(n: usize, relays: &[Value]) -> Value {
+/// A StateSync gossiping membership `records`, sent as an unsolicited response (the
+/// relay answers nothing, so a peer that never reads does not pile answers up in
+/// memory).
+fn gossip_message(n: usize, records: &[Value]) -> Value {
     json!({
         "type": "sync_response", "sync_type": "StateSync", "relay_id": "evil",
-        "request_id": format!("evil-g{n}"), "payload": {"relays": relays}, "timestamp": 1,
+        "request_id": format!("evil-g{n}"), "payload": {"records": records}, "timestamp": 1,
     })
 }
 
+/// A membership record of `relay_id` at `address`, signed now by its own (test) key.
 fn gossip_record(relay_id: &str, address: &str) -> Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    json!({"relay_id": relay_id, "address": address, "last_seen": now, "health": "healthy"})
+    peer::record(
+        &peer::identity_of(relay_id),
+        relay_id,
+        address,
+        peer::unix_ms(),
+    )
 }
 
 /// A gauge or counter from the Prometheus exposition (summed over its labels).
@@ -516,19 +515,14 @@ async fn a_handshake_with_an_over_long_id_or_address_is_refused() {
     let accepted = |relay_id: String, address: String| {
         let ws = relay.ws_addr;
         async move {
-            let mut peer = Client::connect(ws).await.expect("upgrade accepted");
-            peer.send_json(&json!({
-                "type": "handshake", "client_id": "evil",
-                "version": sdk_relay::protocol::VERSION, "capabilities": ["relay"],
-                "relay_id": relay_id, "address": address,
-            }))
-            .await;
-            let (seen, code) = read_until(&mut peer, WAIT, |seen| {
-                seen.iter().any(|m| m["status"] == "accepted")
-            })
-            .await;
-            eprintln!("[handshake] answered {seen:?}, closed {code:?}");
-            seen.iter().any(|m| m["status"] == "accepted")
+            let identity = peer::identity_of("evil");
+            let claim = peer::Claim {
+                address: &address,
+                ..peer::Claim::honest(&relay_id, &identity)
+            };
+            let outcome = peer::join(ws, &claim).await;
+            eprintln!("[handshake] {:?}", outcome.as_ref().err());
+            outcome.is_ok()
         }
     };
     let long_id = "r".repeat(sdk_relay::protocol::NAME_BYTES_MAX + 1);
@@ -637,7 +631,10 @@ async fn oversized_gossip_is_dropped_and_state_sync_fits_the_peers_limit() {
     );
     probes.finish("oversized gossip").await;
     let errors = sync_errors(&relay).await;
-    assert!(errors.contains("over their bounds"), "{errors}");
+    assert!(
+        errors.contains("refused (bounds, signature, key)"),
+        "{errors}"
+    );
     let rejected = metric(&relay, "sdk_relay_mesh_rejected_total").await;
     assert!(rejected.unwrap_or(0.0) >= 20.0, "{rejected:?}");
     honest.shutdown().await;
@@ -849,17 +846,18 @@ async fn over_long_notification_and_fetch_ids_are_dropped() {
     let probes = Probes::start(&relay).await;
     let (mut subscriber, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
     let mut peer = hostile_peer(&relay, "evil").await;
-    let long_id = format!("evil-1-{}", "9".repeat(300));
+    let long_id = format!("evil-00000001-{}", "9".repeat(300));
     peer.send_json(&notification(&long_id, json!({}))).await;
-    let mut long_type = notification("evil-1-2", json!({}));
+    let mut long_type = notification("evil-00000001-2", json!({}));
     long_type["notification_type"] = json!("t".repeat(200));
     peer.send_json(&long_type).await;
-    peer.send_json(&notification("evil-1-3", json!({}))).await;
+    peer.send_json(&notification("evil-00000001-3", json!({})))
+        .await;
     let ids = tokio::time::timeout(WAIT, subscriber.recv_notification_ids(1))
         .await
         .expect("the bounded notification is delivered");
-    assert_eq!(ids, ["evil-1-3"], "only the bounded notification");
-    peer.send_json(&json!({"type": "fetch", "message_ids": [long_id, "evil-1-3"]}))
+    assert_eq!(ids, ["evil-00000001-3"], "only the bounded notification");
+    peer.send_json(&json!({"type": "fetch", "message_ids": [long_id, "evil-00000001-3"]}))
         .await;
     peer.send_json(&json!({
         "type": "sync", "sync_type": "HealthSync", "relay_id": "evil",

@@ -12,6 +12,7 @@ mod limits;
 mod mesh;
 mod process;
 mod prometheus;
+mod trust;
 mod websocket;
 
 mod http_client;

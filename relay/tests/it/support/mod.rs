@@ -311,6 +311,7 @@ pub fn raise_fd_limit() {
 
 pub mod chain_fakes;
 pub mod cluster;
+pub mod peer;
 
 /// Sends a raw upgrade request and returns the status code and the response head, for
 /// refusals that a WebSocket client library hides.

@@ -1,0 +1,170 @@
+//! Signed membership: each relay signs its own record (id, key, address, health, time)
+//! and gossips it in StateSync with the verified records of the relays it knows. A relay
+//! learns members and addresses to dial only from records whose signature verifies under
+//! a key it admits and whose id is bound to that key; it keeps the newest record of each
+//! relay, refuses records from the future, and forgets relays whose record was not
+//! refreshed within the membership TTL.
+
+use super::Mesh;
+use super::state::{Member, evict_members};
+use super::trust::Refusal;
+use crate::protocol::peer::PeerHealth;
+use crate::protocol::signed::{RecordFault, SignedRecord};
+
+/// How far ahead of this relay's clock a record's timestamp may be.
+pub const RECORD_CLOCK_SKEW_MS: u64 = 30_000;
+/// Sync intervals a relay is remembered without a fresh record (or a live link).
+pub const MEMBERSHIP_TTL_INTERVALS: u64 = 10;
+
+impl Mesh {
+    fn membership_ttl_ms(&self) -> u64 {
+        MEMBERSHIP_TTL_INTERVALS * self.parts.config.sync_interval().as_millis() as u64
+    }
+
+    /// This relay's record, signed now.
+    pub(super) fn own_record(&self) -> SignedRecord {
+        SignedRecord::sign(
+            self.parts.origin.identity(),
+            self.relay_id(),
+            self.parts.config.advertised_addr(),
+            PeerHealth::Healthy,
+            self.unix_ms(),
+        )
+    }
+
+    /// The verified records this relay holds, the most recent first, `own` first of all,
+    /// while they fit `bytes_max` (the first always does).
+    pub(super) fn records_to_gossip(&self, bytes_max: usize) -> Vec<SignedRecord> {
+        let mut records = vec![self.own_record()];
+        {
+            let state = self.state.lock();
+            let mut held: Vec<&SignedRecord> = state
+                .members
+                .values()
+                .filter_map(|m| m.record.as_ref())
+                .collect();
+            held.sort_by_key(|r| std::cmp::Reverse(r.timestamp_ms));
+            records.extend(held.into_iter().take(super::GOSSIP_RELAYS_MAX - 1).cloned());
+        }
+        let mut total = 2usize;
+        let keep = records
+            .iter()
+            .enumerate()
+            .take_while(|(i, r)| {
+                total += r.wire_bytes() + 1;
+                *i == 0 || total <= bytes_max
+            })
+            .count();
+        records.truncate(keep);
+        records
+    }
+
+    /// Takes in records a peer gossiped; returns how many were refused.
+    pub(super) fn take_records(&self, peer_id: &str, records: &[SignedRecord]) -> usize {
+        let mut refused = 0;
+        let mut learned = false;
+        for record in records.iter().take(super::KNOWN_RELAYS_MAX) {
+            match self.check_record(record) {
+                Ok(Some(())) => learned |= self.hold_record(record),
+                Ok(None) => {}
+                Err(reason) => {
+                    refused += 1;
+                    self.parts
+                        .metrics
+                        .mesh_records_rejected
+                        .get(reason)
+                        .increment(1);
+                    let subject: String = record.relay_id.chars().take(64).collect();
+                    tracing::debug!(peer = %peer_id, %subject, reason, "membership record refused");
+                }
+            }
+        }
+        let mut state = self.state.lock();
+        evict_members(&mut state);
+        drop(state);
+        if learned {
+            self.state.wake.notify_one();
+        }
+        refused
+    }
+
+    /// `Ok(Some)`: a record to hold; `Ok(None)`: a genuine record with nothing new (this
+    /// relay's own, or one past the TTL); `Err`: the rejection reason (metrics label).
+    fn check_record(&self, record: &SignedRecord) -> Result<Option<()>, &'static str> {
+        let key = record.verify().map_err(|fault| match fault {
+            RecordFault::Malformed => "malformed",
+            RecordFault::BadSignature => "bad_signature",
+        })?;
+        let now_ms = self.unix_ms();
+        if record.timestamp_ms > now_ms + RECORD_CLOCK_SKEW_MS {
+            return Err("future_timestamp");
+        }
+        if record.relay_id == self.relay_id() {
+            return match self.trust.check_claim(&record.relay_id, &key) {
+                Ok(()) => Ok(None),
+                Err(refusal) => Err(refusal.as_str()),
+            };
+        }
+        if now_ms.saturating_sub(record.timestamp_ms) > self.membership_ttl_ms() {
+            return Ok(None);
+        }
+        match self.trust.bind(&record.relay_id, &key) {
+            Ok(()) => Ok(Some(())),
+            Err(Refusal::Full) => Err("full"),
+            Err(refusal) => Err(refusal.as_str()),
+        }
+    }
+
+    /// Keeps `record` if newer than the one held; returns whether a relay was learned.
+    fn hold_record(&self, record: &SignedRecord) -> bool {
+        let now_ms = self.unix_ms();
+        let mut state = self.state.lock();
+        let seen_ms = record.timestamp_ms.min(now_ms);
+        match state.members.get_mut(&record.relay_id) {
+            Some(member) => {
+                if member
+                    .record
+                    .as_ref()
+                    .is_some_and(|held| held.timestamp_ms >= record.timestamp_ms)
+                {
+                    return false;
+                }
+                member.address.clone_from(&record.address);
+                member.last_seen_ms = member.last_seen_ms.max(seen_ms);
+                member.record = Some(record.clone());
+                false
+            }
+            None => {
+                state.members.insert(
+                    record.relay_id.clone(),
+                    Member {
+                        address: record.address.clone(),
+                        version: String::new(),
+                        uptime: 0,
+                        last_seen_ms: seen_ms,
+                        proven: false,
+                        record: Some(record.clone()),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Forgets relays neither linked nor heard from (directly or by a fresh record)
+    /// within the membership TTL.
+    pub(super) fn expire_members(&self) {
+        let deadline_ms = self.unix_ms().saturating_sub(self.membership_ttl_ms());
+        let mut state = self.state.lock();
+        let stale: Vec<String> = state
+            .members
+            .iter()
+            .filter(|(id, m)| !state.links.contains_key(*id) && m.last_seen_ms < deadline_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            tracing::info!(relay = %id, "membership expired: no fresh record within the TTL");
+            state.members.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Who the mesh believes: which keys may join (`mesh.trusted_keys`, the mesh token), which
+//! key each relay id is bound to (the first key proven for it wins, for as long as this
+//! relay runs and across restarts through `persist`), and the checks every notification
+//! from a peer passes before it is admitted: its id is its origin's and the origin's
+//! bound key signed it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::identity::PublicKey;
+use crate::protocol::Notification;
+use crate::protocol::signed::{self, NotificationFault};
+
+/// Relay ids bound to a key; past this, new ids are refused (bindings are never
+/// evicted, or an attacker could churn one out and rebind it).
+pub const BINDINGS_MAX: usize = 4 * super::KNOWN_RELAYS_MAX;
+
+/// Why a peer's claim (a handshake, a record) is refused. `as_str` is the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `mesh.trusted_keys` is set and does not hold the key.
+    UntrustedKey,
+    /// The relay id is bound to another key.
+    KeyMismatch,
+    BadSignature,
+    BadToken,
+    Malformed,
+    Timeout,
+    /// `BINDINGS_MAX` ids are bound already.
+    Full,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UntrustedKey => "untrusted_key",
+            Refusal::KeyMismatch => "key_mismatch",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::BadToken => "bad_token",
+            Refusal::Malformed => "malformed",
+            Refusal::Timeout => "timeout",
+            Refusal::Full => "full",
+        }
+    }
+}
+
+/// Why a peer's notification is dropped before admission. `as_str` is the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unverified {
+    Fault(NotificationFault),
+    /// No key is bound to its origin yet (anti-entropy fetches it again once one is).
+    UnknownOrigin,
+}
+
+impl Unverified {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unverified::Fault(NotificationFault::BadSignature) => "bad_signature",
+            Unverified::Fault(NotificationFault::ForeignId) => "foreign_id",
+            Unverified::UnknownOrigin => "unknown_origin",
+        }
+    }
+}
+
+pub(super) struct Trust {
+    /// `mesh.trusted_keys`; empty = any key.
+    trusted: Vec<PublicKey>,
+    /// relay id → its key. A BTreeMap: `persist` saves it in order.
+    bindings: Mutex<BTreeMap<String, PublicKey>>,
+}
+
+impl Trust {
+    pub fn new(trusted: Vec<PublicKey>, own_id: &str, own_key: PublicKey) -> Trust {
+        let mut bindings = BTreeMap::new();
+        bindings.insert(own_id.to_string(), own_key);
+        Trust {
+            trusted,
+            bindings: Mutex::new(bindings),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PublicKey>> {
+        self.bindings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` may be a member at all.
+    pub fn admits(&self, key: &PublicKey) -> bool {
+        self.trusted.is_empty() || self.trusted.contains(key)
+    }
+
+    /// Checks a claim that `relay_id` holds `key` (before its proof is checked).
+    ///
+    /// # Errors
+    /// An untrusted key, or an id bound to another key.
+    pub fn check_claim(&self, relay_id: &str, key: &PublicKey) -> Result<(), Refusal> {
+        if !self.admits(key) {
+            return Err(Refusal::UntrustedKey);
+        }
+        match self.lock().get(relay_id) {
+            Some(bound) if bound != key => Err(Refusal::KeyMismatch),
+            _ => Ok(()),
+        }
+    }
+
+    /// Binds `relay_id` to `key` once the key is proven (a handshake, a verified record);
+    /// the first binding wins.
+    ///
+    /// # Errors
+    /// The id is bound to another key, or the table is full.
+    pub fn bind(&self, relay_id: &str, key: &PublicKey) -> Result<(), Refusal> {
+        self.check_claim(relay_id, key)?;
+        let mut bindings = self.lock();
+        if bindings.contains_key(relay_id) {
+            return Ok(());
+        }
+        if bindings.len() >= BINDINGS_MAX {
+            return Err(Refusal::Full);
+        }
+        bindings.insert(relay_id.to_string(), *key);
+        Ok(())
+    }
+
+    pub fn key_of(&self, relay_id: &str) -> Option<PublicKey> {
+        self.lock().get(relay_id).copied()
+    }
+
+    /// Checks a notification from a peer against its origin's bound key.
+    ///
+    /// # Errors
+    /// Why it is not believed.
+    pub fn verify(&self, notification: &Notification) -> Result<(), Unverified> {
+        let key = self
+            .key_of(&notification.relay_id)
+            .ok_or(Unverified::UnknownOrigin)?;
+        signed::verify_notification(notification, &key).map_err(Unverified::Fault)
+    }
+
+    /// Every binding, for `persist`.
+    pub fn bindings(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .map(|(id, key)| (id.clone(), key.to_hex()))
+            .collect()
+    }
+
+    /// Restores saved bindings (those whose key is no longer trusted are skipped).
+    pub fn restore(&self, saved: &[(String, String)]) -> usize {
+        saved
+            .iter()
+            .filter_map(|(id, key)| Some((id, PublicKey::parse(key).ok()?)))
+            .filter(|(id, key)| self.bind(id, key).is_ok())
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn the_first_key_proven_for_an_id_wins() {
+        let own = Identity::from_seed(&[1; 32]);
+        let a = Identity::from_seed(&[2; 32]);
+        let b = Identity::from_seed(&[3; 32]);
+        let trust = Trust::new(Vec::new(), "me", *own.public());
+        assert_eq!(trust.bind("me", a.public()), Err(Refusal::KeyMismatch));
+        assert_eq!(trust.bind("a", a.public()), Ok(()));
+        assert_eq!(trust.bind("a", b.public()), Err(Refusal::KeyMismatch));
+        assert_eq!(trust.key_of("a"), Some(*a.public()));
+    }
+
+    #[test]
+    fn trusted_keys_limit_who_may_bind() {
+        let own = Identity::from_seed(&[1; 32]);
+        let a = Identity::from_seed(&[2; 32]);
+        let b = Identity::from_seed(&[3; 32]);
+        let trust = Trust::new(vec![*a.public()], "me", *own.public());
+        assert_eq!(trust.bind("a", a.public()), Ok(()));
+        assert_eq!(trust.bind("b", b.public()), Err(Refusal::UntrustedKey));
+    }
+}
