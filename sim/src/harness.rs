@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use sdk_relay::config::Config;
+use sdk_relay::identity::Identity;
 use sdk_relay::logs::LogRing;
 use sdk_relay::rt::Net as _;
 
@@ -146,6 +147,12 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
         peers.push(format!("{}:{WS_PORT}", host(plan.relays)));
     }
     config.mesh.peers = peers;
+    if !plan.hostiles.is_empty() {
+        // A trusted mesh: the hostile hosts' keys are admitted (insiders), so they attack
+        // from inside; everyone else's are refused.
+        config.mesh.key_file = Some(key_file(data_root, index));
+        config.mesh.trusted_keys = trusted_keys(plan);
+    }
     if let Some((mutant, name)) = &plan.mutation
         && *mutant == index
     {
@@ -155,6 +162,44 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
         .validate()
         .expect("the simulation's relay config is valid");
     config
+}
+
+/// Where relay `index` keeps its secret key in a byzantine run (outside its data
+/// directory, so the harness can write it before the relay first starts).
+fn key_file(data_root: &std::path::Path, index: usize) -> std::path::PathBuf {
+    data_root.join("keys").join(format!("{}.key", host(index)))
+}
+
+/// The public keys a byzantine run's relays admit: every relay's and every hostile
+/// host's.
+pub fn trusted_keys(plan: &Plan) -> Vec<String> {
+    (1..=plan.relays)
+        .map(|i| rt::relay_key_seed(plan.seed, i))
+        .chain(plan.hostiles.iter().map(Hostile::key_seed))
+        .map(|seed| Identity::from_seed(&seed).public().to_hex())
+        .collect()
+}
+
+/// Writes every relay's key file (mode 0600, as the relay requires) before it starts.
+fn write_relay_keys(plan: &Plan, data_root: &std::path::Path) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for index in 1..=plan.relays {
+        let path = key_file(data_root, index);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("the run's key directory");
+        }
+        let seed = rt::relay_key_seed(plan.seed, index);
+        let text: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{text}"))
+            .expect("the relay's key file");
+    }
 }
 
 #[cfg(feature = "mutations")]
@@ -198,6 +243,9 @@ pub fn run(plan: &Plan) -> Outcome {
         .build();
     let data_root = run_data_root();
     let dials = DialLog::default();
+    if !plan.hostiles.is_empty() {
+        write_relay_keys(plan, &data_root);
+    }
     for index in 1..=plan.relays {
         add_relay(&mut sim, plan, index, &trace, &data_root, &dials);
     }

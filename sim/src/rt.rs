@@ -72,6 +72,23 @@ pub fn relay_seed(run_seed: u64, relay_index: usize, boot: u64) -> u64 {
     splitmix64(splitmix64(run_seed ^ (relay_index as u64).wrapping_mul(0x9e37_79b9)) ^ boot)
 }
 
+/// 32 bytes drawn from `seed` (an Ed25519 key seed: the simulation's keys replay).
+pub fn key_seed(seed: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut x = seed;
+    for chunk in out.chunks_mut(8) {
+        x = splitmix64(x);
+        chunk.copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+/// The key seed of relay `relay_index` in a run (the same in every boot: it is the
+/// relay's identity, kept in its key file).
+pub fn relay_key_seed(run_seed: u64, relay_index: usize) -> [u8; 32] {
+    key_seed(relay_seed(run_seed, relay_index, u64::MAX))
+}
+
 /// SplitMix64, a standard 64-bit mixer: nearby seeds give unrelated streams.
 pub fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);

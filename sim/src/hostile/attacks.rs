@@ -3,53 +3,57 @@
 use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use sdk_relay::identity::Identity;
 use serde_json::{Value, json};
 
-use super::{Attack, Hostile, Known, wire};
+use super::wire::{self, Signing};
+use super::{Agent, Attack};
 use crate::workload::ws_addr;
 
 /// Ids pre-claimed ahead of each known stream per step.
 const PRE_CLAIM_AHEAD: u64 = 3;
-/// Records of invented relays in one oversized gossip message: more than a relay keeps
-/// (`KNOWN_RELAYS_MAX`).
+/// Records in one oversized gossip message: more than a relay keeps
+/// (`KNOWN_RELAYS_MAX`), each one it must check.
 const BULK_RECORDS: usize = 1500;
-/// Ten years, in seconds.
-const DECADE_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Ten years, in milliseconds.
+const DECADE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// The frames of one step of `attack` on the link to `target`.
 pub(super) fn frames(
-    me: &Hostile,
+    agent: &Agent,
     attack: Attack,
     target: &str,
-    known: &Known,
     rng: &mut ChaCha8Rng,
 ) -> Vec<Bytes> {
+    let targets = &agent.me.targets;
     match attack {
         Attack::Forge => {
-            let victim = &me.targets[rng.random_range(0..me.targets.len())];
-            forge_as(victim, attack.name(), known, 2)
+            let victim = &targets[rng.random_range(0..targets.len())];
+            forge_as(agent, victim, attack.name(), 3)
         }
-        Attack::Replay => replay(known, rng),
-        Attack::PreClaim => pre_claim(me, known),
-        // The impostor links do it (`Hostile::impersonate`); on its own link, the hostile
-        // host also stamps notifications with the id of the relay it talks to.
-        Attack::ClaimId => forge_as(target, attack.name(), known, 1),
-        Attack::FabricatedRecords => vec![state_sync(me, known, fabricated(me))],
-        Attack::OversizedRecords => vec![state_sync(me, known, oversized())],
-        Attack::FarFuture => vec![state_sync(me, known, far_future(me))],
-        Attack::HugeSummary => huge_summary(me, known, rng),
+        Attack::Replay => replay(agent, rng),
+        Attack::PreClaim => pre_claim(agent),
+        // The impostor links do most of it (`Agent::impersonate`); on its own link, the
+        // hostile host also stamps notifications with the id of the relay it talks to.
+        Attack::ClaimId => forge_as(agent, target, attack.name(), 1),
+        Attack::FabricatedRecords => vec![state_sync(agent, fabricated(agent))],
+        Attack::OversizedRecords => vec![state_sync(agent, oversized(agent))],
+        Attack::FarFuture => vec![state_sync(agent, far_future(agent))],
+        Attack::HugeSummary => huge_summary(agent, rng),
         Attack::RepeatedSyncs => {
-            let frame = state_sync(me, known, own_record(me));
+            let frame = state_sync(agent, own_payload(agent));
             vec![frame; 25]
         }
-        Attack::FetchFlood => fetch_flood(known),
+        Attack::FetchFlood => fetch_flood(agent),
     }
 }
 
 /// `count` notifications stamped as `origin`'s, under ids of its streams far ahead of
-/// what it issued (or of a made-up stream when none is known yet).
-pub(super) fn forge_as(origin: &str, attack: &str, known: &Known, count: u64) -> Vec<Bytes> {
-    let mut k = known.borrow_mut();
+/// what it issued (or of a made-up stream when none is known yet), in turn unsigned,
+/// with a signature that is no one's, signed by the hostile host's own key, and
+/// stamped with the hostile host's own id but an id of `origin`'s stream.
+pub(super) fn forge_as(agent: &Agent, origin: &str, attack: &str, count: u64) -> Vec<Bytes> {
+    let mut k = agent.known.borrow_mut();
     let stream = k
         .streams
         .keys()
@@ -60,14 +64,19 @@ pub(super) fn forge_as(origin: &str, attack: &str, known: &Known, count: u64) ->
         .map(|_| {
             k.forged += 1;
             let id = format!("{stream}-{}", 1_000_000 + k.forged);
-            wire::notification(&id, origin, attack)
+            match k.forged % 4 {
+                0 => wire::notification(&id, origin, attack, Signing::Unsigned),
+                1 => wire::notification(&id, origin, attack, Signing::Garbage),
+                2 => wire::notification(&id, origin, attack, Signing::By(&agent.identity)),
+                _ => wire::notification(&id, agent.name(), attack, Signing::By(&agent.identity)),
+            }
         })
         .collect()
 }
 
 /// A genuine frame as received, and the same with its data changed.
-fn replay(known: &Known, rng: &mut ChaCha8Rng) -> Vec<Bytes> {
-    let k = known.borrow();
+fn replay(agent: &Agent, rng: &mut ChaCha8Rng) -> Vec<Bytes> {
+    let k = agent.known.borrow();
     if k.genuine.is_empty() {
         return Vec::new();
     }
@@ -76,114 +85,163 @@ fn replay(known: &Known, rng: &mut ChaCha8Rng) -> Vec<Bytes> {
     std::iter::once(genuine).chain(tampered).collect()
 }
 
+/// A pre-claimed id, signed by the hostile host's key or not at all.
+fn pre_claimed(agent: &Agent, id: &str, origin: &str, seq: u64) -> Bytes {
+    let signing = if seq.is_multiple_of(2) {
+        Signing::By(&agent.identity)
+    } else {
+        Signing::Unsigned
+    };
+    wire::notification(id, origin, Attack::PreClaim.name(), signing)
+}
+
 /// The next ids of every known stream, forged, then a StateSync whose log summary
 /// names them (so relays fetch them here).
-fn pre_claim(me: &Hostile, known: &Known) -> Vec<Bytes> {
+fn pre_claim(agent: &Agent) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut summary = Vec::new();
-    {
-        let mut k = known.borrow_mut();
-        let streams: Vec<(String, u64)> = k.streams.iter().map(|(s, h)| (s.clone(), *h)).collect();
-        for (stream, hi) in streams {
-            let origin = wire::stream_origin(&stream).to_string();
-            for seq in hi + 1..=hi + PRE_CLAIM_AHEAD {
-                let id = format!("{stream}-{seq}");
-                if k.claimed.insert(id.clone()) {
-                    out.push(wire::notification(&id, &origin, Attack::PreClaim.name()));
-                }
+    let streams: Vec<(String, u64)> = {
+        let k = agent.known.borrow();
+        k.streams.iter().map(|(s, h)| (s.clone(), *h)).collect()
+    };
+    for (stream, hi) in streams {
+        let origin = wire::stream_origin(&stream).to_string();
+        for seq in hi + 1..=hi + PRE_CLAIM_AHEAD {
+            let id = format!("{stream}-{seq}");
+            if agent.known.borrow_mut().claimed.insert(id.clone()) {
+                out.push(pre_claimed(agent, &id, &origin, seq));
             }
-            summary.push(json!({"stream": stream, "ranges": [[hi + 1, hi + PRE_CLAIM_AHEAD]]}));
         }
+        summary.push(json!({"stream": stream, "ranges": [[hi + 1, hi + PRE_CLAIM_AHEAD]]}));
     }
-    let mut payload = own_record(me);
+    let mut payload = own_payload(agent);
     payload["log"] = Value::Array(summary);
-    out.push(sync_frame(me, known, "StateSync", &payload));
+    out.push(state_sync(agent, payload));
     out
 }
 
-/// A StateSync request carrying `payload` (its `address` and `relays` as given).
-fn state_sync(me: &Hostile, known: &Known, payload: Value) -> Bytes {
-    sync_frame(me, known, "StateSync", &payload)
-}
-
-fn sync_frame(me: &Hostile, known: &Known, sync_type: &str, payload: &Value) -> Bytes {
+/// A StateSync request carrying `payload`.
+fn state_sync(agent: &Agent, payload: Value) -> Bytes {
     let id = {
-        let mut k = known.borrow_mut();
+        let mut k = agent.known.borrow_mut();
         k.syncs += 1;
-        format!("{}-0-s{}", me.name, k.syncs)
+        format!("{}-0-s{}", agent.name(), k.syncs)
     };
-    wire::sync(sync_type, &me.name, &id, payload)
+    wire::sync("StateSync", agent.name(), &id, &payload)
 }
 
-/// A StateSync payload that says only true things about the hostile host itself.
-fn own_record(me: &Hostile) -> Value {
+/// A StateSync payload that says only true things about the hostile host itself: its
+/// own record, signed now.
+fn own_payload(agent: &Agent) -> Value {
+    let address = agent.me.address();
     json!({
-        "address": me.address(),
+        "address": address,
         "state": {"uptime": "1", "version": sdk_relay::protocol::VERSION, "network": "signet"},
-        "relays": [wire::record(&me.name, &me.address(), wire::unix_secs())],
+        "records": [wire::record(&agent.identity, agent.name(), &address, wire::unix_ms())],
+        "relays": [wire::listed(agent.name(), &address, wire::unix_secs())],
     })
 }
 
-/// Invented relays, at invented hosts and at hosts that are not relays; real relays at
-/// addresses that are not theirs.
-fn fabricated(me: &Hostile) -> Value {
-    let now = wire::unix_secs();
-    let mut records = vec![
-        wire::record("ghost-1", "ghost-1:8090", now),
-        wire::record("ghost-2", "intranet:8090", now),
-        wire::record("ghost-3", "metadata.internal:80", now),
-    ];
-    for target in &me.targets {
-        records.push(wire::record(target, "intranet:22", now));
-    }
-    with_records(me, records)
+/// A key nobody admits, fresh for each use.
+fn stranger(agent: &Agent) -> Identity {
+    let n = {
+        let mut k = agent.known.borrow_mut();
+        k.forged += 1;
+        k.forged
+    };
+    Identity::from_seed(&crate::rt::key_seed(agent.me.seed ^ n.rotate_left(17)))
 }
 
-/// Ids and addresses over their bounds, and more invented relays than a relay keeps.
-fn oversized() -> Value {
-    let now = wire::unix_secs();
+/// Invented relays (under a key nobody admits, and under the hostile host's own), real
+/// relays at a host that is not a relay (signed by the hostile host's key, and a
+/// genuine record with its address changed), the same in the unsigned `relays` list.
+fn fabricated(agent: &Agent) -> Value {
+    let now = wire::unix_ms();
+    let own = &agent.identity;
     let mut records = vec![
-        wire::record(&"g".repeat(300), "ghost-long-id:8090", now),
+        wire::record(&stranger(agent), "ghost-1", "ghost-1:8090", now),
+        wire::record(own, "ghost-2", "intranet:8090", now),
+    ];
+    let mut listed = vec![wire::listed("ghost-3", "metadata.internal:80", now / 1000)];
+    for target in &agent.me.targets {
+        records.push(wire::record(own, target, "intranet:22", now));
+        listed.push(wire::listed(target, "intranet:22", now / 1000));
+    }
+    let genuine: Vec<Value> = agent.known.borrow().records.values().cloned().collect();
+    for mut record in genuine {
+        record["address"] = "intranet:22".into();
+        records.push(record);
+    }
+    with(agent, records, listed)
+}
+
+/// An id and an address over their bounds, and more records than a relay keeps (each
+/// with a signature that is not its key's).
+fn oversized(agent: &Agent) -> Value {
+    let now = wire::unix_ms();
+    let own = &agent.identity;
+    let mut records = vec![
+        wire::record(own, &"g".repeat(300), "ghost-long-id:8090", now),
         wire::record(
+            own,
             "ghost-long-address",
             &format!("{}:8090", "a".repeat(300)),
             now,
         ),
     ];
+    let template = wire::record(own, "ghost-bulk", "ghost-bulk:8090", now);
     records.extend((0..BULK_RECORDS).map(|i| {
-        let id = format!("ghost-bulk-{i}");
-        wire::record(&id, &format!("{id}:8090"), now)
+        let mut record = template.clone();
+        record["relay_id"] = format!("ghost-bulk-{i}").into();
+        record["address"] = format!("ghost-bulk-{i}:8090").into();
+        record
     }));
-    json!({"relays": records})
+    with(agent, records, Vec::new())
 }
 
-/// Records last seen ten years ahead: an invented relay, and each real one.
-fn far_future(me: &Hostile) -> Value {
-    let later = wire::unix_secs() + DECADE_SECS;
-    let mut records = vec![wire::record("ghost-future", "ghost-future:8090", later)];
-    for target in &me.targets {
-        records.push(wire::record(target, &ws_addr(target), later));
-    }
-    with_records(me, records)
+/// Records signed ten years ahead: the hostile host's own, an invented relay's; real
+/// relays listed (unsigned) as last seen ten years ahead.
+fn far_future(agent: &Agent) -> Value {
+    let later = wire::unix_ms() + DECADE_MS;
+    let records = vec![
+        wire::record(&agent.identity, agent.name(), &agent.me.address(), later),
+        wire::record(&stranger(agent), "ghost-future", "ghost-future:8090", later),
+    ];
+    let listed = agent
+        .me
+        .targets
+        .iter()
+        .map(|t| wire::listed(t, &ws_addr(t), later / 1000))
+        .chain(std::iter::once(wire::listed(
+            "ghost-future",
+            "ghost-future:8090",
+            later / 1000,
+        )))
+        .collect();
+    with(agent, records, listed)
 }
 
-fn with_records(me: &Hostile, records: Vec<Value>) -> Value {
-    let mut payload = own_record(me);
-    if let Some(list) = payload["relays"].as_array_mut() {
+/// The hostile host's own payload with `records` and `listed` added.
+fn with(agent: &Agent, records: Vec<Value>, listed: Vec<Value>) -> Value {
+    let mut payload = own_payload(agent);
+    if let Some(list) = payload["records"].as_array_mut() {
         list.extend(records);
+    }
+    if let Some(list) = payload["relays"].as_array_mut() {
+        list.extend(listed);
     }
     payload
 }
 
 /// One of three, in turn: a summary over the stream bound, a valid summary naming every
 /// seq of every known stream up to 2^63, a summary in a frame over the size limit.
-fn huge_summary(me: &Hostile, known: &Known, rng: &mut ChaCha8Rng) -> Vec<Bytes> {
+fn huge_summary(agent: &Agent, rng: &mut ChaCha8Rng) -> Vec<Bytes> {
     let log: Vec<Value> = match rng.random_range(0..3) {
         0 => (0..=sdk_relay::mesh::SUMMARY_STREAMS_MAX)
             .map(|i| json!({"stream": format!("relay-x-{i:08x}"), "ranges": [[1, 1]]}))
             .collect(),
         1 => {
-            let k = known.borrow();
+            let k = agent.known.borrow();
             let mut log: Vec<Value> = k
                 .streams
                 .keys()
@@ -198,14 +256,14 @@ fn huge_summary(me: &Hostile, known: &Known, rng: &mut ChaCha8Rng) -> Vec<Bytes>
             "padding": "x".repeat(3 << 20),
         })],
     };
-    let mut payload = own_record(me);
+    let mut payload = own_payload(agent);
     payload["log"] = Value::Array(log);
-    vec![state_sync(me, known, payload)]
+    vec![state_sync(agent, payload)]
 }
 
 /// Fetches of genuine ids repeated thousands of times and of ids nobody issued.
-fn fetch_flood(known: &Known) -> Vec<Bytes> {
-    let k = known.borrow();
+fn fetch_flood(agent: &Agent) -> Vec<Bytes> {
+    let k = agent.known.borrow();
     let genuine: Vec<String> = k
         .streams
         .iter()
@@ -217,25 +275,29 @@ fn fetch_flood(known: &Known) -> Vec<Bytes> {
 }
 
 /// The answer to a relay's sync request: the hostile host's own record, and in a
-/// gossip attack the same fabricated records it sends itself.
-pub(super) fn answer_sync(me: &Hostile, request: &Value) -> Option<Bytes> {
+/// gossip attack the same records it sends itself.
+pub(super) fn answer_sync(agent: &Agent, request: &Value) -> Option<Bytes> {
     let sync_type = request["sync_type"].as_str()?;
     let request_id = request["message_id"].as_str()?;
+    let attacks = &agent.me.attacks;
     let payload = match sync_type {
-        "StateSync" if me.attacks.contains(&Attack::FabricatedRecords) => fabricated(me),
-        "StateSync" if me.attacks.contains(&Attack::FarFuture) => far_future(me),
-        "StateSync" => own_record(me),
+        "StateSync" if attacks.contains(&Attack::FabricatedRecords) => fabricated(agent),
+        "StateSync" if attacks.contains(&Attack::FarFuture) => far_future(agent),
+        "StateSync" => own_payload(agent),
         _ => json!({}),
     };
     Some(wire::sync_response(
-        sync_type, &me.name, request_id, &payload,
+        sync_type,
+        agent.name(),
+        request_id,
+        &payload,
     ))
 }
 
 /// The answer to a relay's fetch: forgeries under the ids it asked for, when the hostile
 /// host pre-claims (it advertised them); nothing otherwise.
-pub(super) fn answer_fetch(me: &Hostile, request: &Value) -> Vec<Bytes> {
-    if !me.attacks.contains(&Attack::PreClaim) {
+pub(super) fn answer_fetch(agent: &Agent, request: &Value) -> Vec<Bytes> {
+    if !agent.me.attacks.contains(&Attack::PreClaim) {
         return Vec::new();
     }
     request["message_ids"]
@@ -245,12 +307,8 @@ pub(super) fn answer_fetch(me: &Hostile, request: &Value) -> Vec<Bytes> {
         .filter_map(Value::as_str)
         .take(16)
         .filter_map(|id| {
-            let (stream, _) = wire::split_id(id)?;
-            Some(wire::notification(
-                id,
-                wire::stream_origin(stream),
-                Attack::PreClaim.name(),
-            ))
+            let (stream, seq) = wire::split_id(id)?;
+            Some(pre_claimed(agent, id, wire::stream_origin(stream), seq))
         })
         .collect()
 }

@@ -1,5 +1,6 @@
 //! One link of the hostile host to a relay: dialed like a relay dials, the WebSocket
-//! upgrade, then raw frames through the relay's own codec. A reader task hands incoming
+//! upgrade, the peer handshake (`handshake`), then raw frames through the relay's own
+//! codec. A reader task hands incoming
 //! frames over a bounded channel (what does not fit is dropped: the hostile host need
 //! not read everything), so the attack loop can write and read without cancelling a
 //! half-read frame.
@@ -9,6 +10,9 @@ use sdk_relay::conn::codec::{FrameKind, FrameReader, FrameWriter, Incoming, Role
 use serde_json::Value;
 use tokio::io::WriteHalf;
 use tokio::sync::mpsc;
+
+use sdk_relay::identity::{Identity, PublicKey};
+use sdk_relay::protocol::signed::{self, NONCE_BYTES, Transcript};
 
 use crate::client::CONNECT_TIMEOUT;
 
@@ -27,23 +31,14 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
-    /// Connects to `addr`, upgrades, sends `handshake` and waits for the relay's answer
-    /// (`handshake_response`); the link and the answer.
-    pub async fn dial(
-        addr: &str,
-        handshake: &Value,
-        mask_seed: u32,
-    ) -> Result<(PeerLink, Value), String> {
-        tokio::time::timeout(CONNECT_TIMEOUT, Self::open(addr, handshake, mask_seed))
+    /// Connects to `addr` and upgrades to WebSocket.
+    pub async fn open(addr: &str, mask_seed: u32) -> Result<PeerLink, String> {
+        tokio::time::timeout(CONNECT_TIMEOUT, Self::upgrade(addr, mask_seed))
             .await
             .map_err(|_| "connect timed out".to_string())?
     }
 
-    async fn open(
-        addr: &str,
-        handshake: &Value,
-        mask_seed: u32,
-    ) -> Result<(PeerLink, Value), String> {
+    async fn upgrade(addr: &str, mask_seed: u32) -> Result<PeerLink, String> {
         let stream = turmoil::net::TcpStream::connect(addr.to_string())
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -57,22 +52,6 @@ impl PeerLink {
         .map_err(|e| format!("upgrade: {e}"))?;
         let (read_half, write_half) = tokio::io::split(ws.into_inner());
         let mut reader = FrameReader::new(read_half, Role::Client, READ_BYTES_MAX);
-        let mut link_writer = FrameWriter::new(write_half, Role::Client, mask_seed);
-        let text = handshake.to_string();
-        link_writer
-            .push(FrameKind::Text, text.as_bytes())
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        link_writer
-            .flush()
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let response = match reader.next().await {
-            Ok(Incoming::Text(text)) => {
-                serde_json::from_slice(&text).map_err(|e| format!("handshake answer: {e}"))?
-            }
-            other => return Err(format!("no handshake answer: {other:?}")),
-        };
         let (tx, incoming) = mpsc::channel(INCOMING_MAX);
         let reader = tokio::task::spawn_local(async move {
             while let Ok(frame) = reader.next().await {
@@ -86,14 +65,33 @@ impl PeerLink {
                 }
             }
         });
-        Ok((
-            PeerLink {
-                writer: link_writer,
-                incoming,
-                reader,
-            },
-            response,
-        ))
+        Ok(PeerLink {
+            writer: FrameWriter::new(write_half, Role::Client, mask_seed),
+            incoming,
+            reader,
+        })
+    }
+
+    /// The next text message (answering pings meanwhile), within `CONNECT_TIMEOUT`.
+    pub async fn next_text(&mut self) -> Result<Bytes, String> {
+        let wait = async {
+            loop {
+                match self.incoming.recv().await {
+                    None => return Err("closed".to_string()),
+                    Some(Incoming::Text(text)) => return Ok(text),
+                    Some(Incoming::Close(code)) => return Err(format!("closed with {code:?}")),
+                    Some(Incoming::Ping(payload)) => self.pong(&payload).await,
+                    Some(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, wait)
+            .await
+            .map_err(|_| "no answer in time".to_string())?
+    }
+
+    pub async fn send_json(&mut self, message: &Value) -> Result<(), String> {
+        self.send(&[Bytes::from(message.to_string())]).await
     }
 
     /// Sends text frames, then flushes.
@@ -134,4 +132,43 @@ impl Drop for PeerLink {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+/// The peer handshake on `link` as `relay_id` at `address`, naming `key` and proving it
+/// with `identity` (an impostor names a key it does not hold); the acceptor's final
+/// answer (`handshake_response`), whether it accepted or refused.
+pub async fn handshake(
+    link: &mut PeerLink,
+    relay_id: &str,
+    address: &str,
+    key: &PublicKey,
+    identity: &Identity,
+    nonce: [u8; NONCE_BYTES],
+) -> Result<Value, String> {
+    link.send_json(&super::wire::handshake(relay_id, address, key, &nonce))
+        .await?;
+    let text = link.next_text().await?;
+    let challenge = match signed::parse_challenge(&text) {
+        Ok(challenge) => challenge,
+        // Refused at once (an untrusted key, a bound id): the answer says why.
+        Err(_) => return serde_json::from_slice(&text).map_err(|e| e.to_string()),
+    };
+    let acceptor_key =
+        PublicKey::parse(&challenge.public_key).map_err(|e| format!("challenge key: {e}"))?;
+    let acceptor_nonce =
+        signed::parse_nonce(&challenge.nonce).ok_or("challenge nonce unreadable")?;
+    let transcript = Transcript {
+        dialer_id: relay_id,
+        dialer_key: key,
+        dialer_nonce: &nonce,
+        dialer_address: address,
+        acceptor_id: &challenge.relay_id,
+        acceptor_key: &acceptor_key,
+        acceptor_nonce: &acceptor_nonce,
+        acceptor_address: &challenge.address,
+    };
+    let proof = transcript.prove(signed::Role::Dialer, identity, None);
+    link.send(&[signed::encode_proof(&proof)]).await?;
+    let text = link.next_text().await?;
+    serde_json::from_slice(&text).map_err(|e| e.to_string())
 }

@@ -1,9 +1,10 @@
 //! A hostile relay host: a workload that joins the mesh as a relay (it speaks the peer
 //! protocol over the simulated network) and attacks the honest relays from inside.
 //!
-//! It links to every honest relay under its own name, reads what they send it (genuine
-//! notifications, log summaries, sync requests) and, every step, sends the frames of its
-//! next attack. What it learns makes the attacks sharp: the streams and sequence numbers
+//! It holds its own Ed25519 key, which the relays admit (an insider: the simulation runs
+//! a trusted mesh whose `trusted_keys` list it), links to every honest relay under its
+//! own name, reads what they send it (genuine notifications, log summaries, membership
+//! records, sync requests) and, every step, sends the frames of its next attack. What it learns makes the attacks sharp: the streams and sequence numbers
 //! of genuine notifications give the ids their origin will issue next (pre-claims), and
 //! genuine frames can be replayed. Every notification it makes is marked
 //! (`wire::MARK`), so the checks see a forgery that reached a wallet; every dial a relay
@@ -24,6 +25,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sdk_relay::conn::codec::Incoming;
 use serde_json::Value;
+
+use sdk_relay::identity::{Identity, PublicKey};
 
 use self::link::PeerLink;
 use crate::rt::splitmix64;
@@ -87,6 +90,7 @@ pub struct Hostile {
     pub start: Duration,
     /// When it stops attacking and closes its links.
     pub stop: Duration,
+    /// Its randomness and its key come from this.
     pub seed: u64,
 }
 
@@ -122,35 +126,50 @@ struct Knowledge {
     forged: u64,
     /// Sync ids sent.
     syncs: u64,
+    /// Genuine membership records of honest relays, newest per relay (their keys, and
+    /// records to tamper with).
+    records: BTreeMap<String, Value>,
 }
 
-type Known = Rc<RefCell<Knowledge>>;
+/// A running hostile host: its plan, its key, and what it learned.
+pub(crate) struct Agent {
+    me: Hostile,
+    identity: Identity,
+    known: RefCell<Knowledge>,
+}
 
 impl Hostile {
     pub fn address(&self) -> String {
         format!("{}:{WS_PORT}", self.name)
     }
 
+    /// The seed of its Ed25519 key.
+    pub fn key_seed(&self) -> [u8; 32] {
+        crate::rt::key_seed(splitmix64(self.seed ^ 0x006b_6579))
+    }
+
     pub async fn run(self, obs: Shared, trace: Trace) -> turmoil::Result {
         sleep_until(self.start).await;
-        let me = Rc::new(self);
-        let known = Known::default();
+        let agent = Rc::new(Agent {
+            identity: Identity::from_seed(&self.key_seed()),
+            me: self,
+            known: RefCell::default(),
+        });
+        let targets = agent.me.targets.clone();
         let mut tasks = Vec::new();
-        for (index, target) in me.targets.iter().enumerate() {
-            let seed = splitmix64(me.seed ^ (index as u64 + 1));
-            tasks.push(tokio::task::spawn_local(me.clone().haunt(
+        for (index, target) in targets.iter().enumerate() {
+            let seed = splitmix64(agent.me.seed ^ (index as u64 + 1));
+            tasks.push(tokio::task::spawn_local(agent.clone().haunt(
                 target.clone(),
-                known.clone(),
                 obs.clone(),
                 trace.clone(),
                 seed,
             )));
-            if me.attacks.contains(&Attack::ClaimId) && me.targets.len() > 1 {
-                let victim = me.targets[(index + 1) % me.targets.len()].clone();
-                tasks.push(tokio::task::spawn_local(me.clone().impersonate(
+            if agent.me.attacks.contains(&Attack::ClaimId) && targets.len() > 1 {
+                let victim = targets[(index + 1) % targets.len()].clone();
+                tasks.push(tokio::task::spawn_local(agent.clone().impersonate(
                     target.clone(),
                     victim,
-                    known.clone(),
                     obs.clone(),
                     trace.clone(),
                     seed ^ 0x1d,
@@ -162,45 +181,59 @@ impl Hostile {
         }
         let sent = obs.borrow().hostile.sent.clone();
         let sent: Vec<String> = sent.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let name = &agent.me.name;
         trace.here(
-            &me.name,
+            name,
             format!("attacks over, frames sent: {}", sent.join(", ")),
         );
         Ok(())
     }
+}
+
+impl Agent {
+    fn name(&self) -> &str {
+        &self.me.name
+    }
+
+    /// Opens a link to `target` and completes the handshake as `relay_id` naming `key`.
+    async fn link(
+        &self,
+        target: &str,
+        relay_id: &str,
+        key: &PublicKey,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(PeerLink, Value), String> {
+        let mut link = PeerLink::open(&ws_addr(target), rng.random()).await?;
+        let nonce: [u8; 32] = rng.random();
+        let address = ws_addr(relay_id);
+        let answer =
+            link::handshake(&mut link, relay_id, &address, key, &self.identity, nonce).await?;
+        Ok((link, answer))
+    }
 
     /// Links to `target` under its own name and attacks until `stop`, relinking when
     /// the relay cuts it.
-    async fn haunt(
-        self: Rc<Self>,
-        target: String,
-        known: Known,
-        obs: Shared,
-        trace: Trace,
-        seed: u64,
-    ) {
+    async fn haunt(self: Rc<Self>, target: String, obs: Shared, trace: Trace, seed: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut turn = rng.random_range(0..self.attacks.len().max(1));
-        while now() < self.stop {
-            let handshake = wire::handshake(&self.name, &self.address());
-            match PeerLink::dial(&ws_addr(&target), &handshake, rng.random()).await {
+        let mut turn = rng.random_range(0..self.me.attacks.len().max(1));
+        let key = *self.identity.public();
+        while now() < self.me.stop {
+            match self.link(&target, self.name(), &key, &mut rng).await {
                 Ok((link, answer)) if answer["status"] == "accepted" => {
                     obs.borrow_mut().hostile.links += 1;
-                    trace.here(&self.name, format!("linked to {target}"));
-                    let ended = self
-                        .attack(link, &target, &known, &obs, &mut rng, &mut turn)
-                        .await;
-                    trace.here(&self.name, format!("link to {target} ended: {ended}"));
+                    trace.here(self.name(), format!("linked to {target}"));
+                    let ended = self.attack(link, &target, &obs, &mut rng, &mut turn).await;
+                    trace.here(self.name(), format!("link to {target} ended: {ended}"));
                     *obs.borrow_mut().hostile.ended.entry(ended).or_default() += 1;
                 }
                 Ok((link, answer)) => {
                     trace.here(
-                        &self.name,
+                        self.name(),
                         format!("refused by {target}: {}", answer["reason"]),
                     );
                     link.close().await;
                 }
-                Err(e) => trace.here(&self.name, format!("link to {target} failed: {e}")),
+                Err(e) => trace.here(self.name(), format!("link to {target} failed: {e}")),
             }
             tokio::time::sleep(RECONNECT_DELAY).await;
         }
@@ -211,14 +244,14 @@ impl Hostile {
         &self,
         mut link: PeerLink,
         target: &str,
-        known: &Known,
         obs: &Shared,
         rng: &mut ChaCha8Rng,
         turn: &mut usize,
     ) -> String {
         let mut next = now() + STEP;
+        let (attacks, stop) = (&self.me.attacks, self.me.stop);
         loop {
-            if now() >= self.stop {
+            if now() >= stop {
                 link.close().await;
                 return "attacks over".into();
             }
@@ -229,20 +262,20 @@ impl Hostile {
                     Some(Incoming::Close(code)) => return format!("closed with {code:?}"),
                     Some(Incoming::Ping(payload)) => link.pong(&payload).await,
                     Some(Incoming::Text(text)) => {
-                        let answers = self.absorb(&text, known);
+                        let answers = self.absorb(&text);
                         if link.send(&answers).await.is_err() {
                             return "send failed".into();
                         }
                     }
                     Some(_) => {}
                 },
-                () = sleep_until(next.min(self.stop)) => {
-                    if self.attacks.is_empty() || now() >= self.stop {
+                () = sleep_until(next.min(stop)) => {
+                    if attacks.is_empty() || now() >= stop {
                         continue;
                     }
-                    let attack = self.attacks[*turn % self.attacks.len()];
+                    let attack = attacks[*turn % attacks.len()];
                     *turn += 1;
-                    let frames = attacks::frames(self, attack, target, known, rng);
+                    let frames = attacks::frames(self, attack, target, rng);
                     *obs.borrow_mut().hostile.sent.entry(attack.name()).or_default() +=
                         frames.len() as u64;
                     if link.send(&frames).await.is_err() {
@@ -255,18 +288,19 @@ impl Hostile {
     }
 
     /// Learns from one frame a relay sent; the frames that answer it.
-    fn absorb(&self, text: &[u8], known: &Known) -> Vec<Bytes> {
+    fn absorb(&self, text: &[u8]) -> Vec<Bytes> {
         let Ok(message) = serde_json::from_slice::<Value>(text) else {
             return Vec::new();
         };
+        let own = self.name();
         match message["type"].as_str() {
             Some("notification") => {
                 if message["data"][wire::MARK].is_null()
                     && let Some((stream, seq)) =
                         message["message_id"].as_str().and_then(wire::split_id)
                 {
-                    let mut k = known.borrow_mut();
-                    learn(&mut k.streams, stream, seq, &self.name);
+                    let mut k = self.known.borrow_mut();
+                    learn(&mut k.streams, stream, seq, own);
                     if k.genuine.len() == GENUINE_MAX {
                         k.genuine.pop_front();
                     }
@@ -274,57 +308,75 @@ impl Hostile {
                 }
                 Vec::new()
             }
-            Some("sync") => {
-                if let Some(log) = message["payload"]["log"].as_array() {
-                    let mut k = known.borrow_mut();
-                    for stream in log {
-                        let hi = stream["ranges"]
-                            .as_array()
-                            .and_then(|r| r.last())
-                            .and_then(|r| r[1].as_u64());
-                        if let (Some(name), Some(hi)) = (stream["stream"].as_str(), hi) {
-                            learn(&mut k.streams, name, hi, &self.name);
-                        }
+            Some("sync" | "sync_response") => {
+                let payload = &message["payload"];
+                let mut k = self.known.borrow_mut();
+                for stream in payload["log"].as_array().into_iter().flatten() {
+                    let hi = stream["ranges"]
+                        .as_array()
+                        .and_then(|r| r.last())
+                        .and_then(|r| r[1].as_u64());
+                    if let (Some(name), Some(hi)) = (stream["stream"].as_str(), hi) {
+                        learn(&mut k.streams, name, hi, own);
                     }
                 }
-                attacks::answer_sync(self, &message).into_iter().collect()
+                for record in payload["records"].as_array().into_iter().flatten() {
+                    if let Some(id) = record["relay_id"].as_str().filter(|id| *id != own)
+                        && k.records.len() < 64
+                    {
+                        k.records.insert(id.to_string(), record.clone());
+                    }
+                }
+                drop(k);
+                if message["type"] == "sync" {
+                    attacks::answer_sync(self, &message).into_iter().collect()
+                } else {
+                    Vec::new()
+                }
             }
             Some("fetch") => attacks::answer_fetch(self, &message),
             _ => Vec::new(),
         }
     }
 
-    /// Dials `target` again and again claiming to be `victim`, a real relay; records
-    /// every link `target` accepts that way, and uses it to send notifications
-    /// stamped as the victim's.
+    /// Dials `target` again and again claiming to be `victim`, a real relay: naming its
+    /// own key (the id is bound to another), or the victim's key it learned from a
+    /// record (it cannot sign with it). Records every link `target` accepts that way,
+    /// and uses it to send notifications stamped as the victim's.
     async fn impersonate(
         self: Rc<Self>,
         target: String,
         victim: String,
-        known: Known,
         obs: Shared,
         trace: Trace,
         seed: u64,
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let victim_address = ws_addr(&victim);
-        while now() < self.stop {
+        let mut attempt = 0u64;
+        while now() < self.me.stop {
             tokio::time::sleep(Duration::from_millis(rng.random_range(1000..2000))).await;
-            let handshake = wire::handshake(&victim, &victim_address);
-            let Ok((mut link, answer)) =
-                PeerLink::dial(&ws_addr(&target), &handshake, rng.random()).await
-            else {
+            attempt += 1;
+            let victim_key =
+                self.known.borrow().records.get(&victim).and_then(|r| {
+                    PublicKey::parse(r["public_key"].as_str().unwrap_or_default()).ok()
+                });
+            let key = match victim_key {
+                Some(key) if attempt.is_multiple_of(2) => key,
+                _ => *self.identity.public(),
+            };
+            let Ok((mut link, answer)) = self.link(&target, &victim, &key, &mut rng).await else {
                 continue;
             };
+            *obs.borrow_mut().hostile.sent.entry("claim-id").or_default() += 1;
             if answer["status"] != "accepted" {
                 link.close().await;
                 continue;
             }
-            let claim = format!("{target} accepted {} as {victim}", self.name);
+            let claim = format!("{target} accepted {} as {victim}", self.name());
             if obs.borrow_mut().hostile.impostures.insert(claim.clone()) {
-                trace.here(&self.name, claim);
+                trace.here(self.name(), claim);
             }
-            let frames = attacks::forge_as(&victim, "claim-id", &known, 3);
+            let frames = attacks::forge_as(&self, &victim, "claim-id", 3);
             *obs.borrow_mut().hostile.sent.entry("claim-id").or_default() += frames.len() as u64;
             let _ = link.send(&frames).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
