@@ -86,6 +86,34 @@ pub struct RunArgs {
     )]
     pub peers: Vec<String>,
 
+    /// A public key (64 hex digits or base64) of a relay allowed to join the mesh; repeat
+    /// the flag, or comma-separate in the variable. Replaces `[mesh] trusted_keys`.
+    #[arg(
+        long = "trusted-key",
+        env = "SDK_RELAY_TRUSTED_KEYS",
+        global = true,
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<String>,
+
+    /// The shared mesh secret relays prove (by MAC, never sent) to link; prefer the
+    /// variable to the flag, which other local users can read. Replaces
+    /// `[auth] mesh_token`.
+    #[arg(
+        long,
+        env = "SDK_RELAY_MESH_TOKEN",
+        global = true,
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub mesh_token: Option<String>,
+
+    /// The relay's secret key file [default: <data_dir>/relay.key, created on first
+    /// start with mode 0600]. Replaces `[mesh] key_file`.
+    #[arg(long, env = "SDK_RELAY_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
     /// Bitcoin network: mainnet, testnet, signet or regtest [default: signet].
     #[arg(long, env = "SDK_RELAY_NETWORK", global = true, value_name = "NAME")]
     pub network: Option<Network>,
@@ -144,6 +172,20 @@ impl RunArgs {
                 .filter(|p| !p.is_empty())
                 .cloned()
                 .collect();
+        }
+        if !self.trusted_keys.is_empty() {
+            config.mesh.trusted_keys = self
+                .trusted_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect();
+        }
+        if let Some(v) = &self.mesh_token {
+            config.auth.mesh_token = Some(v.clone());
+        }
+        if let Some(v) = &self.key_file {
+            config.mesh.key_file = Some(v.clone());
         }
         if let Some(v) = self.network {
             config.network = v;

@@ -573,10 +573,10 @@ async fn oversized_gossip_is_dropped_and_state_sync_fits_the_peers_limit() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A full table of the longest records the bounds allow (an over-long DNS label, so
-    // nothing resolves them).
+    // nothing resolves them), 150 a message (each ~700 bytes, signed).
     let id_max = sdk_relay::protocol::NAME_BYTES_MAX;
-    for n in 0..5 {
-        let relays: Vec<Value> = (0..250)
+    for n in 0..7 {
+        let relays: Vec<Value> = (0..150)
             .map(|i| {
                 let id = format!("{n:03}-{i:03}-{}", "i".repeat(id_max - 8));
                 let address = format!("{}-{n:03}-{i:03}:65535", "a".repeat(255 - 8));
@@ -736,6 +736,9 @@ async fn tarpits() -> (Vec<String>, Vec<tokio::task::JoinHandle<()>>) {
 async fn tarpit_addresses_do_not_keep_a_genuine_peer_from_being_redialed() {
     let mut config = fast_config();
     config.relay_id = "relay-b".into();
+    // A key the test knows, so it can gossip relay-b's record at the proxy's address
+    // (relays learn addresses only from records their subject signed).
+    config.mesh.key_file = Some(peer::write_key_file(&config.data_dir, "relay-b"));
     let genuine = TestRelay::start(config).await;
     let proxy = crate::support::cluster::Proxy::start(genuine.ws_addr).await;
     let mut config = fast_config();

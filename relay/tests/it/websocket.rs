@@ -107,6 +107,8 @@ async fn message_before_handshake_closes_with_1002() {
 async fn tokens_gate_the_handshake() {
     let mut config = fast_config();
     config.auth.ws_tokens = vec!["s3cret".into()];
+    // Wallet tokens need a closed mesh, or relays would bypass them.
+    config.auth.mesh_token = Some("mesh-s3cret".into());
     let relay = TestRelay::start(config).await;
     for token in [Some("wrong"), None] {
         let mut client = Client::connect(relay.ws_addr).await.unwrap();

@@ -12,13 +12,29 @@ use serde_json::{Value, json};
 
 use super::Client;
 
-/// A key for a fake relay, derived from its name (tests need no secrecy).
-pub fn identity_of(name: &str) -> Identity {
+/// The key seed of a relay played or configured by a test, derived from its name (tests
+/// need no secrecy).
+pub fn seed_of(name: &str) -> [u8; 32] {
     let mut seed = [0x5a; 32];
     for (i, b) in name.bytes().enumerate() {
         seed[i % 32] ^= b.rotate_left(i as u32 / 32);
     }
-    Identity::from_seed(&seed)
+    seed
+}
+
+/// The key of `seed_of(name)`.
+pub fn identity_of(name: &str) -> Identity {
+    Identity::from_seed(&seed_of(name))
+}
+
+/// Writes `seed_of(name)` as a key file (mode 0600) in `dir`, for a relay the test can
+/// then sign for.
+pub fn write_key_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("{name}.key"));
+    let _ = std::fs::remove_file(&path);
+    Identity::load_or_create(&path, || seed_of(name)).expect("key file written");
+    path
 }
 
 /// How a fake relay presents itself.
