@@ -1,10 +1,10 @@
 //! Who the mesh believes: which keys may join (`mesh.trusted_keys`, the mesh token), which
-//! key each relay id is bound to (the first key proven for it wins, for as long as this
-//! relay runs and across restarts through `persist`), and the checks every notification
-//! from a peer passes before it is admitted: its id is its origin's and the origin's
-//! bound key signed it.
+//! key each relay id is bound to, one to one (the first key proven for an id wins and a
+//! key speaks for one id only, for as long as this relay runs and across restarts
+//! through `persist`), and the checks every notification from a peer passes before it is
+//! admitted: its id is its origin's and the origin's bound key signed it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::identity::PublicKey;
@@ -65,21 +65,38 @@ impl Unverified {
 pub(super) struct Trust {
     /// `mesh.trusted_keys`; empty = any key.
     trusted: Vec<PublicKey>,
+    bindings: Mutex<Bindings>,
+}
+
+/// The binding of relay ids and keys, one to one.
+#[derive(Default)]
+struct Bindings {
     /// relay id → its key. A BTreeMap: `persist` saves it in order.
-    bindings: Mutex<BTreeMap<String, PublicKey>>,
+    ids: BTreeMap<String, PublicKey>,
+    /// key → the one relay id it speaks for: an admitted key cannot mint more relay ids
+    /// (records of relays that do not exist, or squatting the id of a relay not yet
+    /// heard of).
+    keys: HashMap<PublicKey, String>,
+}
+
+impl Bindings {
+    fn insert(&mut self, relay_id: &str, key: PublicKey) {
+        self.ids.insert(relay_id.to_string(), key);
+        self.keys.insert(key, relay_id.to_string());
+    }
 }
 
 impl Trust {
     pub fn new(trusted: Vec<PublicKey>, own_id: &str, own_key: PublicKey) -> Trust {
-        let mut bindings = BTreeMap::new();
-        bindings.insert(own_id.to_string(), own_key);
+        let mut bindings = Bindings::default();
+        bindings.insert(own_id, own_key);
         Trust {
             trusted,
             bindings: Mutex::new(bindings),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PublicKey>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bindings> {
         self.bindings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -91,14 +108,21 @@ impl Trust {
     /// Checks a claim that `relay_id` holds `key` (before its proof is checked).
     ///
     /// # Errors
-    /// An untrusted key, or an id bound to another key.
+    /// An untrusted key, an id bound to another key, or a key bound to another id.
     pub fn check_claim(&self, relay_id: &str, key: &PublicKey) -> Result<(), Refusal> {
         if !self.admits(key) {
             return Err(Refusal::UntrustedKey);
         }
-        match self.lock().get(relay_id) {
-            Some(bound) if bound != key => Err(Refusal::KeyMismatch),
-            _ => Ok(()),
+        let bindings = self.lock();
+        let id_taken = bindings.ids.get(relay_id).is_some_and(|bound| bound != key);
+        let key_taken = bindings
+            .keys
+            .get(key)
+            .is_some_and(|bound| bound != relay_id);
+        if id_taken || key_taken {
+            Err(Refusal::KeyMismatch)
+        } else {
+            Ok(())
         }
     }
 
@@ -110,18 +134,18 @@ impl Trust {
     pub fn bind(&self, relay_id: &str, key: &PublicKey) -> Result<(), Refusal> {
         self.check_claim(relay_id, key)?;
         let mut bindings = self.lock();
-        if bindings.contains_key(relay_id) {
+        if bindings.ids.contains_key(relay_id) {
             return Ok(());
         }
-        if bindings.len() >= BINDINGS_MAX {
+        if bindings.ids.len() >= BINDINGS_MAX {
             return Err(Refusal::Full);
         }
-        bindings.insert(relay_id.to_string(), *key);
+        bindings.insert(relay_id, *key);
         Ok(())
     }
 
     pub fn key_of(&self, relay_id: &str) -> Option<PublicKey> {
-        self.lock().get(relay_id).copied()
+        self.lock().ids.get(relay_id).copied()
     }
 
     /// Checks a notification from a peer against its origin's bound key.
@@ -138,6 +162,7 @@ impl Trust {
     /// Every binding, for `persist`.
     pub fn bindings(&self) -> Vec<(String, String)> {
         self.lock()
+            .ids
             .iter()
             .map(|(id, key)| (id.clone(), key.to_hex()))
             .collect()
@@ -168,6 +193,18 @@ mod tests {
         assert_eq!(trust.bind("a", a.public()), Ok(()));
         assert_eq!(trust.bind("a", b.public()), Err(Refusal::KeyMismatch));
         assert_eq!(trust.key_of("a"), Some(*a.public()));
+    }
+
+    #[test]
+    fn a_key_speaks_for_one_relay_id() {
+        let own = Identity::from_seed(&[1; 32]);
+        let a = Identity::from_seed(&[2; 32]);
+        let trust = Trust::new(Vec::new(), "me", *own.public());
+        assert_eq!(trust.bind("a", a.public()), Ok(()));
+        assert_eq!(trust.bind("ghost", a.public()), Err(Refusal::KeyMismatch));
+        assert_eq!(trust.bind("other", own.public()), Err(Refusal::KeyMismatch));
+        assert_eq!(trust.key_of("ghost"), None);
+        assert_eq!(trust.bind("a", a.public()), Ok(()));
     }
 
     #[test]
