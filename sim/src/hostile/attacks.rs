@@ -14,7 +14,7 @@ use crate::workload::ws_addr;
 const PRE_CLAIM_AHEAD: u64 = 3;
 /// Records in one oversized gossip message: more than a relay keeps
 /// (`KNOWN_RELAYS_MAX`), each one it must check.
-const BULK_RECORDS: usize = 1500;
+const BULK_RECORDS: usize = 1100;
 /// Ten years, in milliseconds.
 const DECADE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
