@@ -20,7 +20,7 @@ use crate::protocol::{InboundKind, LabelValue, OutboundKind};
 
 /// Why a peer handshake was refused: the key is not in `mesh.trusted_keys`; the relay id
 /// is bound to another key; a signature or the mesh token's MAC did not verify; a
-/// malformed key, nonce or message; no answer in time.
+/// malformed key, nonce or message; no answer in time; `mesh::BINDINGS_MAX` ids bound.
 pub const HANDSHAKE_REFUSALS: &[&str] = &[
     "untrusted_key",
     "key_mismatch",
@@ -28,6 +28,7 @@ pub const HANDSHAKE_REFUSALS: &[&str] = &[
     "bad_token",
     "malformed",
     "timeout",
+    "full",
 ];
 /// Why a peer's notification was dropped unverified: a bad or missing signature; an id
 /// that is not its origin's; an origin whose key is not known from verified membership.
@@ -39,7 +40,7 @@ pub const RECORD_REJECTIONS: &[&str] = &[
     "untrusted_key",
     "key_mismatch",
     "future_timestamp",
-    "expired",
+    "full",
 ];
 
 /// Counters for a closed set of label values; unknown values count under `other`.

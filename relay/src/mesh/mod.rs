@@ -16,6 +16,7 @@
 //! port, and the read-only views the HTTP API shows (`views`).
 
 pub mod dedup;
+mod floors;
 mod handshake;
 mod inbound;
 mod link;
@@ -32,6 +33,7 @@ mod views;
 
 use std::sync::Arc;
 
+pub use floors::FLOOR_STREAMS_MAX;
 pub use handshake::{HANDSHAKE_BYTES_MAX, HANDSHAKE_STEP_TIMEOUT_MAX};
 pub use records::{MEMBERSHIP_TTL_INTERVALS, RECORD_CLOCK_SKEW_MS};
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use super::dedup::{
     DEDUP_IDS_MAX, DedupCache, LOG_BYTES_MAX, LOG_ENTRIES_MAX, LOG_RETENTION_SECS, NotificationLog,
 };
+use super::floors::Floors;
 use super::seen::SeenIndex;
 use super::views::SyncErrorRecord;
 use super::{KNOWN_RELAYS_MAX, PENDING_SYNCS_MAX, SYNC_ERRORS_MAX};
@@ -73,6 +74,8 @@ pub(super) struct State {
     pub dedup: DedupCache,
     /// The ids `dedup` holds, as seq ranges per stream (kept in step by `remember`).
     pub seen: SeenIndex,
+    /// Per stream, the highest seq `dedup` evicted: older ids are refused from peers.
+    pub floors: Floors,
     pub log: NotificationLog,
     /// Ids requested by anti-entropy and when (monotonic ms): not asked again from
     /// another peer while the first request may still be answered; counted as repairs
@@ -114,6 +117,7 @@ impl Shared {
                 self_addresses: BTreeSet::new(),
                 dedup: DedupCache::new(DEDUP_IDS_MAX),
                 seen: SeenIndex::default(),
+                floors: Floors::default(),
                 log: NotificationLog::new(LOG_ENTRIES_MAX, LOG_RETENTION_SECS, log_bytes_max),
                 repairs_requested: HashMap::new(),
                 pending: BTreeMap::new(),
@@ -162,7 +166,9 @@ impl Shared {
         now_unix: u64,
     ) -> Routed {
         let mut state = self.lock();
-        if !state.remember(&notification.message_id) && from.is_some() {
+        // From a peer, an id below its stream's floor was seen and forgotten: a replay.
+        let forgotten = from.is_some() && state.floors.is_below(&notification.message_id);
+        if (forgotten || !state.remember(&notification.message_id)) && from.is_some() {
             return Routed {
                 fresh: false,
                 repaired: false,
@@ -364,12 +370,15 @@ impl Shared {
         let State {
             dedup,
             seen,
+            floors,
             repairs_requested,
             ..
         } = &mut *state;
         repairs_requested.retain(|_, at| now_ms.saturating_sub(*at) < retry_ms);
         let mut missing = seen.unseen(summary, super::dedup::FETCH_IDS_MAX);
-        missing.retain(|id| !dedup.contains(id) && !repairs_requested.contains_key(id));
+        missing.retain(|id| {
+            !dedup.contains(id) && !repairs_requested.contains_key(id) && !floors.is_below(id)
+        });
         if repairs_requested.len() + missing.len() > super::dedup::FETCH_IDS_MAX * 8 {
             repairs_requested.clear();
         }
@@ -417,8 +426,17 @@ impl State {
     /// cache forgets its oldest ids when over its count or byte bound; the index forgets
     /// each of them too.
     fn remember(&mut self, id: &str) -> bool {
-        let State { dedup, seen, .. } = self;
-        if !dedup.insert_evicting(id, |oldest| seen.remove(oldest)) {
+        let State {
+            dedup,
+            seen,
+            floors,
+            ..
+        } = self;
+        let evicted = |oldest: &str| {
+            seen.remove(oldest);
+            floors.evicted(oldest);
+        };
+        if !dedup.insert_evicting(id, evicted) {
             return false;
         }
         seen.insert(id);
@@ -520,10 +538,12 @@ mod tests {
             }
             assert!(!state.remember("a-1-5"));
         }
-        // a-1-1 was forgotten as the oldest: it is missing again, with the one never seen.
+        // a-1-1 was forgotten as the oldest: below its stream's floor, it is old news,
+        // not missing (fetching it would deliver it twice); the one never seen is.
+        assert!(mesh.lock().floors.is_below("a-1-1"));
         assert_eq!(
             mesh.missing_from(&summary, 0, 1000),
-            ["a-1-1", &format!("a-1-{}", DEDUP_IDS_MAX + 2)]
+            [format!("a-1-{}", DEDUP_IDS_MAX + 2)]
         );
         assert!(
             mesh.missing_from(&summary, 1, 1000).is_empty(),
@@ -532,7 +552,8 @@ mod tests {
     }
 
     // Proves the seen index also forgets the ids the cache drops for its byte budget
-    // (several at once when a long id arrives), so anti-entropy asks for them again.
+    // (several at once when a long id arrives), and their stream's floor rises past
+    // them, so anti-entropy does not ask for them again.
     #[test]
     fn the_seen_index_follows_evictions_by_bytes() {
         let mesh = Shared::default();
@@ -552,10 +573,13 @@ mod tests {
             stream: stream.clone(),
             ranges: vec![(100_000, 100_003)],
         }];
-        assert_eq!(
-            mesh.missing_from(&summary, 0, 1000),
-            [format!("{stream}-100000"), format!("{stream}-100001")]
-        );
+        {
+            let state = mesh.lock();
+            assert!(!state.dedup.contains(&format!("{stream}-100001")));
+            assert!(state.floors.is_below(&format!("{stream}-100001")));
+            assert!(!state.floors.is_below(&format!("{stream}-100002")));
+        }
+        assert!(mesh.missing_from(&summary, 0, 1000).is_empty());
     }
 
     #[test]
@@ -591,5 +615,36 @@ mod tests {
             ["busy:1", "h:3", "seed:1"]
         );
         assert!(state.self_addresses.is_empty());
+    }
+
+    /// A replay of a genuine notification after the dedup cache forgot its id is
+    /// refused from a peer (its stream's floor), and never fetched again; this relay's
+    /// own publications are always admitted.
+    #[test]
+    fn an_id_the_cache_forgot_is_refused_from_peers() {
+        let mesh = Shared::default();
+        mesh.lock().dedup = DedupCache::new(2);
+        let note = |id: &str| {
+            Arc::new(Notification {
+                message_id: id.into(),
+                relay_id: "a".into(),
+                notification_type: "t".into(),
+                data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+                timestamp: 0,
+                signature: String::new(),
+            })
+        };
+        for seq in 1..=3 {
+            let id = format!("a-00000001-{seq}");
+            assert!(mesh.admit(&note(&id), Some("p"), 0).fresh, "{id}");
+        }
+        assert!(!mesh.admit(&note("a-00000001-1"), Some("p"), 0).fresh);
+        assert!(mesh.admit(&note("a-00000001-4"), Some("p"), 0).fresh);
+        let summary = [StreamSummary {
+            stream: "a-00000001".into(),
+            ranges: vec![(1, 4)],
+        }];
+        assert!(mesh.missing_from(&summary, 0, 1000).is_empty());
+        assert!(mesh.admit(&note("a-00000001-1"), None, 0).fresh, "own");
     }
 }

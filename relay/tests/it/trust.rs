@@ -15,7 +15,9 @@ use crate::support::cluster::{RelayProcess, eventually};
 use crate::support::peer::{self, Claim};
 use crate::support::{Client, WAIT};
 
-const FAST: &str = "[sync]\ninterval = 1\nhealth_interval = 2\n[limits]\nheartbeat_interval_secs = 1\nconnection_timeout_secs = 3\n";
+/// Fast syncs; a generous silence timeout, so the test's clients (which answer pings only
+/// while reading) are not cut while the test waits elsewhere on a loaded machine.
+const FAST: &str = "[sync]\ninterval = 1\nhealth_interval = 2\n[limits]\nheartbeat_interval_secs = 1\nconnection_timeout_secs = 30\n";
 
 fn mesh_table(peers: &[String], extra: &str) -> String {
     let list: Vec<String> = peers.iter().map(|a| format!("\"{a}\"")).collect();
@@ -101,7 +103,7 @@ async fn forged_or_replayed_notifications_are_not_delivered() {
     // as peers do).
     let genuine = delivered[0].clone();
     assert_eq!(genuine["message_id"], genuine_id.as_str());
-    // Joined only now: a peer silent for `connection_timeout_secs` is cut.
+    // Joined only now, just before it acts.
     let mut evil = peer::join(r.ws_addr, &Claim::honest("evil", &evil_key))
         .await
         .expect("the open mesh admits the forger");
@@ -201,7 +203,7 @@ async fn genuine_notifications_after_a_pre_claim_are_all_delivered() {
     );
     // The id format is public: the next ids of relay-a's stream follow from the first.
     let (stream, seq) = first.rsplit_once('-').unwrap();
-    // Joined only now: a peer silent for `connection_timeout_secs` is cut.
+    // Joined only now, just before it acts.
     let mut evil = peer::join(r.ws_addr, &Claim::honest("evil", &evil_key))
         .await
         .expect("joined");
@@ -436,6 +438,70 @@ async fn no_handshake_reaches_an_address_only_gossip_named() {
     for task in [t1, t2, t3, t4] {
         task.abort();
     }
+}
+
+/// Membership records refresh only forward in time and expire: an older record does not
+/// replace a newer one's address, a relay whose record is not refreshed within the TTL
+/// (10 sync intervals, 10 s here) is forgotten, and a fresh record brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_records_refresh_forward_and_expire() {
+    let r = RelayProcess::start("relay-r", "", FAST).await;
+    let evil_key = peer::identity_of("evil");
+    let mut evil = peer::join(r.ws_addr, &Claim::honest("evil", &evil_key))
+        .await
+        .expect("joined");
+    let subject = peer::identity_of("subject");
+    let now = peer::unix_ms();
+    let records = vec![
+        peer::record(&subject, "subject", "127.0.0.1:9", now - 5_000),
+        peer::record(&subject, "subject", "127.0.0.1:7", now - 6_000),
+    ];
+    evil.send_json(&peer::state_sync_with_records(
+        "evil",
+        "evil-00000001-s1",
+        records,
+    ))
+    .await;
+    let address = |relays: Value| {
+        relays["relays"].as_array().and_then(|list| {
+            list.iter()
+                .find(|x| x["relay_id"] == "subject")
+                .map(|x| x["address"].as_str().unwrap().to_string())
+        })
+    };
+    let held = eventually(WAIT, "the record is held", || async {
+        address(r.get("/relays").await)
+    })
+    .await;
+    assert_eq!(
+        held, "127.0.0.1:9",
+        "the older record did not replace the newer"
+    );
+    eventually(WAIT, "the stale record expires", || async {
+        address(r.get("/relays").await).is_none().then_some(())
+    })
+    .await;
+    // The link to the test peer may have been cut for silence meanwhile: a new one.
+    let mut evil = peer::join(r.ws_addr, &Claim::honest("evil", &evil_key))
+        .await
+        .expect("joined again");
+    let fresh = vec![peer::record(
+        &subject,
+        "subject",
+        "127.0.0.1:7",
+        peer::unix_ms(),
+    )];
+    evil.send_json(&peer::state_sync_with_records(
+        "evil",
+        "evil-00000001-s2",
+        fresh,
+    ))
+    .await;
+    let back = eventually(WAIT, "a fresh record brings it back", || async {
+        address(r.get("/relays").await)
+    })
+    .await;
+    assert_eq!(back, "127.0.0.1:7");
 }
 
 /// `ws_tokens` with an open mesh: `check-config` and the relay itself exit 2 naming the
