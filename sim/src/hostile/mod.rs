@@ -104,6 +104,8 @@ pub struct HostileLog {
     pub impostures: BTreeSet<String>,
     /// Links the relays ended, by how (`closed with Some(1008)`, ...).
     pub ended: BTreeMap<String, u64>,
+    /// Impostor handshakes the relays refused, by the reason they gave.
+    pub refused: BTreeMap<String, u64>,
     /// Links an honest relay accepted.
     pub links: u64,
 }
@@ -179,13 +181,27 @@ impl Hostile {
         for task in tasks {
             let _ = task.await;
         }
-        let sent = obs.borrow().hostile.sent.clone();
-        let sent: Vec<String> = sent.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let (sent, refused) = {
+            let o = obs.borrow();
+            let sent: Vec<String> = o
+                .hostile
+                .sent
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let refused: Vec<String> = o
+                .hostile
+                .refused
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            (sent.join(", "), refused.join(", "))
+        };
         let name = &agent.me.name;
-        trace.here(
-            name,
-            format!("attacks over, frames sent: {}", sent.join(", ")),
-        );
+        trace.here(name, format!("attacks over, frames sent: {sent}"));
+        if !refused.is_empty() {
+            trace.here(name, format!("impostor handshakes refused: {refused}"));
+        }
         Ok(())
     }
 }
@@ -369,6 +385,8 @@ impl Agent {
             };
             *obs.borrow_mut().hostile.sent.entry("claim-id").or_default() += 1;
             if answer["status"] != "accepted" {
+                let reason = answer["reason"].as_str().unwrap_or("no reason").to_string();
+                *obs.borrow_mut().hostile.refused.entry(reason).or_default() += 1;
                 link.close().await;
                 continue;
             }
