@@ -19,11 +19,12 @@ use crate::protocol::peer::SyncType;
 use crate::protocol::{InboundKind, LabelValue, OutboundKind};
 
 /// Why a peer handshake was refused: the key is not in `mesh.trusted_keys`; the relay id
-/// is bound to another key; a signature or the mesh token's MAC did not verify; a
+/// is bound to another key; the key to another relay id; a signature or the mesh token's MAC did not verify; a
 /// malformed key, nonce or message; no answer in time; `mesh::BINDINGS_MAX` ids bound.
 pub const HANDSHAKE_REFUSALS: &[&str] = &[
     "untrusted_key",
     "key_mismatch",
+    "key_in_use",
     "bad_signature",
     "bad_token",
     "malformed",
@@ -39,6 +40,7 @@ pub const RECORD_REJECTIONS: &[&str] = &[
     "malformed",
     "untrusted_key",
     "key_mismatch",
+    "key_in_use",
     "future_timestamp",
     "full",
 ];

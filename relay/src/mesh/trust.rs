@@ -1,8 +1,8 @@
 //! Who the mesh believes: which keys may join (`mesh.trusted_keys`, the mesh token), which
-//! key each relay id is bound to, one to one (the first key proven for an id wins and a
-//! key speaks for one id only, for as long as this relay runs and across restarts
-//! through `persist`), and the checks every notification from a peer passes before it is
-//! admitted: its id is its origin's and the origin's bound key signed it.
+//! key each relay id is bound to, one to one (the first key proven for an id wins, and a
+//! key serves one id; kept across restarts through `persist`), and the checks every notification
+//! from a peer passes before it is admitted: its id is its origin's and the origin's
+//! bound key signed it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -22,6 +22,9 @@ pub enum Refusal {
     UntrustedKey,
     /// The relay id is bound to another key.
     KeyMismatch,
+    /// The key is bound to another relay id: one key, one relay (or a member could mint
+    /// ids and addresses under its key).
+    KeyInUse,
     BadSignature,
     BadToken,
     Malformed,
@@ -35,6 +38,7 @@ impl Refusal {
         match self {
             Refusal::UntrustedKey => "untrusted_key",
             Refusal::KeyMismatch => "key_mismatch",
+            Refusal::KeyInUse => "key_in_use",
             Refusal::BadSignature => "bad_signature",
             Refusal::BadToken => "bad_token",
             Refusal::Malformed => "malformed",
@@ -65,31 +69,23 @@ impl Unverified {
 pub(super) struct Trust {
     /// `mesh.trusted_keys`; empty = any key.
     trusted: Vec<PublicKey>,
+    /// relay id ↔ key, one to one.
     bindings: Mutex<Bindings>,
 }
 
-/// The binding of relay ids and keys, one to one.
 #[derive(Default)]
 struct Bindings {
     /// relay id → its key. A BTreeMap: `persist` saves it in order.
-    ids: BTreeMap<String, PublicKey>,
-    /// key → the one relay id it speaks for: an admitted key cannot mint more relay ids
-    /// (records of relays that do not exist, or squatting the id of a relay not yet
-    /// heard of).
-    keys: HashMap<PublicKey, String>,
-}
-
-impl Bindings {
-    fn insert(&mut self, relay_id: &str, key: PublicKey) {
-        self.ids.insert(relay_id.to_string(), key);
-        self.keys.insert(key, relay_id.to_string());
-    }
+    keys: BTreeMap<String, PublicKey>,
+    /// key → its relay id.
+    ids: HashMap<PublicKey, String>,
 }
 
 impl Trust {
     pub fn new(trusted: Vec<PublicKey>, own_id: &str, own_key: PublicKey) -> Trust {
         let mut bindings = Bindings::default();
-        bindings.insert(own_id, own_key);
+        bindings.keys.insert(own_id.to_string(), own_key);
+        bindings.ids.insert(own_key, own_id.to_string());
         Trust {
             trusted,
             bindings: Mutex::new(bindings),
@@ -114,15 +110,13 @@ impl Trust {
             return Err(Refusal::UntrustedKey);
         }
         let bindings = self.lock();
-        let id_taken = bindings.ids.get(relay_id).is_some_and(|bound| bound != key);
-        let key_taken = bindings
-            .keys
-            .get(key)
-            .is_some_and(|bound| bound != relay_id);
-        if id_taken || key_taken {
-            Err(Refusal::KeyMismatch)
-        } else {
-            Ok(())
+        match bindings.keys.get(relay_id) {
+            Some(bound) if bound != key => return Err(Refusal::KeyMismatch),
+            _ => {}
+        }
+        match bindings.ids.get(key) {
+            Some(bound) if bound != relay_id => Err(Refusal::KeyInUse),
+            _ => Ok(()),
         }
     }
 
@@ -134,18 +128,19 @@ impl Trust {
     pub fn bind(&self, relay_id: &str, key: &PublicKey) -> Result<(), Refusal> {
         self.check_claim(relay_id, key)?;
         let mut bindings = self.lock();
-        if bindings.ids.contains_key(relay_id) {
+        if bindings.keys.contains_key(relay_id) {
             return Ok(());
         }
-        if bindings.ids.len() >= BINDINGS_MAX {
+        if bindings.keys.len() >= BINDINGS_MAX {
             return Err(Refusal::Full);
         }
-        bindings.insert(relay_id, *key);
+        bindings.keys.insert(relay_id.to_string(), *key);
+        bindings.ids.insert(*key, relay_id.to_string());
         Ok(())
     }
 
     pub fn key_of(&self, relay_id: &str) -> Option<PublicKey> {
-        self.lock().ids.get(relay_id).copied()
+        self.lock().keys.get(relay_id).copied()
     }
 
     /// Checks a notification from a peer against its origin's bound key.
@@ -162,7 +157,7 @@ impl Trust {
     /// Every binding, for `persist`.
     pub fn bindings(&self) -> Vec<(String, String)> {
         self.lock()
-            .ids
+            .keys
             .iter()
             .map(|(id, key)| (id.clone(), key.to_hex()))
             .collect()
@@ -196,15 +191,15 @@ mod tests {
     }
 
     #[test]
-    fn a_key_speaks_for_one_relay_id() {
+    fn a_key_is_bound_to_one_relay_id() {
         let own = Identity::from_seed(&[1; 32]);
         let a = Identity::from_seed(&[2; 32]);
         let trust = Trust::new(Vec::new(), "me", *own.public());
         assert_eq!(trust.bind("a", a.public()), Ok(()));
-        assert_eq!(trust.bind("ghost", a.public()), Err(Refusal::KeyMismatch));
-        assert_eq!(trust.bind("other", own.public()), Err(Refusal::KeyMismatch));
+        assert_eq!(trust.bind("ghost", a.public()), Err(Refusal::KeyInUse));
+        assert_eq!(trust.bind("other-me", own.public()), Err(Refusal::KeyInUse));
         assert_eq!(trust.key_of("ghost"), None);
-        assert_eq!(trust.bind("a", a.public()), Ok(()));
+        assert_eq!(trust.bind("a", a.public()), Ok(()), "the same claim again");
     }
 
     #[test]

@@ -366,7 +366,8 @@ async fn counting_listener() -> (String, Arc<AtomicUsize>, tokio::task::JoinHand
 }
 
 /// Addresses only gossip named (the unsigned `relays` list, a record signed by another
-/// key than its subject's, a record from the future) are never dialed: no connection,
+/// key than its subject's, a record from the future, a record a member signed for a
+/// relay id of its invention) are never dialed: no connection,
 /// so no handshake, reaches them. A validly signed record's address is dialed (the test
 /// can see a dial).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,6 +381,7 @@ async fn no_handshake_reaches_an_address_only_gossip_named() {
     let (forged, forged_hits, t2) = counting_listener().await;
     let (future, future_hits, t3) = counting_listener().await;
     let (signed, signed_hits, t4) = counting_listener().await;
+    let (minted, minted_hits, t5) = counting_listener().await;
     let now = peer::unix_ms();
     let victim = peer::identity_of("victim");
     let records = vec![
@@ -395,6 +397,8 @@ async fn no_handshake_reaches_an_address_only_gossip_named() {
             &future,
             now + 3_600_000,
         ),
+        // Validly signed, but by the key already bound to "evil": a member minting a relay.
+        peer::record(&evil_key, "ghost", &minted, now),
         peer::record(&peer::identity_of("honest"), "honest", &signed, now),
     ];
     let mut sync = peer::state_sync_with_records("evil", "evil-00000001-s1", records);
@@ -408,13 +412,19 @@ async fn no_handshake_reaches_an_address_only_gossip_named() {
     .await;
     // Several sync intervals more for any other dial to happen.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let hits = [&unsigned_hits, &forged_hits, &future_hits].map(|h| h.load(Ordering::SeqCst));
-    assert_eq!(hits, [0, 0, 0], "unsigned, forged, future: no dial");
+    let hits = [&unsigned_hits, &forged_hits, &future_hits, &minted_hits]
+        .map(|h| h.load(Ordering::SeqCst));
+    assert_eq!(
+        hits,
+        [0, 0, 0, 0],
+        "unsigned, forged, future, minted: no dial"
+    );
     let relays = r.relay_health().await;
     assert!(
         !relays.contains_key("unsigned")
             && !relays.contains_key("victim")
-            && !relays.contains_key("later"),
+            && !relays.contains_key("later")
+            && !relays.contains_key("ghost"),
         "{relays:?}"
     );
     assert!(
@@ -435,7 +445,16 @@ async fn no_handshake_reaches_an_address_only_gossip_named() {
         .await
             >= 1.0
     );
-    for task in [t1, t2, t3, t4] {
+    assert!(
+        metric(
+            &r,
+            "sdk_relay_mesh_records_rejected_total",
+            "reason=\"key_in_use\""
+        )
+        .await
+            >= 1.0
+    );
+    for task in [t1, t2, t3, t4, t5] {
         task.abort();
     }
 }
