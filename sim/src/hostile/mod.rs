@@ -128,6 +128,8 @@ struct Knowledge {
     forged: u64,
     /// Sync ids sent.
     syncs: u64,
+    /// Oversized-records steps taken (one in `BULK_EVERY` carries the bulk).
+    oversized_steps: u64,
     /// Genuine membership records of honest relays, newest per relay (their keys, and
     /// records to tamper with).
     records: BTreeMap<String, Value>,
