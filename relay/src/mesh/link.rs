@@ -348,6 +348,12 @@ fn on_text(
             sync::observe(mesh, peer_id, outlet, &payload);
         }
         PeerMessage::Notification(notification) => {
+            // Admitted before, so verified before: a repeat (each relay hears most
+            // notifications from several peers) is dropped without a signature check.
+            if mesh.state.seen_before(&notification.message_id) {
+                mesh.parts.metrics.dedup_hits.increment(1);
+                return None;
+            }
             if let Err(why) = peer::notification_fits(&notification) {
                 rejected(mesh, peer_id, None, why);
                 return None;

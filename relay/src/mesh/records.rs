@@ -64,6 +64,11 @@ impl Mesh {
         let mut refused = 0;
         let mut learned = false;
         for record in records.iter().take(super::KNOWN_RELAYS_MAX) {
+            // Peers re-gossip the same records every interval: one no newer than the
+            // record held says nothing new, so its signature is not checked again.
+            if self.holds_as_new(record) {
+                continue;
+            }
             match self.check_record(record) {
                 Ok(Some(())) => learned |= self.hold_record(record),
                 Ok(None) => {}
@@ -116,6 +121,16 @@ impl Mesh {
             Err(Refusal::Full) => Err("full"),
             Err(refusal) => Err(refusal.as_str()),
         }
+    }
+
+    /// Whether a verified record of the same relay, at least as recent, is held.
+    fn holds_as_new(&self, record: &SignedRecord) -> bool {
+        self.state
+            .lock()
+            .members
+            .get(&record.relay_id)
+            .and_then(|m| m.record.as_ref())
+            .is_some_and(|held| held.timestamp_ms >= record.timestamp_ms)
     }
 
     /// Keeps `record` if newer than the one held; returns whether a relay was learned.

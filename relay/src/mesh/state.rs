@@ -193,6 +193,13 @@ impl Shared {
         }
     }
 
+    /// Whether `id` was admitted here (and so verified) before: in the dedup cache, or
+    /// below its stream's floor. Only admitted ids ever enter either.
+    pub(super) fn seen_before(&self, id: &str) -> bool {
+        let state = self.lock();
+        state.dedup.contains(id) || state.floors.is_below(id)
+    }
+
     /// Keeps a new link unless a link to that peer wins the tie-break: the link dialed by
     /// the relay with the smaller id survives, so both ends agree without talking.
     pub(super) fn register_link(

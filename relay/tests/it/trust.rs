@@ -155,8 +155,9 @@ async fn forged_or_replayed_notifications_are_not_delivered() {
     );
     let failed = metric(&r, "sdk_relay_mesh_signatures_failed_total", "").await;
     eprintln!("[forgeries] signature failures counted: {failed}");
-    // Four forgeries and the changed replay; the exact replay is a dedup hit.
-    assert!(failed >= 5.0, "{failed}");
+    // The four forgeries; both replays carry an id already admitted, so they are
+    // dropped as repeats before any signature check.
+    assert!(failed >= 4.0, "{failed}");
     assert!(
         metric(
             &r,

@@ -44,7 +44,10 @@ impl TestRelay {
         config.http_url = http_addr.to_string();
         config.validate().expect("test config is valid");
         let (stop, stopped) = oneshot::channel::<()>();
-        let env = Env::tokio(7);
+        // A seed of its own: the relay's key is drawn from it, and a mesh refuses two
+        // relays with one key.
+        static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7);
+        let env = Env::tokio(SEEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let data_dir = config.data_dir.clone();
         let done = tokio::spawn(sdk_relay::run(
             config,
