@@ -23,6 +23,9 @@ pub enum Mutation {
     RefuseLink { peer: u32 },
     /// The relay lists relays that do not exist.
     PhantomMembers { count: u32 },
+    /// The relay believes its peers: what they send (notifications, membership records)
+    /// is taken without checking a signature, as before the mesh was signed.
+    SkipVerification,
 }
 
 impl Mutation {
@@ -36,6 +39,7 @@ impl Mutation {
             "invent-notification" => Mutation::InventNotification { nth: 10 },
             "refuse-link" => Mutation::RefuseLink { peer: 1 },
             "phantom-members" => Mutation::PhantomMembers { count: 2 },
+            "skip-verification" => Mutation::SkipVerification,
             _ => return None,
         })
     }

@@ -26,6 +26,13 @@
 //! - bounds: every publisher got all its notifications acknowledged; no relay knows
 //!   more relays than exist. (Queue bounds themselves are bounded channels in the relay;
 //!   what the sim can see of them is that no client or link had to be cut as slow.)
+//! - nothing forged delivered: no wallet received a notification a hostile host made
+//!   (each carries a mark), not even under a genuine id;
+//! - members are real: every relay lists only real relays (and hostile hosts under their
+//!   own names, members like any other);
+//! - dials are to relays: no relay dialed an address other than a real relay's or a
+//!   hostile host's own (`rt::DialLog` records every dial, answered or not);
+//! - no imposture: no relay accepted a link from a host claiming another relay's id.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,6 +107,10 @@ pub fn all(plan: &Plan, obs: &Observations, trace: &Trace, at: Duration) -> Vec<
     failures.extend(publishers(plan, obs));
     failures.extend(bounds(plan, obs));
     failures.extend(links(plan, obs));
+    failures.extend(forged_delivered(obs));
+    failures.extend(foreign_members(plan, obs));
+    failures.extend(foreign_dials(plan, obs));
+    failures.extend(impostures(obs));
     let status = if failures.is_empty() {
         "all checks passed"
     } else {
@@ -507,9 +518,9 @@ fn bounds(plan: &Plan, obs: &Observations) -> Vec<String> {
         .map(host)
         .filter_map(|relay| match sync_figure(obs, &relay, "known_relays") {
             Err(missing) => Some(format!("bounds unchecked: {missing}")),
-            Ok(known) if known > plan.relays as u64 => Some(format!(
+            Ok(known) if known > (plan.relays + plan.hostiles.len()) as u64 => Some(format!(
                 "{relay} knows {known} relays, more than the {} that exist",
-                plan.relays
+                plan.relays + plan.hostiles.len()
             )),
             Ok(_) => None,
         })
@@ -517,7 +528,12 @@ fn bounds(plan: &Plan, obs: &Observations) -> Vec<String> {
 }
 
 /// One live link per pair once the mesh settled: every relay is linked to all others.
+/// With hostile hosts (whose links come and go) the links to the real relays are
+/// counted, as `GET /relays` marks them.
 fn links(plan: &Plan, obs: &Observations) -> Option<String> {
+    if !plan.hostiles.is_empty() {
+        return links_among_relays(plan, obs);
+    }
     let want = plan.relays as u64 - 1;
     let short: Vec<String> = (1..=plan.relays)
         .map(host)
@@ -549,4 +565,117 @@ fn replayed_across_sessions(obs: &Observations) -> usize {
         .flat_map(|counts| counts.values())
         .filter(|n| **n > 1)
         .count()
+}
+
+/// Every relay holds a live link to every other real relay.
+fn links_among_relays(plan: &Plan, obs: &Observations) -> Option<String> {
+    let all: Vec<String> = (1..=plan.relays).map(host).collect();
+    let short: Vec<String> = all
+        .iter()
+        .filter_map(|relay| {
+            let Some(view) = obs.views.get(relay) else {
+                return Some(format!("{relay} not read"));
+            };
+            let missing: Vec<String> = all
+                .iter()
+                .filter(|other| *other != relay && !view.connected.contains(*other))
+                .cloned()
+                .collect();
+            (!missing.is_empty()).then(|| format!("{relay} lacks {}", listed(&missing)))
+        })
+        .collect();
+    (!short.is_empty()).then(|| {
+        format!(
+            "mesh not fully linked ({} links each among relays): {}",
+            plan.relays - 1,
+            listed(&short)
+        )
+    })
+}
+
+/// No wallet received a notification a hostile host made, under any id.
+fn forged_delivered(obs: &Observations) -> Option<String> {
+    let mut by_relay: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for session in obs.sessions.iter().filter(|s| !s.forged.is_empty()) {
+        by_relay.entry(&session.relay).or_default().extend(
+            session
+                .forged
+                .iter()
+                .map(|f| format!("{} got {f}", session.subscriber)),
+        );
+    }
+    if by_relay.is_empty() {
+        return None;
+    }
+    let count: usize = by_relay.values().map(Vec::len).sum();
+    let relays: Vec<String> = by_relay.keys().map(|r| r.to_string()).collect();
+    let details: Vec<String> = by_relay.into_values().flatten().collect();
+    Some(format!(
+        "{count} forged notification(s) delivered on {} ({})",
+        listed(&relays),
+        listed(&details)
+    ))
+}
+
+/// The relay ids that exist: the real relays and the hostile hosts' own names.
+fn real_members(plan: &Plan) -> BTreeSet<String> {
+    (1..=plan.relays)
+        .map(host)
+        .chain(plan.hostiles.iter().map(|h| h.name.clone()))
+        .collect()
+}
+
+/// Every relay lists only relays that exist.
+fn foreign_members(plan: &Plan, obs: &Observations) -> Option<String> {
+    let real = real_members(plan);
+    let details: Vec<String> = obs
+        .views
+        .iter()
+        .filter_map(|(relay, view)| {
+            let listed_ids = view.relays.as_ref().ok()?;
+            let foreign: Vec<String> = listed_ids
+                .keys()
+                .filter(|id| !real.contains(*id))
+                .map(|id| id.chars().take(40).collect())
+                .collect();
+            (!foreign.is_empty()).then(|| {
+                format!(
+                    "{relay} lists {} that do not exist: {}",
+                    foreign.len(),
+                    listed(&foreign)
+                )
+            })
+        })
+        .collect();
+    (!details.is_empty()).then(|| format!("members that are not relays: {}", listed(&details)))
+}
+
+/// No relay dialed an address other than a real relay's or a hostile host's own.
+fn foreign_dials(plan: &Plan, obs: &Observations) -> Option<String> {
+    let allowed: BTreeSet<String> = (1..=plan.relays)
+        .map(|i| format!("{}:{}", host(i), crate::workload::WS_PORT))
+        .chain(plan.hostiles.iter().map(|h| h.address()))
+        .collect();
+    let foreign: Vec<String> = obs
+        .dials
+        .iter()
+        .filter(|((_, address), _)| !allowed.contains(address))
+        .map(|((relay, address), count)| {
+            let address: String = address.chars().take(40).collect();
+            format!("{relay} -> {address} x{count}")
+        })
+        .collect();
+    (!foreign.is_empty()).then(|| {
+        format!(
+            "{} dial(s) to addresses that are not relays: {}",
+            foreign.len(),
+            listed(&foreign)
+        )
+    })
+}
+
+/// No relay accepted a link from a host claiming another relay's id.
+fn impostures(obs: &Observations) -> Option<String> {
+    let accepted: Vec<String> = obs.hostile.impostures.iter().cloned().collect();
+    (!accepted.is_empty()).then(|| format!("impostor links accepted: {}", listed(&accepted)))
 }

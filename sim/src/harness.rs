@@ -8,12 +8,14 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use sdk_relay::config::Config;
+use sdk_relay::identity::Identity;
 use sdk_relay::logs::LogRing;
 use sdk_relay::rt::Net as _;
 
 use crate::check;
 use crate::fault::{Fault, Schedule, host};
-use crate::rt::{self, SIM_EPOCH_UNIX_SECS, TurmoilNet};
+use crate::hostile::Hostile;
+use crate::rt::{self, DialLog, SIM_EPOCH_UNIX_SECS, TurmoilNet};
 use crate::trace::Trace;
 use crate::workload::{self, HTTP_PORT, Observations, Publisher, Shared, Subscriber, WS_PORT};
 
@@ -70,6 +72,8 @@ pub struct Plan {
     /// A deliberate fault in one relay (its index, a `sdk_relay::mutation` name), for the
     /// checks' negative controls; needs the `mutations` feature.
     pub mutation: Option<(usize, String)>,
+    /// Hostile relay hosts (the byzantine scenarios); none in the others.
+    pub hostiles: Vec<Hostile>,
 }
 
 /// What a run produced.
@@ -134,8 +138,9 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
     config.limits.heartbeat_interval_secs = plan.timing.heartbeat_secs;
     config.limits.connection_timeout_secs = plan.timing.timeout_secs;
     config.limits.shutdown_drain_secs = 1;
-    // Exactly enough for a full mesh: the tightest bound the design allows.
-    config.mesh.peers_max = (plan.relays - 1).max(1);
+    // Exactly enough for a full mesh (and a link to each hostile host, a member like
+    // any other): the tightest bound the design allows.
+    config.mesh.peers_max = (plan.relays - 1 + plan.hostiles.len()).max(1);
     let mut peers = Vec::new();
     if index > 1 {
         peers.push(format!("{}:{WS_PORT}", host(index - 1)));
@@ -149,6 +154,12 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
         config.mesh.peers_dns_interval_secs = 1;
     }
     config.mesh.peers = peers;
+    if !plan.hostiles.is_empty() {
+        // A trusted mesh: the hostile hosts' keys are admitted (insiders), so they attack
+        // from inside; everyone else's are refused.
+        config.mesh.key_file = Some(key_file(data_root, index));
+        config.mesh.trusted_keys = trusted_keys(plan);
+    }
     if let Some((mutant, name)) = &plan.mutation
         && *mutant == index
     {
@@ -158,6 +169,44 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
         .validate()
         .expect("the simulation's relay config is valid");
     config
+}
+
+/// Where relay `index` keeps its secret key in a byzantine run (outside its data
+/// directory, so the harness can write it before the relay first starts).
+fn key_file(data_root: &std::path::Path, index: usize) -> std::path::PathBuf {
+    data_root.join("keys").join(format!("{}.key", host(index)))
+}
+
+/// The public keys a byzantine run's relays admit: every relay's and every hostile
+/// host's.
+pub fn trusted_keys(plan: &Plan) -> Vec<String> {
+    (1..=plan.relays)
+        .map(|i| rt::relay_key_seed(plan.seed, i))
+        .chain(plan.hostiles.iter().map(Hostile::key_seed))
+        .map(|seed| Identity::from_seed(&seed).public().to_hex())
+        .collect()
+}
+
+/// Writes every relay's key file (mode 0600, as the relay requires) before it starts.
+fn write_relay_keys(plan: &Plan, data_root: &std::path::Path) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for index in 1..=plan.relays {
+        let path = key_file(data_root, index);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("the run's key directory");
+        }
+        let seed = rt::relay_key_seed(plan.seed, index);
+        let text: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{text}"))
+            .expect("the relay's key file");
+    }
 }
 
 #[cfg(feature = "mutations")]
@@ -201,8 +250,16 @@ pub fn run(plan: &Plan) -> Outcome {
         .tcp_capacity(1024)
         .build();
     let data_root = run_data_root();
+    let dials = DialLog::default();
+    if !plan.hostiles.is_empty() {
+        write_relay_keys(plan, &data_root);
+    }
     for index in 1..=plan.relays {
-        add_relay(&mut sim, plan, index, &trace, &data_root);
+        add_relay(&mut sim, plan, index, &trace, &data_root, &dials);
+    }
+    for hostile in &plan.hostiles {
+        let (h, o, t) = (hostile.clone(), obs.clone(), trace.clone());
+        sim.client(hostile.name.as_str(), h.run(o, t));
     }
     let silence_max =
         Duration::from_secs(plan.timing.timeout_secs) + workload::CLIENT_SILENCE_SLACK;
@@ -246,6 +303,7 @@ pub fn run(plan: &Plan) -> Outcome {
             }
         }
     }
+    obs.borrow_mut().dials = dials.dials();
     failures.extend(check::all(plan, &obs.borrow(), &trace, sim.elapsed()));
     drop(sim);
     let _ = std::fs::remove_dir_all(&data_root);
@@ -261,14 +319,15 @@ fn add_relay(
     index: usize,
     trace: &Trace,
     data_root: &std::path::Path,
+    dials: &DialLog,
 ) {
     let config = relay_config(plan, index, data_root);
     let boots = Rc::new(Cell::new(0u64));
-    let (seed, trace) = (plan.seed, trace.clone());
+    let (seed, trace, dials) = (plan.seed, trace.clone(), dials.clone());
     sim.host(host(index).as_str(), move || {
         let boot = boots.get();
         boots.set(boot + 1);
-        let (config, trace) = (config.clone(), trace.clone());
+        let (config, trace, dials) = (config.clone(), trace.clone(), dials.clone());
         async move {
             trace.here(&config.relay_id, format!("boot {boot}"));
             let net = TurmoilNet;
@@ -279,7 +338,7 @@ fn add_relay(
                 http,
                 tls: None,
             };
-            let env = rt::env(seed, index, boot);
+            let env = rt::env(seed, index, boot, dials);
             sdk_relay::run(
                 config,
                 env,

@@ -53,11 +53,12 @@ enum Command {
         /// `2:drop-delivery`), to see the checks name it. Needs a simulator built with
         /// `--features mutations`; the names are drop-delivery, duplicate-delivery,
         /// reset-subscriber, close-going-away, invent-notification, refuse-link,
-        /// phantom-members.
+        /// phantom-members, skip-verification.
         #[arg(long, value_name = "N:NAME")]
         mutate: Option<String>,
     },
-    /// Runs every non-negative scenario for seeds 1..=N; prints a line per failing run.
+    /// Runs every non-negative scenario (or those named) for seeds 1..=N; prints a line
+    /// per failing run.
     Soak {
         #[arg(long)]
         seeds: u64,
@@ -66,6 +67,9 @@ enum Command {
         /// First seed (so soaks can be split or resumed).
         #[arg(long, default_value_t = 1)]
         from: u64,
+        /// Only this scenario (repeatable); every non-negative one by default.
+        #[arg(long)]
+        scenario: Vec<String>,
     },
 }
 
@@ -155,13 +159,23 @@ fn main() -> anyhow::Result<ExitCode> {
             seeds,
             relays,
             from,
+            scenario,
         } => {
+            if let Some(unknown) = scenario
+                .iter()
+                .find(|s| !SCENARIOS.iter().any(|(n, _)| n == s))
+            {
+                bail!("no scenario `{unknown}`; `sim list` lists them");
+            }
             let mut failed = 0;
             for seed in from..from + seeds {
-                for (name, _) in SCENARIOS
-                    .iter()
-                    .filter(|(n, _)| *n != "partition-permanent")
-                {
+                for (name, _) in SCENARIOS.iter().filter(|(n, _)| {
+                    if scenario.is_empty() {
+                        *n != "partition-permanent"
+                    } else {
+                        scenario.iter().any(|s| s == n)
+                    }
+                }) {
                     let plan = scenario::plan(name, Options::new(relays, seed))
                         .expect("listed scenarios exist");
                     let outcome = sim::harness::run(&plan);

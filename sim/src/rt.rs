@@ -1,9 +1,10 @@
 //! The turmoil side of the relay's seam (`sdk_relay::rt`): simulated sockets, the
 //! simulated clock, and per-relay RNG seeds derived from the run seed.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sdk_relay::rt::{Clock, Env, Listener, Net, SeededRng};
@@ -104,6 +105,23 @@ pub fn relay_seed(run_seed: u64, relay_index: usize, boot: u64) -> u64 {
     splitmix64(splitmix64(run_seed ^ (relay_index as u64).wrapping_mul(0x9e37_79b9)) ^ boot)
 }
 
+/// 32 bytes drawn from `seed` (an Ed25519 key seed: the simulation's keys replay).
+pub fn key_seed(seed: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut x = seed;
+    for chunk in out.chunks_mut(8) {
+        x = splitmix64(x);
+        chunk.copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+/// The key seed of relay `relay_index` in a run (the same in every boot: it is the
+/// relay's identity, kept in its key file).
+pub fn relay_key_seed(run_seed: u64, relay_index: usize) -> [u8; 32] {
+    key_seed(relay_seed(run_seed, relay_index, u64::MAX))
+}
+
 /// SplitMix64, a standard 64-bit mixer: nearby seeds give unrelated streams.
 pub fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -112,10 +130,59 @@ pub fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The environment of one simulated relay boot.
-pub fn env(run_seed: u64, relay_index: usize, boot: u64) -> Env<TurmoilNet> {
+/// Every address each relay dialed in a run, with how many times: the byzantine checks
+/// compare them with the addresses a relay may dial (real relays and the hostile host's
+/// own), so a dial that gossip alone named is seen even when nothing answers there.
+/// Bounded by the relays' own dial tables (a relay dials only addresses it keeps).
+#[derive(Debug, Clone, Default)]
+pub struct DialLog(Arc<Mutex<BTreeMap<(String, String), u64>>>);
+
+impl DialLog {
+    fn record(&self, relay: &str, address: &str) {
+        let mut dials = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *dials
+            .entry((relay.to_string(), address.to_string()))
+            .or_default() += 1;
+    }
+
+    /// `(relay, address) -> dials`, in order.
+    pub fn dials(&self) -> BTreeMap<(String, String), u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Turmoil sockets that note every `connect` of one relay in the run's `DialLog`.
+#[derive(Debug, Clone)]
+pub struct RecordingNet {
+    pub relay: String,
+    pub log: DialLog,
+}
+
+impl Net for RecordingNet {
+    type Stream = turmoil::net::TcpStream;
+    type Listener = TurmoilListener;
+
+    async fn bind(&self, addr: &str) -> io::Result<TurmoilListener> {
+        TurmoilNet.bind(addr).await
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<turmoil::net::TcpStream> {
+        self.log.record(&self.relay, addr);
+        TurmoilNet.connect(addr).await
+    }
+
+    async fn resolve(&self, name: &str) -> io::Result<Vec<SocketAddr>> {
+        TurmoilNet.resolve(name).await
+    }
+}
+
+/// The environment of one simulated relay boot; its dials go into `dials`.
+pub fn env(run_seed: u64, relay_index: usize, boot: u64, dials: DialLog) -> Env<RecordingNet> {
     Env {
-        net: TurmoilNet,
+        net: RecordingNet {
+            relay: crate::fault::host(relay_index),
+            log: dials,
+        },
         clock: Arc::new(TurmoilClock),
         rng: SeededRng::new(relay_seed(run_seed, relay_index, boot)),
     }

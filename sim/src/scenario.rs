@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::fault::{Fault, Schedule};
 use crate::harness::{Plan, Timing, Topology};
+use crate::hostile::{Attack, Hostile};
 use crate::rt::splitmix64;
 use crate::workload::{Publisher, Subscriber};
 
@@ -45,6 +46,47 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     (
         "partition-permanent",
         "negative control: the last relay is cut off and never healed (must fail)",
+    ),
+    (
+        "byzantine-forger",
+        "a hostile relay forges, replays and pre-claims notifications, claims relays' ids",
+    ),
+    (
+        "byzantine-gossip",
+        "a hostile relay gossips invented, oversized and far-future records, non-relay hosts",
+    ),
+    (
+        "byzantine-flood",
+        "a hostile relay floods huge and repeated sync summaries and fetches",
+    ),
+];
+
+/// What the hostile host of each byzantine scenario does.
+pub const BYZANTINE: &[(&str, &[Attack])] = &[
+    (
+        "byzantine-forger",
+        &[
+            Attack::Forge,
+            Attack::PreClaim,
+            Attack::Replay,
+            Attack::ClaimId,
+        ],
+    ),
+    (
+        "byzantine-gossip",
+        &[
+            Attack::FabricatedRecords,
+            Attack::OversizedRecords,
+            Attack::FarFuture,
+        ],
+    ),
+    (
+        "byzantine-flood",
+        &[
+            Attack::HugeSummary,
+            Attack::RepeatedSyncs,
+            Attack::FetchFlood,
+        ],
     ),
 ];
 
@@ -101,6 +143,7 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
         schedule: Schedule::default(),
         end: Duration::ZERO,
         mutation: None,
+        hostiles: Vec::new(),
     };
     let rng = &mut rng;
     plan.end = match name {
@@ -112,7 +155,10 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
         "flapping" => flapping(&mut plan, rng),
         "churn" => churn(&mut plan, rng),
         "dns-change" => dns_change(&mut plan, rng),
-        _ => return None,
+        name => {
+            let (_, attacks) = BYZANTINE.iter().find(|(n, _)| *n == name)?;
+            byzantine(&mut plan, rng, attacks)
+        }
     };
     Some(plan)
 }
@@ -263,6 +309,32 @@ fn churn(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {
         });
     }
     last + SETTLE
+}
+
+/// A subscriber on every relay, publishers on the first and the last relay, and a
+/// hostile relay host `byz-1` linked to every relay, attacking from before the first
+/// publication until a second after the last.
+fn byzantine(plan: &mut Plan, rng: &mut ChaCha8Rng, attacks: &[Attack]) -> Duration {
+    subscribers_everywhere(plan);
+    let last = publish(plan, 24, rng);
+    plan.publishers.push(Publisher {
+        silence_max: Duration::ZERO,
+        name: "pub-2".into(),
+        relay: crate::fault::host(plan.relays),
+        start: START + ms(rng.random_range(0..500)),
+        count: 24,
+        every: PUBLISH_EVERY,
+    });
+    let stop = last + ms(1000);
+    plan.hostiles.push(Hostile {
+        name: "byz-1".into(),
+        targets: (1..=plan.relays).map(crate::fault::host).collect(),
+        attacks: attacks.to_vec(),
+        start: ms(rng.random_range(500..1500)),
+        stop,
+        seed: rng.random(),
+    });
+    stop + SETTLE
 }
 
 /// A random fault schedule's building blocks, for the property test: faults between

@@ -2,7 +2,7 @@
 //! checker. What they observe goes into the shared `Observations` and the trace.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ pub const WS_PORT: u16 = 8090;
 /// Port of the relays' HTTP API.
 pub const HTTP_PORT: u16 = 8091;
 /// A client reconnects this long after losing its relay.
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+pub const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// A client that hears nothing (not even the relay's heartbeat) for its silence limit
 /// gives the connection up: turmoil has no retransmission, so a partitioned connection
 /// may never fail by itself. The limit is the relays' connection timeout plus this.
@@ -66,7 +66,12 @@ pub struct Session {
     pub ended_at: Option<Duration>,
     /// Why it ended; `None` while still connected at the end of the run.
     pub end: Option<SessionEnd>,
+    /// Ids of the genuine notifications received (a forged one is never counted here,
+    /// even under a genuine id: the wallet did not get what was published).
     pub received: Vec<String>,
+    /// Forged notifications received: `<message id> (<attack>)`, from the mark every
+    /// payload of the hostile host carries (`data.byzantine`).
+    pub forged: Vec<String>,
 }
 
 /// The relays' answers to the checker's requests.
@@ -74,6 +79,8 @@ pub struct Session {
 pub struct RelayView {
     /// relay id -> health, as `GET /relays` lists them.
     pub relays: Result<BTreeMap<String, String>, String>,
+    /// The relays `GET /relays` says it holds a live link to.
+    pub connected: BTreeSet<String>,
     pub metrics: Option<Value>,
 }
 
@@ -87,6 +94,10 @@ pub struct Observations {
     pub unacked: usize,
     pub views: BTreeMap<String, RelayView>,
     pub checker_done: bool,
+    /// What the hostile hosts did and saw (empty without one).
+    pub hostile: crate::hostile::HostileLog,
+    /// `(relay, address) -> dials` over the whole run (`rt::DialLog`).
+    pub dials: BTreeMap<(String, String), u64>,
 }
 
 pub type Shared = Rc<RefCell<Observations>>;
@@ -115,11 +126,11 @@ pub struct Subscriber {
     pub leave: Option<Duration>,
 }
 
-fn ws_addr(relay: &str) -> String {
+pub fn ws_addr(relay: &str) -> String {
     format!("{relay}:{WS_PORT}")
 }
 
-async fn sleep_until(at: Duration) {
+pub async fn sleep_until(at: Duration) {
     let wait = at.saturating_sub(now());
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
@@ -226,6 +237,7 @@ impl Subscriber {
                     ended_at: None,
                     end: None,
                     received: Vec::new(),
+                    forged: Vec::new(),
                 });
                 o.sessions.len() - 1
             };
@@ -281,6 +293,12 @@ impl Subscriber {
                 Ok(Received::Closed(None)) => return Some(SessionEnd::Reset),
                 Ok(Received::Message(m)) if m["type"] == "notification" => {
                     let id = m["message_id"].as_str().unwrap_or_default().to_string();
+                    if let Some(attack) = m["data"]["byzantine"].as_str() {
+                        trace.here(&self.name, format!("recv FORGED {id} ({attack})"));
+                        let forged = format!("{id} ({attack})");
+                        obs.borrow_mut().sessions[index].forged.push(forged);
+                        continue;
+                    }
                     trace.here(&self.name, format!("recv {id}"));
                     obs.borrow_mut().sessions[index].received.push(id);
                 }
@@ -304,7 +322,17 @@ fn describe(end: SessionEnd) -> String {
 pub async fn checker(relays: Vec<String>, obs: Shared, trace: Trace) -> turmoil::Result {
     for relay in relays {
         let addr = format!("{relay}:{HTTP_PORT}");
-        let listed = http_get(&addr, "/relays").await.map(|body| {
+        let body = http_get(&addr, "/relays").await;
+        let connected: BTreeSet<String> = body
+            .as_ref()
+            .ok()
+            .and_then(|b| b["relays"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|r| r["connected"] == true && r["self"] != true)
+            .filter_map(|r| r["relay_id"].as_str().map(str::to_string))
+            .collect();
+        let listed = body.map(|body| {
             body["relays"]
                 .as_array()
                 .map(|list| {
@@ -347,6 +375,7 @@ pub async fn checker(relays: Vec<String>, obs: Shared, trace: Trace) -> turmoil:
             relay,
             RelayView {
                 relays: listed,
+                connected,
                 metrics,
             },
         );

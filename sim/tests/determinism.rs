@@ -30,6 +30,16 @@ fn same_seed_same_trace_in_process() {
     assert_eq!(first, second);
 }
 
+/// The hostile host (its own tasks, randomness and key) replays too.
+#[test]
+fn a_byzantine_run_replays_byte_for_byte() {
+    let first = report("byzantine-forger", 3, 7);
+    let second = report("byzantine-forger", 3, 7);
+    assert!(first.ends_with("verdict: pass\n"), "{first}");
+    assert!(first.contains("byz-1      linked to relay-1"), "{first}");
+    assert_eq!(first, second);
+}
+
 /// Runs the runner binary twice (two processes, two tokio/turmoil instances) and
 /// compares stdout byte for byte.
 #[test]
@@ -69,6 +79,9 @@ fn list_names_the_scenarios() {
         "flapping",
         "churn",
         "partition-permanent",
+        "byzantine-forger",
+        "byzantine-gossip",
+        "byzantine-flood",
     ] {
         assert!(out.lines().any(|l| l.starts_with(name)), "{name} in {out}");
     }

@@ -103,3 +103,21 @@ fn closing_a_subscriber_with_going_away_is_no_excuse() {
         );
     }
 }
+
+/// The byzantine negative control: the same hostile host, against a mesh where relay-2
+/// takes what peers send without checking a signature. Its subscriber gets forgeries;
+/// the relays that verify deliver none.
+#[test]
+fn a_relay_that_skips_verification_delivers_forgeries() {
+    let mut plan = scenario::plan("byzantine-forger", Options::new(4, 3)).unwrap();
+    plan.mutation = Some((2, "skip-verification".into()));
+    assert_caught(&plan, "forged notification(s) delivered on relay-2 (");
+}
+
+/// The same for gossip: the relay that does not verify records lists invented relays.
+#[test]
+fn a_relay_that_skips_verification_lists_invented_relays() {
+    let mut plan = scenario::plan("byzantine-gossip", Options::new(4, 3)).unwrap();
+    plan.mutation = Some((2, "skip-verification".into()));
+    assert_caught(&plan, "members that are not relays: relay-2 lists ");
+}

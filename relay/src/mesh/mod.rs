@@ -158,6 +158,16 @@ impl Mesh {
         })
     }
 
+    /// Whether this relay takes what peers send without checking signatures: the
+    /// `skip-verification` mutation, the byzantine simulation's negative control (never
+    /// in a production build).
+    fn skips_verification(&self) -> bool {
+        #[cfg(feature = "mutations")]
+        return self.parts.config.mutation == Some(crate::mutation::Mutation::SkipVerification);
+        #[cfg(not(feature = "mutations"))]
+        false
+    }
+
     fn relay_id(&self) -> &str {
         &self.parts.config.relay_id
     }

