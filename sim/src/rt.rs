@@ -167,12 +167,24 @@ impl Net for RecordingNet {
     }
 
     async fn connect(&self, addr: &str) -> io::Result<turmoil::net::TcpStream> {
-        self.log.record(&self.relay, addr);
+        self.log.record(&self.relay, &named(addr));
         TurmoilNet.connect(addr).await
     }
 
     async fn resolve(&self, name: &str) -> io::Result<Vec<SocketAddr>> {
         TurmoilNet.resolve(name).await
+    }
+}
+
+/// `addr` with a simulated host's IP address (what DNS discovery dials) replaced by the
+/// host's name, so the dial log names hosts the same way whichever way they were found.
+fn named(addr: &str) -> String {
+    match addr.parse::<SocketAddr>() {
+        Ok(socket) => match turmoil::reverse_lookup(socket.ip()) {
+            Some(host) => format!("{host}:{}", socket.port()),
+            None => addr.to_string(),
+        },
+        Err(_) => addr.to_string(),
     }
 }
 
