@@ -27,6 +27,7 @@ pub mod mutation;
 pub mod node;
 pub mod process;
 pub mod protocol;
+pub mod resume;
 pub mod routing;
 pub mod rt;
 pub mod secret;

@@ -27,7 +27,8 @@ pub const LOG_BYTES_MAX: usize = crate::config::NOTIFICATION_LOG_BYTES_MAX_DEFAU
 /// What one logged notification costs beyond its fields: the JSON envelope it is sent
 /// in, the struct, its slot in the queue and in the index (rounded up).
 pub const LOG_ENTRY_OVERHEAD_BYTES: usize = 256;
-/// Seconds a notification stays in the log (the anti-entropy retention window).
+/// Default seconds a notification stays in the log (the anti-entropy and resume window;
+/// `[limits] notification_log_retention_secs`).
 pub const LOG_RETENTION_SECS: u64 = 3600;
 /// Seq ranges carried in one log summary.
 pub const SUMMARY_RANGES_MAX: usize = 1024;
@@ -185,6 +186,11 @@ impl NotificationLog {
     /// The bytes counted against `bytes_max`.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Every logged notification, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<Notification>> {
+        self.entries.iter().map(|(_, n)| n)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Notification>> {

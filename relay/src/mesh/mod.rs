@@ -26,6 +26,7 @@ mod persist;
 mod records;
 mod report;
 mod reports;
+mod resume;
 mod router;
 mod seen;
 mod state;
@@ -138,23 +139,42 @@ pub struct Mesh {
     counts: reports::Counts,
     /// Who may join, and the key each relay id is bound to.
     trust: trust::Trust,
+    /// Held while a notification is admitted and delivered, and while a resume replays:
+    /// a resume token never names a notification its holder was not yet offered, and a
+    /// replay never races a live delivery.
+    route_lock: std::sync::Mutex<()>,
+    /// Signs the resume tokens this relay issues.
+    issuer: crate::resume::Issuer,
 }
 
 impl Mesh {
     pub fn new(parts: MeshParts) -> Arc<Mesh> {
-        let state = state::Shared::new(parts.config.limits.notification_log_bytes_max);
+        let limits = &parts.config.limits;
+        let state = state::Shared::new(
+            limits.notification_log_bytes_max,
+            limits.notification_log_retention_secs,
+        );
         let trust = trust::Trust::new(
             parts.config.trusted_keys(),
             &parts.config.relay_id,
             *parts.origin.identity().public(),
         );
+        let issuer =
+            crate::resume::Issuer::new(&parts.config.relay_id, parts.origin.identity().clone());
         Arc::new(Mesh {
             parts,
             state,
             discovered: discovery::Discovered::default(),
             counts: reports::Counts::default(),
             trust,
+            route_lock: std::sync::Mutex::new(()),
+            issuer,
         })
+    }
+
+    fn route_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data: a poisoned lock is as good as a clean one.
+        self.route_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn relay_id(&self) -> &str {

@@ -107,13 +107,14 @@ pub struct Shared {
 
 impl Default for Shared {
     fn default() -> Self {
-        Shared::new(LOG_BYTES_MAX)
+        Shared::new(LOG_BYTES_MAX, LOG_RETENTION_SECS)
     }
 }
 
 impl Shared {
-    /// Empty state whose notification log holds at most `log_bytes_max` bytes.
-    pub fn new(log_bytes_max: usize) -> Self {
+    /// Empty state whose notification log holds at most `log_bytes_max` bytes, none
+    /// older than `retention_secs`.
+    pub fn new(log_bytes_max: usize, retention_secs: u64) -> Self {
         Shared {
             state: Mutex::new(State {
                 members: BTreeMap::new(),
@@ -123,7 +124,7 @@ impl Shared {
                 dedup: DedupCache::new(DEDUP_IDS_MAX),
                 seen: SeenIndex::default(),
                 floors: Floors::default(),
-                log: NotificationLog::new(LOG_ENTRIES_MAX, LOG_RETENTION_SECS, log_bytes_max),
+                log: NotificationLog::new(LOG_ENTRIES_MAX, retention_secs, log_bytes_max),
                 repairs_requested: HashMap::new(),
                 pending: BTreeMap::new(),
                 errors: VecDeque::new(),
@@ -196,6 +197,19 @@ impl Shared {
             repaired,
             targets,
         }
+    }
+
+    /// Every notification this relay has routed, as a resume position: the seen index's
+    /// ranges, and each stream up to its floor (seen once, forgotten since).
+    pub(crate) fn position(&self) -> crate::resume::Position {
+        let state = self.lock();
+        position_of(&state)
+    }
+
+    /// The log (oldest first) and the position, taken together.
+    pub(crate) fn resume_view(&self) -> (Vec<Arc<Notification>>, crate::resume::Position) {
+        let state = self.lock();
+        (state.log.entries().cloned().collect(), position_of(&state))
     }
 
     /// Keeps a new link unless a link to that peer wins the tie-break: the link dialed by
@@ -552,6 +566,21 @@ pub fn health_from_age(age_ms: u64, interval_ms: u64) -> PeerHealth {
     } else {
         PeerHealth::Unreachable
     }
+}
+
+fn position_of(state: &State) -> crate::resume::Position {
+    use crate::resume::stream_key;
+    let mut position = crate::resume::Position::default();
+    for (stream, ranges) in state.seen.streams() {
+        let key = stream_key(stream);
+        for (lo, hi) in ranges {
+            position.insert_range(key, lo, hi);
+        }
+    }
+    for (stream, floor) in state.floors.iter() {
+        position.insert_range(stream_key(stream), 1, floor);
+    }
+    position
 }
 
 #[cfg(test)]

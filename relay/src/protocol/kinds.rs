@@ -33,6 +33,7 @@ label_enum!(
         Unsubscribe => "unsubscribe",
         Notification => "notification",
         Watch => "watch",
+        Resume => "resume",
         Invalid => "invalid",
     }
 );
@@ -50,6 +51,7 @@ label_enum!(
         Subscriptions => "subscriptions",
         WatchResponse => "watch_response",
         Reconnect => "reconnect",
+        Resumed => "resumed",
     }
 );
 
@@ -62,6 +64,7 @@ impl ClientMessage<'_> {
             ClientMessage::Unsubscribe(_) => InboundKind::Unsubscribe,
             ClientMessage::Publish(_) => InboundKind::Notification,
             ClientMessage::Watch => InboundKind::Watch,
+            ClientMessage::Resume(_) => InboundKind::Resume,
         }
     }
 }

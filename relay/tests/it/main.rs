@@ -15,6 +15,7 @@ mod limits;
 mod mesh;
 mod process;
 mod prometheus;
+mod resume;
 mod rolling_restart;
 mod trust;
 mod websocket;
