@@ -264,11 +264,15 @@ fn add_relay(
 ) {
     let config = relay_config(plan, index, data_root);
     let boots = Rc::new(Cell::new(0u64));
+    // The relay's disk: it outlives every crash and restart of the relay's software.
+    let disk = sdk_relay::logstore::MemoryStore::new();
     let (seed, trace) = (plan.seed, trace.clone());
     sim.host(host(index).as_str(), move || {
         let boot = boots.get();
         boots.set(boot + 1);
         let (config, trace) = (config.clone(), trace.clone());
+        let disk: std::sync::Arc<dyn sdk_relay::logstore::LogStore> =
+            std::sync::Arc::new(disk.clone());
         async move {
             trace.here(&config.relay_id, format!("boot {boot}"));
             let net = TurmoilNet;
@@ -276,11 +280,12 @@ fn add_relay(
             let http = net.bind(&config.http_url).await?;
             let listeners = sdk_relay::Listeners { ws, http };
             let env = rt::env(seed, index, boot);
-            sdk_relay::run(
+            sdk_relay::run_with_log_store(
                 config,
                 env,
                 listeners,
                 LogRing::new(256),
+                Some(disk),
                 std::future::pending(),
             )
             .await;

@@ -144,6 +144,9 @@ pub struct NotificationLog {
     retention_secs: u64,
     bytes: usize,
     bytes_max: usize,
+    /// Ids dropped since `take_evicted` (kept only when a durable store follows the log;
+    /// taken at every push, so at most what one push drops plus one expiry).
+    evicted: Option<Vec<String>>,
 }
 
 impl NotificationLog {
@@ -157,7 +160,21 @@ impl NotificationLog {
             retention_secs,
             bytes: 0,
             bytes_max,
+            evicted: None,
         }
+    }
+
+    /// Records the ids dropped from now on, for `take_evicted`.
+    pub fn track_evictions(&mut self) {
+        self.evicted.get_or_insert_with(Vec::new);
+    }
+
+    /// The ids dropped since the last call (none unless `track_evictions`).
+    pub fn take_evicted(&mut self) -> Vec<String> {
+        self.evicted
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Logs `notification`, dropping the oldest entries while over the count or byte
@@ -218,6 +235,9 @@ impl NotificationLog {
         if let Some((_, n)) = self.entries.pop_front() {
             self.by_id.remove(&n.message_id);
             self.bytes -= log_entry_cost(&n);
+            if let Some(evicted) = &mut self.evicted {
+                evicted.push(n.message_id.clone());
+            }
         }
     }
 

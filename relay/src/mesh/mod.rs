@@ -17,6 +17,7 @@
 
 pub mod dedup;
 mod discovery;
+mod durable;
 mod floors;
 mod handshake;
 mod inbound;
@@ -38,6 +39,7 @@ mod views;
 use std::sync::Arc;
 
 pub use discovery::DISCOVERED_ADDRESSES_MAX;
+pub use durable::GROUP_COMMIT_INTERVAL;
 pub use floors::FLOOR_STREAMS_MAX;
 pub use handshake::{HANDSHAKE_BYTES_MAX, HANDSHAKE_STEP_TIMEOUT_MAX};
 pub use leave::RECONNECT_RELAYS_MAX;
@@ -128,6 +130,8 @@ pub struct MeshParts {
     /// Ids of what this relay originates.
     pub origin: Arc<Origin>,
     pub status: Arc<dyn LocalStatus>,
+    /// Where the notification log is kept across restarts (`None`: memory only).
+    pub log_store: Option<Arc<dyn crate::logstore::LogStore>>,
 }
 
 /// The mesh of one relay.
@@ -154,6 +158,11 @@ impl Mesh {
             limits.notification_log_bytes_max,
             limits.notification_log_retention_secs,
         );
+        if parts.log_store.is_some() {
+            let mut locked = state.lock();
+            locked.unsynced = Some(crate::logstore::Batch::default());
+            locked.log.track_evictions();
+        }
         let trust = trust::Trust::new(
             parts.config.trusted_keys(),
             &parts.config.relay_id,

@@ -82,6 +82,10 @@ pub(super) struct State {
     /// Per stream, the highest seq `dedup` evicted: older ids are refused from peers.
     pub floors: Floors,
     pub log: NotificationLog,
+    /// The log's changes not yet committed to its durable store (`None`: no store).
+    pub unsynced: Option<crate::logstore::Batch>,
+    /// Arrival order of the next logged notification (restored from the store).
+    pub next_order: u64,
     /// Ids requested by anti-entropy and when (monotonic ms): not asked again from
     /// another peer while the first request may still be answered; counted as repairs
     /// when they arrive.
@@ -125,6 +129,8 @@ impl Shared {
                 seen: SeenIndex::default(),
                 floors: Floors::default(),
                 log: NotificationLog::new(LOG_ENTRIES_MAX, retention_secs, log_bytes_max),
+                unsynced: None,
+                next_order: 1,
                 repairs_requested: HashMap::new(),
                 pending: BTreeMap::new(),
                 errors: VecDeque::new(),
@@ -186,6 +192,7 @@ impl Shared {
             .remove(&notification.message_id)
             .is_some();
         state.log.push(now_unix, notification.clone());
+        state.note_log_changes(Some((now_unix, notification)));
         let targets = state
             .links
             .iter()
@@ -402,16 +409,14 @@ impl Shared {
 
     /// Marks ids seen before a restart, so they are neither delivered nor fetched again.
     pub(super) fn restore_seen(&self, ids: &[String]) {
-        let mut state = self.lock();
-        for id in ids {
-            state.remember(id);
-        }
+        self.lock().restore_seen(ids);
     }
 
     /// The log summary this relay gossips.
     pub(super) fn log_summary(&self, now_unix: u64) -> Vec<StreamSummary> {
         let mut state = self.lock();
         state.log.expire(now_unix);
+        state.note_log_changes(None);
         state.log.summary()
     }
 
@@ -565,6 +570,43 @@ pub fn health_from_age(age_ms: u64, interval_ms: u64) -> PeerHealth {
         PeerHealth::Degraded
     } else {
         PeerHealth::Unreachable
+    }
+}
+
+/// Bytes of log changes waiting for their commit at most: past it (a store that keeps
+/// failing) they are dropped, with a warning; the log in memory is unaffected.
+pub const UNSYNCED_BYTES_MAX: usize = 64 << 20;
+
+impl State {
+    pub(super) fn restore_seen(&mut self, ids: &[String]) {
+        for id in ids {
+            self.remember(id);
+        }
+    }
+
+    /// Queues the log's changes for the durable store: `pushed` (just logged) and the
+    /// ids the log dropped since.
+    pub(super) fn note_log_changes(&mut self, pushed: Option<(u64, &Arc<Notification>)>) {
+        let Some(batch) = self.unsynced.as_mut() else {
+            return;
+        };
+        batch.deletes.extend(self.log.take_evicted());
+        if let Some((arrived, notification)) = pushed {
+            batch.bytes += crate::mesh::dedup::log_entry_cost(notification);
+            batch.puts.push(crate::logstore::Stored {
+                order: self.next_order,
+                arrived,
+                notification: notification.clone(),
+            });
+            self.next_order += 1;
+        }
+        if batch.bytes > UNSYNCED_BYTES_MAX {
+            tracing::warn!(
+                dropped = batch.puts.len(),
+                "the notification log's store is not keeping up: changes dropped"
+            );
+            *batch = crate::logstore::Batch::default();
+        }
     }
 }
 

@@ -210,3 +210,25 @@ async fn a_forged_or_corrupted_token_is_refused_with_a_clear_error() {
     // The relay is still up and serving.
     assert!(c.get("/health").await["status"].is_string());
 }
+
+/// Relay C is killed (SIGKILL, nothing saved on the way out) after it routed what the
+/// wallet missed, and started again: its log comes back from `data_dir`, and the
+/// wallet resuming there gets exactly what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_serves_resumes_from_its_log_on_disk() {
+    let (a, b, mut c) = mesh_of_three("").await;
+    let (token, missed) = wallet_misses_some(&a, &b, &c, 3).await;
+    // Several group commits (50 ms each) and a sync interval.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.restart().await;
+    let events = wallet(&c.ws_url(), &["resume", &token, "2"]).await;
+    assert_eq!(notification_ids(&events), missed, "{events:?}");
+    let done = resumed(&events);
+    assert_eq!(done["recovered"], true, "{events:?}");
+    assert_eq!(done["replayed"], 3, "{events:?}");
+    assert!(
+        c.log().contains("restored the notification log from disk"),
+        "{}",
+        c.log()
+    );
+}
