@@ -64,6 +64,10 @@ pub struct Plan {
     pub tick: Duration,
     pub publishers: Vec<Publisher>,
     pub subscribers: Vec<Subscriber>,
+    /// Wallets that drop and resume on other relays (`roam`).
+    pub roamers: Vec<crate::roam::Roamer>,
+    /// `[limits] notification_log_retention_secs` of every relay, when not the default.
+    pub retention_secs: Option<u64>,
     pub schedule: Schedule,
     /// When the workloads stop and the checker reads the relays.
     pub end: Duration,
@@ -134,6 +138,9 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
     config.limits.heartbeat_interval_secs = plan.timing.heartbeat_secs;
     config.limits.connection_timeout_secs = plan.timing.timeout_secs;
     config.limits.shutdown_drain_secs = 1;
+    if let Some(secs) = plan.retention_secs {
+        config.limits.notification_log_retention_secs = secs;
+    }
     // Exactly enough for a full mesh: the tightest bound the design allows.
     config.mesh.peers_max = (plan.relays - 1).max(1);
     let mut peers = Vec::new();
@@ -215,6 +222,11 @@ pub fn run(plan: &Plan) -> Outcome {
         let (mut s, o, t) = (subscriber.clone(), obs.clone(), trace.clone());
         s.silence_max = silence_max;
         sim.client(subscriber.name.as_str(), s.run(o, t, plan.end));
+    }
+    for roamer in &plan.roamers {
+        let (mut r, o, t) = (roamer.clone(), obs.clone(), trace.clone());
+        r.silence_max = silence_max;
+        sim.client(roamer.name.as_str(), r.run(o, t, plan.end));
     }
     let mut failures = Vec::new();
     let mut faults = plan.schedule.clone().sorted().0.into_iter().peekable();

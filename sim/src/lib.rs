@@ -11,6 +11,7 @@ pub mod check;
 pub mod client;
 pub mod fault;
 pub mod harness;
+pub mod roam;
 pub mod rt;
 pub mod scenario;
 pub mod trace;

@@ -86,6 +86,8 @@ pub struct Observations {
     /// stamped and routed them, under an id nobody recorded).
     pub unacked: usize,
     pub views: BTreeMap<String, RelayView>,
+    /// What each roaming wallet saw (`roam`).
+    pub roams: Vec<crate::roam::RoamLog>,
     pub checker_done: bool,
 }
 
@@ -119,7 +121,7 @@ fn ws_addr(relay: &str) -> String {
     format!("{relay}:{WS_PORT}")
 }
 
-async fn sleep_until(at: Duration) {
+pub async fn sleep_until(at: Duration) {
     let wait = at.saturating_sub(now());
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
