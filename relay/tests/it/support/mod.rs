@@ -53,7 +53,9 @@ impl TestRelay {
         config.http_url = http_addr.to_string();
         config.validate().expect("test config is valid");
         let (stop, stopped) = oneshot::channel::<()>();
-        let tokio_env = Env::tokio(7);
+        // One seed per relay: relays drawing one key would be refused as one key for two ids.
+        static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7);
+        let tokio_env = Env::tokio(SEEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let env = Env {
             net: relay_net,
             clock: tokio_env.clock,
