@@ -288,9 +288,12 @@ pub struct Limits {
     /// Seconds over which lame-duck mode (SIGUSR2, `POST /admin/drain`) spreads closing
     /// its wallets, so they do not all reconnect elsewhere at once.
     pub lame_duck_secs: u64,
-    /// Bytes of notifications the mesh keeps for anti-entropy (besides the 10,000-entry
-    /// count and one-hour age bounds); the oldest are dropped first.
+    /// Bytes of notifications the mesh keeps for anti-entropy and resumes (besides the
+    /// 10,000-entry count and the age bound); the oldest are dropped first.
     pub notification_log_bytes_max: usize,
+    /// Seconds a notification stays in the log: anti-entropy repairs and resumes reach
+    /// this far back (a resume across an older gap reports `recovered: false`).
+    pub notification_log_retention_secs: u64,
 }
 
 /// Default `limits.notification_log_bytes_max`: 64 MiB, 6,400 notifications of 10 KiB
@@ -322,6 +325,7 @@ impl Default for Limits {
             shutdown_drain_secs: 5,
             lame_duck_secs: 30,
             notification_log_bytes_max: NOTIFICATION_LOG_BYTES_MAX_DEFAULT,
+            notification_log_retention_secs: 3600,
         }
     }
 }
@@ -669,6 +673,10 @@ impl Config {
             (
                 "limits.notification_log_bytes_max",
                 l.notification_log_bytes_max as u64,
+            ),
+            (
+                "limits.notification_log_retention_secs",
+                l.notification_log_retention_secs,
             ),
         ];
         for (key, value) in positive {

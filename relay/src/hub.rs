@@ -10,7 +10,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 
 use crate::conn::{CloseReason, Delivery, Outbound, Outlet};
-use crate::protocol::SUBSCRIBE_ALL;
+use crate::protocol::{Notification, SUBSCRIBE_ALL};
+use crate::resume::{Issuer, Position, stream_key};
 
 /// Identifies one connection for the life of the relay process.
 pub type ClientId = u64;
@@ -20,6 +21,39 @@ struct Client {
     outlet: Outlet,
     subscriptions: BTreeSet<String>,
     wants_sync: bool,
+    /// Set for a client that handshook with capability `resume`.
+    resume: Option<Resumable>,
+}
+
+/// A client with capability `resume`.
+struct Resumable {
+    /// Nothing is delivered until its first message after the handshake: a `resume`
+    /// (which replays what it missed first) or any other (a fresh session).
+    paused: bool,
+    /// The position its resume token named: what it already has, never delivered again.
+    skip: Position,
+}
+
+/// What the hub needs to give resumable clients a token with each notification: the
+/// relay's position once this notification is routed, and who signs.
+pub struct TokenContext<'a> {
+    pub issuer: &'a Issuer,
+    /// Every notification this relay has routed (delivered to its clients) so far.
+    pub position: &'a Position,
+    pub now_unix: u64,
+}
+
+impl TokenContext<'_> {
+    /// A token for a client accounted for `skip` and everything the relay routed.
+    fn token_for(&self, subscriptions: &BTreeSet<String>, skip: &Position) -> String {
+        let mut position = skip.clone();
+        position.union_with(self.position);
+        self.issuer.issue(
+            subscriptions.iter().map(String::as_str),
+            &position,
+            self.now_unix,
+        )
+    }
 }
 
 #[derive(Default)]
@@ -28,6 +62,8 @@ struct State {
     /// notification type -> subscribers; `*` subscribers are in `all_types`.
     by_type: HashMap<String, BTreeSet<ClientId>>,
     all_types: BTreeSet<ClientId>,
+    /// Clients with capability `resume` (they need a position with each notification).
+    resumable: usize,
 }
 
 /// The registry of handshaken clients and their subscriptions.
@@ -54,7 +90,26 @@ impl Hub {
 
     /// Registers a handshaken client. With `subscribe_all` it receives every type.
     pub fn join(&self, id: ClientId, outlet: Outlet, subscribe_all: bool, wants_sync: bool) {
+        self.join_client(id, outlet, subscribe_all, wants_sync, false);
+    }
+
+    /// Registers a handshaken client; a `resumable` one starts paused (see `Resumable`).
+    pub fn join_client(
+        &self,
+        id: ClientId,
+        outlet: Outlet,
+        subscribe_all: bool,
+        wants_sync: bool,
+        resumable: bool,
+    ) {
         let mut state = self.write();
+        let resume = resumable.then(|| Resumable {
+            paused: true,
+            skip: Position::default(),
+        });
+        if resumable {
+            state.resumable += 1;
+        }
         let mut subscriptions = BTreeSet::new();
         if subscribe_all {
             subscriptions.insert(SUBSCRIBE_ALL.to_string());
@@ -66,6 +121,7 @@ impl Hub {
                 outlet,
                 subscriptions,
                 wants_sync,
+                resume,
             },
         );
     }
@@ -75,6 +131,9 @@ impl Hub {
         let Some(client) = state.clients.remove(&id) else {
             return;
         };
+        if client.resume.is_some() {
+            state.resumable -= 1;
+        }
         for name in &client.subscriptions {
             state.unindex(id, name);
         }
@@ -101,6 +160,7 @@ impl Hub {
             clients,
             by_type,
             all_types,
+            ..
         } = &mut *state;
         let Some(client) = clients.get_mut(&id) else {
             return Err(Vec::new());
@@ -165,6 +225,146 @@ impl Hub {
             None => state.all_types.iter().for_each(send),
         }
         delivery
+    }
+
+    /// Whether any client has capability `resume`.
+    pub fn has_resumable(&self) -> bool {
+        self.read().resumable > 0
+    }
+
+    /// Whether `id` is a resumable client still waiting for its first message.
+    pub fn is_paused(&self, id: ClientId) -> bool {
+        self.read()
+            .clients
+            .get(&id)
+            .and_then(|c| c.resume.as_ref())
+            .is_some_and(|r| r.paused)
+    }
+
+    /// Starts delivering to a paused client from now on (a fresh session).
+    pub fn unpause(&self, id: ClientId) {
+        if let Some(resume) = self
+            .write()
+            .clients
+            .get_mut(&id)
+            .and_then(|c| c.resume.as_mut())
+        {
+            resume.paused = false;
+        }
+    }
+
+    /// Resumes a client: its subscriptions become `subscriptions` (bounded by `max`), what
+    /// `skip` names is never delivered to it again, and delivery starts.
+    pub fn resume(&self, id: ClientId, skip: Position, subscriptions: &[String], max: usize) {
+        {
+            let mut state = self.write();
+            let Some(client) = state.clients.get_mut(&id) else {
+                return;
+            };
+            let old: Vec<String> = std::mem::take(&mut client.subscriptions)
+                .into_iter()
+                .collect();
+            for name in &old {
+                state.unindex(id, name);
+            }
+        }
+        let wanted: Vec<String> = subscriptions.iter().take(max).cloned().collect();
+        let _ = self.subscribe(id, &wanted, max);
+        if let Some(resume) = self
+            .write()
+            .clients
+            .get_mut(&id)
+            .and_then(|c| c.resume.as_mut())
+        {
+            resume.skip = skip;
+            resume.paused = false;
+        }
+    }
+
+    /// A client's subscriptions.
+    pub fn subscriptions(&self, id: ClientId) -> Vec<String> {
+        self.read()
+            .clients
+            .get(&id)
+            .map(|c| c.subscriptions.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Delivers a routed notification to every subscriber, each exactly once; resumable
+    /// clients get it with a resume token (when `tokens` is given), unless paused or their
+    /// token already named it.
+    pub fn publish_notification(
+        &self,
+        notification: &Notification,
+        frame: &Bytes,
+        tokens: Option<&TokenContext<'_>>,
+    ) -> Delivery {
+        #[cfg(feature = "mutations")]
+        if let Some(mutant) = &self.mutant {
+            return self.publish_mutated(mutant, &notification.notification_type, frame);
+        }
+        let state = self.read();
+        let stream_seq = notification
+            .message_id
+            .rsplit_once('-')
+            .and_then(|(stream, seq)| Some((stream_key(stream), seq.parse::<u64>().ok()?)));
+        let typed = state.by_type.get(&notification.notification_type);
+        let mut delivery = Delivery::default();
+        let mut send = |id: &ClientId| {
+            let Some(client) = state.clients.get(id) else {
+                return;
+            };
+            let frame = match (&client.resume, tokens) {
+                (None, _) => frame.clone(),
+                (Some(resume), _) if resume.paused => return,
+                (Some(resume), _)
+                    if stream_seq.is_some_and(|(key, seq)| resume.skip.contains(&key, seq)) =>
+                {
+                    return;
+                }
+                (Some(_), None) => frame.clone(),
+                (Some(resume), Some(tokens)) => {
+                    let token = tokens.token_for(&client.subscriptions, &resume.skip);
+                    crate::protocol::with_resume_token(frame, &token)
+                }
+            };
+            delivery.add(client.outlet.offer(Outbound::Text(frame)));
+        };
+        match typed {
+            Some(typed) => merge_union(&state.all_types, typed, &mut send),
+            None => state.all_types.iter().for_each(send),
+        }
+        delivery
+    }
+
+    /// Sends every client `frame(token)`: a fresh resume token for resumable clients that
+    /// are not paused, `None` for the others.
+    pub fn send_each(
+        &self,
+        tokens: &TokenContext<'_>,
+        frame: impl Fn(Option<&str>) -> Bytes,
+    ) -> (Delivery, usize) {
+        let state = self.read();
+        let mut delivery = Delivery::default();
+        let mut bytes = 0;
+        for client in state.clients.values() {
+            let message = match &client.resume {
+                Some(resume) if !resume.paused => {
+                    frame(Some(&tokens.token_for(&client.subscriptions, &resume.skip)))
+                }
+                _ => frame(None),
+            };
+            bytes += message.len();
+            delivery.add(client.outlet.offer(Outbound::Text(message)));
+        }
+        (delivery, bytes)
+    }
+
+    /// Asks one client to close with `reason`.
+    pub fn close(&self, id: ClientId, reason: CloseReason) {
+        if let Some(client) = self.read().clients.get(&id) {
+            client.outlet.close(reason);
+        }
     }
 
     /// Sends a frame to one client.

@@ -89,6 +89,14 @@ impl Signature {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0.to_bytes())
     }
+
+    pub fn from_bytes(bytes: &[u8; SIGNATURE_BYTES]) -> Signature {
+        Signature(ed25519_dalek::Signature::from_bytes(bytes))
+    }
+
+    pub fn to_bytes(&self) -> [u8; SIGNATURE_BYTES] {
+        self.0.to_bytes()
+    }
 }
 
 impl std::fmt::Debug for Signature {

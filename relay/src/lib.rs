@@ -20,6 +20,7 @@ pub mod hub;
 pub mod identity;
 pub mod lifecycle;
 pub mod logs;
+pub mod logstore;
 pub mod mesh;
 pub mod metrics;
 #[cfg(feature = "mutations")]
@@ -28,6 +29,7 @@ pub mod nats;
 pub mod node;
 pub mod process;
 pub mod protocol;
+pub mod resume;
 pub mod routing;
 pub mod rt;
 pub mod secret;
@@ -35,4 +37,4 @@ mod server;
 pub mod wallets;
 pub mod ws;
 
-pub use server::{Listeners, run, run_until};
+pub use server::{Listeners, run, run_until, run_with_log_store};

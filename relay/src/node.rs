@@ -12,6 +12,7 @@ use crate::hub::Hub;
 use crate::identity::Identity;
 use crate::lifecycle::Lifecycle;
 use crate::logs::LogRing;
+use crate::logstore::{LogStore, RedbStore};
 use crate::mesh::{LocalStatus, Mesh, MeshParts, RelayInfo, SyncMetrics, SyncStatus};
 use crate::metrics::Metrics;
 use crate::nats::{NatsBackbone, NatsParts};
@@ -41,7 +42,27 @@ pub struct Node {
 }
 
 impl Node {
+    /// A relay whose notification log is kept in `data_dir` (memory only, with a
+    /// warning, when the file cannot be opened).
     pub fn new(config: Config, clock: SharedClock, rng: SeededRng, logs: LogRing) -> Arc<Node> {
+        let store: Option<Arc<dyn LogStore>> = match RedbStore::open(&config.data_dir) {
+            Ok(store) => Some(Arc::new(store)),
+            Err(error) => {
+                tracing::warn!(%error, "the notification log is kept in memory only");
+                None
+            }
+        };
+        Node::with_log_store(config, clock, rng, logs, store)
+    }
+
+    /// A relay whose notification log is kept in `log_store` (the simulator's disk).
+    pub fn with_log_store(
+        config: Config,
+        clock: SharedClock,
+        rng: SeededRng,
+        logs: LogRing,
+        log_store: Option<Arc<dyn LogStore>>,
+    ) -> Arc<Node> {
         let config = Arc::new(config);
         let lifecycle = Lifecycle::new(clock.clone());
         // `main` loaded (or created) the key before starting, with a clear error if it
@@ -82,6 +103,7 @@ impl Node {
             hub: hub.clone(),
             origin: origin.clone(),
             status: health.clone(),
+            log_store,
         });
         let nats = nats_mode.then(|| {
             NatsBackbone::new(NatsParts {

@@ -20,6 +20,13 @@ use crate::rt::{SeededRng, SharedClock};
 /// Carries notifications this relay originated to subscribers here and elsewhere.
 pub trait Backbone: Send + Sync + 'static {
     fn publish(&self, notification: Arc<Notification>) -> Accepted;
+
+    /// Resumes wallet connection `client` (a hub client id) from a resume token: replays
+    /// what it missed, then sends it `resumed`, then delivers live again.
+    ///
+    /// # Errors
+    /// The token is malformed, from an unknown relay, or its signature does not verify.
+    fn resume(&self, client: u64, token: &str) -> Result<(), crate::resume::TokenError>;
 }
 
 /// What a backbone did with a publication, and so when the wallet may be told it was
@@ -179,6 +186,14 @@ impl Publisher {
         self.metrics.notifications_published.increment(1);
         let accepted = self.backbone.publish(notification.clone());
         (notification, accepted)
+    }
+
+    /// Resumes a wallet's session from its token (see [`Backbone::resume`]).
+    ///
+    /// # Errors
+    /// The token is refused.
+    pub fn resume(&self, client: u64, token: &str) -> Result<(), crate::resume::TokenError> {
+        self.backbone.resume(client, token)
     }
 
     pub fn origin(&self) -> &Arc<Origin> {

@@ -52,6 +52,33 @@ pub async fn run_until<N: Net>(
     stop: impl Future<Output = Stop> + Send,
 ) {
     let node = Node::new(config, env.clock.clone(), env.rng.clone(), logs);
+    serve_node(node, env, listeners, stop).await;
+}
+
+/// `run`, with the notification log kept in `log_store` rather than in `data_dir` (the
+/// simulator's disk, which survives the relay's crashes).
+pub async fn run_with_log_store<N: Net>(
+    config: Config,
+    env: Env<N>,
+    listeners: Listeners<N::Listener>,
+    logs: LogRing,
+    log_store: Option<std::sync::Arc<dyn crate::logstore::LogStore>>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let node = Node::with_log_store(config, env.clock.clone(), env.rng.clone(), logs, log_store);
+    let stop = async move {
+        shutdown.await;
+        Stop::Shutdown
+    };
+    serve_node(node, env, listeners, stop).await;
+}
+
+async fn serve_node<N: Net>(
+    node: std::sync::Arc<Node>,
+    env: Env<N>,
+    listeners: Listeners<N::Listener>,
+    stop: impl Future<Output = Stop> + Send,
+) {
     tracing::info!(
         relay_id = %node.relay_id(),
         network = node.config.network.as_str(),

@@ -111,6 +111,9 @@ pub fn all(plan: &Plan, obs: &Observations, trace: &Trace, at: Duration) -> Vec<
     failures.extend(foreign_members(plan, obs));
     failures.extend(foreign_dials(plan, obs));
     failures.extend(impostures(obs));
+    if !plan.roamers.is_empty() {
+        failures.extend(crate::roam::roaming(obs, plan.retention_secs.is_some()));
+    }
     let status = if failures.is_empty() {
         "all checks passed"
     } else {
@@ -126,6 +129,24 @@ pub fn all(plan: &Plan, obs: &Observations, trace: &Trace, at: Duration) -> Vec<
             obs.sessions.iter().map(|s| s.received.len()).sum::<usize>()
         ),
     );
+    for log in &obs.roams {
+        let told: Vec<String> = log
+            .resumes
+            .iter()
+            .map(|r| format!("{}/{}", r.1, r.3))
+            .collect();
+        trace.event(
+            at,
+            "checker",
+            format!(
+                "{}: {} received, resumes (recovered/replayed) [{}], {} error(s)",
+                log.roamer,
+                log.received.len(),
+                told.join(" "),
+                log.errors.len()
+            ),
+        );
+    }
     let replayed = replayed_across_sessions(obs);
     if replayed > 0 {
         // Not a failure (each session is a new connection), but worth seeing: a relay that

@@ -66,6 +66,10 @@ pub struct Plan {
     pub tick: Duration,
     pub publishers: Vec<Publisher>,
     pub subscribers: Vec<Subscriber>,
+    /// Wallets that drop and resume on other relays (`roam`).
+    pub roamers: Vec<crate::roam::Roamer>,
+    /// `[limits] notification_log_retention_secs` of every relay, when not the default.
+    pub retention_secs: Option<u64>,
     pub schedule: Schedule,
     /// When the workloads stop and the checker reads the relays.
     pub end: Duration,
@@ -138,6 +142,9 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
     config.limits.heartbeat_interval_secs = plan.timing.heartbeat_secs;
     config.limits.connection_timeout_secs = plan.timing.timeout_secs;
     config.limits.shutdown_drain_secs = 1;
+    if let Some(secs) = plan.retention_secs {
+        config.limits.notification_log_retention_secs = secs;
+    }
     // Exactly enough for a full mesh (and a link to each hostile host, a member like
     // any other): the tightest bound the design allows.
     config.mesh.peers_max = (plan.relays - 1 + plan.hostiles.len()).max(1);
@@ -273,6 +280,11 @@ pub fn run(plan: &Plan) -> Outcome {
         s.silence_max = silence_max;
         sim.client(subscriber.name.as_str(), s.run(o, t, plan.end));
     }
+    for roamer in &plan.roamers {
+        let (mut r, o, t) = (roamer.clone(), obs.clone(), trace.clone());
+        r.silence_max = silence_max;
+        sim.client(roamer.name.as_str(), r.run(o, t, plan.end));
+    }
     let mut failures = Vec::new();
     let mut faults = plan.schedule.clone().sorted().0.into_iter().peekable();
     while sim.elapsed() < plan.end && failures.is_empty() {
@@ -323,11 +335,15 @@ fn add_relay(
 ) {
     let config = relay_config(plan, index, data_root);
     let boots = Rc::new(Cell::new(0u64));
+    // The relay's disk: it outlives every crash and restart of the relay's software.
+    let disk = sdk_relay::logstore::MemoryStore::new();
     let (seed, trace, dials) = (plan.seed, trace.clone(), dials.clone());
     sim.host(host(index).as_str(), move || {
         let boot = boots.get();
         boots.set(boot + 1);
         let (config, trace, dials) = (config.clone(), trace.clone(), dials.clone());
+        let disk: std::sync::Arc<dyn sdk_relay::logstore::LogStore> =
+            std::sync::Arc::new(disk.clone());
         async move {
             trace.here(&config.relay_id, format!("boot {boot}"));
             let net = TurmoilNet;
@@ -339,11 +355,12 @@ fn add_relay(
                 tls: None,
             };
             let env = rt::env(seed, index, boot, dials);
-            sdk_relay::run(
+            sdk_relay::run_with_log_store(
                 config,
                 env,
                 listeners,
                 LogRing::new(256),
+                Some(disk),
                 std::future::pending(),
             )
             .await;

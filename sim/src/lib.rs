@@ -12,6 +12,7 @@ pub mod client;
 pub mod fault;
 pub mod harness;
 pub mod hostile;
+pub mod roam;
 pub mod rt;
 pub mod scenario;
 pub mod trace;

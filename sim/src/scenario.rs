@@ -44,6 +44,14 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "no configured peers: DNS first answers nothing, then two relays, then all of them",
     ),
     (
+        "roaming",
+        "wallets drop and resume on seeded relays through a partition and a crash-restart",
+    ),
+    (
+        "roaming-short-retention",
+        "negative control: roaming with a 1 s log retention; resumes must say recovered:false",
+    ),
+    (
         "partition-permanent",
         "negative control: the last relay is cut off and never healed (must fail)",
     ),
@@ -140,6 +148,8 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
         tick: options.tick,
         publishers: Vec::new(),
         subscribers: Vec::new(),
+        roamers: Vec::new(),
+        retention_secs: None,
         schedule: Schedule::default(),
         end: Duration::ZERO,
         mutation: None,
@@ -155,6 +165,8 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
         "flapping" => flapping(&mut plan, rng),
         "churn" => churn(&mut plan, rng),
         "dns-change" => dns_change(&mut plan, rng),
+        "roaming" => roaming(&mut plan, rng, false),
+        "roaming-short-retention" => roaming(&mut plan, rng, true),
         name => {
             let (_, attacks) = BYZANTINE.iter().find(|(n, _)| *n == name)?;
             byzantine(&mut plan, rng, attacks)
@@ -230,6 +242,67 @@ fn partition(plan: &mut Plan, rng: &mut ChaCha8Rng, heals: bool) -> Duration {
     } else {
         last + SETTLE
     }
+}
+
+/// Three roaming wallets hop between seeded relays (3 hops each) while a publisher
+/// publishes for 12 s, through a partition of one relay and a crash-restart of another.
+/// With `short_retention` the log keeps 1 s and wallets stay away 2.5-4 s.
+fn roaming(plan: &mut Plan, rng: &mut ChaCha8Rng, short_retention: bool) -> Duration {
+    use crate::roam::{Hop, Roamer};
+    let relays = plan.relays;
+    if short_retention {
+        plan.retention_secs = Some(1);
+    }
+    let last = publish(plan, 48, rng);
+    for w in 1..=3 {
+        let mut at = START + ms(rng.random_range(1500..2500));
+        let mut hops = Vec::new();
+        for _ in 0..3 {
+            let offline = if short_retention {
+                ms(rng.random_range(2500..4000))
+            } else {
+                ms(rng.random_range(200..2000))
+            };
+            hops.push(Hop {
+                at,
+                offline,
+                to: rng.random_range(1..=relays),
+            });
+            at += offline + ms(rng.random_range(1000..2500));
+        }
+        plan.roamers.push(Roamer {
+            name: format!("roam-{w}"),
+            silence_max: Duration::ZERO,
+            relays,
+            first: rng.random_range(1..=relays),
+            start: START,
+            hops,
+        });
+    }
+    let cut = rng.random_range(1..=relays);
+    let others: Vec<usize> = (1..=relays).filter(|i| *i != cut).collect();
+    let down = ms(rng.random_range(3000..5000));
+    plan.schedule.at(
+        down,
+        Fault::Partition {
+            a: vec![cut],
+            b: others.clone(),
+        },
+    );
+    let up = down + ms(rng.random_range(1000..3000));
+    plan.schedule.at(
+        up,
+        Fault::Repair {
+            a: vec![cut],
+            b: others,
+        },
+    );
+    let victim = rng.random_range(2..=relays);
+    let crash = ms(rng.random_range(6000..8000));
+    let back = crash + ms(rng.random_range(1000..3000));
+    plan.schedule.at(crash, Fault::Crash(victim));
+    plan.schedule.at(back, Fault::Restart(victim));
+    last.max(back) + SETTLE
 }
 
 fn crash_restart(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {

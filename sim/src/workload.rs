@@ -93,6 +93,8 @@ pub struct Observations {
     /// stamped and routed them, under an id nobody recorded).
     pub unacked: usize,
     pub views: BTreeMap<String, RelayView>,
+    /// What each roaming wallet saw (`roam`).
+    pub roams: Vec<crate::roam::RoamLog>,
     pub checker_done: bool,
     /// What the hostile hosts did and saw (empty without one).
     pub hostile: crate::hostile::HostileLog,

@@ -14,6 +14,8 @@ const SCENARIOS: &[&str] = &[
     "flapping",
     "churn",
     "dns-change",
+    "roaming",
+    "roaming-short-retention",
 ];
 
 /// The matrix: scenario x seed, 4 relays; any failure prints the replay command.
@@ -103,4 +105,16 @@ fn a_mesh_without_a_dns_answer_never_forms() {
     );
     let outcome = sim::harness::run(&plan);
     assert!(!outcome.passed(), "{}", outcome.report());
+}
+
+/// Roaming wallets whose gaps outlive a 1 s log retention are told so: some `resumed`
+/// says `recovered: false` (the check fails naming what was lost when a gap is silent).
+#[test]
+fn roaming_past_retention_is_reported_never_silent() {
+    let outcome = sim::harness::run(&plan("roaming-short-retention", Options::new(4, 2)).unwrap());
+    assert!(outcome.passed(), "{}", outcome.verdict());
+    assert!(
+        outcome.trace.iter().any(|line| line.contains("false/")),
+        "no resume reported recovered:false"
+    );
 }

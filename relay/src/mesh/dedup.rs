@@ -27,7 +27,8 @@ pub const LOG_BYTES_MAX: usize = crate::config::NOTIFICATION_LOG_BYTES_MAX_DEFAU
 /// What one logged notification costs beyond its fields: the JSON envelope it is sent
 /// in, the struct, its slot in the queue and in the index (rounded up).
 pub const LOG_ENTRY_OVERHEAD_BYTES: usize = 256;
-/// Seconds a notification stays in the log (the anti-entropy retention window).
+/// Default seconds a notification stays in the log (the anti-entropy and resume window;
+/// `[limits] notification_log_retention_secs`).
 pub const LOG_RETENTION_SECS: u64 = 3600;
 /// Seq ranges carried in one log summary.
 pub const SUMMARY_RANGES_MAX: usize = 1024;
@@ -143,6 +144,9 @@ pub struct NotificationLog {
     retention_secs: u64,
     bytes: usize,
     bytes_max: usize,
+    /// Ids dropped since `take_evicted` (kept only when a durable store follows the log;
+    /// taken at every push, so at most what one push drops plus one expiry).
+    evicted: Option<Vec<String>>,
 }
 
 impl NotificationLog {
@@ -156,7 +160,21 @@ impl NotificationLog {
             retention_secs,
             bytes: 0,
             bytes_max,
+            evicted: None,
         }
+    }
+
+    /// Records the ids dropped from now on, for `take_evicted`.
+    pub fn track_evictions(&mut self) {
+        self.evicted.get_or_insert_with(Vec::new);
+    }
+
+    /// The ids dropped since the last call (none unless `track_evictions`).
+    pub fn take_evicted(&mut self) -> Vec<String> {
+        self.evicted
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Logs `notification`, dropping the oldest entries while over the count or byte
@@ -187,6 +205,11 @@ impl NotificationLog {
         self.bytes
     }
 
+    /// Every logged notification, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<Notification>> {
+        self.entries.iter().map(|(_, n)| n)
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Notification>> {
         self.by_id.get(id).cloned()
     }
@@ -212,6 +235,9 @@ impl NotificationLog {
         if let Some((_, n)) = self.entries.pop_front() {
             self.by_id.remove(&n.message_id);
             self.bytes -= log_entry_cost(&n);
+            if let Some(evicted) = &mut self.evicted {
+                evicted.push(n.message_id.clone());
+            }
         }
     }
 

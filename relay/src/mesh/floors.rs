@@ -40,6 +40,13 @@ impl Floors {
         self.floors.insert(stream.to_string(), seq);
     }
 
+    /// Every stream's floor.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.floors
+            .iter()
+            .map(|(stream, &floor)| (stream.as_str(), floor))
+    }
+
     /// Whether `id` is at or below its stream's floor: seen once, and forgotten since.
     pub fn is_below(&self, id: &str) -> bool {
         split_message_id(id)

@@ -34,6 +34,7 @@ impl Mesh {
     /// restarted relay does not deliver them again.
     pub fn save_seen(&self) {
         super::supervisor::save_seen(self);
+        self.flush_log();
     }
 
     /// Live peer links.

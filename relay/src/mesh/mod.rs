@@ -17,6 +17,7 @@
 
 pub mod dedup;
 mod discovery;
+mod durable;
 mod floors;
 mod handshake;
 mod inbound;
@@ -26,6 +27,7 @@ mod persist;
 mod records;
 mod report;
 mod reports;
+mod resume;
 mod router;
 mod seen;
 mod state;
@@ -37,6 +39,7 @@ mod views;
 use std::sync::Arc;
 
 pub use discovery::DISCOVERED_ADDRESSES_MAX;
+pub use durable::GROUP_COMMIT_INTERVAL;
 pub use floors::FLOOR_STREAMS_MAX;
 pub use handshake::{HANDSHAKE_BYTES_MAX, HANDSHAKE_STEP_TIMEOUT_MAX};
 pub use leave::RECONNECT_RELAYS_MAX;
@@ -128,6 +131,8 @@ pub struct MeshParts {
     /// Ids of what this relay originates.
     pub origin: Arc<Origin>,
     pub status: Arc<dyn LocalStatus>,
+    /// Where the notification log is kept across restarts (`None`: memory only).
+    pub log_store: Option<Arc<dyn crate::logstore::LogStore>>,
 }
 
 /// The mesh of one relay.
@@ -139,22 +144,41 @@ pub struct Mesh {
     counts: reports::Counts,
     /// Who may join, and the key each relay id is bound to.
     trust: trust::Trust,
+    /// Held while a notification is admitted and delivered, and while a resume replays:
+    /// a resume token never names a notification its holder was not yet offered, and a
+    /// replay never races a live delivery.
+    route_lock: std::sync::Mutex<()>,
+    /// Signs the resume tokens this relay issues.
+    issuer: crate::resume::Issuer,
 }
 
 impl Mesh {
     pub fn new(parts: MeshParts) -> Arc<Mesh> {
-        let state = state::Shared::new(parts.config.limits.notification_log_bytes_max);
+        let limits = &parts.config.limits;
+        let state = state::Shared::new(
+            limits.notification_log_bytes_max,
+            limits.notification_log_retention_secs,
+        );
+        if parts.log_store.is_some() {
+            let mut locked = state.lock();
+            locked.unsynced = Some(crate::logstore::Batch::default());
+            locked.log.track_evictions();
+        }
         let trust = trust::Trust::new(
             parts.config.trusted_keys(),
             &parts.config.relay_id,
             *parts.origin.identity().public(),
         );
+        let issuer =
+            crate::resume::Issuer::new(&parts.config.relay_id, parts.origin.identity().clone());
         Arc::new(Mesh {
             parts,
             state,
             discovered: discovery::Discovered::default(),
             counts: reports::Counts::default(),
             trust,
+            route_lock: std::sync::Mutex::new(()),
+            issuer,
         })
     }
 
@@ -166,6 +190,11 @@ impl Mesh {
         return self.parts.config.mutation == Some(crate::mutation::Mutation::SkipVerification);
         #[cfg(not(feature = "mutations"))]
         false
+    }
+
+    fn route_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data: a poisoned lock is as good as a clean one.
+        self.route_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn relay_id(&self) -> &str {

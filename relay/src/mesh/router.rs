@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::Mesh;
 use crate::conn::{Offered, Outbound};
+use crate::hub::TokenContext;
 use crate::protocol::{Notification, OutboundKind};
 use crate::routing::{Accepted, Backbone};
 
@@ -15,6 +16,7 @@ use super::trust::Unverified;
 impl Mesh {
     /// Routes one notification; returns whether it was new.
     pub(super) fn route(&self, notification: Arc<Notification>, from_peer: Option<&str>) -> bool {
+        let _route = self.route_guard();
         let routed = self.state.admit(&notification, from_peer, self.unix_secs());
         if !routed.fresh {
             self.parts.metrics.dedup_hits.increment(1);
@@ -25,10 +27,21 @@ impl Mesh {
             self.parts.metrics.anti_entropy_repairs.increment(1);
         }
         let frame = notification.encode();
+        // Resumable wallets get a token naming everything routed so far, this included.
+        let position = self
+            .parts
+            .hub
+            .has_resumable()
+            .then(|| self.state.position());
+        let tokens = position.as_ref().map(|position| TokenContext {
+            issuer: &self.issuer,
+            position,
+            now_unix: self.unix_secs(),
+        });
         let delivery = self
             .parts
             .hub
-            .publish(&notification.notification_type, &frame);
+            .publish_notification(&notification, &frame, tokens.as_ref());
         self.counts
             .count_routed(routed.repaired, delivery.slow_disconnects);
         self.parts
@@ -67,5 +80,9 @@ impl Backbone for Mesh {
     fn publish(&self, notification: Arc<Notification>) -> Accepted {
         self.route(notification, None);
         Accepted::Routed
+    }
+
+    fn resume(&self, client: u64, token: &str) -> Result<(), crate::resume::TokenError> {
+        self.serve_resume(client, token)
     }
 }

@@ -101,6 +101,13 @@ impl SeenIndex {
         ranges.insert(lo, hi);
     }
 
+    /// Every stream's seen seq ranges (`lo`, `hi`, inclusive).
+    pub fn streams(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = (u64, u64)> + '_)> {
+        self.streams
+            .iter()
+            .map(|(stream, ranges)| (stream.as_str(), ranges.iter().map(|(&a, &b)| (a, b))))
+    }
+
     /// Forgets `id` (the dedup cache forgot it).
     pub fn remove(&mut self, id: &str) {
         let Some((stream, seq)) = canonical(id) else {

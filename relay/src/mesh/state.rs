@@ -82,6 +82,10 @@ pub(super) struct State {
     /// Per stream, the highest seq `dedup` evicted: older ids are refused from peers.
     pub floors: Floors,
     pub log: NotificationLog,
+    /// The log's changes not yet committed to its durable store (`None`: no store).
+    pub unsynced: Option<crate::logstore::Batch>,
+    /// Arrival order of the next logged notification (restored from the store).
+    pub next_order: u64,
     /// Ids requested by anti-entropy and when (monotonic ms): not asked again from
     /// another peer while the first request may still be answered; counted as repairs
     /// when they arrive.
@@ -107,13 +111,14 @@ pub struct Shared {
 
 impl Default for Shared {
     fn default() -> Self {
-        Shared::new(LOG_BYTES_MAX)
+        Shared::new(LOG_BYTES_MAX, LOG_RETENTION_SECS)
     }
 }
 
 impl Shared {
-    /// Empty state whose notification log holds at most `log_bytes_max` bytes.
-    pub fn new(log_bytes_max: usize) -> Self {
+    /// Empty state whose notification log holds at most `log_bytes_max` bytes, none
+    /// older than `retention_secs`.
+    pub fn new(log_bytes_max: usize, retention_secs: u64) -> Self {
         Shared {
             state: Mutex::new(State {
                 members: BTreeMap::new(),
@@ -123,7 +128,9 @@ impl Shared {
                 dedup: DedupCache::new(DEDUP_IDS_MAX),
                 seen: SeenIndex::default(),
                 floors: Floors::default(),
-                log: NotificationLog::new(LOG_ENTRIES_MAX, LOG_RETENTION_SECS, log_bytes_max),
+                log: NotificationLog::new(LOG_ENTRIES_MAX, retention_secs, log_bytes_max),
+                unsynced: None,
+                next_order: 1,
                 repairs_requested: HashMap::new(),
                 pending: BTreeMap::new(),
                 errors: VecDeque::new(),
@@ -185,6 +192,7 @@ impl Shared {
             .remove(&notification.message_id)
             .is_some();
         state.log.push(now_unix, notification.clone());
+        state.note_log_changes(Some((now_unix, notification)));
         let targets = state
             .links
             .iter()
@@ -203,6 +211,19 @@ impl Shared {
     pub(super) fn seen_before(&self, id: &str) -> bool {
         let state = self.lock();
         state.dedup.contains(id) || state.floors.is_below(id)
+    }
+
+    /// Every notification this relay has routed, as a resume position: the seen index's
+    /// ranges, and each stream up to its floor (seen once, forgotten since).
+    pub(crate) fn position(&self) -> crate::resume::Position {
+        let state = self.lock();
+        position_of(&state)
+    }
+
+    /// The log (oldest first) and the position, taken together.
+    pub(crate) fn resume_view(&self) -> (Vec<Arc<Notification>>, crate::resume::Position) {
+        let state = self.lock();
+        (state.log.entries().cloned().collect(), position_of(&state))
     }
 
     /// Keeps a new link unless a link to that peer wins the tie-break: the link dialed by
@@ -395,16 +416,14 @@ impl Shared {
 
     /// Marks ids seen before a restart, so they are neither delivered nor fetched again.
     pub(super) fn restore_seen(&self, ids: &[String]) {
-        let mut state = self.lock();
-        for id in ids {
-            state.remember(id);
-        }
+        self.lock().restore_seen(ids);
     }
 
     /// The log summary this relay gossips.
     pub(super) fn log_summary(&self, now_unix: u64) -> Vec<StreamSummary> {
         let mut state = self.lock();
         state.log.expire(now_unix);
+        state.note_log_changes(None);
         state.log.summary()
     }
 
@@ -559,6 +578,58 @@ pub fn health_from_age(age_ms: u64, interval_ms: u64) -> PeerHealth {
     } else {
         PeerHealth::Unreachable
     }
+}
+
+/// Bytes of log changes waiting for their commit at most: past it (a store that keeps
+/// failing) they are dropped, with a warning; the log in memory is unaffected.
+pub const UNSYNCED_BYTES_MAX: usize = 64 << 20;
+
+impl State {
+    pub(super) fn restore_seen(&mut self, ids: &[String]) {
+        for id in ids {
+            self.remember(id);
+        }
+    }
+
+    /// Queues the log's changes for the durable store: `pushed` (just logged) and the
+    /// ids the log dropped since.
+    pub(super) fn note_log_changes(&mut self, pushed: Option<(u64, &Arc<Notification>)>) {
+        let Some(batch) = self.unsynced.as_mut() else {
+            return;
+        };
+        batch.deletes.extend(self.log.take_evicted());
+        if let Some((arrived, notification)) = pushed {
+            batch.bytes += crate::mesh::dedup::log_entry_cost(notification);
+            batch.puts.push(crate::logstore::Stored {
+                order: self.next_order,
+                arrived,
+                notification: notification.clone(),
+            });
+            self.next_order += 1;
+        }
+        if batch.bytes > UNSYNCED_BYTES_MAX {
+            tracing::warn!(
+                dropped = batch.puts.len(),
+                "the notification log's store is not keeping up: changes dropped"
+            );
+            *batch = crate::logstore::Batch::default();
+        }
+    }
+}
+
+fn position_of(state: &State) -> crate::resume::Position {
+    use crate::resume::stream_key;
+    let mut position = crate::resume::Position::default();
+    for (stream, ranges) in state.seen.streams() {
+        let key = stream_key(stream);
+        for (lo, hi) in ranges {
+            position.insert_range(key, lo, hi);
+        }
+    }
+    for (stream, floor) in state.floors.iter() {
+        position.insert_range(stream_key(stream), 1, floor);
+    }
+    position
 }
 
 #[cfg(test)]

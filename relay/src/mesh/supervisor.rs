@@ -30,12 +30,15 @@ pub async fn run<N: Net>(mesh: Arc<Mesh>, net: N) {
     let mut next_state = mesh.clock().now();
     let mut next_health = mesh.clock().now();
     restore_seen(&mesh);
+    mesh.restore_log();
+    tokio::spawn(super::durable::committer(mesh.clone()));
     tokio::spawn(super::discovery::run(mesh.clone(), net.clone()));
     loop {
         tokio::select! {
             biased;
             () = mesh.parts.lifecycle.shutdown_started() => {
                 save_seen(&mesh);
+                mesh.flush_log();
                 return;
             }
             () = mesh.state.wake.notified() => {}

@@ -224,6 +224,15 @@ impl NatsBackbone {
 }
 
 impl Backbone for NatsBackbone {
+    /// Resume tokens are positions in the mesh's log, which NATS mode does not keep:
+    /// refused, so the wallet starts a fresh session and knows it (mapping positions onto
+    /// stream sequences is not built yet).
+    fn resume(&self, _client: u64, _token: &str) -> Result<(), crate::resume::TokenError> {
+        Err(crate::resume::TokenError::Unsupported(
+            "this relay runs the NATS backbone, whose resume is not built yet",
+        ))
+    }
+
     /// Queues the notification for the stream; the wallet's acknowledgement waits for
     /// the stream's. Local subscribers get it back through this relay's consumer, like
     /// every other relay's.

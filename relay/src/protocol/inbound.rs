@@ -57,6 +57,8 @@ pub enum ClientMessage<'a> {
     /// A wallet asking the relay to stop watching keys it registered; the whole text is
     /// parsed by `watch::UnwatchRequest`.
     Unwatch,
+    /// Resume a session from a token (`crate::resume`), right after the handshake.
+    Resume(String),
 }
 
 /// A client's handshake. `token` is a credential (a `auth.ws_tokens` or `auth.mesh_token`
@@ -157,6 +159,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
         "notification" => publish(envelope).map(ClientMessage::Publish),
         "watch" => Ok(ClientMessage::Watch),
         "unwatch" => Ok(ClientMessage::Unwatch),
+        "resume" => resume_token(envelope.token).map(ClientMessage::Resume),
         other => Err(ParseError::UnknownType(truncate(other))),
     }
 }
@@ -239,6 +242,20 @@ fn names(kind: &'static str, list: Option<Vec<String>>) -> Result<Vec<String>, P
         check_name(kind, "notification_types", name)?;
     }
     Ok(list)
+}
+
+fn resume_token(token: Option<String>) -> Result<String, ParseError> {
+    let token = token.ok_or_else(|| invalid("resume", "missing `token`"))?;
+    if token.is_empty() || token.len() > super::RESUME_TOKEN_CHARS_MAX {
+        return Err(invalid(
+            "resume",
+            format!(
+                "`token` must be 1 to {} characters",
+                super::RESUME_TOKEN_CHARS_MAX
+            ),
+        ));
+    }
+    Ok(token)
 }
 
 fn publish(envelope: Envelope<'_>) -> Result<Publish<'_>, ParseError> {

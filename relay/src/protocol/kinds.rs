@@ -34,6 +34,7 @@ label_enum!(
         Notification => "notification",
         Watch => "watch",
         Unwatch => "unwatch",
+        Resume => "resume",
         Invalid => "invalid",
     }
 );
@@ -52,6 +53,7 @@ label_enum!(
         WatchResponse => "watch_response",
         Reconnect => "reconnect",
         UnwatchResponse => "unwatch_response",
+        Resumed => "resumed",
     }
 );
 
@@ -65,6 +67,7 @@ impl ClientMessage<'_> {
             ClientMessage::Publish(_) => InboundKind::Notification,
             ClientMessage::Watch => InboundKind::Watch,
             ClientMessage::Unwatch => InboundKind::Unwatch,
+            ClientMessage::Resume(_) => InboundKind::Resume,
         }
     }
 }

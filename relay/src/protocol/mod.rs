@@ -22,8 +22,8 @@ pub use inbound::{ClientMessage, Handshake, ParseError, Publish, parse_client_me
 pub use kinds::{InboundKind, LabelValue, OutboundKind};
 pub use outbound::{
     HealthReport, Notification, encode_error, encode_handshake_accepted, encode_handshake_rejected,
-    encode_health, encode_notification_ack, encode_pong, encode_reconnect, encode_state_sync,
-    encode_subscriptions,
+    encode_health, encode_notification_ack, encode_pong, encode_reconnect, encode_resumed,
+    encode_state_sync, encode_subscriptions, with_resume_token,
 };
 
 /// The relay's software version, reported in handshakes, health and sync.
@@ -33,6 +33,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const NAME_BYTES_MAX: usize = 128;
 /// Most notification types one `subscribe` may name, and one client may hold.
 pub const SUBSCRIPTIONS_MAX: usize = 64;
+/// Characters of a `resume` token a relay reads at most (larger is refused unread); every
+/// token a relay issues fits (64 subscriptions of 128 bytes, 64 streams of 8 ranges).
+pub const RESUME_TOKEN_CHARS_MAX: usize = 24 * 1024;
 /// The subscription that matches every notification type.
 pub const SUBSCRIBE_ALL: &str = "*";
 
@@ -47,6 +50,8 @@ pub enum Capability {
     Publish,
     /// The other side is a relay: a mesh link.
     Relay,
+    /// Receives a `resume_token` with every notification and may `resume` a session.
+    Resume,
 }
 
 impl Capability {
@@ -56,6 +61,7 @@ impl Capability {
             Capability::Notifications => "notifications",
             Capability::Publish => "publish",
             Capability::Relay => "relay",
+            Capability::Resume => "resume",
         }
     }
 
@@ -65,6 +71,7 @@ impl Capability {
             "notifications" => Some(Capability::Notifications),
             "publish" => Some(Capability::Publish),
             "relay" => Some(Capability::Relay),
+            "resume" => Some(Capability::Resume),
             _ => None,
         }
     }
@@ -90,6 +97,7 @@ impl Capabilities {
             Capability::Notifications,
             Capability::Publish,
             Capability::Relay,
+            Capability::Resume,
         ]
         .into_iter()
         .filter(move |c| self.contains(*c))
@@ -115,6 +123,8 @@ pub mod error_code {
     pub const RATE_LIMITED: &str = "rate_limited";
     /// The backbone (NATS) could not store the notification: it was not published.
     pub const BACKBONE_UNAVAILABLE: &str = "backbone_unavailable";
+    /// A `resume` token that is forged, corrupted, or from an unknown relay.
+    pub const INVALID_RESUME_TOKEN: &str = "invalid_resume_token";
 }
 
 #[cfg(test)]

@@ -164,10 +164,42 @@ pub fn encode_notification_ack(message_id: &str, timestamp: u64) -> Bytes {
     })
 }
 
+/// A notification frame (as `Notification::encode` made it) with a `resume_token` field
+/// added; the token is base64url, so it needs no escaping.
+pub fn with_resume_token(frame: &[u8], token: &str) -> Bytes {
+    let body = frame.strip_suffix(b"}").unwrap_or(frame);
+    let mut out = Vec::with_capacity(body.len() + token.len() + 20);
+    out.extend_from_slice(body);
+    out.extend_from_slice(b",\"resume_token\":\"");
+    out.extend_from_slice(token.as_bytes());
+    out.extend_from_slice(b"\"}");
+    Bytes::from(out)
+}
+
+/// Ends a resume: how many missed notifications were replayed and whether the wallet has
+/// everything it missed (`recovered: false` with a `reason` when part of the gap is gone).
+pub fn encode_resumed(recovered: bool, replayed: u64, reason: Option<&str>) -> Bytes {
+    #[derive(Serialize)]
+    struct Resumed<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        recovered: bool,
+        replayed: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+    }
+    to_bytes(&Resumed {
+        kind: "resumed",
+        recovered,
+        replayed,
+        reason,
+    })
+}
+
 /// Tells a wallet the relay is going away (lame duck or shutdown) and where to go: the
 /// public WebSocket URLs of the other healthy relays, then the relay closes it with 1001.
-/// `resume_token` is reserved for session resumption and always `null` for now; `reason`
-/// is `lame_duck` or `shutdown`.
+/// `resume_token` is a fresh token for wallets that handshook with capability `resume`
+/// (`null` for the others); `reason` is `lame_duck` or `shutdown`.
 pub fn encode_reconnect(
     relays: &[String],
     reason: &str,

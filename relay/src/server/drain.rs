@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conn::{CloseReason, Outbound};
+use crate::conn::CloseReason;
 use crate::lifecycle::Stop;
 use crate::node::Node;
 use crate::protocol::{self, OutboundKind};
@@ -51,13 +51,16 @@ pub(super) async fn drain(node: &Arc<Node>, stop: Stop) {
     node.mesh.save_seen();
 }
 
-/// Sends every wallet the relays it may move to; `resume_token` stays `null` until the
-/// relay can resume sessions.
+/// Sends every wallet the relays it may move to, with a fresh resume token for wallets
+/// that handshook with capability `resume` (`null` for the others).
 fn send_reconnect(node: &Node, relays: &[String], stop: Stop) {
-    let frame = protocol::encode_reconnect(relays, stop.as_str(), None, node.unix_secs());
-    let delivery = node.hub.broadcast(Outbound::Text(frame.clone()), false);
+    let now = node.unix_secs();
+    let (delivery, bytes) = node
+        .mesh
+        .send_with_tokens(|token| protocol::encode_reconnect(relays, stop.as_str(), token, now));
+    let per_frame = bytes / delivery.delivered.max(1);
     node.metrics
-        .count_delivery(delivery, OutboundKind::Reconnect, frame.len());
+        .count_delivery(delivery, OutboundKind::Reconnect, per_frame);
 }
 
 /// How many of `total` wallets are due to be closed `elapsed` into a spread of `spread`:

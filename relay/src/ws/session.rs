@@ -127,6 +127,13 @@ impl Session {
             Err(error) => return self.reject_message(&error),
         };
         self.count_in(message.kind());
+        if granted.contains(Capability::Resume) && self.node.hub.is_paused(self.id) {
+            if let ClientMessage::Resume(token) = &message {
+                return self.resume(token);
+            }
+            // Any other first message starts a fresh session.
+            self.node.hub.unpause(self.id);
+        }
         match message {
             ClientMessage::Handshake(_) => self.send_error(
                 error_code::ALREADY_HANDSHAKEN,
@@ -158,6 +165,10 @@ impl Session {
             }
             ClientMessage::Watch => self.watch(text),
             ClientMessage::Unwatch => self.unwatch(text),
+            ClientMessage::Resume(_) => self.send_error(
+                error_code::INVALID_MESSAGE,
+                "`resume` must be the first message after a handshake with capability `resume`",
+            ),
             ClientMessage::Publish(publish) => {
                 if !granted.contains(Capability::Publish) {
                     return self.send_error(
@@ -304,11 +315,12 @@ impl Session {
         let granted = handshake.capabilities;
         self.granted = Some(granted);
         self.rate = RateLimit::new(limits, node.lifecycle.now_ms());
-        node.hub.join(
+        node.hub.join_client(
             self.id,
             self.outlet.clone(),
             granted.contains(Capability::Notifications),
             granted.contains(Capability::Sync),
+            granted.contains(Capability::Resume),
         );
         node.metrics.ws_handshakes.get("accepted").increment(1);
         tracing::debug!(client_id = %handshake.client_id, version = %handshake.version, "client handshake accepted");
@@ -320,6 +332,19 @@ impl Session {
         );
         self.send_text(OutboundKind::HandshakeResponse, response)
             .or_else(|| self.send_text(OutboundKind::Health, node.health.frame()))
+    }
+
+    /// Resumes the session from `token` (replayed notifications and `resumed` are sent by
+    /// the backbone); a refused token is answered with an error and starts a fresh session.
+    fn resume(&mut self, token: &str) -> Option<CloseReason> {
+        match self.node.publisher.resume(self.id, token) {
+            Ok(()) => None,
+            Err(refused) => {
+                tracing::info!(client = self.id, reason = %refused, "resume token refused");
+                self.node.hub.unpause(self.id);
+                self.send_error(error_code::INVALID_RESUME_TOKEN, &refused.to_string())
+            }
+        }
     }
 
     /// Registers a wallet's keys with the chain watcher; its payments come back on this

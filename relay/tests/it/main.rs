@@ -17,6 +17,7 @@ mod mesh;
 mod nats;
 mod process;
 mod prometheus;
+mod resume;
 mod rolling_restart;
 mod tls;
 mod trust;

@@ -1,0 +1,193 @@
+//! Resuming a wallet's session from a resume token: what it missed is replayed from the
+//! log, in per-origin order, each notification once, then `resumed` says whether the
+//! wallet has everything (`recovered: false` when part of the gap left the log).
+//!
+//! The replay holds the route lock: no notification is admitted meanwhile, so none can be
+//! both replayed and delivered live, nor fall between the two. Replays are therefore one
+//! at a time, and each is bounded (`REPLAY_BYTES_MAX`, and half the wallet's queue).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Mesh;
+use crate::conn::{CloseReason, Outbound};
+use crate::hub::ClientId;
+use crate::protocol::{self, Notification, OutboundKind, SUBSCRIBE_ALL};
+use crate::resume::{Position, StreamKey, Token, TokenError, stream_key, token};
+
+/// Bytes of notifications one resume replays at most; past it the wallet is told
+/// `recovered: false` (`replay_limit`) and closed, and resumes again with the last token
+/// it received to get the rest.
+pub const REPLAY_BYTES_MAX: usize = 8 << 20;
+
+/// Why the wallet may not have everything, in `resumed.reason`.
+const REASON_EVICTED: &str = "evicted";
+const REASON_TRUNCATED: &str = "token_truncated";
+const REASON_LIMIT: &str = "replay_limit";
+
+/// Closes a wallet whose replay hit its bound; it resumes again from its last token.
+const REPLAY_LIMIT_CLOSE: CloseReason = CloseReason {
+    code: 1013,
+    reason: "replay limit: resume again with the last token",
+};
+
+/// What a resume will send.
+struct Plan {
+    /// Missed notifications matching the token's subscriptions, in per-origin order.
+    replay: Vec<(StreamKey, u64, Arc<Notification>)>,
+    /// Notifications the wallet missed that are no longer in the log.
+    evicted: u64,
+}
+
+impl Mesh {
+    pub(super) fn serve_resume(&self, client: ClientId, text: &str) -> Result<(), TokenError> {
+        let token = token::verify(text, |id| {
+            if id == self.relay_id() {
+                Some(*self.issuer.public_key())
+            } else {
+                self.trust.key_of(id)
+            }
+        })?;
+        let _route = self.route_guard();
+        let (log, relay_position) = self.state.resume_view();
+        let plan = plan(&token, &log, &relay_position);
+        let queue_room = self.parts.config.limits.ws_outbound_queue_max / 2;
+        let mut position = token.position.clone();
+        let mut replayed = 0u64;
+        let mut bytes = 0usize;
+        let mut limited = false;
+        let now = self.unix_secs();
+        for (key, seq, notification) in &plan.replay {
+            let frame = notification.encode();
+            if replayed > 0
+                && (bytes + frame.len() > REPLAY_BYTES_MAX || replayed as usize >= queue_room)
+            {
+                limited = true;
+                break;
+            }
+            position.insert(*key, *seq);
+            let token_text = self.issuer.issue(
+                token.subscriptions.iter().map(String::as_str),
+                &position,
+                now,
+            );
+            let frame = protocol::with_resume_token(&frame, &token_text);
+            let frame_bytes = frame.len();
+            bytes += frame_bytes;
+            let delivery = self.parts.hub.send_to(client, Outbound::Text(frame));
+            let delivered = delivery.delivered;
+            self.parts
+                .metrics
+                .count_delivery(delivery, OutboundKind::Notification, frame_bytes);
+            if delivered == 0 {
+                // The wallet is gone (or cut as slow): its last token stays exact.
+                return Ok(());
+            }
+            replayed += 1;
+        }
+        let reason = if limited {
+            Some(REASON_LIMIT)
+        } else if plan.evicted > 0 {
+            Some(REASON_EVICTED)
+        } else if token.truncated {
+            Some(REASON_TRUNCATED)
+        } else {
+            None
+        };
+        let frame = protocol::encode_resumed(reason.is_none(), replayed, reason);
+        self.parts
+            .metrics
+            .count_sent(OutboundKind::Resumed, frame.len());
+        tracing::info!(
+            client,
+            issuer = %token.issuer,
+            replayed,
+            evicted = plan.evicted,
+            reason = reason.unwrap_or("-"),
+            "wallet resumed"
+        );
+        if self
+            .parts
+            .hub
+            .send_to(client, Outbound::Text(frame))
+            .delivered
+            == 0
+        {
+            return Ok(());
+        }
+        if limited {
+            self.parts.hub.close(client, REPLAY_LIMIT_CLOSE);
+            return Ok(());
+        }
+        self.parts.hub.resume(
+            client,
+            token.position,
+            &token.subscriptions,
+            protocol::SUBSCRIPTIONS_MAX,
+        );
+        Ok(())
+    }
+}
+
+impl Mesh {
+    /// Sends every wallet `frame(token)`, with a fresh resume token for those resuming
+    /// (lame duck's `reconnect`); returns the delivery and the bytes sent.
+    pub fn send_with_tokens(
+        &self,
+        frame: impl Fn(Option<&str>) -> bytes::Bytes,
+    ) -> (crate::conn::Delivery, usize) {
+        let _route = self.route_guard();
+        let position = self.state.position();
+        let tokens = crate::hub::TokenContext {
+            issuer: &self.issuer,
+            position: &position,
+            now_unix: self.unix_secs(),
+        };
+        self.parts.hub.send_each(&tokens, frame)
+    }
+}
+
+/// What to replay, and how much of the gap the log no longer holds.
+fn plan(token: &Token, log: &[Arc<Notification>], relay: &Position) -> Plan {
+    let all = token.subscriptions.iter().any(|s| s == SUBSCRIBE_ALL);
+    let mut in_log_missing: HashMap<StreamKey, u64> = HashMap::new();
+    let mut replay = Vec::new();
+    for notification in log {
+        let Some((stream, seq)) = notification
+            .message_id
+            .rsplit_once('-')
+            .and_then(|(s, q)| Some((s, q.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let key = stream_key(stream);
+        if token.position.contains(&key, seq) {
+            continue;
+        }
+        *in_log_missing.entry(key).or_default() += 1;
+        let matches = all
+            || token
+                .subscriptions
+                .iter()
+                .any(|s| *s == notification.notification_type);
+        if matches {
+            replay.push((stream.to_string(), key, seq, notification.clone()));
+        }
+    }
+    replay.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+    let empty = Default::default();
+    let evicted = relay
+        .streams()
+        .map(|(key, ranges)| {
+            let missing = ranges.count_not_in(token.position.stream(key).unwrap_or(&empty));
+            missing.saturating_sub(in_log_missing.get(key).copied().unwrap_or(0))
+        })
+        .fold(0u64, u64::saturating_add);
+    Plan {
+        replay: replay
+            .into_iter()
+            .map(|(_, key, seq, n)| (key, seq, n))
+            .collect(),
+        evicted,
+    }
+}
