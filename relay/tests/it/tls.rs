@@ -295,6 +295,8 @@ fn a_bad_certificate_stops_the_start_up() {
     let missing = pki.dir.join("missing.pem");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sdk_relay"))
         .args(["--ws-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(pki.dir.join("data"))
         .arg("--tls-cert")
         .arg(&missing)
         .arg("--tls-key")
