@@ -41,6 +41,17 @@ fn main() -> ExitCode {
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
+    // Held until the process exits (`public-key` only reads, and may run beside a relay).
+    let _data_dir_lock = match cli.command {
+        Some(Command::PublicKey) => None,
+        _ => match lock_data_dir(&config.data_dir) {
+            Ok(lock) => Some(lock),
+            Err(error) => {
+                eprintln!("sdk_relay: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
     let rng = sdk_relay::rt::SeededRng::from_os();
     let identity =
         match sdk_relay::identity::Identity::load_or_create(&config.key_path(), || rng.bytes32()) {
@@ -59,6 +70,34 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("sdk_relay: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Takes `data_dir/relay.lock` for this process: the directory holds the relay's key, its
+/// identity in the mesh, so two relays started on one directory would be one relay twice
+/// (the mesh refuses the second as an impostor) and would share one log. The lock goes
+/// with the process, however it ends.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let path = data_dir.join("relay.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data_dir {} is in use by another relay process ({} is locked); give each \
+             relay its own --data-dir",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
 }

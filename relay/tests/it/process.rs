@@ -86,6 +86,70 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A second relay started on a running relay's data directory (its key, its log) exits 2
+/// naming the directory, and the running relay goes on serving; once it has stopped,
+/// the directory is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_serves_one_relay_at_a_time() {
+    let (ws_port, http_port) = (free_port(), free_port());
+    let data_dir = std::env::temp_dir().join(format!("sdk_relay_lock_{ws_port}"));
+    let relay = |ws: u16, http: u16| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sdk_relay"));
+        command
+            .args(["--ws-addr", &format!("127.0.0.1:{ws}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+    let mut first = relay(ws_port, http_port).spawn().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{ws_port}").parse().unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the first relay came up");
+
+    let second = tokio::time::timeout(WAIT, relay(free_port(), free_port()).output())
+        .await
+        .expect("the second relay exits by itself")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another relay process") && stderr.contains("relay.lock"),
+        "{stderr}"
+    );
+    Client::handshaken(addr, &["notifications"]).await;
+
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let (ws_again, http_again) = (free_port(), free_port());
+    let mut again = relay(ws_again, http_again).spawn().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{ws_again}").parse().unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        up,
+        "the directory is free once its relay is gone (even killed)"
+    );
+    again.start_kill().unwrap();
+    again.wait().await.unwrap();
+    std::fs::remove_dir_all(&data_dir).ok();
+}
+
 /// SIGTERM: clients are closed with 1001 and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_clients_with_1001_and_exits_0() {
