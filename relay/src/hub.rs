@@ -56,6 +56,9 @@ impl TokenContext<'_> {
     }
 }
 
+/// Distinct resume tokens one delivery remembers to hand to several wallets.
+const TOKENS_SHARED_MAX: usize = 16;
+
 #[derive(Default)]
 struct State {
     clients: BTreeMap<ClientId, Client>,
@@ -310,6 +313,10 @@ impl Hub {
             .and_then(|(stream, seq)| Some((stream_key(stream), seq.parse::<u64>().ok()?)));
         let typed = state.by_type.get(&notification.notification_type);
         let mut delivery = Delivery::default();
+        // Wallets with the same subscriptions and the same skipped position get the same
+        // token: sign it once (a signature is tens of µs, and this runs under the mesh's
+        // route lock). Bounded, so many distinct wallets cost a few comparisons each.
+        let mut issued: Vec<(&BTreeSet<String>, &Position, String)> = Vec::new();
         let mut send = |id: &ClientId| {
             let Some(client) = state.clients.get(id) else {
                 return;
@@ -324,7 +331,18 @@ impl Hub {
                 }
                 (Some(_), None) => frame.clone(),
                 (Some(resume), Some(tokens)) => {
-                    let token = tokens.token_for(&client.subscriptions, &resume.skip);
+                    let key = (&client.subscriptions, &resume.skip);
+                    let cached = issued.iter().find(|(s, p, _)| (*s, *p) == key);
+                    let token = match cached {
+                        Some((_, _, token)) => token.clone(),
+                        None => {
+                            let token = tokens.token_for(key.0, key.1);
+                            if issued.len() < TOKENS_SHARED_MAX {
+                                issued.push((key.0, key.1, token.clone()));
+                            }
+                            token
+                        }
+                    };
                     crate::protocol::with_resume_token(frame, &token)
                 }
             };

@@ -99,14 +99,16 @@ impl Mesh {
         if self.skips_verification() && record.relay_id != self.relay_id() {
             return Ok(Some(()));
         }
-        let key = record.verify().map_err(|fault| match fault {
-            RecordFault::Malformed => "malformed",
-            RecordFault::BadSignature => "bad_signature",
-        })?;
+        // The timestamp first: a far-future record is refused without the cost of a
+        // signature check, which is what a peer flooding such records would buy.
         let now_ms = self.unix_ms();
         if record.timestamp_ms > now_ms + RECORD_CLOCK_SKEW_MS {
             return Err("future_timestamp");
         }
+        let key = record.verify().map_err(|fault| match fault {
+            RecordFault::Malformed => "malformed",
+            RecordFault::BadSignature => "bad_signature",
+        })?;
         if record.relay_id == self.relay_id() {
             return match self.trust.check_claim(&record.relay_id, &key) {
                 Ok(()) => Ok(None),
