@@ -2,14 +2,18 @@
 # Mesh mode against NATS mode: for each relay count, starts that many relays on loopback
 # (release builds) with the built-in mesh, then with the NATS JetStream backbone (a
 # three-server nats-server cluster, relays spread over its servers, 3 replicas), runs
-# `loadtest mesh` (publish on the first relay, subscribers on every relay), and reads each
-# relay's CPU time from /proc before and after. Prints one line per run and writes the
-# reports (and each relay's Prometheus metrics after the run) to OUT.
+# `loadtest mesh` (publish on the first relay, subscribers on every relay; each relay's
+# pid passed as --relay-pid, so the report has its CPU from /proc over the run). Prints
+# one line per run (latency p50, p99, p99.9 and max one hop away from the origin, CPU per
+# delivered notification, missing, duplicates), with RUNS > 1 the medians over the runs,
+# and writes the reports (and each relay's Prometheus metrics after the run) to OUT.
 #
 #   loadtest/backbones.sh                      RELAYS="3 8" RATE=2000 MESSAGES=10000 SUBS=10
 #
 # Environment: RELAYS ("3 8"), MODES ("mesh nats"), RATE (2000/s), MESSAGES (10000), SUBS (10 subscribers per
-# relay), SIZE (256 B), NO_BUILD (skip cargo build), OUT (reports; temporary by default).
+# relay), SIZE (256 B), RUNS (1; runs of each mode and relay count, alternating modes),
+# NO_BUILD (skip cargo build), OUT (reports; temporary by default), RELAY_BIN (the relay
+# binary; default the release build here).
 # Needs nats-server on PATH (scripts/test-deps.sh installs it). Every process it starts
 # is killed on exit, failure included.
 set -euo pipefail
@@ -20,14 +24,18 @@ RATE=${RATE:-2000}
 MESSAGES=${MESSAGES:-10000}
 SUBS=${SUBS:-10}
 SIZE=${SIZE:-256}
+RUNS=${RUNS:-1}
 OUT=${OUT:-$(mktemp -d)}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+RELAY_BIN=${RELAY_BIN:-$BIN/sdk_relay}
 
 if [[ -z ${NO_BUILD:-} ]]; then
     cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p loadtest -p sdk_relay
 fi
 mkdir -p "$OUT"
+# Each relay holds SUBS wallet connections and its links; the load generator all of them.
+ulimit -n "$(ulimit -Hn)"
 
 pids=()
 cleanup() {
@@ -62,8 +70,8 @@ CONF
 }
 
 run_one() {
-    local mode=$1 n=$2
-    local dir="$OUT/$mode-$n"
+    local mode=$1 n=$2 run=$3
+    local dir="$OUT/$mode-$n-run$run"
     rm -rf "$dir"; mkdir -p "$dir"
     nats_pids=()
     [[ $mode == nats ]] && start_nats "$dir"
@@ -89,7 +97,7 @@ run_one() {
                 echo "replicas = 3"
             fi
         } >"$dir/r$i.toml"
-        "$BIN/sdk_relay" --config "$dir/r$i.toml" 2>"$dir/r$i.log" &
+        "$RELAY_BIN" --config "$dir/r$i.toml" 2>"$dir/r$i.log" &
         pids+=($!)
         relay_pids+=($!)
     done
@@ -102,45 +110,75 @@ run_one() {
         done
     done
     sleep 2
-    local before=() nats_before=0
-    for pid in "${relay_pids[@]}"; do before+=("$(cpu_ticks "$pid")"); done
+    local nats_before=0
     for pid in "${nats_pids[@]}"; do nats_before=$((nats_before + $(cpu_ticks "$pid"))); done
     local args=()
     for addr in "${ws[@]}"; do args+=(--relay "ws://$addr/"); done
+    for pid in "${relay_pids[@]}"; do args+=(--relay-pid "$pid"); done
     "$BIN/loadtest" --json mesh "${args[@]}" --subscribers-per-relay "$SUBS" \
         --messages "$MESSAGES" --rate "$RATE" --size "$SIZE" --drain-secs 3 >"$dir/report.json"
     for ((i = 0; i < n; i++)); do
         curl -s --max-time 5 "http://${http[$i]}/metrics/prometheus" >"$dir/metrics-r$i.txt" || true
     done
-    local cpu=() nats_after=0
-    for ((i = 0; i < n; i++)); do cpu+=($(($(cpu_ticks "${relay_pids[$i]}") - before[i]))); done
+    local nats_after=0
     for pid in "${nats_pids[@]}"; do nats_after=$((nats_after + $(cpu_ticks "$pid"))); done
-    printf '%s\n' "${cpu[@]}" >"$dir/cpu_ticks"
-    python3 - "$dir/report.json" "$dir/cpu_ticks" "$mode" "$n" "$((nats_after - nats_before))" <<'PY'
-import json, statistics, sys
-report = json.load(open(sys.argv[1]))
-ticks = [int(t) for t in open(sys.argv[2]).read().split()]
-mode, n, nats_ticks = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-relays = report["relays"]
-missing = sum(r["missing"] for r in relays)
-dups = sum(r["duplicates"] for r in relays)
-p50 = statistics.median(r["latency"]["p50_us"] for r in relays) / 1000
-p99 = max(r["latency"]["p99_us"] for r in relays) / 1000
-cpu = [t / 100 for t in ticks]
-line = (f"{mode:4} {n} relays: published {report['published']}/{report['messages']} at {report['rate_per_sec']}/s; "
-        f"p50 {p50:.2f} ms (median over relays), p99 {p99:.2f} ms (worst relay); "
-        f"CPU s/relay mean {statistics.mean(cpu):.2f} (origin {cpu[0]:.2f}, max other {max(cpu[1:]):.2f}); "
-        f"missing {missing}, duplicates {dups}")
-if mode == "nats":
-    line += f"; nats-servers CPU s total {nats_ticks / 100:.2f}"
-print(line, flush=True)
-PY
+    echo "$((nats_after - nats_before))" >"$dir/nats_cpu_ticks"
+    python3 "$SUMMARY" line "$dir" "$mode" "$n"
     cleanup
 }
 
+# One line per run, and medians over runs, from the reports (loadtest mesh --json).
+SUMMARY="$OUT/summary.py"
+cat >"$SUMMARY" <<'PY'
+import glob, json, statistics, sys
+
+def figures(d):
+    report = json.load(open(f"{d}/report.json"))
+    relays = report["relays"]
+    hop = [r for r in relays if not r["origin"]] or relays
+    worst = lambda key: max(r["latency"][key] for r in hop) / 1000
+    cpu = [r["cpu"]["cpu_secs"] for r in relays]
+    return {
+        "published": report["published"], "messages": report["messages"],
+        "rate": report["rate_per_sec"],
+        "p50": statistics.median(r["latency"]["p50_us"] for r in hop) / 1000,
+        "p99": worst("p99_us"), "p99_9": worst("p99_9_us"), "max": worst("max_us"),
+        "cpu_mean": statistics.mean(cpu), "cpu_origin": cpu[0], "cpu_other": max(cpu[1:] or [0]),
+        "cpu_us_per_delivery": report["cpu_total"]["cpu_us_per_delivery"],
+        "missing": sum(r["missing"] for r in relays),
+        "duplicates": sum(r["duplicates"] for r in relays),
+        "nats_cpu": int(open(f"{d}/nats_cpu_ticks").read()) / 100,
+    }
+
+def line(f, mode, n, label):
+    text = (f"{mode:4} {n} relays{label}: published {f['published']:.0f}/{f['messages']:.0f} at {f['rate']:.0f}/s; "
+            f"one hop away: p50 {f['p50']:.2f} ms (median over relays), p99 {f['p99']:.2f}, "
+            f"p99.9 {f['p99_9']:.2f}, max {f['max']:.2f} ms (worst relay); "
+            f"CPU s/relay mean {f['cpu_mean']:.2f} (origin {f['cpu_origin']:.2f}, max other {f['cpu_other']:.2f}), "
+            f"{f['cpu_us_per_delivery']:.2f} CPU µs per delivery (all relays); "
+            f"missing {f['missing']:.0f}, duplicates {f['duplicates']:.0f}")
+    if mode == "nats":
+        text += f"; nats-servers CPU s total {f['nats_cpu']:.2f}"
+    print(text, flush=True)
+
+if sys.argv[1] == "line":
+    line(figures(sys.argv[2]), sys.argv[3], sys.argv[4], "")
+else:
+    out, mode, n = sys.argv[2:5]
+    runs = [figures(d) for d in sorted(glob.glob(f"{out}/{mode}-{n}-run*"))]
+    if len(runs) > 1:
+        medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        line(medians, mode, n, f", median of {len(runs)} runs")
+PY
+
 for n in $RELAYS; do
+    for run in $(seq "$RUNS"); do
+        for mode in $MODES; do
+            run_one "$mode" "$n" "$run"
+        done
+    done
     for mode in $MODES; do
-        run_one "$mode" "$n"
+        python3 "$SUMMARY" medians "$OUT" "$mode" "$n"
     done
 done
 echo "reports in $OUT"

@@ -197,6 +197,10 @@ pub struct RunArgs {
     /// Connections opened per second while ramping up (0: as fast as possible).
     #[arg(long, default_value_t = 5000)]
     pub ramp_per_sec: u64,
+    /// Process id of the server under test (relay or baseline): its CPU seconds over the
+    /// measured window are read from /proc/<pid>/stat and divided by the work done.
+    #[arg(long)]
+    pub relay_pid: Option<u32>,
 }
 
 /// The smallest message each mode can send (its fixed JSON).
@@ -313,6 +317,10 @@ pub struct MeshArgs {
     /// Bound on each connect, upgrade and handshake.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
+    /// Process ids of the relays, in the order of `--relay` (all or none): each one's CPU
+    /// seconds from the first publication to the end of the drain, from /proc.
+    #[arg(long = "relay-pid")]
+    pub relay_pids: Vec<u32>,
 }
 
 impl MeshArgs {
@@ -347,6 +355,10 @@ impl MeshArgs {
             "--size must be {min} to {MESSAGE_BYTES_MAX}"
         );
         ensure!(self.drain_secs <= 60, "--drain-secs must be at most 60");
+        ensure!(
+            self.relay_pids.is_empty() || self.relay_pids.len() == self.relays.len(),
+            "--relay-pid must be given once per --relay, in the same order, or not at all"
+        );
         ensure!(
             (1..=300).contains(&self.timeout_secs),
             "--timeout-secs must be 1 to 300"

@@ -8,6 +8,7 @@
 mod cli;
 mod client;
 mod connections;
+mod cpu;
 mod http;
 mod limits;
 mod mesh;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::cli::MeshArgs;
 use crate::client::{ErrorCounts, Opener, Role, ramp};
+use crate::cpu::{CpuUse, CpuWindow};
 use crate::run::{Next, next};
 use crate::stats::{Latency, LatencySummary};
 use crate::target::WsTarget;
@@ -30,6 +31,10 @@ pub struct RelayResult {
     pub missing: u64,
     pub duplicates: u64,
     pub latency: LatencySummary,
+    /// This relay's CPU from the first publication to the end of the drain (with
+    /// `--relay-pid`): per notification published, and per notification delivered to
+    /// its own subscribers.
+    pub cpu: Option<CpuUse>,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +44,9 @@ pub struct MeshReport {
     pub rate_per_sec: u64,
     pub size_bytes: usize,
     pub relays: Vec<RelayResult>,
+    /// All relays' CPU (with `--relay-pid`): per notification published, and per
+    /// notification delivered to any subscriber.
+    pub cpu_total: Option<CpuUse>,
     pub errors_total: u64,
     pub errors: ErrorCounts,
 }
@@ -63,6 +71,12 @@ impl std::fmt::Display for MeshReport {
                 relay.duplicates,
                 relay.latency
             )?;
+            if let Some(cpu) = &relay.cpu {
+                writeln!(f, "    {cpu}")?;
+            }
+        }
+        if let Some(cpu) = &self.cpu_total {
+            writeln!(f, "  all relays: {cpu}")?;
         }
         write!(f, "  errors {}", self.errors_total)?;
         for (kind, n) in &self.errors.0 {
@@ -117,7 +131,17 @@ pub async fn mesh(args: &MeshArgs) -> anyhow::Result<MeshReport> {
             tokio::spawn(receive(conn, relay, args.messages, epoch, deadline))
         })
         .collect();
+    let cpu_windows = args
+        .relay_pids
+        .iter()
+        .map(|pid| CpuWindow::start(*pid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let published = publish(publisher, args, epoch, start, deadline, &mut errors).await;
+    // `publish` returns at the deadline: the window is publication plus drain.
+    let cpu_secs = cpu_windows
+        .iter()
+        .map(|w| Ok((w.pid(), w.used_secs()?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let mut per_relay_stats: Vec<(u64, u64, Latency)> = (0..openers.len())
         .map(|_| (0, 0, Latency::default()))
@@ -130,11 +154,14 @@ pub async fn mesh(args: &MeshArgs) -> anyhow::Result<MeshReport> {
         entry.2.merge(&received.latency);
         errors.merge(&received.errors);
     }
-    let relays = per_relay_stats
+    let relays: Vec<RelayResult> = per_relay_stats
         .into_iter()
         .enumerate()
         .map(|(i, (unique, duplicates, latency))| {
             let expected = published * open_per_relay[i] as u64;
+            let cpu = cpu_secs
+                .get(i)
+                .map(|&(pid, secs)| CpuUse::of(pid, secs, published, unique));
             RelayResult {
                 ws_url: args.relays[i].clone(),
                 origin: i == 0,
@@ -144,15 +171,22 @@ pub async fn mesh(args: &MeshArgs) -> anyhow::Result<MeshReport> {
                 missing: expected.saturating_sub(unique),
                 duplicates,
                 latency: latency.summary(),
+                cpu,
             }
         })
         .collect();
+    let delivered: u64 = relays.iter().map(|r| r.deliveries).sum();
+    let cpu_total = (!cpu_secs.is_empty()).then(|| {
+        let secs = cpu_secs.iter().map(|(_, s)| s).sum();
+        CpuUse::of(0, secs, published, delivered)
+    });
     Ok(MeshReport {
         messages: args.messages,
         published,
         rate_per_sec: args.rate,
         size_bytes: args.size,
         relays,
+        cpu_total,
         errors_total: errors.total(),
         errors,
     })

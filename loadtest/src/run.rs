@@ -17,6 +17,7 @@ use tokio::time::Sleep;
 
 use crate::cli::{Mode, RunArgs};
 use crate::client::{ErrorCounts, Opener, Role, ramp};
+use crate::cpu::{CpuUse, CpuWindow};
 use crate::spread::Sources;
 use crate::stats::{Latency, LatencySummary};
 use crate::target::WsTarget;
@@ -99,6 +100,10 @@ pub struct RunReport {
     pub latency: LatencySummary,
     pub errors_total: u64,
     pub errors: ErrorCounts,
+    /// CPU the server under test used in the measured window (with `--relay-pid`).
+    pub server_cpu: Option<CpuUse>,
+    /// CPU this load generator used in the measured window.
+    pub client_cpu: Option<CpuUse>,
     /// The machine's 1-minute load average at the end (competing work skews figures).
     pub load_average_1m: Option<f64>,
 }
@@ -123,6 +128,12 @@ impl std::fmt::Display for RunReport {
             self.messages_per_sec, self.deliveries_per_sec, self.megabytes_per_sec
         )?;
         writeln!(f, "  latency {}", self.latency)?;
+        if let Some(cpu) = &self.server_cpu {
+            writeln!(f, "  server {cpu}")?;
+        }
+        if let Some(cpu) = &self.client_cpu {
+            writeln!(f, "  load generator {cpu}")?;
+        }
         if let Some(load) = self.load_average_1m {
             writeln!(f, "  load average (1 min) {load:.2}")?;
         }
@@ -139,6 +150,9 @@ impl std::fmt::Display for RunReport {
 /// # Errors
 /// Bad target, no connection opened, or (fan-out) no publisher or subscriber opened.
 pub async fn run(args: &RunArgs) -> anyhow::Result<RunReport> {
+    if let Some(pid) = args.relay_pid {
+        crate::cpu::cpu_secs(pid)?; // A wrong pid fails now, not after the run.
+    }
     let target = WsTarget::resolve(&args.common.ws_url, args.common.ca_file.as_deref()).await?;
     let sources = Sources::plan(target.addr.ip(), args.connections, PORTS_PER_SOURCE)?;
     let opener = Arc::new(Opener {
@@ -237,6 +251,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunReport> {
             )
         })
     };
+    let cpu = tokio::spawn(cpu_in_window(timeline, args.relay_pid));
     let mut total = TaskStats::default();
     while let Some(joined) = running.join_next().await {
         let stats = joined.expect("load tasks do not panic");
@@ -248,6 +263,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunReport> {
     }
     drop(progress);
     errors.merge(&total.errors);
+    let (server_secs, client_secs) = cpu.await.expect("the CPU reader does not panic")?;
     let secs = timeline
         .stop
         .duration_since(timeline.measure_from)
@@ -270,8 +286,37 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunReport> {
         latency: total.latency.summary(),
         errors_total: errors.total(),
         errors,
+        server_cpu: server_secs
+            .map(|(pid, secs)| CpuUse::of(pid, secs, total.messages, total.deliveries)),
+        client_cpu: client_secs
+            .map(|(pid, secs)| CpuUse::of(pid, secs, total.messages, total.deliveries)),
         load_average_1m: crate::stats::load_average_1m(),
     })
+}
+
+/// (pid, CPU seconds) of a process over a window.
+type CpuSpent = Option<(u32, f64)>;
+
+/// CPU seconds the server `pid` and this process used between the start of the
+/// measured window and its stop (the server's: `None` without a pid; this process's:
+/// `None` if /proc is unreadable).
+///
+/// # Errors
+/// The server's /proc/<pid>/stat cannot be read (a wrong pid, or the server died).
+async fn cpu_in_window(
+    timeline: Timeline,
+    pid: Option<u32>,
+) -> anyhow::Result<(CpuSpent, CpuSpent)> {
+    tokio::time::sleep_until(timeline.measure_from.into()).await;
+    let server = pid.map(CpuWindow::start).transpose()?;
+    let client = CpuWindow::start(std::process::id()).ok();
+    tokio::time::sleep_until(timeline.stop.into()).await;
+    let server = match server {
+        Some(window) => Some((window.pid(), window.used_secs()?)),
+        None => None,
+    };
+    let client = client.and_then(|w| Some((w.pid(), w.used_secs().ok()?)));
+    Ok((server, client))
 }
 
 fn args_duration(timeline: Timeline) -> u64 {
