@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 bash scripts/test-deps.sh
 cargo test --workspace --locked
+# The criterion benches, compiled and run briefly: --quick on the test build (no second,
+# optimized build of every dependency), so they keep building and running; figures are
+# printed, never asserted (the speed of the machine decides nothing). About 30 s of CPU.
+cargo bench -p bench --profile dev --locked -- --quick --noplot
 # The negative controls of the simulator's checks: a relay broken on purpose, one thing
 # at a time (feature `mutations`, never in a production build), each named by the verdict.
 cargo test -p sim --features mutations --locked --test mutations
