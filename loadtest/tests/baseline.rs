@@ -68,15 +68,62 @@ fn run(addr: SocketAddr, extra: &[&str]) -> serde_json::Value {
 #[test]
 fn ping_round_trips_against_the_baseline_echo() {
     let addr = start_baseline(Mode::Echo);
+    // The server runs in this test process: its pid is the server's.
+    let pid = std::process::id().to_string();
     let report = run(
         addr,
-        &["--mode", "ping", "--connections", "4", "--in-flight", "2"],
+        &[
+            "--mode",
+            "ping",
+            "--connections",
+            "4",
+            "--in-flight",
+            "2",
+            "--relay-pid",
+            &pid,
+        ],
     );
     assert_eq!(report["target"], "baseline");
     assert_eq!(report["connections_open"], 4);
-    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+    let messages = report["messages"].as_u64().unwrap();
+    assert!(messages > 0, "{report}");
     assert_eq!(report["errors_total"], 0, "{report}");
-    assert!(report["latency"]["p99_us"].as_f64().unwrap() > 0.0);
+    let latency = &report["latency"];
+    let at = |key: &str| latency[key].as_f64().unwrap();
+    assert!(at("p99_us") > 0.0, "{report}");
+    assert!(
+        at("p99_us") <= at("p99_9_us") && at("p99_9_us") <= at("max_us"),
+        "{report}"
+    );
+    // The server's CPU over the window, and that per round trip.
+    let cpu = &report["server_cpu"];
+    assert_eq!(cpu["pid"].as_u64().unwrap().to_string(), pid, "{report}");
+    let secs = cpu["cpu_secs"].as_f64().unwrap();
+    assert!(secs >= 0.0, "{report}");
+    let per_message = cpu["cpu_us_per_message"].as_f64().unwrap();
+    assert!(
+        (per_message - secs * 1e6 / messages as f64).abs() < 1e-6,
+        "{report}"
+    );
+    assert!(
+        report["client_cpu"]["cpu_secs"].as_f64().is_some(),
+        "{report}"
+    );
+}
+
+/// A pid that is no process is refused before the run, naming what it could not read.
+#[test]
+fn a_wrong_server_pid_is_refused() {
+    let addr = start_baseline(Mode::Echo);
+    let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--baseline", "--ws-url", &format!("ws://{addr}/")])
+        .args(["--connections", "1", "--duration-secs", "1"])
+        .args(["--relay-pid", "4000000000"])
+        .output()
+        .expect("loadtest runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/proc/4000000000/stat"), "{stderr}");
 }
 
 #[test]
