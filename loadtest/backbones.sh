@@ -86,6 +86,8 @@ run_one() {
             echo "[limits]"
             echo "ws_messages_per_second_max = 1000000"
             echo "ws_messages_burst_max = 1000000"
+            # Every subscriber, the publisher and the peer links come from 127.0.0.1.
+            echo "ws_connections_per_address_max = $((SUBS + 100))"
             if [[ $mode == mesh ]]; then
                 # Each relay seeds with the next; gossip completes the mesh.
                 echo "[mesh]"
@@ -148,6 +150,8 @@ def figures(d):
         "missing": sum(r["missing"] for r in relays),
         "duplicates": sum(r["duplicates"] for r in relays),
         "nats_cpu": int(open(f"{d}/nats_cpu_ticks").read()) / 100,
+        "client_cpu": (report.get("client_cpu") or {}).get("cpu_secs", 0.0),
+        "window": report["messages"] / report["rate_per_sec"] + 3.2,
     }
 
 def line(f, mode, n, label):
@@ -156,7 +160,8 @@ def line(f, mode, n, label):
             f"p99.9 {f['p99_9']:.2f}, max {f['max']:.2f} ms (worst relay); "
             f"CPU s/relay mean {f['cpu_mean']:.2f} (origin {f['cpu_origin']:.2f}, max other {f['cpu_other']:.2f}), "
             f"{f['cpu_us_per_delivery']:.2f} CPU µs per delivery (all relays); "
-            f"missing {f['missing']:.0f}, duplicates {f['duplicates']:.0f}")
+            f"missing {f['missing']:.0f}, duplicates {f['duplicates']:.0f}; "
+            f"load generator {f['client_cpu']:.1f} CPU s in {f['window']:.1f} s")
     if mode == "nats":
         text += f"; nats-servers CPU s total {f['nats_cpu']:.2f}"
     print(text, flush=True)

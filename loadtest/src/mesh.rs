@@ -47,6 +47,9 @@ pub struct MeshReport {
     /// All relays' CPU (with `--relay-pid`): per notification published, and per
     /// notification delivered to any subscriber.
     pub cpu_total: Option<CpuUse>,
+    /// This load generator's CPU over the same window (when it nears its threads' worth
+    /// of cores, the subscribers, not the relays, set the latency).
+    pub client_cpu: Option<CpuUse>,
     pub errors_total: u64,
     pub errors: ErrorCounts,
 }
@@ -77,6 +80,9 @@ impl std::fmt::Display for MeshReport {
         }
         if let Some(cpu) = &self.cpu_total {
             writeln!(f, "  all relays: {cpu}")?;
+        }
+        if let Some(cpu) = &self.client_cpu {
+            writeln!(f, "  load generator: {cpu}")?;
         }
         write!(f, "  errors {}", self.errors_total)?;
         for (kind, n) in &self.errors.0 {
@@ -136,12 +142,14 @@ pub async fn mesh(args: &MeshArgs) -> anyhow::Result<MeshReport> {
         .iter()
         .map(|pid| CpuWindow::start(*pid))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let client_window = CpuWindow::start(std::process::id()).ok();
     let published = publish(publisher, args, epoch, start, deadline, &mut errors).await;
     // `publish` returns at the deadline: the window is publication plus drain.
     let cpu_secs = cpu_windows
         .iter()
         .map(|w| Ok((w.pid(), w.used_secs()?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let client_secs = client_window.and_then(|w| w.used_secs().ok());
 
     let mut per_relay_stats: Vec<(u64, u64, Latency)> = (0..openers.len())
         .map(|_| (0, 0, Latency::default()))
@@ -187,6 +195,8 @@ pub async fn mesh(args: &MeshArgs) -> anyhow::Result<MeshReport> {
         size_bytes: args.size,
         relays,
         cpu_total,
+        client_cpu: client_secs
+            .map(|secs| CpuUse::of(std::process::id(), secs, published, delivered)),
         errors_total: errors.total(),
         errors,
     })
