@@ -169,7 +169,8 @@ fn node(name: &str) -> (Arc<Node>, tempdir::Dir) {
 }
 
 /// Joins `n` wallets subscribed to everything; their queues hold every notification of
-/// a run, so none is cut as a slow consumer and nothing is drained while counting.
+/// a run, so none is cut as a slow consumer. Publications are drained after the run; a
+/// peer's notifications between the link's polls (as a writer would), never during one.
 fn subscribe(node: &Node, n: u64, wallets: Wallets) -> Vec<mpsc::Receiver<Outbound>> {
     (0..n)
         .map(|id| {
