@@ -313,10 +313,14 @@ impl Hub {
             .and_then(|(stream, seq)| Some((stream_key(stream), seq.parse::<u64>().ok()?)));
         let typed = state.by_type.get(&notification.notification_type);
         let mut delivery = Delivery::default();
-        // Wallets with the same subscriptions and the same skipped position get the same
-        // token: sign it once (a signature is tens of µs, and this runs under the mesh's
-        // route lock). Bounded, so many distinct wallets cost a few comparisons each.
-        let mut issued: Vec<(&BTreeSet<String>, &Position, String)> = Vec::new();
+        // A token names the relay's routed position and the wallet's skipped one. Wallets
+        // with the same subscriptions whose skipped positions add the same to the routed
+        // one get the same token: sign it once (a signature is tens of µs, and this runs
+        // under the mesh's route lock). Once the relay has routed what a wallet resumed
+        // from (the usual case soon after a resume), that part is empty, so the signatures
+        // per notification follow the distinct subscription sets, not the wallets. Bounded,
+        // so many distinct wallets cost a few comparisons each.
+        let mut issued: Vec<(&BTreeSet<String>, Position, String)> = Vec::new();
         let mut send = |id: &ClientId| {
             let Some(client) = state.clients.get(id) else {
                 return;
@@ -331,14 +335,16 @@ impl Hub {
                 }
                 (Some(_), None) => frame.clone(),
                 (Some(resume), Some(tokens)) => {
-                    let key = (&client.subscriptions, &resume.skip);
-                    let cached = issued.iter().find(|(s, p, _)| (*s, *p) == key);
+                    let beyond = resume.skip.minus(tokens.position);
+                    let cached = issued
+                        .iter()
+                        .find(|(s, p, _)| *s == &client.subscriptions && *p == beyond);
                     let token = match cached {
                         Some((_, _, token)) => token.clone(),
                         None => {
-                            let token = tokens.token_for(key.0, key.1);
+                            let token = tokens.token_for(&client.subscriptions, &resume.skip);
                             if issued.len() < TOKENS_SHARED_MAX {
-                                issued.push((key.0, key.1, token.clone()));
+                                issued.push((&client.subscriptions, beyond, token.clone()));
                             }
                             token
                         }
@@ -636,5 +642,68 @@ mod tests {
         assert_eq!(hub.close_idle(500), 1);
         assert_eq!(a.close_reason(), Some(CloseReason::IDLE_TIMEOUT));
         assert_eq!(b.close_reason(), None);
+    }
+
+    /// Three resumable wallets: two resumed from positions the relay has routed since,
+    /// one from further on. The first two get one token (one signature), the third its own.
+    #[test]
+    fn wallets_whose_skipped_position_the_relay_routed_share_one_signature() {
+        let hub = Hub::new();
+        let issuer = Issuer::new(
+            "r",
+            Arc::new(crate::identity::Identity::from_seed(&[9; 32])),
+        );
+        let seen = stream_key("a-0000000a");
+        let mut routed = Position::default();
+        routed.insert_range(seen, 1, 10);
+        let mut receivers = Vec::new();
+        for (id, skipped_to) in [(1, 3), (2, 5), (3, 20)] {
+            let control = Arc::new(Control::default());
+            let (outlet, rx) = Outlet::new(8, control);
+            hub.join_client(id, outlet, false, false, true);
+            let mut skip = Position::default();
+            skip.insert_range(seen, 1, skipped_to);
+            hub.resume(id, skip, &["pay".to_string()], 8);
+            receivers.push(rx);
+        }
+        let notification = Notification {
+            message_id: "b-0000000b-1".into(),
+            relay_id: "b".into(),
+            notification_type: "pay".into(),
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            timestamp: 0,
+            signature: String::new(),
+        };
+        let tokens = TokenContext {
+            issuer: &issuer,
+            position: &routed,
+            now_unix: 1,
+        };
+        let frame = Bytes::from_static(br#"{"type":"notification"}"#);
+        let delivery = hub.publish_notification(&notification, &frame, Some(&tokens));
+        assert_eq!(delivery.delivered, 3);
+        assert_eq!(issuer.tokens_signed(), 2);
+        let named: Vec<u64> = receivers
+            .iter_mut()
+            .map(|rx| {
+                let Ok(Outbound::Text(bytes)) = rx.try_recv() else {
+                    panic!("a delivery")
+                };
+                let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                let text = value["resume_token"].as_str().unwrap();
+                let key = *issuer.public_key();
+                let token = crate::resume::token::verify(text, |_| Some(key)).unwrap();
+                token
+                    .position
+                    .stream(&seen)
+                    .unwrap()
+                    .ranges()
+                    .last()
+                    .unwrap()
+                    .1
+            })
+            .collect();
+        // Each token names what its wallet is accounted for, shared or not.
+        assert_eq!(named, [10, 10, 20]);
     }
 }

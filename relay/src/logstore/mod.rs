@@ -59,6 +59,12 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Bytes the store takes on its medium (for the figures).
     fn size_bytes(&self) -> u64;
+
+    /// Whether a commit waits on a device (a synced write): the relay then commits on
+    /// the blocking pool, off the tasks that deliver notifications.
+    fn waits_on_device(&self) -> bool {
+        false
+    }
 }
 
 /// `order` and `arrived` (big-endian), then the notification as JSON (signature

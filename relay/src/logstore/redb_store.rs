@@ -48,6 +48,10 @@ impl LogStore for RedbStore {
         txn.commit().map_err(|e| e.to_string())
     }
 
+    fn waits_on_device(&self) -> bool {
+        true
+    }
+
     fn load(&self) -> Result<Vec<Stored>, String> {
         let txn = self.db.begin_read().map_err(|e| e.to_string())?;
         let table = match txn.open_table(ENTRIES) {

@@ -53,11 +53,17 @@ impl Mesh {
         }
     }
 
-    /// Commits the log's changes since the last commit (one transaction).
+    /// Commits the log's changes since the last commit (one transaction). One flush at
+    /// a time (`log_commit`): batches reach the store in the order they were taken, so an
+    /// eviction is never committed before the put it deletes.
     pub fn flush_log(&self) {
         let Some(store) = &self.parts.log_store else {
             return;
         };
+        let _one_at_a_time = self
+            .log_commit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let batch = {
             let mut state = self.state.lock();
             match state.unsynced.as_mut() {
@@ -72,12 +78,144 @@ impl Mesh {
 }
 
 /// Commits the log's changes every `GROUP_COMMIT_INTERVAL` for the life of the relay.
+/// A store that waits on a device commits on the blocking pool: a synced transaction
+/// takes milliseconds, and on a runtime worker it would stall every connection task
+/// queued behind it (the tail of delivery latency).
 pub(super) async fn committer(mesh: Arc<Mesh>) {
-    if mesh.parts.log_store.is_none() {
+    let Some(store) = &mesh.parts.log_store else {
         return;
-    }
+    };
+    let off_the_workers = store.waits_on_device();
     loop {
         mesh.clock().sleep(GROUP_COMMIT_INTERVAL).await;
-        mesh.flush_log();
+        if off_the_workers {
+            let mesh = mesh.clone();
+            if let Err(error) = tokio::task::spawn_blocking(move || mesh.flush_log()).await {
+                tracing::warn!(%error, "the notification log's commit did not finish");
+            }
+        } else {
+            mesh.flush_log();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    use super::*;
+    use crate::logstore::{Batch, LogStore, Stored};
+    use crate::mesh::{ChainFigures, LocalStatus, MeshParts};
+    use crate::protocol::{HealthReport, Notification};
+    use crate::rt::{SeededRng, SharedClock, TokioClock};
+
+    /// A disk whose commits wait until the test lets them finish.
+    struct GatedDisk {
+        started: Mutex<Sender<usize>>,
+        release: Mutex<Receiver<()>>,
+    }
+
+    impl LogStore for GatedDisk {
+        fn commit(&self, batch: &Batch) -> Result<(), String> {
+            let _ = self.started.lock().unwrap().send(batch.puts.len());
+            let _ = self
+                .release
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(60));
+            Ok(())
+        }
+        fn load(&self) -> Result<Vec<Stored>, String> {
+            Ok(Vec::new())
+        }
+        fn size_bytes(&self) -> u64 {
+            0
+        }
+        fn waits_on_device(&self) -> bool {
+            true
+        }
+    }
+
+    struct Quiet;
+
+    impl LocalStatus for Quiet {
+        fn health_report(&self) -> HealthReport {
+            unreachable!("no sync runs in these tests")
+        }
+        fn client_connections(&self) -> usize {
+            0
+        }
+        fn set_unreachable_peers(&self, _: Vec<String>) {}
+        fn chain_figures(&self) -> ChainFigures {
+            ChainFigures::default()
+        }
+    }
+
+    fn mesh_on(disk: Arc<GatedDisk>) -> Arc<Mesh> {
+        let clock: SharedClock = Arc::new(TokioClock);
+        let rng = SeededRng::new(5);
+        let identity = Arc::new(crate::identity::Identity::from_seed(&[5; 32]));
+        let config = crate::config::Config {
+            relay_id: "durable-test".into(),
+            ..Default::default()
+        };
+        Mesh::new(MeshParts {
+            config: Arc::new(config),
+            lifecycle: crate::lifecycle::Lifecycle::new(clock.clone()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            hub: Arc::new(crate::hub::Hub::new()),
+            origin: Arc::new(crate::routing::Origin::new(
+                "durable-test",
+                identity,
+                &rng,
+                &clock,
+            )),
+            rng,
+            status: Arc::new(Quiet),
+            log_store: Some(disk),
+        })
+    }
+
+    /// A synced commit takes milliseconds: while one waits on the disk, the runtime's
+    /// only worker must still run other tasks (wallets' writers, peer links).
+    #[test]
+    fn a_commit_waiting_on_the_disk_holds_no_runtime_worker() {
+        let (started_tx, started) = channel();
+        let (release, release_rx) = channel();
+        let disk = Arc::new(GatedDisk {
+            started: Mutex::new(started_tx),
+            release: Mutex::new(release_rx),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mesh = mesh_on(disk);
+        runtime.block_on(async {
+            tokio::spawn(committer(mesh.clone()));
+            let notification = Notification {
+                message_id: "durable-test-0000000a-1".into(),
+                relay_id: "durable-test".into(),
+                notification_type: "t".into(),
+                data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+                timestamp: 0,
+                signature: String::new(),
+            };
+            assert!(mesh.route(Arc::new(notification), None));
+        });
+        let puts = started
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the committer committed the routed notification");
+        assert_eq!(puts, 1);
+        // The commit is now blocked on the disk. A task spawned now runs on the one worker
+        // (waited for outside the runtime: a blocked worker would also stop its timers).
+        let (ran_tx, ran) = channel();
+        runtime.spawn(async move { ran_tx.send(7).unwrap() });
+        let ran = ran.recv_timeout(Duration::from_secs(20));
+        release.send(()).unwrap();
+        assert_eq!(ran, Ok(7), "a task ran while the commit waited on the disk");
+        runtime.shutdown_background();
     }
 }

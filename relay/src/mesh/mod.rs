@@ -148,6 +148,8 @@ pub struct Mesh {
     /// a resume token never names a notification its holder was not yet offered, and a
     /// replay never races a live delivery.
     route_lock: std::sync::Mutex<()>,
+    /// Held by a commit of the notification log to its store: one at a time, in order.
+    log_commit: std::sync::Mutex<()>,
     /// Signs the resume tokens this relay issues.
     issuer: crate::resume::Issuer,
 }
@@ -178,6 +180,7 @@ impl Mesh {
             counts: reports::Counts::default(),
             trust,
             route_lock: std::sync::Mutex::new(()),
+            log_commit: std::sync::Mutex::new(()),
             issuer,
         })
     }

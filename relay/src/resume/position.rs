@@ -80,6 +80,35 @@ impl RangeSet {
         }
     }
 
+    /// The seqs of `self` that are not in `other`, by range arithmetic.
+    pub fn difference(&self, other: &RangeSet) -> RangeSet {
+        let mut out = Vec::new();
+        for &(lo, hi) in &self.0 {
+            // The part of [lo, hi] not yet known to be covered starts at `next`.
+            let mut next = lo;
+            let first = other.0.partition_point(|&(_, b)| b < lo);
+            for &(a, b) in &other.0[first..] {
+                if a > hi {
+                    break;
+                }
+                if a > next {
+                    out.push((next, a - 1));
+                }
+                next = match b.checked_add(1) {
+                    Some(after) => next.max(after),
+                    None => return RangeSet(out),
+                };
+                if next > hi {
+                    break;
+                }
+            }
+            if next <= hi {
+                out.push((next, hi));
+            }
+        }
+        RangeSet(out)
+    }
+
     /// How many seqs of `self` are not in `other`, by range arithmetic (a range of 10^12
     /// seqs costs what a range of one costs).
     pub fn count_not_in(&self, other: &RangeSet) -> u64 {
@@ -145,11 +174,81 @@ impl Position {
             self.streams.entry(*key).or_default().union_with(ranges);
         }
     }
+
+    /// What `self` names that `other` does not (streams left empty are dropped).
+    pub fn minus(&self, other: &Position) -> Position {
+        let mut out = Position::default();
+        for (key, ranges) in &self.streams {
+            let rest = match other.streams.get(key) {
+                Some(covered) => ranges.difference(covered),
+                None => ranges.clone(),
+            };
+            out.set_stream(*key, rest);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set(ranges: &[(u64, u64)]) -> RangeSet {
+        RangeSet::from_sorted(ranges.to_vec())
+    }
+
+    #[test]
+    fn a_difference_keeps_exactly_the_seqs_the_other_lacks() {
+        let a = set(&[(1, 10), (20, 30), (40, 40)]);
+        let b = set(&[(0, 2), (5, 6), (10, 22), (25, 25), (29, 50)]);
+        assert_eq!(
+            a.difference(&b).ranges(),
+            &[(3, 4), (7, 9), (23, 24), (26, 28)]
+        );
+        assert_eq!(a.difference(&RangeSet::default()), a);
+        assert!(a.difference(&a).is_empty());
+        assert!(
+            set(&[(5, u64::MAX)])
+                .difference(&set(&[(0, u64::MAX)]))
+                .is_empty()
+        );
+        assert_eq!(
+            set(&[(1, u64::MAX)]).difference(&set(&[(3, 3)])).ranges(),
+            &[(1, 2), (4, u64::MAX)]
+        );
+        // Checked seq by seq over a small universe.
+        let (x, y) = (
+            set(&[(2, 9), (12, 14), (17, 17)]),
+            set(&[(1, 3), (8, 13), (15, 20)]),
+        );
+        let d = x.difference(&y);
+        for seq in 0..25 {
+            assert_eq!(
+                d.contains(seq),
+                x.contains(seq) && !y.contains(seq),
+                "seq {seq}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_position_minus_another_drops_the_streams_it_covers() {
+        let (k1, k2) = (stream_key("a-00000001"), stream_key("b-00000001"));
+        let mut skip = Position::default();
+        skip.insert_range(k1, 1, 5);
+        skip.insert_range(k2, 1, 5);
+        let mut routed = Position::default();
+        routed.insert_range(k1, 1, 9);
+        routed.insert_range(k2, 1, 3);
+        let rest = skip.minus(&routed);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest.stream(&k2).unwrap().ranges(), &[(4, 5)]);
+        let mut whole = rest.clone();
+        whole.union_with(&routed);
+        let mut expected = skip.clone();
+        expected.union_with(&routed);
+        assert_eq!(whole, expected);
+    }
 
     #[test]
     fn ranges_merge_when_they_touch_and_stay_apart_otherwise() {

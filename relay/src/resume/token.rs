@@ -61,6 +61,8 @@ pub enum TokenError {
 pub struct Issuer {
     relay_id: String,
     identity: Arc<Identity>,
+    /// Tokens signed so far (each is an Ed25519 signature: what the hub's sharing saves).
+    signed: std::sync::atomic::AtomicU64,
 }
 
 impl Issuer {
@@ -68,7 +70,13 @@ impl Issuer {
         Issuer {
             relay_id: relay_id.to_string(),
             identity,
+            signed: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Tokens signed so far.
+    pub fn tokens_signed(&self) -> u64 {
+        self.signed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn relay_id(&self) -> &str {
@@ -108,6 +116,8 @@ impl Issuer {
             body[1] |= FLAG_TRUNCATED;
         }
         let signature = self.identity.sign(&signed_input(&body));
+        self.signed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         body.extend_from_slice(&signature.to_bytes());
         URL_SAFE_NO_PAD.encode(body)
     }
