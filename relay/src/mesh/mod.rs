@@ -48,7 +48,7 @@ pub use reports::{ChainFigures, PeerReport, RoutingTotals};
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
 pub use state::health_from_age;
 pub use supervisor::{CONFIGURED_PEER_FAILED_DIALS, PEER_ENVELOPE_SLACK_BYTES, run};
-pub use trust::{BINDINGS_MAX, Refusal, Unverified};
+pub use trust::{BINDINGS_MAX, Refusal, Trust, Unverified};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
 
 use crate::config::Config;

@@ -7,7 +7,11 @@
 //! reads the stream through its own durable consumer and delivers to its local
 //! subscribers exactly once (`consume`). Relays find each other through a key-value
 //! bucket of records with a time-to-live (`members`), which fills `/relays`,
-//! `/sync/status` and `sync_metrics` with the mesh's shapes. While no NATS server answers,
+//! `/sync/status` and `sync_metrics` with the mesh's shapes; each record carries its
+//! relay's public key, signed, and every notification read from the stream is checked
+//! against its origin's key before delivery. Resume tokens name a position in the stream
+//! (its sequence numbers, the same on every relay), so a wallet resumes on any relay
+//! (`resume`). While no NATS server answers,
 //! the relay is degraded and not ready; what wallets publish meanwhile waits in a buffer
 //! bounded in bytes (`outbox`), beyond which publications are refused.
 
@@ -16,24 +20,32 @@ mod consume;
 mod members;
 mod outbox;
 mod publish;
+mod resume;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+use tokio::time::Instant;
+
+use async_nats::jetstream::kv;
 
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::config::{BackboneConfig, Config};
 use crate::health::Health;
 use crate::hub::Hub;
+use crate::identity::{Identity, PublicKey};
 use crate::lifecycle::Lifecycle;
 use crate::mesh::{
-    PeerSyncDetail, RelayInfo, SYNC_ERRORS_MAX, SyncErrorRecord, SyncMetrics, SyncStatus,
-    health_from_age,
+    PeerSyncDetail, RelayInfo, SYNC_ERRORS_MAX, SyncErrorRecord, SyncMetrics, SyncStatus, Trust,
+    Unverified, health_from_age,
 };
 use crate::metrics::Metrics;
 use crate::protocol::peer::{PeerHealth, SyncType};
+use crate::protocol::signed::SignedRecord;
 use crate::protocol::{Notification, VERSION};
+use crate::resume::{Issuer, StreamKey, TokenError};
 use crate::routing::{Accepted, Backbone, BackboneLink, Refused};
 
 pub use members::Record;
@@ -81,7 +93,15 @@ pub struct NatsParts {
     pub health: Arc<Health>,
     /// Set down while no server takes publications.
     pub link: Arc<BackboneLink>,
+    /// This relay's key pair: signs its record and the resume tokens it issues.
+    pub identity: Arc<Identity>,
 }
+
+/// Relay ids whose record was looked up on demand recently (see `key_of_origin`).
+const LOOKUPS_MAX: usize = 1024;
+/// One on-demand lookup per relay id per this long: forged origins cannot make the
+/// consumer wait on the bucket for every message.
+const LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The NATS backbone of one relay.
 pub struct NatsBackbone {
@@ -93,6 +113,20 @@ pub struct NatsBackbone {
     link: Arc<BackboneLink>,
     outbox: outbox::Outbox,
     view: Mutex<View>,
+    identity: Arc<Identity>,
+    /// Which key each relay id is bound to (learned from signed records).
+    trust: Trust,
+    /// Signs this relay's resume tokens.
+    issuer: Issuer,
+    /// The membership bucket, once reached.
+    bucket: OnceLock<kv::Store>,
+    /// Held while a notification from the stream is delivered and while a resume
+    /// replays: a token never names what its wallet was not offered, and a replay never
+    /// races a live delivery.
+    route: tokio::sync::Mutex<consume::Route>,
+    resumes: resume::Queue,
+    /// When each relay id's record was last looked up on demand.
+    lookups: Mutex<HashMap<String, Instant>>,
 }
 
 /// What operators' views read, updated by the tasks.
@@ -107,14 +141,28 @@ struct View {
     errors: VecDeque<SyncErrorRecord>,
     sync_rtt_total_ms: f64,
     sync_rtt_count: u64,
+    /// The stream's identity in resume positions, once the consumer reached it.
+    stream: Option<StreamKey>,
 }
 
 impl NatsBackbone {
     pub fn new(parts: NatsParts) -> Arc<NatsBackbone> {
         let bytes_max = parts.config.backbone.buffer_bytes_max;
+        let relay_id = &parts.config.relay_id;
         Arc::new(NatsBackbone {
             metrics: NatsMetrics::new(parts.metrics.clone()),
             outbox: outbox::Outbox::new(bytes_max),
+            trust: Trust::new(
+                parts.config.trusted_keys(),
+                relay_id,
+                *parts.identity.public(),
+            ),
+            issuer: Issuer::new(relay_id, parts.identity.clone()),
+            identity: parts.identity,
+            bucket: OnceLock::new(),
+            route: tokio::sync::Mutex::new(consume::Route::default()),
+            resumes: resume::Queue::new(),
+            lookups: Mutex::new(HashMap::new()),
             config: parts.config,
             lifecycle: parts.lifecycle,
             hub: parts.hub,
@@ -211,26 +259,111 @@ impl NatsBackbone {
 
     fn own_record(&self) -> Record {
         let report = self.health.report();
+        let address = self.config.advertised_addr().to_string();
+        let status = report.status.to_string();
+        let updated_ms = self.lifecycle.unix_ms();
+        let health = if status == "healthy" {
+            PeerHealth::Healthy
+        } else {
+            PeerHealth::Degraded
+        };
         Record {
+            signed: SignedRecord::sign(
+                &self.identity,
+                self.relay_id(),
+                &address,
+                health,
+                updated_ms,
+            ),
             relay_id: self.relay_id().to_string(),
-            address: self.config.advertised_addr().to_string(),
+            address,
             version: VERSION.to_string(),
             uptime: report.uptime,
-            status: report.status.to_string(),
+            status,
             connections: report.connections,
-            updated_ms: self.lifecycle.unix_ms(),
+            updated_ms,
         }
+    }
+
+    /// Binds a record's relay id to the key it proves; false when the record proves
+    /// none, or the binding is refused (another key holds the id, the key serves another
+    /// id, or `mesh.trusted_keys` does not hold it).
+    fn learn_key(&self, record: &Record) -> bool {
+        let Some(key) = record.proven_key() else {
+            tracing::debug!(relay = %record.relay_id, "membership record with no valid signature ignored");
+            return false;
+        };
+        match self.trust.bind(&record.relay_id, &key) {
+            Ok(()) => true,
+            Err(refusal) => {
+                tracing::debug!(relay = %record.relay_id, reason = refusal.as_str(), "membership record refused");
+                false
+            }
+        }
+    }
+
+    /// The key bound to a relay id, if any.
+    fn key_of(&self, relay_id: &str) -> Option<PublicKey> {
+        self.trust.key_of(relay_id)
+    }
+
+    /// Checks a notification read from the stream against its origin's key, looking the
+    /// origin's record up in the bucket when its key is not known yet (a relay that just
+    /// joined publishes before this relay's next membership read).
+    async fn verify(&self, notification: &Notification) -> Result<(), Unverified> {
+        match self.trust.verify(notification) {
+            Err(Unverified::UnknownOrigin) if self.may_look_up(&notification.relay_id) => {
+                members::fetch_key(self, &notification.relay_id).await;
+                self.trust.verify(notification)
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn may_look_up(&self, relay_id: &str) -> bool {
+        let now = self.lifecycle.clock().now();
+        let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+        if lookups
+            .get(relay_id)
+            .is_some_and(|at| now.duration_since(*at) < LOOKUP_INTERVAL)
+        {
+            return false;
+        }
+        if lookups.len() >= LOOKUPS_MAX {
+            lookups.retain(|_, at| now.duration_since(*at) < LOOKUP_INTERVAL);
+            if lookups.len() >= LOOKUPS_MAX {
+                return false;
+            }
+        }
+        lookups.insert(relay_id.to_string(), now);
+        true
+    }
+
+    /// Counts a notification from the stream dropped unverified (the mesh's counter).
+    fn count_unverified(&self, notification: &Notification, why: Unverified) {
+        self.metrics
+            .relay
+            .mesh_signatures_failed
+            .get(why.as_str())
+            .increment(1);
+        let id: String = notification.message_id.chars().take(64).collect();
+        tracing::info!(message_id = %id, reason = why.as_str(), "stream notification dropped unverified");
+    }
+
+    fn stream_key(&self) -> Option<StreamKey> {
+        self.lock().stream
+    }
+
+    fn set_stream_key(&self, key: StreamKey) {
+        self.lock().stream = Some(key);
     }
 }
 
 impl Backbone for NatsBackbone {
-    /// Resume tokens are positions in the mesh's log, which NATS mode does not keep:
-    /// refused, so the wallet starts a fresh session and knows it (mapping positions onto
-    /// stream sequences is not built yet).
-    fn resume(&self, _client: u64, _token: &str) -> Result<(), crate::resume::TokenError> {
-        Err(crate::resume::TokenError::Unsupported(
-            "this relay runs the NATS backbone, whose resume is not built yet",
-        ))
+    /// Checks the token (signed by a relay whose key this relay learned, naming this
+    /// stream) and queues the replay; the wallet stays paused until it is done.
+    fn resume(&self, client: u64, token: &str) -> Result<(), TokenError> {
+        resume::request(self, client, token)
     }
 
     /// Queues the notification for the stream; the wallet's acknowledgement waits for
@@ -278,6 +411,7 @@ pub async fn run(backbone: Arc<NatsBackbone>) {
         watch,
         publish::run(backbone.clone(), js.clone()),
         consume::run(backbone.clone(), js.clone()),
+        resume::run(backbone.clone(), js.clone()),
         members::run(backbone.clone(), js),
     );
 }
@@ -311,9 +445,7 @@ impl NatsBackbone {
             last_seen: now_ms / 1000,
             is_self: true,
             connected: self.link.is_up(),
-            // Membership records in the bucket are not signed: NATS credentials decide
-            // who may write them.
-            public_key: None,
+            public_key: Some(self.identity.public().to_hex()),
         }];
         let view = self.lock();
         relays.extend(view.members.iter().map(|m| RelayInfo {
@@ -325,7 +457,7 @@ impl NatsBackbone {
             last_seen: m.updated_ms / 1000,
             is_self: false,
             connected: true,
-            public_key: None,
+            public_key: Some(m.signed.public_key.clone()),
         }));
         relays
     }
