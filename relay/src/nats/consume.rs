@@ -187,13 +187,21 @@ async fn confirm(acker: jetstream::message::Acker, timeout: Duration) {
 /// stream the position never goes back (a consumer started again redelivers what was
 /// not acknowledged, which `seen` drops). A new consumer starts after the stream's last
 /// sequence, a restarted one after its acknowledgement floor: what comes before was
-/// routed before this relay could have issued a token.
+/// routed before this relay could have issued a token (or, for a relay that restarted,
+/// before it restarted).
 async fn start_route(
     backbone: &NatsBackbone,
     identity: StreamKey,
     consumer: &jetstream::consumer::Consumer<pull::Config>,
 ) {
-    let floor = consumer.cached_info().ack_floor.stream_sequence;
+    let info = consumer.cached_info();
+    // A consumer that never delivered reports where it starts in `delivered` (its ack
+    // floor is still 0); one that did resumes after its ack floor.
+    let floor = if info.delivered.consumer_sequence == 0 {
+        info.delivered.stream_sequence
+    } else {
+        info.ack_floor.stream_sequence
+    };
     let mut route = backbone.route.lock().await;
     if route.stream != Some(identity) {
         *route = Route {

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::consume::{Route, admissible, position_to};
-use super::{NatsBackbone, connect};
+use super::{NatsBackbone, connect, members};
 use crate::conn::{CloseReason, Outbound};
 use crate::hub::ClientId;
 use crate::protocol::{self, OutboundKind, SUBSCRIBE_ALL};
@@ -44,13 +44,28 @@ const RESUME_AGAIN_CLOSE: CloseReason = CloseReason {
     reason: "replay limit: resume again with the last token",
 };
 
-/// A verified resume waiting for its replay.
+/// A resume waiting for its replay.
 pub struct Request {
     client: ClientId,
+    token: Checked,
+}
+
+/// A token verified, naming this stream up to `from`.
+struct Verified {
     token: Token,
     stream: StreamKey,
-    /// The last stream sequence the wallet is accounted for.
     from: u64,
+}
+
+/// How far a token was checked when its resume was queued.
+enum Checked {
+    Verified(Verified),
+    /// Issued by a relay whose record this relay has not read yet: its key is looked up
+    /// in the membership bucket, then the token is checked again.
+    UnknownIssuer {
+        issuer: String,
+        text: String,
+    },
 }
 
 /// Resume requests, from the wallets' sessions to the one task that replays.
@@ -74,21 +89,54 @@ impl Queue {
 /// # Errors
 /// The token does not verify, names another stream, or too many resumes wait.
 pub fn request(backbone: &NatsBackbone, client: ClientId, text: &str) -> Result<(), TokenError> {
-    let token = token::verify(text, |id| backbone.key_of(id))?;
-    let stream = backbone.stream_key().ok_or(TokenError::Unsupported(
-        "this relay has not reached its NATS stream yet",
-    ))?;
-    let from = sequence_in(&token, &stream)?;
+    let token = match check(backbone, text) {
+        Ok(verified) => Checked::Verified(verified),
+        Err(TokenError::UnknownIssuer(issuer)) => Checked::UnknownIssuer {
+            issuer,
+            text: text.to_string(),
+        },
+        Err(refused) => return Err(refused),
+    };
     backbone
         .resumes
         .sender
-        .try_send(Request {
-            client,
-            token,
-            stream,
-            from,
-        })
+        .try_send(Request { client, token })
         .map_err(|_| TokenError::Unsupported("too many resumes waiting; try again"))
+}
+
+fn check(backbone: &NatsBackbone, text: &str) -> Result<Verified, TokenError> {
+    // Until both are reached, neither the token's stream nor its issuer's key can be
+    // checked.
+    let stream = backbone
+        .stream_key()
+        .filter(|_| backbone.bucket.get().is_some())
+        .ok_or(TokenError::Unsupported(
+            "this relay has not reached its NATS stream yet",
+        ))?;
+    let token = token::verify(text, |id| backbone.key_of(id))?;
+    let from = sequence_in(&token, &stream)?;
+    Ok(Verified {
+        token,
+        stream,
+        from,
+    })
+}
+
+/// Refuses a queued resume as the session refuses one at once: an error, then a fresh
+/// session.
+fn refuse(backbone: &NatsBackbone, client: ClientId, refused: &TokenError) {
+    tracing::info!(client, reason = %refused, "resume token refused");
+    let frame = protocol::encode_error(
+        protocol::error_code::INVALID_RESUME_TOKEN,
+        &refused.to_string(),
+    );
+    backbone.metrics.relay.ws_errors_sent.increment(1);
+    backbone
+        .metrics
+        .relay
+        .count_sent(OutboundKind::Error, frame.len());
+    backbone.hub.send_to(client, Outbound::Text(frame));
+    backbone.hub.unpause(client);
 }
 
 /// The last sequence a NATS-mode token names: its position must be exactly `1..=S` of
@@ -115,9 +163,22 @@ pub async fn run(backbone: Arc<NatsBackbone>, js: jetstream::Context) {
     let Some(mut receiver) = receiver else {
         return;
     };
-    while let Some(request) = receiver.recv().await {
+    while let Some(Request { client, token }) = receiver.recv().await {
+        let verified = match token {
+            Checked::Verified(verified) => verified,
+            Checked::UnknownIssuer { issuer, text } => {
+                members::fetch_key(&backbone, &issuer).await;
+                match check(&backbone, &text) {
+                    Ok(verified) => verified,
+                    Err(refused) => {
+                        refuse(&backbone, client, &refused);
+                        continue;
+                    }
+                }
+            }
+        };
         let route = backbone.route.lock().await;
-        serve(&backbone, &js, &route, request).await;
+        serve(&backbone, &js, &route, client, verified).await;
     }
 }
 
@@ -141,13 +202,18 @@ struct Replayed {
     gone: bool,
 }
 
-async fn serve(backbone: &NatsBackbone, js: &jetstream::Context, route: &Route, request: Request) {
-    let Request {
-        client,
+async fn serve(
+    backbone: &NatsBackbone,
+    js: &jetstream::Context,
+    route: &Route,
+    client: ClientId,
+    verified: Verified,
+) {
+    let Verified {
         token,
         stream,
         from,
-    } = request;
+    } = verified;
     let mut replayed = Replayed::default();
     if route.stream != Some(stream) {
         // The stream was created again since the token was checked: its sequences are

@@ -132,6 +132,31 @@ async fn nats_a_wallet_resumes_on_another_relay_with_exactly_what_it_missed() {
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(done["replayed"], 0, "{done}");
     assert_eq!(done["recovered"], true, "{done}");
+
+    // A relay that joins now (its consumer starts at the end of the stream) serves the
+    // first token too: everything after it is in the stream.
+    let url = cluster.servers[0].url();
+    let extra = format!("{FAST}{}", backbone(std::slice::from_ref(&url), 1));
+    let r3 = RelayProcess::start("r3", "", &extra).await;
+    // Resume as soon as r3 has its consumer (before it routed anything itself).
+    let mut tries = 0;
+    let (from_start, done) = loop {
+        tries += 1;
+        assert!(tries < 100, "r3 never took the token:\n{}", r3.log());
+        let (_w, replayed, done) = resume(&r3, &token).await;
+        let not_yet = done["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not reached its NATS stream"));
+        if !not_yet {
+            break (replayed, done);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let from_start: Vec<String> = from_start.into_iter().map(|(id, _)| id).collect();
+    let mut expected = missed.clone();
+    expected.push(live);
+    assert_eq!(from_start, expected, "{done}");
+    assert_eq!(done["recovered"], true, "{done}");
 }
 
 /// While a publisher keeps publishing on r2, a wallet that left resumes on r1: it gets
