@@ -127,6 +127,8 @@ pub struct NatsBackbone {
     resumes: resume::Queue,
     /// When each relay id's record was last looked up on demand.
     lookups: Mutex<HashMap<String, Instant>>,
+    /// This backbone, for the tasks it starts from callbacks.
+    me: OnceLock<std::sync::Weak<NatsBackbone>>,
 }
 
 /// What operators' views read, updated by the tasks.
@@ -143,13 +145,15 @@ struct View {
     sync_rtt_count: u64,
     /// The stream's identity in resume positions, once the consumer reached it.
     stream: Option<StreamKey>,
+    /// The last connection failure reported (repeats are not logged again).
+    last_event: Option<String>,
 }
 
 impl NatsBackbone {
     pub fn new(parts: NatsParts) -> Arc<NatsBackbone> {
         let bytes_max = parts.config.backbone.buffer_bytes_max;
         let relay_id = &parts.config.relay_id;
-        Arc::new(NatsBackbone {
+        let backbone = Arc::new(NatsBackbone {
             metrics: NatsMetrics::new(parts.metrics.clone()),
             outbox: outbox::Outbox::new(bytes_max),
             trust: Trust::new(
@@ -169,7 +173,10 @@ impl NatsBackbone {
             health: parts.health,
             link: parts.link,
             view: Mutex::new(View::default()),
-        })
+            me: OnceLock::new(),
+        });
+        let _ = backbone.me.set(Arc::downgrade(&backbone));
+        backbone
     }
 
     fn config(&self) -> &BackboneConfig {
@@ -228,6 +235,50 @@ impl NatsBackbone {
             view.errors.pop_front();
         }
         view.errors.push_back(record);
+    }
+
+    /// A connection event from the NATS client: failures (a refused login, a TLS
+    /// handshake that failed, a server error) are logged when they change and kept in
+    /// `/sync/status` errors, so a relay left degraded says why.
+    fn connection_event(&self, event: async_nats::Event) {
+        use async_nats::Event;
+        match event {
+            Event::Connected => {
+                self.lock().last_event = None;
+                tracing::info!("connected to a NATS server");
+            }
+            Event::ServerError(_) | Event::ClientError(_) | Event::Disconnected => {
+                let message = format!("NATS {event}");
+                let repeated = {
+                    let mut view = self.lock();
+                    let repeated = view.last_event.as_deref() == Some(message.as_str());
+                    view.last_event = Some(message.clone());
+                    repeated
+                };
+                if !repeated {
+                    tracing::warn!(event = %message, "backbone connection");
+                    self.record_error(message);
+                    if !matches!(event, Event::Disconnected) {
+                        self.spawn_diagnosis();
+                    }
+                }
+            }
+            other => tracing::info!(event = %other, "backbone connection"),
+        }
+    }
+
+    /// Says why connecting fails (see `connect::diagnose`), once per new failure.
+    fn spawn_diagnosis(&self) {
+        let config = self.config.clone();
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Some(cause) = connect::diagnose(&config.backbone, &config.relay_id).await {
+                tracing::warn!(%cause, "cannot connect to NATS");
+                me.record_error(format!("NATS connect: {cause}"));
+            }
+        });
     }
 
     fn record_ack_latency(&self, latency: Duration) {
@@ -395,7 +446,9 @@ impl Backbone for NatsBackbone {
 /// the stream, keeps this relay's membership record.
 pub async fn run(backbone: Arc<NatsBackbone>) {
     backbone.set_connected(false);
-    let client = match connect::client(backbone.config(), backbone.relay_id()).await {
+    let events = backbone.clone();
+    let on_event = move |event| events.connection_event(event);
+    let client = match connect::client(backbone.config(), backbone.relay_id(), on_event).await {
         Ok(client) => client,
         Err(error) => {
             // Only a bad credentials file gets here; validation checked it was a file.
