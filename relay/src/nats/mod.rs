@@ -515,6 +515,27 @@ impl NatsBackbone {
         relays
     }
 
+    /// Where a draining relay's wallets may go: other relays whose record was renewed
+    /// lately (as the mesh judges a member's health), the most recently renewed first
+    /// (at most the mesh's bound).
+    pub fn reconnect_urls(&self) -> Vec<String> {
+        let now_ms = self.lifecycle.unix_ms();
+        let tls = self.config.tls.files().is_some();
+        let view = self.lock();
+        let mut members: Vec<&Record> = view
+            .members
+            .iter()
+            .filter(|m| !m.address.is_empty())
+            .filter(|m| self.health_of(m, now_ms) == PeerHealth::Healthy)
+            .collect();
+        members.sort_by_key(|m| std::cmp::Reverse(m.updated_ms));
+        members
+            .into_iter()
+            .take(crate::mesh::RECONNECT_RELAYS_MAX)
+            .map(|m| crate::mesh::public_ws_url(&m.address, tls))
+            .collect()
+    }
+
     /// `syncing` while connected to NATS, `disconnected` otherwise. `last_sync`: the last
     /// renewal of this relay's record; each peer's `last_sync`: the last renewal of its
     /// record; requests/responses: this relay's record writes and their acknowledgements.

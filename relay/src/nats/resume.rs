@@ -431,3 +431,24 @@ async fn send_from(
     }
     Ok(())
 }
+
+impl NatsBackbone {
+    /// Sends every wallet `frame(token)`, with a fresh token for those resuming (lame
+    /// duck's `reconnect`): a position in the stream, valid on the relays they move to.
+    pub async fn send_with_tokens(
+        &self,
+        frame: impl Fn(Option<&str>) -> bytes::Bytes,
+    ) -> (crate::conn::Delivery, usize) {
+        let route = self.route.lock().await;
+        let position = route
+            .stream
+            .map(|stream| position_to(stream, route.routed))
+            .unwrap_or_default();
+        let tokens = crate::hub::TokenContext {
+            issuer: &self.issuer,
+            position: &position,
+            now_unix: self.lifecycle.unix_secs(),
+        };
+        self.hub.send_each(&tokens, frame)
+    }
+}

@@ -270,3 +270,49 @@ async fn nats_a_resume_past_the_stream_is_reported_and_another_stream_refused() 
         "{refused}"
     );
 }
+
+/// Lame duck in NATS mode: a resumable wallet on r1 receives `reconnect` naming r2, with
+/// a token that is a position in the stream; it moves to r2 and resumes there with
+/// exactly what was published after it left, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_lame_duck_hands_wallets_a_token_valid_on_the_other_relays() {
+    let cluster = NatsCluster::start(1).await;
+    let url = cluster.servers[0].url();
+    let mut relays = Vec::new();
+    for (id, limits) in [("r1", "[limits]\nlame_duck_secs = 2\n"), ("r2", "")] {
+        let extra = format!("{FAST}{}{limits}", backbone(std::slice::from_ref(&url), 1));
+        relays.push(RelayProcess::start(id, "", &extra).await);
+    }
+    all_up(&relays, &cluster).await;
+    let (r1, r2) = (&relays[0], &relays[1]);
+    let (mut publisher, _) = Client::handshaken(r2.ws_addr, &["publish"]).await;
+    let mut leaving = wallet(r1, &["pay"]).await;
+    let before = publisher.publish("pay", json!({"before": 1})).await;
+    assert_eq!(next_notification(&mut leaving).await.0, before);
+
+    r1.signal("USR2");
+    let reconnect = leaving.recv_type("reconnect").await;
+    let listed: Vec<&str> = reconnect["relays"]
+        .as_array()
+        .expect("reconnect names relays")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(listed, vec![r2.ws_url().as_str()], "{reconnect}");
+    let token = reconnect["resume_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a resumable wallet's reconnect carries a token: {reconnect}"))
+        .to_string();
+    drop(leaving);
+
+    let (mut watcher, _) = Client::handshaken(r2.ws_addr, &["notifications"]).await;
+    let after = vec![
+        publisher.publish("pay", json!({"after": 1})).await,
+        publisher.publish("pay", json!({"after": 2})).await,
+    ];
+    routed(&mut watcher, &after).await;
+    let (_w, replayed, done) = resume(r2, &token).await;
+    let ids: Vec<String> = replayed.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, after, "{done}");
+    assert_eq!(done["recovered"], true, "{done}");
+}
