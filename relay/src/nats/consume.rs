@@ -41,6 +41,8 @@ const ACK_FLUSH: Duration = Duration::from_millis(20);
 /// Tries to get one acknowledgement confirmed.
 const ACK_ATTEMPTS: usize = 3;
 const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How often the consumer looks whether the members' keys were read, before it starts.
+const KEYS_POLL: Duration = Duration::from_millis(50);
 
 /// What this relay routed from the stream (guarded by the backbone's route lock).
 #[derive(Default)]
@@ -72,21 +74,56 @@ pub fn position_to(stream: StreamKey, seq: u64) -> Position {
 }
 
 pub async fn run(backbone: Arc<NatsBackbone>, js: jetstream::Context) {
+    // Set when the stream skipped ahead of what this relay routed (see `consume`).
+    let mut restart_from = None;
     loop {
-        if let Err(error) = consume(&backbone, &js).await {
+        if let Err(error) = consume(&backbone, &js, &mut restart_from).await {
             backbone.record_error(format!("consume: {error}"));
             tracing::warn!(%error, "backbone consumer stopped; starting it again");
         }
-        tokio::time::sleep(RETRY_DELAY).await;
+        if restart_from.is_none() {
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
     }
 }
 
-async fn consume(backbone: &NatsBackbone, js: &jetstream::Context) -> anyhow::Result<()> {
+/// Consumes until an error, or until a gap: a notification past the next one this
+/// relay expects while the stream still holds the ones between (the server handed them
+/// to a connection that died, and would redeliver them only after `ACK_WAIT`, after
+/// later ones, and an acknowledgement of a later one would cover them). Then the
+/// consumer is made again from the first missing one, so delivery stays in stream
+/// order and nothing is skipped; what is delivered twice, `seen` drops.
+async fn consume(
+    backbone: &NatsBackbone,
+    js: &jetstream::Context,
+    restart_from: &mut Option<u64>,
+) -> anyhow::Result<()> {
     let config = backbone.config();
     let timeout = Duration::from_secs(config.publish_timeout_secs);
+    // The members' keys first: what is consumed before would fail verification.
+    while !backbone.keys_read() {
+        tokio::time::sleep(KEYS_POLL).await;
+    }
     let mut stream = tokio::time::timeout(timeout, connect::ensure_stream(js, config)).await??;
     let identity = stream_identity(tokio::time::timeout(timeout, stream.info()).await??);
     let durable = format!("relay_{}", connect::token(backbone.relay_id()));
+    let deliver_policy = match *restart_from {
+        Some(start_sequence) => {
+            tracing::info!(
+                start_sequence,
+                "backbone consumer made again from the first missing notification"
+            );
+            match tokio::time::timeout(timeout, stream.delete_consumer(&durable)).await? {
+                Ok(_) => {}
+                Err(error) if error.to_string().contains("not found") => {}
+                Err(error) => anyhow::bail!(error),
+            }
+            DeliverPolicy::ByStartSequence { start_sequence }
+        }
+        // A new relay starts with what is published from now on; a restarted one
+        // resumes where it acknowledged.
+        None => DeliverPolicy::New,
+    };
     let consumer: jetstream::consumer::Consumer<pull::Config> = tokio::time::timeout(
         timeout,
         stream.get_or_create_consumer(
@@ -96,9 +133,7 @@ async fn consume(backbone: &NatsBackbone, js: &jetstream::Context) -> anyhow::Re
                 // Notifications are delivered in stream order, so acknowledging one
                 // acknowledges every one before it: one confirmed ack per batch.
                 ack_policy: AckPolicy::All,
-                // A new relay starts with what is published from now on; a restarted one
-                // resumes where it acknowledged.
-                deliver_policy: DeliverPolicy::New,
+                deliver_policy,
                 ack_wait: ACK_WAIT,
                 max_ack_pending: ACK_PENDING_MAX,
                 ..Default::default()
@@ -106,6 +141,7 @@ async fn consume(backbone: &NatsBackbone, js: &jetstream::Context) -> anyhow::Re
         ),
     )
     .await??;
+    *restart_from = None;
     start_route(backbone, identity, &consumer).await;
     let mut messages = tokio::time::timeout(
         timeout,
@@ -147,6 +183,23 @@ async fn consume(backbone: &NatsBackbone, js: &jetstream::Context) -> anyhow::Re
         let (message, acker) = message.split();
         {
             let mut route = backbone.route.lock().await;
+            let expected = route.routed + 1;
+            if seq > expected {
+                let first = tokio::time::timeout(timeout, stream.info())
+                    .await??
+                    .state
+                    .first_sequence;
+                // Gone from the stream (age, size, purge): nothing to wait for.
+                if first <= expected {
+                    tracing::warn!(
+                        expected,
+                        got = seq,
+                        "backbone consumer skipped ahead; starting it again from the first missing notification"
+                    );
+                    *restart_from = Some(expected);
+                    return Ok(());
+                }
+            }
             deliver(backbone, &mut route, &message.payload, seq).await;
         }
         let covered = unacked.take().map_or(0, |(_, n)| n) + 1;

@@ -129,6 +129,10 @@ pub struct NatsBackbone {
     lookups: Mutex<HashMap<String, Instant>>,
     /// This backbone, for the tasks it starts from callbacks.
     me: OnceLock<std::sync::Weak<NatsBackbone>>,
+    /// Set once the membership bucket was read: the other relays' keys are known, so
+    /// the consumer may start (a backlog read before would be dropped as from unknown
+    /// origins).
+    keys_read: std::sync::atomic::AtomicBool,
 }
 
 /// What operators' views read, updated by the tasks.
@@ -174,6 +178,7 @@ impl NatsBackbone {
             link: parts.link,
             view: Mutex::new(View::default()),
             me: OnceLock::new(),
+            keys_read: std::sync::atomic::AtomicBool::new(false),
         });
         let _ = backbone.me.set(Arc::downgrade(&backbone));
         backbone
@@ -302,7 +307,13 @@ impl NatsBackbone {
         self.lock().next_sync = self.lifecycle.unix_secs() + interval.as_secs();
     }
 
+    fn keys_read(&self) -> bool {
+        self.keys_read.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn set_members(&self, members: Vec<Record>) {
+        self.keys_read
+            .store(true, std::sync::atomic::Ordering::Release);
         let known = members.len() as f64 + 1.0;
         self.lock().members = members;
         self.metrics.relay.mesh_known_relays.set(known);

@@ -184,18 +184,27 @@ async fn nats_cluster_delivers_exactly_once_through_failures() {
     relays[2].restart().await;
     // The 30 published while it was down (and any of the first 10 it had not
     // acknowledged) reach it after the restart, each once.
-    eventually(
-        Duration::from_secs(60),
-        "r3 consumes what it missed",
-        || async {
+    let caught_up = async {
+        loop {
             let delivered = counter(
                 &relays[2].get_text("/metrics/prometheus").await,
                 "sdk_relay_dedup_misses_total",
             );
-            (delivered >= 30.0).then_some(())
-        },
-    )
-    .await;
+            if delivered >= 30.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), caught_up)
+        .await
+        .is_err()
+    {
+        panic!(
+            "r3 never consumed what it missed; its log:\n{}",
+            relays[2].log()
+        );
+    }
     let (mut late, _) = Client::handshaken(relays[2].ws_addr, &["notifications"]).await;
     let mut after = BTreeSet::new();
     for i in 0..20 {
