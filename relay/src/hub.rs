@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::conn::{CloseReason, Delivery, Outbound, Outlet};
 use crate::protocol::{Notification, SUBSCRIBE_ALL};
-use crate::resume::{Issuer, Position, stream_key};
+use crate::resume::{Issuer, Position, StreamKey, stream_key};
 
 /// Identifies one connection for the life of the relay process.
 pub type ClientId = u64;
@@ -302,15 +302,27 @@ impl Hub {
         frame: &Bytes,
         tokens: Option<&TokenContext<'_>>,
     ) -> Delivery {
+        let stream_seq = notification
+            .message_id
+            .rsplit_once('-')
+            .and_then(|(stream, seq)| Some((stream_key(stream), seq.parse::<u64>().ok()?)));
+        self.publish_at(notification, frame, stream_seq, tokens)
+    }
+
+    /// As `publish_notification`, for a notification whose place in a position is
+    /// `stream_seq` (the NATS backbone: its stream and sequence there), not its id's.
+    pub fn publish_at(
+        &self,
+        notification: &Notification,
+        frame: &Bytes,
+        stream_seq: Option<(StreamKey, u64)>,
+        tokens: Option<&TokenContext<'_>>,
+    ) -> Delivery {
         #[cfg(feature = "mutations")]
         if let Some(mutant) = &self.mutant {
             return self.publish_mutated(mutant, &notification.notification_type, frame);
         }
         let state = self.read();
-        let stream_seq = notification
-            .message_id
-            .rsplit_once('-')
-            .and_then(|(stream, seq)| Some((stream_key(stream), seq.parse::<u64>().ok()?)));
         let typed = state.by_type.get(&notification.notification_type);
         let mut delivery = Delivery::default();
         // A token names the relay's routed position and the wallet's skipped one. Wallets

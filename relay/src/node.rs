@@ -113,6 +113,7 @@ impl Node {
                 hub: hub.clone(),
                 health: health.clone(),
                 link: backbone_link,
+                identity: origin.identity().clone(),
             })
         });
         let backbone: Arc<dyn Backbone> = match &nats {

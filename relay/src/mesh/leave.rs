@@ -76,7 +76,7 @@ impl Mesh {
 }
 
 /// The URL a wallet dials for a relay advertised at `address` (`host:port`).
-fn public_ws_url(address: &str, tls: bool) -> String {
+pub fn public_ws_url(address: &str, tls: bool) -> String {
     let scheme = if tls { "wss" } else { "ws" };
     format!("{scheme}://{address}/")
 }

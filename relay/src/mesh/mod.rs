@@ -42,13 +42,13 @@ pub use discovery::DISCOVERED_ADDRESSES_MAX;
 pub use durable::GROUP_COMMIT_INTERVAL;
 pub use floors::FLOOR_STREAMS_MAX;
 pub use handshake::{HANDSHAKE_BYTES_MAX, HANDSHAKE_STEP_TIMEOUT_MAX};
-pub use leave::RECONNECT_RELAYS_MAX;
+pub use leave::{RECONNECT_RELAYS_MAX, public_ws_url};
 pub use records::{MEMBERSHIP_TTL_INTERVALS, RECORD_CLOCK_SKEW_MS};
 pub use reports::{ChainFigures, PeerReport, RoutingTotals};
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};
 pub use state::health_from_age;
 pub use supervisor::{CONFIGURED_PEER_FAILED_DIALS, PEER_ENVELOPE_SLACK_BYTES, run};
-pub use trust::{BINDINGS_MAX, Refusal, Unverified};
+pub use trust::{BINDINGS_MAX, Refusal, Trust, Unverified};
 pub use views::{PeerSyncDetail, RelayInfo, SyncErrorRecord, SyncMetrics, SyncStatus};
 
 use crate::config::Config;

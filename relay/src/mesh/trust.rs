@@ -66,7 +66,7 @@ impl Unverified {
     }
 }
 
-pub(super) struct Trust {
+pub struct Trust {
     /// `mesh.trusted_keys`; empty = any key.
     trusted: Vec<PublicKey>,
     /// relay id ↔ key, one to one.

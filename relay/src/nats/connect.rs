@@ -53,11 +53,20 @@ pub fn token(relay_id: &str) -> String {
 }
 
 /// A client that reconnects by itself, forever, to any server of the cluster; it
-/// returns at once even if no server answers yet (the relay starts degraded).
-pub async fn client(config: &BackboneConfig, relay_id: &str) -> anyhow::Result<async_nats::Client> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name(format!("sdk_relay {relay_id}"))
-        .connection_timeout(CONNECT_TIMEOUT)
+/// returns at once even if no server answers yet (the relay starts degraded). Every
+/// connection event (a refused login, a TLS failure, a disconnection) goes to `on_event`.
+pub async fn client(
+    config: &BackboneConfig,
+    relay_id: &str,
+    on_event: impl Fn(async_nats::Event) + Send + Sync + 'static,
+) -> anyhow::Result<async_nats::Client> {
+    let on_event = std::sync::Arc::new(on_event);
+    let options = options(config, relay_id)
+        .await?
+        .event_callback(move |event| {
+            on_event(event);
+            std::future::ready(())
+        })
         .ping_interval(PING_INTERVAL)
         .request_timeout(Some(Duration::from_secs(config.publish_timeout_secs)))
         .retry_on_initial_connect()
@@ -65,6 +74,52 @@ pub async fn client(config: &BackboneConfig, relay_id: &str) -> anyhow::Result<a
         .reconnect_delay_callback(|attempts| {
             RECONNECT_DELAY_MAX.min(Duration::from_millis(100) * attempts.min(20) as u32)
         });
+    Ok(options.connect(config.urls.as_slice()).await?)
+}
+
+/// One connection attempt with the relay's options, to say why connecting fails: the
+/// reconnecting client's events name only the kind of failure ("IO error"), this names
+/// its cause (a certificate from an unknown issuer, a refused login). `None` when it
+/// connects.
+pub async fn diagnose(config: &BackboneConfig, relay_id: &str) -> Option<String> {
+    let options = match options(config, relay_id).await {
+        Ok(options) => options,
+        Err(error) => return Some(format!("{error:#}")),
+    };
+    let attempt = options.connect(config.urls.as_slice());
+    match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
+        Ok(Ok(client)) => {
+            drop(client);
+            None
+        }
+        Ok(Err(error)) => Some(error_chain(&error)),
+        Err(_) => Some("connecting timed out".into()),
+    }
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Who the relay is to the servers: name, credentials, TLS.
+async fn options(
+    config: &BackboneConfig,
+    relay_id: &str,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("sdk_relay {relay_id}"))
+        .connection_timeout(CONNECT_TIMEOUT);
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
         options = options.user_and_password(user.clone(), password.clone());
     }
@@ -83,7 +138,7 @@ pub async fn client(config: &BackboneConfig, relay_id: &str) -> anyhow::Result<a
             .add_root_certificates(path.clone())
             .require_tls(true);
     }
-    Ok(options.connect(config.urls.as_slice()).await?)
+    Ok(options)
 }
 
 /// The stream every relay publishes to, created when missing.

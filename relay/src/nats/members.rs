@@ -1,7 +1,10 @@
 //! Membership in NATS mode: each relay keeps its record in a JetStream key-value bucket,
 //! renewed every sync interval; the bucket's age limit (three intervals) drops the record
 //! of a relay that stopped. Reading the bucket back gives `/relays` and `/sync/status`
-//! their members.
+//! their members, and this relay the public keys of the others: each record carries its
+//! relay's key in a record that relay signed (the mesh's `SignedRecord`), so a relay id
+//! is bound to its key as in the mesh (first key proven wins, `mesh.trusted_keys` if set
+//! limits who may be bound). Notifications and resume tokens are checked against them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{NatsBackbone, connect};
 use crate::protocol::peer::SyncType;
+use crate::protocol::signed::SignedRecord;
 
 /// Records read back from the bucket: the mesh's own bound on known relays.
 pub const MEMBERS_MAX: usize = crate::mesh::KNOWN_RELAYS_MAX;
@@ -32,6 +36,23 @@ pub struct Record {
     pub connections: usize,
     /// Unix milliseconds of the renewal.
     pub updated_ms: u64,
+    /// Its id, key, address, health and `updated_ms`, signed by it.
+    pub signed: SignedRecord,
+}
+
+impl Record {
+    /// The key this record proves for its relay id: its signature verifies, and the
+    /// signed fields are the record's own.
+    pub fn proven_key(&self) -> Option<crate::identity::PublicKey> {
+        let signed = &self.signed;
+        if signed.relay_id != self.relay_id
+            || signed.address != self.address
+            || signed.timestamp_ms != self.updated_ms
+        {
+            return None;
+        }
+        signed.verify().ok()
+    }
 }
 
 pub fn ttl(interval: Duration) -> Duration {
@@ -50,7 +71,10 @@ pub async fn run(backbone: Arc<NatsBackbone>, js: jetstream::Context) {
             )
             .await;
             match found {
-                Ok(Ok(s)) => store = Some(s),
+                Ok(Ok(s)) => {
+                    let _ = backbone.bucket.set(s.clone());
+                    store = Some(s);
+                }
                 Ok(Err(error)) => backbone.record_error(format!("membership bucket: {error}")),
                 Err(_) => backbone.record_error("membership bucket: timed out".into()),
             }
@@ -88,7 +112,7 @@ async fn renew(backbone: &NatsBackbone, store: &kv::Store, timeout: Duration) {
         Ok(Err(error)) => return backbone.record_error(format!("membership put: {error}")),
         Err(_) => return backbone.record_error("membership put: timed out".into()),
     }
-    match tokio::time::timeout(timeout, read_all(store, &key)).await {
+    match tokio::time::timeout(timeout, read_all(backbone, store, &key)).await {
         Ok(Ok(members)) => backbone.set_members(members),
         Ok(Err(error)) => backbone.record_error(format!("membership read: {error}")),
         Err(_) => backbone.record_error("membership read: timed out".into()),
@@ -96,7 +120,11 @@ async fn renew(backbone: &NatsBackbone, store: &kv::Store, timeout: Duration) {
 }
 
 /// Every other relay's record (at most `MEMBERS_MAX`).
-async fn read_all(store: &kv::Store, own_key: &str) -> anyhow::Result<Vec<Record>> {
+async fn read_all(
+    backbone: &NatsBackbone,
+    store: &kv::Store,
+    own_key: &str,
+) -> anyhow::Result<Vec<Record>> {
     let mut keys = store.keys().await?;
     let mut members = Vec::new();
     while let Some(key) = keys.next().await {
@@ -113,9 +141,27 @@ async fn read_all(store: &kv::Store, own_key: &str) -> anyhow::Result<Vec<Record
         if value.len() > RECORD_BYTES_MAX {
             continue;
         }
-        if let Ok(record) = serde_json::from_slice::<Record>(&value) {
+        if let Ok(record) = serde_json::from_slice::<Record>(&value)
+            && backbone.learn_key(&record)
+        {
             members.push(record);
         }
     }
     Ok(members)
+}
+
+/// Looks up one relay's record in the bucket and learns its key (a notification from a
+/// relay whose record this relay has not read yet); false when there is none to learn.
+pub async fn fetch_key(backbone: &NatsBackbone, relay_id: &str) -> bool {
+    let Some(store) = backbone.bucket.get() else {
+        return false;
+    };
+    let timeout = Duration::from_secs(backbone.config().publish_timeout_secs);
+    let key = connect::token(relay_id);
+    let Ok(Ok(Some(value))) = tokio::time::timeout(timeout, store.get(&key)).await else {
+        return false;
+    };
+    value.len() <= RECORD_BYTES_MAX
+        && serde_json::from_slice::<Record>(&value)
+            .is_ok_and(|r| r.relay_id == relay_id && backbone.learn_key(&r))
 }

@@ -7,7 +7,11 @@
 //! reads the stream through its own durable consumer and delivers to its local
 //! subscribers exactly once (`consume`). Relays find each other through a key-value
 //! bucket of records with a time-to-live (`members`), which fills `/relays`,
-//! `/sync/status` and `sync_metrics` with the mesh's shapes. While no NATS server answers,
+//! `/sync/status` and `sync_metrics` with the mesh's shapes; each record carries its
+//! relay's public key, signed, and every notification read from the stream is checked
+//! against its origin's key before delivery. Resume tokens name a position in the stream
+//! (its sequence numbers, the same on every relay), so a wallet resumes on any relay
+//! (`resume`). While no NATS server answers,
 //! the relay is degraded and not ready; what wallets publish meanwhile waits in a buffer
 //! bounded in bytes (`outbox`), beyond which publications are refused.
 
@@ -16,24 +20,32 @@ mod consume;
 mod members;
 mod outbox;
 mod publish;
+mod resume;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+use tokio::time::Instant;
+
+use async_nats::jetstream::kv;
 
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::config::{BackboneConfig, Config};
 use crate::health::Health;
 use crate::hub::Hub;
+use crate::identity::{Identity, PublicKey};
 use crate::lifecycle::Lifecycle;
 use crate::mesh::{
-    PeerSyncDetail, RelayInfo, SYNC_ERRORS_MAX, SyncErrorRecord, SyncMetrics, SyncStatus,
-    health_from_age,
+    PeerSyncDetail, RelayInfo, SYNC_ERRORS_MAX, SyncErrorRecord, SyncMetrics, SyncStatus, Trust,
+    Unverified, health_from_age,
 };
 use crate::metrics::Metrics;
 use crate::protocol::peer::{PeerHealth, SyncType};
+use crate::protocol::signed::SignedRecord;
 use crate::protocol::{Notification, VERSION};
+use crate::resume::{Issuer, StreamKey, TokenError};
 use crate::routing::{Accepted, Backbone, BackboneLink, Refused};
 
 pub use members::Record;
@@ -81,7 +93,15 @@ pub struct NatsParts {
     pub health: Arc<Health>,
     /// Set down while no server takes publications.
     pub link: Arc<BackboneLink>,
+    /// This relay's key pair: signs its record and the resume tokens it issues.
+    pub identity: Arc<Identity>,
 }
+
+/// Relay ids whose record was looked up on demand recently (see `key_of_origin`).
+const LOOKUPS_MAX: usize = 1024;
+/// One on-demand lookup per relay id per this long: forged origins cannot make the
+/// consumer wait on the bucket for every message.
+const LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The NATS backbone of one relay.
 pub struct NatsBackbone {
@@ -93,6 +113,26 @@ pub struct NatsBackbone {
     link: Arc<BackboneLink>,
     outbox: outbox::Outbox,
     view: Mutex<View>,
+    identity: Arc<Identity>,
+    /// Which key each relay id is bound to (learned from signed records).
+    trust: Trust,
+    /// Signs this relay's resume tokens.
+    issuer: Issuer,
+    /// The membership bucket, once reached.
+    bucket: OnceLock<kv::Store>,
+    /// Held while a notification from the stream is delivered and while a resume
+    /// replays: a token never names what its wallet was not offered, and a replay never
+    /// races a live delivery.
+    route: tokio::sync::Mutex<consume::Route>,
+    resumes: resume::Queue,
+    /// When each relay id's record was last looked up on demand.
+    lookups: Mutex<HashMap<String, Instant>>,
+    /// This backbone, for the tasks it starts from callbacks.
+    me: OnceLock<std::sync::Weak<NatsBackbone>>,
+    /// Set once the membership bucket was read: the other relays' keys are known, so
+    /// the consumer may start (a backlog read before would be dropped as from unknown
+    /// origins).
+    keys_read: std::sync::atomic::AtomicBool,
 }
 
 /// What operators' views read, updated by the tasks.
@@ -107,21 +147,41 @@ struct View {
     errors: VecDeque<SyncErrorRecord>,
     sync_rtt_total_ms: f64,
     sync_rtt_count: u64,
+    /// The stream's identity in resume positions, once the consumer reached it.
+    stream: Option<StreamKey>,
+    /// The last connection failure reported (repeats are not logged again).
+    last_event: Option<String>,
 }
 
 impl NatsBackbone {
     pub fn new(parts: NatsParts) -> Arc<NatsBackbone> {
         let bytes_max = parts.config.backbone.buffer_bytes_max;
-        Arc::new(NatsBackbone {
+        let relay_id = &parts.config.relay_id;
+        let backbone = Arc::new(NatsBackbone {
             metrics: NatsMetrics::new(parts.metrics.clone()),
             outbox: outbox::Outbox::new(bytes_max),
+            trust: Trust::new(
+                parts.config.trusted_keys(),
+                relay_id,
+                *parts.identity.public(),
+            ),
+            issuer: Issuer::new(relay_id, parts.identity.clone()),
+            identity: parts.identity,
+            bucket: OnceLock::new(),
+            route: tokio::sync::Mutex::new(consume::Route::default()),
+            resumes: resume::Queue::new(),
+            lookups: Mutex::new(HashMap::new()),
             config: parts.config,
             lifecycle: parts.lifecycle,
             hub: parts.hub,
             health: parts.health,
             link: parts.link,
             view: Mutex::new(View::default()),
-        })
+            me: OnceLock::new(),
+            keys_read: std::sync::atomic::AtomicBool::new(false),
+        });
+        let _ = backbone.me.set(Arc::downgrade(&backbone));
+        backbone
     }
 
     fn config(&self) -> &BackboneConfig {
@@ -182,6 +242,50 @@ impl NatsBackbone {
         view.errors.push_back(record);
     }
 
+    /// A connection event from the NATS client: failures (a refused login, a TLS
+    /// handshake that failed, a server error) are logged when they change and kept in
+    /// `/sync/status` errors, so a relay left degraded says why.
+    fn connection_event(&self, event: async_nats::Event) {
+        use async_nats::Event;
+        match event {
+            Event::Connected => {
+                self.lock().last_event = None;
+                tracing::info!("connected to a NATS server");
+            }
+            Event::ServerError(_) | Event::ClientError(_) | Event::Disconnected => {
+                let message = format!("NATS {event}");
+                let repeated = {
+                    let mut view = self.lock();
+                    let repeated = view.last_event.as_deref() == Some(message.as_str());
+                    view.last_event = Some(message.clone());
+                    repeated
+                };
+                if !repeated {
+                    tracing::warn!(event = %message, "backbone connection");
+                    self.record_error(message);
+                    if !matches!(event, Event::Disconnected) {
+                        self.spawn_diagnosis();
+                    }
+                }
+            }
+            other => tracing::info!(event = %other, "backbone connection"),
+        }
+    }
+
+    /// Says why connecting fails (see `connect::diagnose`), once per new failure.
+    fn spawn_diagnosis(&self) {
+        let config = self.config.clone();
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Some(cause) = connect::diagnose(&config.backbone, &config.relay_id).await {
+                tracing::warn!(%cause, "cannot connect to NATS");
+                me.record_error(format!("NATS connect: {cause}"));
+            }
+        });
+    }
+
     fn record_ack_latency(&self, latency: Duration) {
         self.metrics.publish_ack.record(latency.as_secs_f64());
     }
@@ -203,7 +307,13 @@ impl NatsBackbone {
         self.lock().next_sync = self.lifecycle.unix_secs() + interval.as_secs();
     }
 
+    fn keys_read(&self) -> bool {
+        self.keys_read.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn set_members(&self, members: Vec<Record>) {
+        self.keys_read
+            .store(true, std::sync::atomic::Ordering::Release);
         let known = members.len() as f64 + 1.0;
         self.lock().members = members;
         self.metrics.relay.mesh_known_relays.set(known);
@@ -211,26 +321,111 @@ impl NatsBackbone {
 
     fn own_record(&self) -> Record {
         let report = self.health.report();
+        let address = self.config.advertised_addr().to_string();
+        let status = report.status.to_string();
+        let updated_ms = self.lifecycle.unix_ms();
+        let health = if status == "healthy" {
+            PeerHealth::Healthy
+        } else {
+            PeerHealth::Degraded
+        };
         Record {
+            signed: SignedRecord::sign(
+                &self.identity,
+                self.relay_id(),
+                &address,
+                health,
+                updated_ms,
+            ),
             relay_id: self.relay_id().to_string(),
-            address: self.config.advertised_addr().to_string(),
+            address,
             version: VERSION.to_string(),
             uptime: report.uptime,
-            status: report.status.to_string(),
+            status,
             connections: report.connections,
-            updated_ms: self.lifecycle.unix_ms(),
+            updated_ms,
         }
+    }
+
+    /// Binds a record's relay id to the key it proves; false when the record proves
+    /// none, or the binding is refused (another key holds the id, the key serves another
+    /// id, or `mesh.trusted_keys` does not hold it).
+    fn learn_key(&self, record: &Record) -> bool {
+        let Some(key) = record.proven_key() else {
+            tracing::debug!(relay = %record.relay_id, "membership record with no valid signature ignored");
+            return false;
+        };
+        match self.trust.bind(&record.relay_id, &key) {
+            Ok(()) => true,
+            Err(refusal) => {
+                tracing::debug!(relay = %record.relay_id, reason = refusal.as_str(), "membership record refused");
+                false
+            }
+        }
+    }
+
+    /// The key bound to a relay id, if any.
+    fn key_of(&self, relay_id: &str) -> Option<PublicKey> {
+        self.trust.key_of(relay_id)
+    }
+
+    /// Checks a notification read from the stream against its origin's key, looking the
+    /// origin's record up in the bucket when its key is not known yet (a relay that just
+    /// joined publishes before this relay's next membership read).
+    async fn verify(&self, notification: &Notification) -> Result<(), Unverified> {
+        match self.trust.verify(notification) {
+            Err(Unverified::UnknownOrigin) if self.may_look_up(&notification.relay_id) => {
+                members::fetch_key(self, &notification.relay_id).await;
+                self.trust.verify(notification)
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn may_look_up(&self, relay_id: &str) -> bool {
+        let now = self.lifecycle.clock().now();
+        let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+        if lookups
+            .get(relay_id)
+            .is_some_and(|at| now.duration_since(*at) < LOOKUP_INTERVAL)
+        {
+            return false;
+        }
+        if lookups.len() >= LOOKUPS_MAX {
+            lookups.retain(|_, at| now.duration_since(*at) < LOOKUP_INTERVAL);
+            if lookups.len() >= LOOKUPS_MAX {
+                return false;
+            }
+        }
+        lookups.insert(relay_id.to_string(), now);
+        true
+    }
+
+    /// Counts a notification from the stream dropped unverified (the mesh's counter).
+    fn count_unverified(&self, notification: &Notification, why: Unverified) {
+        self.metrics
+            .relay
+            .mesh_signatures_failed
+            .get(why.as_str())
+            .increment(1);
+        let id: String = notification.message_id.chars().take(64).collect();
+        tracing::info!(message_id = %id, reason = why.as_str(), "stream notification dropped unverified");
+    }
+
+    fn stream_key(&self) -> Option<StreamKey> {
+        self.lock().stream
+    }
+
+    fn set_stream_key(&self, key: StreamKey) {
+        self.lock().stream = Some(key);
     }
 }
 
 impl Backbone for NatsBackbone {
-    /// Resume tokens are positions in the mesh's log, which NATS mode does not keep:
-    /// refused, so the wallet starts a fresh session and knows it (mapping positions onto
-    /// stream sequences is not built yet).
-    fn resume(&self, _client: u64, _token: &str) -> Result<(), crate::resume::TokenError> {
-        Err(crate::resume::TokenError::Unsupported(
-            "this relay runs the NATS backbone, whose resume is not built yet",
-        ))
+    /// Checks the token (signed by a relay whose key this relay learned, naming this
+    /// stream) and queues the replay; the wallet stays paused until it is done.
+    fn resume(&self, client: u64, token: &str) -> Result<(), TokenError> {
+        resume::request(self, client, token)
     }
 
     /// Queues the notification for the stream; the wallet's acknowledgement waits for
@@ -262,7 +457,9 @@ impl Backbone for NatsBackbone {
 /// the stream, keeps this relay's membership record.
 pub async fn run(backbone: Arc<NatsBackbone>) {
     backbone.set_connected(false);
-    let client = match connect::client(backbone.config(), backbone.relay_id()).await {
+    let events = backbone.clone();
+    let on_event = move |event| events.connection_event(event);
+    let client = match connect::client(backbone.config(), backbone.relay_id(), on_event).await {
         Ok(client) => client,
         Err(error) => {
             // Only a bad credentials file gets here; validation checked it was a file.
@@ -278,6 +475,7 @@ pub async fn run(backbone: Arc<NatsBackbone>) {
         watch,
         publish::run(backbone.clone(), js.clone()),
         consume::run(backbone.clone(), js.clone()),
+        resume::run(backbone.clone(), js.clone()),
         members::run(backbone.clone(), js),
     );
 }
@@ -311,9 +509,7 @@ impl NatsBackbone {
             last_seen: now_ms / 1000,
             is_self: true,
             connected: self.link.is_up(),
-            // Membership records in the bucket are not signed: NATS credentials decide
-            // who may write them.
-            public_key: None,
+            public_key: Some(self.identity.public().to_hex()),
         }];
         let view = self.lock();
         relays.extend(view.members.iter().map(|m| RelayInfo {
@@ -325,9 +521,30 @@ impl NatsBackbone {
             last_seen: m.updated_ms / 1000,
             is_self: false,
             connected: true,
-            public_key: None,
+            public_key: Some(m.signed.public_key.clone()),
         }));
         relays
+    }
+
+    /// Where a draining relay's wallets may go: other relays whose record was renewed
+    /// lately (as the mesh judges a member's health), the most recently renewed first
+    /// (at most the mesh's bound).
+    pub fn reconnect_urls(&self) -> Vec<String> {
+        let now_ms = self.lifecycle.unix_ms();
+        let tls = self.config.tls.files().is_some();
+        let view = self.lock();
+        let mut members: Vec<&Record> = view
+            .members
+            .iter()
+            .filter(|m| !m.address.is_empty())
+            .filter(|m| self.health_of(m, now_ms) == PeerHealth::Healthy)
+            .collect();
+        members.sort_by_key(|m| std::cmp::Reverse(m.updated_ms));
+        members
+            .into_iter()
+            .take(crate::mesh::RECONNECT_RELAYS_MAX)
+            .map(|m| crate::mesh::public_ws_url(&m.address, tls))
+            .collect()
     }
 
     /// `syncing` while connected to NATS, `disconnected` otherwise. `last_sync`: the last

@@ -20,6 +20,11 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 pub async fn run(backbone: Arc<NatsBackbone>, js: jetstream::Context) {
     let timeout = Duration::from_secs(backbone.config().publish_timeout_secs);
     let mut delay = RETRY_DELAY_MIN;
+    // This relay's record (its key) is in the bucket before any of its notifications is
+    // in the stream: every relay that reads one can find the key that signed it.
+    while !backbone.keys_read() {
+        tokio::time::sleep(RETRY_DELAY_MIN).await;
+    }
     loop {
         if backbone.outbox.is_empty() {
             backbone.outbox.ready.notified().await;

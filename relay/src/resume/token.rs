@@ -55,6 +55,10 @@ pub enum TokenError {
     BadSignature,
     #[error("resume is not available: {0}")]
     Unsupported(&'static str),
+    /// A NATS-mode relay got a token whose position is not in its stream (issued by a
+    /// mesh-mode relay, or for another or a re-created stream).
+    #[error("resume token names another backbone or stream than this relay's")]
+    OtherStream,
 }
 
 /// Issues tokens for this relay.

@@ -33,7 +33,10 @@ pub(super) async fn drain(node: &Arc<Node>, stop: Stop) {
     node.metrics.drains[kind].increment(1);
     node.lifecycle.begin_shutdown();
     let peers = node.mesh.announce_leaving(stop.as_str());
-    let relays = node.mesh.reconnect_urls();
+    let relays = match &node.nats {
+        Some(nats) => nats.reconnect_urls(),
+        None => node.mesh.reconnect_urls(),
+    };
     let wallets = node.client_connections();
     tracing::info!(
         kind = stop.as_str(),
@@ -43,7 +46,7 @@ pub(super) async fn drain(node: &Arc<Node>, stop: Stop) {
         relays = ?relays,
         "draining: no new connections, peers told, wallets sent reconnect"
     );
-    send_reconnect(node, &relays, stop);
+    send_reconnect(node, &relays, stop).await;
     close_wallets_over(node, window).await;
     node.mesh.close_links();
     wait_for_links(node).await;
@@ -53,11 +56,13 @@ pub(super) async fn drain(node: &Arc<Node>, stop: Stop) {
 
 /// Sends every wallet the relays it may move to, with a fresh resume token for wallets
 /// that handshook with capability `resume` (`null` for the others).
-fn send_reconnect(node: &Node, relays: &[String], stop: Stop) {
+async fn send_reconnect(node: &Node, relays: &[String], stop: Stop) {
     let now = node.unix_secs();
-    let (delivery, bytes) = node
-        .mesh
-        .send_with_tokens(|token| protocol::encode_reconnect(relays, stop.as_str(), token, now));
+    let frame = |token: Option<&str>| protocol::encode_reconnect(relays, stop.as_str(), token, now);
+    let (delivery, bytes) = match &node.nats {
+        Some(nats) => nats.send_with_tokens(frame).await,
+        None => node.mesh.send_with_tokens(frame),
+    };
     let per_frame = bytes / delivery.delivered.max(1);
     node.metrics
         .count_delivery(delivery, OutboundKind::Reconnect, per_frame);

@@ -15,6 +15,8 @@ mod lame_duck;
 mod limits;
 mod mesh;
 mod nats;
+mod nats_auth;
+mod nats_resume;
 mod process;
 mod prometheus;
 mod resume;

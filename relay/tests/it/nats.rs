@@ -10,6 +10,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use sdk_relay::identity::Identity;
+use sdk_relay::protocol::Notification;
+use sdk_relay::protocol::signed::sign_notification;
 use serde_json::json;
 
 use crate::support::Client;
@@ -17,9 +20,9 @@ use crate::support::cluster::{RelayProcess, eventually};
 use crate::support::nats::NatsCluster;
 
 /// Membership renewed every second; records live three.
-const FAST: &str = "[sync]\ninterval = 1\nhealth_interval = 2\n";
+pub(crate) const FAST: &str = "[sync]\ninterval = 1\nhealth_interval = 2\n";
 
-fn backbone(urls: &[String], replicas: usize) -> String {
+pub(crate) fn backbone(urls: &[String], replicas: usize) -> String {
     let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     format!(
         "[backbone]\nkind = \"nats\"\nurls = [{}]\nreplicas = {replicas}\npublish_timeout_secs = 3\n",
@@ -29,7 +32,7 @@ fn backbone(urls: &[String], replicas: usize) -> String {
 
 /// Relay `r<i+1>` on server `i` of the cluster (given only that server's URL: it finds
 /// the others through the cluster).
-async fn relays_on(cluster: &NatsCluster, replicas: usize) -> Vec<RelayProcess> {
+pub(crate) async fn relays_on(cluster: &NatsCluster, replicas: usize) -> Vec<RelayProcess> {
     let mut relays = Vec::new();
     for (i, server) in cluster.servers.iter().enumerate() {
         let extra = format!("{FAST}{}", backbone(&[server.url()], replicas));
@@ -39,7 +42,7 @@ async fn relays_on(cluster: &NatsCluster, replicas: usize) -> Vec<RelayProcess> 
 }
 
 /// Every relay healthy (its backbone up) and listing every relay.
-async fn all_up(relays: &[RelayProcess], cluster: &NatsCluster) {
+pub(crate) async fn all_up(relays: &[RelayProcess], cluster: &NatsCluster) {
     let expected: BTreeSet<String> = relays.iter().map(|r| r.id.clone()).collect();
     for relay in relays {
         let ready = async {
@@ -69,7 +72,11 @@ async fn all_up(relays: &[RelayProcess], cluster: &NatsCluster) {
 
 /// Reads notifications until `expected` were all seen, then a while longer: fails on a
 /// repeat, an id never published, or one missing.
-async fn receives_exactly(subscriber: &mut Client, expected: &BTreeSet<String>, who: &str) {
+pub(crate) async fn receives_exactly(
+    subscriber: &mut Client,
+    expected: &BTreeSet<String>,
+    who: &str,
+) {
     let mut seen = BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     // After the last expected id, a second more catches a late duplicate.
@@ -103,7 +110,7 @@ async fn receives_exactly(subscriber: &mut Client, expected: &BTreeSet<String>, 
     assert_eq!(&seen, expected, "{who}");
 }
 
-async fn subscribers(relays: &[RelayProcess]) -> Vec<Client> {
+pub(crate) async fn subscribers(relays: &[RelayProcess]) -> Vec<Client> {
     let mut subscribers = Vec::new();
     for relay in relays {
         subscribers.push(
@@ -115,7 +122,7 @@ async fn subscribers(relays: &[RelayProcess]) -> Vec<Client> {
     subscribers
 }
 
-fn counter(exposition: &str, name: &str) -> f64 {
+pub(crate) fn counter(exposition: &str, name: &str) -> f64 {
     exposition
         .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -177,18 +184,27 @@ async fn nats_cluster_delivers_exactly_once_through_failures() {
     relays[2].restart().await;
     // The 30 published while it was down (and any of the first 10 it had not
     // acknowledged) reach it after the restart, each once.
-    eventually(
-        Duration::from_secs(60),
-        "r3 consumes what it missed",
-        || async {
+    let caught_up = async {
+        loop {
             let delivered = counter(
                 &relays[2].get_text("/metrics/prometheus").await,
                 "sdk_relay_dedup_misses_total",
             );
-            (delivered >= 30.0).then_some(())
-        },
-    )
-    .await;
+            if delivered >= 30.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), caught_up)
+        .await
+        .is_err()
+    {
+        panic!(
+            "r3 never consumed what it missed; its log:\n{}",
+            relays[2].log()
+        );
+    }
     let (mut late, _) = Client::handshaken(relays[2].ws_addr, &["notifications"]).await;
     let mut after = BTreeSet::new();
     for i in 0..20 {
@@ -271,30 +287,125 @@ async fn nats_down_degrades_and_recovery_delivers_the_buffer() {
 
     // The stream holding a notification twice (stored under two `Nats-Msg-Id`s, as a
     // redelivery would hand it over again) still reaches each wallet once; and one
-    // already delivered, stored again, reaches nobody.
-    let nats = async_nats::connect(url.as_str())
-        .await
-        .expect("test connects to NATS");
-    let js = async_nats::jetstream::new(nats);
-    let twice = json!({"type":"notification","notification_type":"block","data":{"x":1},
-        "timestamp":1,"message_id":"ext-00000000-1","relay_id":"ext"});
+    // already delivered, stored again, reaches nobody. Both are signed with r1's key, as
+    // r1 would.
+    let r1_key = relay_identity(&relays[0]);
+    let twice = signed_notification(&r1_key, "r1-00000000-900001", "block", json!({"x": 1}));
     let already = json!({"type":"notification","notification_type":"block","data":{"h":1},
         "timestamp":1,"message_id":warmup.iter().next().unwrap(),"relay_id":"r1"});
+    let js = jetstream(&url).await;
     for (msg_id, payload) in [("a", &twice), ("b", &twice), ("c", &already)] {
-        let publish = async_nats::jetstream::message::PublishMessage::build()
-            .payload(serde_json::to_vec(payload).unwrap().into())
-            .message_id(msg_id);
-        let stored = async {
-            js.send_publish("SDK_RELAY.n.block", publish).await?.await?;
-            Ok::<_, async_nats::Error>(())
-        };
-        tokio::time::timeout(Duration::from_secs(10), stored)
-            .await
-            .expect("stored in time")
-            .expect("stored");
+        store(&js, msg_id, payload).await;
     }
-    let once: BTreeSet<String> = ["ext-00000000-1".to_string()].into();
+    let once: BTreeSet<String> = ["r1-00000000-900001".to_string()].into();
     for (sub, relay) in subs.iter_mut().zip(&relays) {
         receives_exactly(sub, &once, &relay.id).await;
+    }
+}
+
+/// The relay's key, read from its key file (tests sign as a relay would).
+pub(crate) fn relay_identity(relay: &RelayProcess) -> Identity {
+    let path = relay.data_dir().join(sdk_relay::identity::KEY_FILE_NAME);
+    Identity::load_or_create(&path, || unreachable!("the relay created its key"))
+        .expect("the relay's key file")
+}
+
+/// A notification as `identity`'s relay would store it in the stream.
+pub(crate) fn signed_notification(
+    identity: &Identity,
+    message_id: &str,
+    notification_type: &str,
+    data: serde_json::Value,
+) -> serde_json::Value {
+    let relay_id = sdk_relay::protocol::signed::message_id_origin(message_id)
+        .expect("a relay's message id")
+        .to_string();
+    let mut notification = Notification {
+        message_id: message_id.to_string(),
+        relay_id,
+        notification_type: notification_type.to_string(),
+        data: serde_json::value::to_raw_value(&data).unwrap(),
+        timestamp: 1,
+        signature: String::new(),
+    };
+    sign_notification(identity, &mut notification);
+    serde_json::from_slice(&notification.encode()).unwrap()
+}
+
+pub(crate) async fn jetstream(url: &str) -> async_nats::jetstream::Context {
+    let nats = tokio::time::timeout(Duration::from_secs(10), async_nats::connect(url))
+        .await
+        .expect("test connects to NATS in time")
+        .expect("test connects to NATS");
+    async_nats::jetstream::new(nats)
+}
+
+/// Stores `payload` in the relays' stream directly, under `Nats-Msg-Id` `msg_id`.
+pub(crate) async fn store(
+    js: &async_nats::jetstream::Context,
+    msg_id: &str,
+    payload: &serde_json::Value,
+) {
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(serde_json::to_vec(payload).unwrap().into())
+        .message_id(msg_id);
+    let stored = async {
+        js.send_publish("SDK_RELAY.n.block", publish).await?.await?;
+        Ok::<_, async_nats::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), stored)
+        .await
+        .expect("stored in time")
+        .expect("stored");
+}
+
+/// Notifications written to the stream by anyone but their origin relay are never
+/// delivered: one signed by another key under r1's name, one from a relay with no record
+/// in the bucket, one unsigned. Each is counted by reason; the genuine one stored after
+/// them is delivered, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_forged_notifications_are_dropped_and_counted() {
+    let cluster = NatsCluster::start(1).await;
+    let url = cluster.servers[0].url();
+    let mut relays = Vec::new();
+    for id in ["r1", "r2"] {
+        let extra = format!("{FAST}{}", backbone(std::slice::from_ref(&url), 1));
+        relays.push(RelayProcess::start(id, "", &extra).await);
+    }
+    all_up(&relays, &cluster).await;
+    let mut subs = subscribers(&relays).await;
+    let stranger = Identity::from_seed(&[0x5a; 32]);
+    let forged = signed_notification(&stranger, "r1-00000000-700001", "block", json!({"f": 1}));
+    let unknown = signed_notification(&stranger, "ghost-00000000-1", "block", json!({"f": 2}));
+    let mut unsigned =
+        signed_notification(&stranger, "r1-00000000-700002", "block", json!({"f": 3}));
+    unsigned.as_object_mut().unwrap().remove("signature");
+    let genuine = signed_notification(
+        &relay_identity(&relays[0]),
+        "r1-00000000-700003",
+        "block",
+        json!({"g": 1}),
+    );
+    let js = jetstream(&url).await;
+    for (msg_id, payload) in [
+        ("f1", &forged),
+        ("f2", &unknown),
+        ("f3", &unsigned),
+        ("g1", &genuine),
+    ] {
+        store(&js, msg_id, payload).await;
+    }
+    let only_genuine: BTreeSet<String> = ["r1-00000000-700003".to_string()].into();
+    for (sub, relay) in subs.iter_mut().zip(&relays) {
+        receives_exactly(sub, &only_genuine, &relay.id).await;
+        let exposition = relay.get_text("/metrics/prometheus").await;
+        let failed = |reason: &str| {
+            counter(
+                &exposition,
+                &format!("sdk_relay_mesh_signatures_failed_total{{reason=\"{reason}\"}}"),
+            )
+        };
+        assert_eq!(failed("bad_signature"), 2.0, "{}: {exposition}", relay.id);
+        assert_eq!(failed("unknown_origin"), 1.0, "{}: {exposition}", relay.id);
     }
 }

@@ -113,10 +113,13 @@ async fn wallet_misses_some(
     let first = tokio::spawn(async move { wallet(&url, &["listen", "pay", "1"]).await });
     // Publish until the listening wallet (subscribed a moment after connecting) has one.
     let mut published = 0;
+    let mut warmups = Vec::new();
     while !first.is_finished() {
-        publisher
-            .publish("pay", serde_json::json!({"warmup": published}))
-            .await;
+        warmups.push(
+            publisher
+                .publish("pay", serde_json::json!({"warmup": published}))
+                .await,
+        );
         published += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
@@ -126,7 +129,17 @@ async fn wallet_misses_some(
     }
     let events = first.await.unwrap();
     let token = last_token(&events);
-    let mut ids = Vec::new();
+    // Warm-ups published after the one the wallet took, before its process was seen to
+    // end, are missed too (a loaded machine leaves time for a few).
+    let took = notification_ids(&events)
+        .pop()
+        .expect("the wallet took one");
+    let mut ids: Vec<String> = warmups
+        .iter()
+        .skip_while(|id| **id != took)
+        .skip(1)
+        .cloned()
+        .collect();
     for n in 0..missed {
         ids.push(publisher.publish("pay", serde_json::json!({"n": n})).await);
         publisher
@@ -149,7 +162,7 @@ async fn a_wallet_resumes_on_another_relay_with_exactly_what_it_missed() {
     assert_eq!(notification_ids(&events), missed, "{events:?}");
     let done = resumed(&events);
     assert_eq!(done["recovered"], true, "{events:?}");
-    assert_eq!(done["replayed"], 3, "{events:?}");
+    assert_eq!(done["replayed"], missed.len(), "{events:?}");
     // `resumed` comes after the replay.
     let last = events
         .iter()
@@ -225,7 +238,7 @@ async fn a_restarted_relay_serves_resumes_from_its_log_on_disk() {
     assert_eq!(notification_ids(&events), missed, "{events:?}");
     let done = resumed(&events);
     assert_eq!(done["recovered"], true, "{events:?}");
-    assert_eq!(done["replayed"], 3, "{events:?}");
+    assert_eq!(done["replayed"], missed.len(), "{events:?}");
     assert!(
         c.log().contains("restored the notification log from disk"),
         "{}",

@@ -23,6 +23,7 @@ impl NatsServer {
         dir: &std::path::Path,
         port: u16,
         cluster: Option<(u16, &[u16])>,
+        extra: &str,
     ) -> NatsServer {
         let store = dir.join(format!("{name}-store"));
         std::fs::create_dir_all(&store).unwrap();
@@ -41,6 +42,7 @@ impl NatsServer {
                 routes.join(", ")
             ));
         }
+        text.push_str(extra);
         let config_path = dir.join(format!("{name}.conf"));
         std::fs::write(&config_path, text).unwrap();
         NatsServer {
@@ -104,6 +106,15 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// `size` servers; with more than one, routed into one JetStream cluster.
     pub async fn start(size: usize) -> NatsCluster {
+        NatsCluster::start_with(size, "").await
+    }
+
+    /// One server whose configuration ends with `extra` (authorization, TLS).
+    pub async fn single_with(extra: &str) -> NatsCluster {
+        NatsCluster::start_with(1, extra).await
+    }
+
+    async fn start_with(size: usize, extra: &str) -> NatsCluster {
         let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!(
@@ -121,13 +132,18 @@ impl NatsCluster {
                     .map(|(_, p)| *p)
                     .collect();
                 let cluster = (size > 1).then_some((cluster_ports[i], others.as_slice()));
-                NatsServer::new(&format!("n{}", i + 1), &dir, ports[i], cluster)
+                NatsServer::new(&format!("n{}", i + 1), &dir, ports[i], cluster, extra)
             })
             .collect();
         for server in &mut servers {
             server.start().await;
         }
         NatsCluster { servers, dir }
+    }
+
+    /// The servers' temporary directory (removed with them): room for test files.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     pub fn logs(&self) -> String {
