@@ -130,7 +130,6 @@ impl Node {
             config.data_dir.clone(),
             config.watcher.wallet_away_secs_max,
             publisher.clone(),
-            hub.clone(),
             lifecycle.clone(),
             metrics.clone(),
         ));
