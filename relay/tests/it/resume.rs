@@ -100,7 +100,8 @@ async fn mesh_of_three(limits: &str) -> (RelayProcess, RelayProcess, RelayProces
 
 /// The wallet takes one `pay` notification on A (and its token), then leaves; B
 /// publishes `missed` (pay) and two `other`; C has seen all of them. Returns the token
-/// and the ids of the missed `pay` notifications, in publication order.
+/// and the ids of the missed `pay` notifications, in publication order: those, after any
+/// warm-up published while the wallet was leaving (a loaded machine makes that happen).
 async fn wallet_misses_some(
     a: &RelayProcess,
     b: &RelayProcess,
@@ -113,10 +114,13 @@ async fn wallet_misses_some(
     let first = tokio::spawn(async move { wallet(&url, &["listen", "pay", "1"]).await });
     // Publish until the listening wallet (subscribed a moment after connecting) has one.
     let mut published = 0;
+    let mut warmups = Vec::new();
     while !first.is_finished() {
-        publisher
-            .publish("pay", serde_json::json!({"warmup": published}))
-            .await;
+        warmups.push(
+            publisher
+                .publish("pay", serde_json::json!({"warmup": published}))
+                .await,
+        );
         published += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
@@ -126,7 +130,12 @@ async fn wallet_misses_some(
     }
     let events = first.await.unwrap();
     let token = last_token(&events);
-    let mut ids = Vec::new();
+    let got = notification_ids(&events).pop().expect("the wallet got one");
+    let mut ids: Vec<String> = warmups
+        .into_iter()
+        .skip_while(|id| *id != got)
+        .skip(1)
+        .collect();
     for n in 0..missed {
         ids.push(publisher.publish("pay", serde_json::json!({"n": n})).await);
         publisher
@@ -149,7 +158,7 @@ async fn a_wallet_resumes_on_another_relay_with_exactly_what_it_missed() {
     assert_eq!(notification_ids(&events), missed, "{events:?}");
     let done = resumed(&events);
     assert_eq!(done["recovered"], true, "{events:?}");
-    assert_eq!(done["replayed"], 3, "{events:?}");
+    assert_eq!(done["replayed"], missed.len(), "{events:?}");
     // `resumed` comes after the replay.
     let last = events
         .iter()
@@ -225,7 +234,7 @@ async fn a_restarted_relay_serves_resumes_from_its_log_on_disk() {
     assert_eq!(notification_ids(&events), missed, "{events:?}");
     let done = resumed(&events);
     assert_eq!(done["recovered"], true, "{events:?}");
-    assert_eq!(done["replayed"], 3, "{events:?}");
+    assert_eq!(done["replayed"], missed.len(), "{events:?}");
     assert!(
         c.log().contains("restored the notification log from disk"),
         "{}",
