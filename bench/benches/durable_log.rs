@@ -14,6 +14,7 @@ const BATCH: usize = 256;
 
 fn notification(seq: u64) -> Arc<Notification> {
     Arc::new(Notification {
+        topic: String::new(),
         message_id: format!("relay-bench-0000abcd-{seq}"),
         relay_id: "relay-bench".into(),
         notification_type: "payment_detected".into(),

@@ -99,6 +99,7 @@ fn encode(c: &mut Criterion) {
     for (name, data_bytes) in [("notification_64B", 8), ("notification_1MiB", 1 << 20)] {
         let data = format!(r#"{{"txid":"ab12","pad":"{}"}}"#, "x".repeat(data_bytes));
         let notification = Notification {
+            topic: String::new(),
             message_id: "relay-1-9f3a-42".to_string(),
             relay_id: "relay-1".to_string(),
             notification_type: "payment".to_string(),

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 fn notification(data_bytes: usize) -> Notification {
     let data = format!(r#"{{"txid":"ab12","pad":"{}"}}"#, "x".repeat(data_bytes));
     Notification {
+        topic: String::new(),
         message_id: "relay-1-0000002a-12345".to_string(),
         relay_id: "relay-1".to_string(),
         notification_type: "payment_detected".to_string(),

@@ -10,7 +10,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 
 use crate::conn::{CloseReason, Delivery, Outbound, Outlet};
-use crate::protocol::{Notification, SUBSCRIBE_ALL};
+use crate::protocol::{Notification, SUBSCRIBE_ALL, is_private_name};
 use crate::resume::{Issuer, Position, StreamKey, stream_key};
 
 /// Identifies one connection for the life of the relay process.
@@ -64,6 +64,9 @@ struct State {
     clients: BTreeMap<ClientId, Client>,
     /// notification type -> subscribers; `*` subscribers are in `all_types`.
     by_type: HashMap<String, BTreeSet<ClientId>>,
+    /// private topic -> subscribers (`protocol::PRIVATE_TOPIC_PREFIX`): apart from the
+    /// types, so neither `*` nor a type of the same name ever reaches a private topic.
+    by_topic: HashMap<String, BTreeSet<ClientId>>,
     all_types: BTreeSet<ClientId>,
     /// Clients with capability `resume` (they need a position with each notification).
     resumable: usize,
@@ -162,6 +165,7 @@ impl Hub {
         let State {
             clients,
             by_type,
+            by_topic,
             all_types,
             ..
         } = &mut *state;
@@ -179,6 +183,8 @@ impl Hub {
             client.subscriptions.insert(name.clone());
             if name == SUBSCRIBE_ALL {
                 all_types.insert(id);
+            } else if is_private_name(name) {
+                by_topic.entry(name.clone()).or_default().insert(id);
             } else {
                 by_type.entry(name.clone()).or_default().insert(id);
             }
@@ -319,11 +325,18 @@ impl Hub {
         tokens: Option<&TokenContext<'_>>,
     ) -> Delivery {
         #[cfg(feature = "mutations")]
-        if let Some(mutant) = &self.mutant {
+        if let Some(mutant) = &self.mutant
+            && notification.topic.is_empty()
+        {
             return self.publish_mutated(mutant, &notification.notification_type, frame);
         }
         let state = self.read();
-        let typed = state.by_type.get(&notification.notification_type);
+        let private = !notification.topic.is_empty();
+        let typed = if private {
+            state.by_topic.get(&notification.topic)
+        } else {
+            state.by_type.get(&notification.notification_type)
+        };
         let mut delivery = Delivery::default();
         // A token names the relay's routed position and the wallet's skipped one. Wallets
         // with the same subscriptions whose skipped positions add the same to the routed
@@ -367,10 +380,35 @@ impl Hub {
             delivery.add(client.outlet.offer(Outbound::Text(frame)));
         };
         match typed {
+            Some(subscribers) if private => subscribers.iter().for_each(send),
             Some(typed) => merge_union(&state.all_types, typed, &mut send),
+            None if private => {}
             None => state.all_types.iter().for_each(send),
         }
         delivery
+    }
+
+    /// A fresh resume token for client `id`, when it is resumable and not paused.
+    pub fn token_of(&self, id: ClientId, tokens: &TokenContext<'_>) -> Option<String> {
+        let state = self.read();
+        let client = state.clients.get(&id)?;
+        let resume = client.resume.as_ref().filter(|r| !r.paused)?;
+        Some(tokens.token_for(&client.subscriptions, &resume.skip))
+    }
+
+    /// Whether the position `id` resumed from names `message_id` (it has it already).
+    pub fn resumed_with(&self, id: ClientId, message_id: &str) -> bool {
+        let Some((stream, seq)) = message_id
+            .rsplit_once('-')
+            .and_then(|(stream, seq)| Some((stream_key(stream), seq.parse::<u64>().ok()?)))
+        else {
+            return false;
+        };
+        self.read()
+            .clients
+            .get(&id)
+            .and_then(|c| c.resume.as_ref())
+            .is_some_and(|r| r.skip.contains(&stream, seq))
     }
 
     /// Sends every client `frame(token)`: a fresh resume token for resumable clients that
@@ -479,10 +517,17 @@ impl State {
     fn unindex(&mut self, id: ClientId, name: &str) {
         if name == SUBSCRIBE_ALL {
             self.all_types.remove(&id);
-        } else if let Some(set) = self.by_type.get_mut(name) {
+            return;
+        }
+        let index = if is_private_name(name) {
+            &mut self.by_topic
+        } else {
+            &mut self.by_type
+        };
+        if let Some(set) = index.get_mut(name) {
             set.remove(&id);
             if set.is_empty() {
-                self.by_type.remove(name);
+                index.remove(name);
             }
         }
     }
@@ -609,6 +654,50 @@ mod tests {
         assert_eq!(drain(&mut typed), 0);
     }
 
+    // Proves a private notification reaches only the clients subscribed to its topic:
+    // never `*` subscribers, nor a client subscribed to a type of the topic's name.
+    #[test]
+    fn a_private_notification_reaches_its_topic_only() {
+        let hub = Hub::new();
+        let topic = format!("wallet:{}", "ab".repeat(16));
+        let (mut everything, _) = client(&hub, 1, true, 8);
+        let (mut by_type, _) = client(&hub, 2, false, 8);
+        let (mut owner, _) = client(&hub, 3, false, 8);
+        hub.subscribe(2, &["payment_detected".into()], 8).unwrap();
+        hub.subscribe(3, std::slice::from_ref(&topic), 8).unwrap();
+        let note = |topic: &str, kind: &str| Notification {
+            message_id: "r-00000001-1".into(),
+            relay_id: "r".into(),
+            notification_type: kind.into(),
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            timestamp: 0,
+            topic: topic.into(),
+            signature: String::new(),
+        };
+        let frame = Bytes::from_static(b"x");
+        let private = note(&topic, "payment_detected");
+        assert_eq!(
+            hub.publish_notification(&private, &frame, None).delivered,
+            1
+        );
+        // A public notification whose type is the topic's name reaches `*` only.
+        let named = note("", &topic);
+        assert_eq!(hub.publish_notification(&named, &frame, None).delivered, 1);
+        assert_eq!(
+            [
+                drain(&mut everything),
+                drain(&mut by_type),
+                drain(&mut owner)
+            ],
+            [1, 0, 1]
+        );
+        hub.unsubscribe(3, std::slice::from_ref(&topic));
+        assert_eq!(
+            hub.publish_notification(&private, &frame, None).delivered,
+            0
+        );
+    }
+
     #[test]
     fn a_full_queue_disconnects_only_that_client() {
         let hub = Hub::new();
@@ -682,6 +771,7 @@ mod tests {
             message_id: "b-0000000b-1".into(),
             relay_id: "b".into(),
             notification_type: "pay".into(),
+            topic: String::new(),
             data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
             timestamp: 0,
             signature: String::new(),

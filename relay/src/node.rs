@@ -131,7 +131,6 @@ impl Node {
             config.data_dir.clone(),
             config.watcher.wallet_away_secs_max,
             publisher.clone(),
-            hub.clone(),
             lifecycle.clone(),
             metrics.clone(),
         ));

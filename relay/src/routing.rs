@@ -27,6 +27,21 @@ pub trait Backbone: Send + Sync + 'static {
     /// # Errors
     /// The token is malformed, from an unknown relay, or its signature does not verify.
     fn resume(&self, client: u64, token: &str) -> Result<(), crate::resume::TokenError>;
+
+    /// Calls `send(token)` so that what it queues to wallet connection `client` comes in
+    /// order with its notifications, `token` a fresh resume token naming everything
+    /// offered to it before but the notifications `withheld` (ids of what the caller
+    /// sends it next); `None` when it is not resumable. Returns false (without calling
+    /// `send`) when this backbone issues no tokens.
+    fn with_token(
+        &self,
+        client: u64,
+        withheld: &[String],
+        send: &mut dyn FnMut(Option<&str>),
+    ) -> bool {
+        let _ = (client, withheld, send);
+        false
+    }
 }
 
 /// What a backbone did with a publication, and so when the wallet may be told it was
@@ -135,12 +150,24 @@ impl Origin {
         data: Box<RawValue>,
         now_unix: u64,
     ) -> Notification {
+        self.stamp_for(String::new(), notification_type, data, now_unix)
+    }
+
+    /// `stamp`, for a private `topic` (empty: public), which the signature covers.
+    pub fn stamp_for(
+        &self,
+        topic: String,
+        notification_type: String,
+        data: Box<RawValue>,
+        now_unix: u64,
+    ) -> Notification {
         let mut notification = Notification {
             message_id: self.next_message_id(),
             relay_id: self.relay_id.clone(),
             notification_type,
             data,
             timestamp: now_unix,
+            topic,
             signature: String::new(),
         };
         crate::protocol::signed::sign_notification(&self.identity, &mut notification);
@@ -178,7 +205,19 @@ impl Publisher {
         notification_type: String,
         data: &RawValue,
     ) -> (Arc<Notification>, Accepted) {
-        let notification = Arc::new(self.origin.stamp(
+        self.publish_to(String::new(), notification_type, data)
+    }
+
+    /// `publish` on a private `topic`: through the mesh and its log like any other, but
+    /// delivered only to the connections subscribed to the topic.
+    pub fn publish_to(
+        &self,
+        topic: String,
+        notification_type: String,
+        data: &RawValue,
+    ) -> (Arc<Notification>, Accepted) {
+        let notification = Arc::new(self.origin.stamp_for(
+            topic,
             notification_type,
             data.to_owned(),
             self.lifecycle.unix_secs(),
@@ -194,6 +233,16 @@ impl Publisher {
     /// The token is refused.
     pub fn resume(&self, client: u64, token: &str) -> Result<(), crate::resume::TokenError> {
         self.backbone.resume(client, token)
+    }
+
+    /// See [`Backbone::with_token`].
+    pub fn with_token(
+        &self,
+        client: u64,
+        withheld: &[String],
+        send: &mut dyn FnMut(Option<&str>),
+    ) -> bool {
+        self.backbone.with_token(client, withheld, send)
     }
 
     pub fn origin(&self) -> &Arc<Origin> {

@@ -312,6 +312,7 @@ fn peer_notification(identity: &Identity, peer: &str, seq: u64) -> Vec<u8> {
         data: RawValue::from_string(json!({"txid": "cd".repeat(32), "amount": seq}).to_string())
             .unwrap(),
         timestamp: 1_764_000_000,
+        topic: String::new(),
         signature: String::new(),
     };
     signed::sign_notification(identity, &mut n);

@@ -139,10 +139,11 @@ pub fn all(plan: &Plan, obs: &Observations, trace: &Trace, at: Duration) -> Vec<
             at,
             "checker",
             format!(
-                "{}: {} received, resumes (recovered/replayed) [{}], {} error(s)",
+                "{}: {} received, resumes (recovered/replayed) [{}], {} reconnect token(s), {} error(s)",
                 log.roamer,
                 log.received.len(),
                 told.join(" "),
+                log.reconnect_tokens,
                 log.errors.len()
             ),
         );
@@ -230,12 +231,13 @@ fn membership(plan: &Plan, obs: &Observations) -> Option<String> {
 /// its way: a subscriber that leaves on schedule is not owed it.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(3);
 
-/// When each relay's software stopped (`relay-N` -> times): a crash, or a restart,
-/// which stops a running relay before booting it again.
+/// When each relay's software stopped (`relay-N` -> times): a crash, a drain (its
+/// wallets closed over the lame-duck window), or a restart, which stops a running relay
+/// before booting it again.
 fn crashes(plan: &Plan) -> BTreeMap<String, Vec<Duration>> {
     let mut crashes: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     for (at, fault) in &plan.schedule.0 {
-        if let Fault::Crash(i) | Fault::Restart(i) = fault {
+        if let Fault::Crash(i) | Fault::Restart(i) | Fault::Drain(i) = fault {
             crashes.entry(host(*i)).or_default().push(*at);
         }
     }

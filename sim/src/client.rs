@@ -1,5 +1,5 @@
 //! Simulated clients of a relay: a WebSocket client (fastwebsockets, like the relay's
-//! integration tests) and a one-shot HTTP GET, both over turmoil sockets.
+//! integration tests) and one-shot HTTP requests, both over turmoil sockets.
 
 use std::time::Duration;
 
@@ -126,12 +126,21 @@ impl WsClient {
 
 /// `GET path` on `addr`; the parsed JSON body.
 pub async fn http_get(addr: &str, path: &str) -> Result<Value, String> {
-    tokio::time::timeout(CONNECT_TIMEOUT, get(addr, path))
+    http("GET", addr, path).await
+}
+
+/// `POST path` (no body) on `addr`; the parsed JSON body.
+pub async fn http_post(addr: &str, path: &str) -> Result<Value, String> {
+    http("POST", addr, path).await
+}
+
+async fn http(method: &str, addr: &str, path: &str) -> Result<Value, String> {
+    tokio::time::timeout(CONNECT_TIMEOUT, request(method, addr, path))
         .await
         .map_err(|_| "timed out".to_string())?
 }
 
-async fn get(addr: &str, path: &str) -> Result<Value, String> {
+async fn request(method: &str, addr: &str, path: &str) -> Result<Value, String> {
     let stream = turmoil::net::TcpStream::connect(addr.to_string())
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -140,6 +149,7 @@ async fn get(addr: &str, path: &str) -> Result<Value, String> {
         .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(connection);
     let request = Request::builder()
+        .method(method)
         .uri(path)
         .header("Host", addr)
         .body(Empty::<Bytes>::new())

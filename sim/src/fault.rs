@@ -45,6 +45,10 @@ pub enum Fault {
     Crash(usize),
     /// Starts a crashed relay again (a new boot, empty state).
     Restart(usize),
+    /// Drains a relay as an operator's `POST /admin/drain` does (lame duck): it tells its
+    /// peers it is leaving, sends its wallets `reconnect` with resume tokens, closes them
+    /// over `limits.lame_duck_secs` and stops. A `Restart` starts it again.
+    Drain(usize),
     /// The simulated DNS name `DNS_NAME` answers these relays' addresses from now on
     /// (relays of a `Topology::Dns` mesh discover their peers through it).
     Dns(Vec<usize>),
@@ -87,6 +91,7 @@ impl fmt::Display for Fault {
             ),
             Fault::Crash(i) => write!(f, "crash {}", host(*i)),
             Fault::Restart(i) => write!(f, "restart {}", host(*i)),
+            Fault::Drain(i) => write!(f, "drain {}", host(*i)),
             Fault::Dns(list) => write!(f, "dns {DNS_NAME} = {}", hosts(list)),
         }
     }
@@ -130,7 +135,7 @@ pub fn heal_all(schedule: &Schedule, at: Duration) -> Vec<(Duration, Fault)> {
     let mut crashed = std::collections::BTreeSet::new();
     for (_, fault) in &schedule.0 {
         match fault {
-            Fault::Crash(i) => {
+            Fault::Crash(i) | Fault::Drain(i) => {
                 crashed.insert(*i);
             }
             Fault::Restart(i) => {
@@ -225,6 +230,7 @@ impl std::str::FromStr for Fault {
             }
             "crash" => Fault::Crash(parse_host(rest)?),
             "restart" => Fault::Restart(parse_host(rest)?),
+            "drain" => Fault::Drain(parse_host(rest)?),
             "dns" => {
                 let (_, list) = split2(rest, "=")?;
                 let list = list.trim();
@@ -291,6 +297,7 @@ mod tests {
         );
         s.at(Duration::from_millis(9), Fault::Crash(2));
         s.at(Duration::from_millis(10), Fault::Restart(2));
+        s.at(Duration::from_millis(10), Fault::Drain(3));
         s.at(
             Duration::from_millis(11),
             Fault::RepairOneway { from: 1, to: 3 },

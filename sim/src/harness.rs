@@ -112,6 +112,9 @@ impl Outcome {
     }
 }
 
+/// A drained relay closes its wallets over this window (`limits.lame_duck_secs`).
+pub const LAME_DUCK_SECS: u64 = 2;
+
 /// The checker gets this long to read every relay.
 const CHECK_TIME_MAX: Duration = Duration::from_secs(30);
 
@@ -142,6 +145,7 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
     config.limits.heartbeat_interval_secs = plan.timing.heartbeat_secs;
     config.limits.connection_timeout_secs = plan.timing.timeout_secs;
     config.limits.shutdown_drain_secs = 1;
+    config.limits.lame_duck_secs = LAME_DUCK_SECS;
     if let Some(secs) = plan.retention_secs {
         config.limits.notification_log_retention_secs = secs;
     }
@@ -290,7 +294,7 @@ pub fn run(plan: &Plan) -> Outcome {
     while sim.elapsed() < plan.end && failures.is_empty() {
         while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= sim.elapsed()) {
             trace.event(sim.elapsed(), "harness", fault.to_string());
-            apply(&mut sim, &fault);
+            apply(&mut sim, &fault, &trace);
         }
         if let Err(failure) = step(&mut sim) {
             trace.event(sim.elapsed(), "harness", &failure);
@@ -369,6 +373,26 @@ fn add_relay(
     });
 }
 
+/// Asks relay `index` to drain, as an operator would: `POST /admin/drain` from a client
+/// host of its own (one per drain, named by the time it starts).
+fn drain(sim: &mut turmoil::Sim<'_>, index: usize, trace: &Trace) {
+    let name = format!("drain-{index}-{}", sim.elapsed().as_millis());
+    let (addr, trace, who) = (
+        format!("{}:{HTTP_PORT}", host(index)),
+        trace.clone(),
+        name.clone(),
+    );
+    sim.client(name.as_str(), async move {
+        let answer = crate::client::http_post(&addr, "/admin/drain").await;
+        let said = match answer {
+            Ok(body) => format!("drain asked: {}", body["status"].as_str().unwrap_or("?")),
+            Err(e) => format!("drain request failed: {e}"),
+        };
+        trace.here(&who, said);
+        Ok(())
+    });
+}
+
 /// One step; a host error or a panic that escaped a host becomes a failure.
 fn step(sim: &mut turmoil::Sim<'_>) -> Result<(), String> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| sim.step())) {
@@ -381,7 +405,7 @@ fn step(sim: &mut turmoil::Sim<'_>) -> Result<(), String> {
     }
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, trace: &Trace) {
     let pairs = |a: &[usize], b: &[usize]| {
         let mut out = Vec::new();
         for x in a {
@@ -428,6 +452,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
         }
         Fault::Crash(i) => sim.crash(host(*i).as_str()),
         Fault::Restart(i) => sim.bounce(host(*i).as_str()),
+        Fault::Drain(i) => drain(sim, *i, trace),
         Fault::Dns(list) => rt::set_dns(
             crate::fault::DNS_NAME,
             list.iter().map(|i| host(*i)).collect(),

@@ -41,6 +41,18 @@ pub struct RoamLog {
     pub resumes: Vec<(Duration, bool, Option<String>, u64)>,
     /// Refused resumes (`invalid_resume_token`) and other errors the relay sent.
     pub errors: Vec<String>,
+    /// `reconnect` messages (a draining relay's) that carried a resume token.
+    pub reconnect_tokens: usize,
+}
+
+/// The relay index of a `reconnect` URL (`ws://relay-3:8090/` -> 3).
+fn relay_index(url: &str) -> Option<usize> {
+    url.trim_start_matches("ws://")
+        .split(':')
+        .next()?
+        .strip_prefix("relay-")?
+        .parse()
+        .ok()
 }
 
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
@@ -91,13 +103,15 @@ impl Roamer {
                 continue;
             }
             let leave_at = hops.peek().map_or(end, |h| h.at.min(end));
+            let mut pointed = None;
             let lost = self
-                .listen(&mut ws, &obs, index, &mut token, leave_at)
+                .listen(&mut ws, &obs, index, &mut token, &mut pointed, leave_at)
                 .await;
             ws.close().await;
             if let Some(why) = lost {
                 trace.here(&self.name, format!("lost {}: {why}", host(relay)));
-                relay = relay % self.relays + 1;
+                // A draining relay named where to go (`reconnect`); else the next one.
+                relay = pointed.unwrap_or(relay % self.relays + 1);
                 tokio::time::sleep(RECONNECT_DELAY).await;
             } else if let Some(hop) = hops.next() {
                 trace.here(
@@ -111,13 +125,15 @@ impl Roamer {
         Ok(())
     }
 
-    /// Records until `leave_at` (`None`) or until the connection is lost (`Some(why)`).
+    /// Records until `leave_at` (`None`) or until the connection is lost (`Some(why)`);
+    /// a `reconnect` sets `pointed` to the first relay it names.
     async fn listen(
         &self,
         ws: &mut WsClient,
         obs: &Shared,
         index: usize,
         token: &mut Option<String>,
+        pointed: &mut Option<usize>,
         leave_at: Duration,
     ) -> Option<String> {
         loop {
@@ -146,7 +162,12 @@ impl Roamer {
                 Some("reconnect") => {
                     if let Some(t) = message["resume_token"].as_str() {
                         *token = Some(t.to_string());
+                        log.reconnect_tokens += 1;
                     }
+                    *pointed = message["relays"]
+                        .as_array()
+                        .and_then(|relays| relays.first()?.as_str())
+                        .and_then(relay_index);
                 }
                 Some("resumed") => log.resumes.push((
                     now(),

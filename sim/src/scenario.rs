@@ -245,8 +245,10 @@ fn partition(plan: &mut Plan, rng: &mut ChaCha8Rng, heals: bool) -> Duration {
 }
 
 /// Three roaming wallets hop between seeded relays (3 hops each) while a publisher
-/// publishes for 12 s, through a partition of one relay and a crash-restart of another.
-/// With `short_retention` the log keeps 1 s and wallets stay away 2.5-4 s.
+/// publishes for 12 s, through a partition of one relay, a crash-restart of another and a
+/// lame-duck drain of a third (its wallets move with the `reconnect` token; the relay
+/// starts again later). With `short_retention` the log keeps 1 s and wallets stay away
+/// 2.5-4 s.
 fn roaming(plan: &mut Plan, rng: &mut ChaCha8Rng, short_retention: bool) -> Duration {
     use crate::roam::{Hop, Roamer};
     let relays = plan.relays;
@@ -302,7 +304,51 @@ fn roaming(plan: &mut Plan, rng: &mut ChaCha8Rng, short_retention: bool) -> Dura
     let back = crash + ms(rng.random_range(1000..3000));
     plan.schedule.at(crash, Fault::Crash(victim));
     plan.schedule.at(back, Fault::Restart(victim));
-    last.max(back) + SETTLE
+    let (drained, drain) = drain_under_a_roamer(&plan.roamers, victim, rng).unwrap_or_else(|| {
+        (
+            drain_victim(relays, victim, rng),
+            ms(rng.random_range(8500..10500)),
+        )
+    });
+    let again = drain
+        + Duration::from_secs(crate::harness::LAME_DUCK_SECS)
+        + ms(rng.random_range(1000..2500));
+    plan.schedule.at(drain, Fault::Drain(drained));
+    plan.schedule.at(again, Fault::Restart(drained));
+    last.max(back).max(again) + SETTLE
+}
+
+/// A relay and a time at which a roaming wallet is planned to be connected there (not the
+/// crash `victim`), so the drain's `reconnect` moves a resuming wallet: seeded among every
+/// such stay of at least a second.
+fn drain_under_a_roamer(
+    roamers: &[crate::roam::Roamer],
+    victim: usize,
+    rng: &mut ChaCha8Rng,
+) -> Option<(usize, Duration)> {
+    let settled = ms(400);
+    let mut stays = Vec::new();
+    for roamer in roamers {
+        let mut on = (roamer.first, roamer.start + settled);
+        for hop in &roamer.hops {
+            stays.push((on.0, on.1, hop.at));
+            on = (hop.to, hop.at + hop.offline + settled);
+        }
+    }
+    stays.retain(|(relay, from, to)| *relay != victim && *to > *from + ms(1000));
+    if stays.is_empty() {
+        return None;
+    }
+    let (relay, from, to) = stays[rng.random_range(0..stays.len())];
+    let at = from + ms(rng.random_range(0..(to - from - ms(600)).as_millis() as u64));
+    Some((relay, at))
+}
+
+/// A relay other than the crash `victim` (the first relay when there are only two, so
+/// the crashed one is never also the drained one).
+fn drain_victim(relays: usize, victim: usize, rng: &mut ChaCha8Rng) -> usize {
+    let others: Vec<usize> = (1..=relays).filter(|i| *i != victim).collect();
+    others[rng.random_range(0..others.len())]
 }
 
 fn crash_restart(plan: &mut Plan, rng: &mut ChaCha8Rng) -> Duration {

@@ -107,6 +107,8 @@ pub struct Registration {
     pub returning: bool,
     /// An away wallet forgotten to make room (the relay was full).
     pub evicted: Option<WalletId>,
+    /// Its private topic (`WatchedKey::topic`).
+    pub topic: String,
 }
 
 /// Cloneable handle to a watcher: wallets in, status out.
@@ -236,6 +238,7 @@ impl WatchHandle {
         let key = WatchedKey::new(scan.clone(), spend, &request.labels, self.shared.network)
             .map_err(refused)?;
         let address = key.address().to_string();
+        let topic = key.topic();
         let entry = WalletEntry {
             key,
             labels: request.labels,
@@ -244,7 +247,7 @@ impl WatchHandle {
         };
         let registration = {
             let mut wallets = lock(&self.shared.wallets);
-            let registration = self.insert(&mut wallets, entry, &scan, &spend, address)?;
+            let registration = self.insert(&mut wallets, entry, &scan, &spend, address, topic)?;
             lock(&self.shared.status).wallets = wallets.entries.len();
             registration
         };
@@ -259,6 +262,7 @@ impl WatchHandle {
         scan: &ScanSecret,
         spend: &silentpayments::secp256k1::PublicKey,
         address: String,
+        topic: String,
     ) -> Result<Registration, String> {
         if let Some((id, known)) = wallets.entries.iter_mut().find(|(_, e)| e.is(scan, spend)) {
             known.key = entry.key;
@@ -269,6 +273,7 @@ impl WatchHandle {
                 address,
                 returning: true,
                 evicted: None,
+                topic,
             });
         }
         let mut evicted = None;
@@ -296,6 +301,7 @@ impl WatchHandle {
             address,
             returning: false,
             evicted,
+            topic,
         })
     }
 
@@ -314,6 +320,14 @@ impl WatchHandle {
     /// Whether the wallet is registered (connected or away).
     pub fn is_registered(&self, id: WalletId) -> bool {
         lock(&self.shared.wallets).entries.contains_key(&id)
+    }
+
+    /// A registered wallet's private topic.
+    pub fn topic_of(&self, id: WalletId) -> Option<String> {
+        lock(&self.shared.wallets)
+            .entries
+            .get(&id)
+            .map(|entry| entry.key.topic())
     }
 
     /// Records that the wallet's last connection closed at `unix_secs`: it stays

@@ -185,6 +185,15 @@ impl WatchedKey {
         &self.address
     }
 
+    /// The wallet's private topic (see `protocol::PRIVATE_TOPIC_PREFIX`): its own chain
+    /// events travel the mesh on it. The same keys give the same topic on every relay;
+    /// it is a hash of the secret scan key, so only who holds that key (the wallet, and
+    /// the relays it registered with) can name it, and nothing about the key or the
+    /// address can be learnt from it.
+    pub fn topic(&self) -> String {
+        wallet_topic(self.scan.secret(), &self.spend)
+    }
+
     pub(crate) fn scan(&self) -> &ScanSecret {
         &self.scan
     }
@@ -202,9 +211,49 @@ impl WatchedKey {
     }
 }
 
+/// `wallet:` and the first 16 bytes of SHA-256(domain, scan secret, spend public key), in
+/// hex.
+fn wallet_topic(scan: &SecretKey, spend: &PublicKey) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"sdk_relay wallet topic v1\0")
+        .chain_update(scan.secret_bytes())
+        .chain_update(spend.serialize())
+        .finalize();
+    let topic = format!(
+        "{}{}",
+        crate::protocol::PRIVATE_TOPIC_PREFIX,
+        hex::encode(&digest[..crate::protocol::WALLET_TOPIC_HEX_DIGITS / 2])
+    );
+    debug_assert!(crate::protocol::is_wallet_topic(&topic));
+    topic
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves a wallet's topic is the same for the same keys (on any network, any labels:
+    // every relay derives it alike), differs with either key, and is a wallet topic.
+    #[test]
+    fn the_topic_follows_the_keys_only() {
+        let secp = Secp256k1::new();
+        let scan = ScanSecret::from_hex(&"01".repeat(32)).unwrap();
+        let other_scan = ScanSecret::from_hex(&"03".repeat(32)).unwrap();
+        let spend = SecretKey::from_slice(&[2; 32]).unwrap().public_key(&secp);
+        let other_spend = SecretKey::from_slice(&[4; 32]).unwrap().public_key(&secp);
+        let topic = |scan: &ScanSecret, spend, labels: &[u32], network| {
+            WatchedKey::new(scan.clone(), spend, labels, network)
+                .unwrap()
+                .topic()
+        };
+        let base = topic(&scan, spend, &[], Network::Signet);
+        assert!(crate::protocol::is_wallet_topic(&base), "{base}");
+        assert_eq!(base, topic(&scan, spend, &[1, 2], Network::Mainnet));
+        assert_ne!(base, topic(&other_scan, spend, &[], Network::Signet));
+        assert_ne!(base, topic(&scan, other_spend, &[], Network::Signet));
+        assert!(!base.contains(&"01".repeat(32)));
+    }
 
     // Proves the documented test keys give a tsp1 address on signet and that Debug redacts.
     #[test]

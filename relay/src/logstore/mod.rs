@@ -141,6 +141,7 @@ mod tests {
             order,
             arrived: 1_700_000_000 + order,
             notification: Arc::new(Notification {
+                topic: String::new(),
                 message_id: id.into(),
                 relay_id: "r".into(),
                 notification_type: "t".into(),

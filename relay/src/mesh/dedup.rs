@@ -126,12 +126,13 @@ pub fn split_message_id(id: &str) -> Option<(&str, u64)> {
 }
 
 /// What a logged notification counts against the log's byte budget: its id (stored
-/// twice: in the notification and as the index key), origin relay, type and data, plus
+/// twice: in the notification and as the index key), origin relay, type, topic and data, plus
 /// `LOG_ENTRY_OVERHEAD_BYTES` for the envelope and bookkeeping.
 pub fn log_entry_cost(notification: &Notification) -> usize {
     (2 * notification.message_id.len())
         .saturating_add(notification.relay_id.len())
         .saturating_add(notification.notification_type.len())
+        .saturating_add(notification.topic.len())
         .saturating_add(notification.data.get().len())
         .saturating_add(LOG_ENTRY_OVERHEAD_BYTES)
 }
@@ -302,6 +303,7 @@ mod tests {
 
     fn note(id: &str) -> Arc<Notification> {
         Arc::new(Notification {
+            topic: String::new(),
             message_id: id.into(),
             relay_id: "r".into(),
             notification_type: "t".into(),
@@ -339,6 +341,7 @@ mod tests {
     fn sized(id: &str, data_bytes: usize) -> Arc<Notification> {
         let data = format!("\"{}\"", "x".repeat(data_bytes - 2));
         Arc::new(Notification {
+            topic: String::new(),
             message_id: id.into(),
             relay_id: "r".into(),
             notification_type: "t".into(),

@@ -199,6 +199,7 @@ mod tests {
                 message_id: "durable-test-0000000a-1".into(),
                 relay_id: "durable-test".into(),
                 notification_type: "t".into(),
+                topic: String::new(),
                 data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
                 timestamp: 0,
                 signature: String::new(),

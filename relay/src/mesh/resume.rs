@@ -13,7 +13,7 @@ use super::Mesh;
 use crate::conn::{CloseReason, Outbound};
 use crate::hub::ClientId;
 use crate::protocol::{self, Notification, OutboundKind, SUBSCRIBE_ALL};
-use crate::resume::{Position, StreamKey, Token, TokenError, stream_key, token};
+use crate::resume::{Position, StreamKey, Token, TokenError, message_position, stream_key, token};
 
 /// Bytes of notifications one resume replays at most; past it the wallet is told
 /// `recovered: false` (`replay_limit`) and closed, and resumes again with the last token
@@ -119,9 +119,11 @@ impl Mesh {
             self.parts.hub.close(client, REPLAY_LIMIT_CLOSE);
             return Ok(());
         }
+        // What it had plus what was replayed: a kept payment it got either way is not
+        // handed to it again when it registers its keys (`Hub::resumed_with`).
         self.parts.hub.resume(
             client,
-            token.position,
+            position,
             &token.subscriptions,
             protocol::SUBSCRIPTIONS_MAX,
         );
@@ -147,6 +149,31 @@ impl Mesh {
     }
 }
 
+impl Mesh {
+    /// Calls `send(token)` under the route lock, `token` a fresh resume token for wallet
+    /// `client` when it is resumable: what `send` queues to it comes after everything the
+    /// token names (all that was offered to it before) but the notifications `withheld`
+    /// (sent to it next, out of band: a wallet's kept payments).
+    pub fn with_token(
+        &self,
+        client: ClientId,
+        withheld: &[String],
+        send: &mut dyn FnMut(Option<&str>),
+    ) {
+        let _route = self.route_guard();
+        let mut position = self.state.position();
+        for (key, seq) in withheld.iter().filter_map(|id| message_position(id)) {
+            position.remove(&key, seq);
+        }
+        let tokens = crate::hub::TokenContext {
+            issuer: &self.issuer,
+            position: &position,
+            now_unix: self.unix_secs(),
+        };
+        send(self.parts.hub.token_of(client, &tokens).as_deref());
+    }
+}
+
 /// What to replay, and how much of the gap the log no longer holds.
 fn plan(token: &Token, log: &[Arc<Notification>], relay: &Position) -> Plan {
     let all = token.subscriptions.iter().any(|s| s == SUBSCRIBE_ALL);
@@ -165,12 +192,7 @@ fn plan(token: &Token, log: &[Arc<Notification>], relay: &Position) -> Plan {
             continue;
         }
         *in_log_missing.entry(key).or_default() += 1;
-        let matches = all
-            || token
-                .subscriptions
-                .iter()
-                .any(|s| *s == notification.notification_type);
-        if matches {
+        if notification.is_for(&token.subscriptions, all) {
             replay.push((stream.to_string(), key, seq, notification.clone()));
         }
     }
@@ -189,5 +211,36 @@ fn plan(token: &Token, log: &[Arc<Notification>], relay: &Position) -> Plan {
             .map(|(_, key, seq, n)| (key, seq, n))
             .collect(),
         evicted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(topic: &str, kind: &str) -> Notification {
+        Notification {
+            message_id: "r-00000001-1".into(),
+            relay_id: "r".into(),
+            notification_type: kind.into(),
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            timestamp: 0,
+            topic: topic.into(),
+            signature: String::new(),
+        }
+    }
+
+    // Proves a replay gives a private notification only to a token naming its topic (not
+    // to `*`, not by type), and never matches a public type by a private topic's name.
+    #[test]
+    fn a_replay_matches_private_notifications_by_topic_only() {
+        let topic = format!("wallet:{}", "ab".repeat(16));
+        let private = note(&topic, "payment_detected");
+        let owner = vec!["block_mined".to_string(), topic.clone()];
+        assert!(private.is_for(&owner, false));
+        assert!(!private.is_for(&["*".to_string()], true));
+        assert!(!private.is_for(&["payment_detected".to_string()], false));
+        assert!(!note("", &topic).is_for(&owner, false));
+        assert!(note("", "block_mined").is_for(&owner, false));
     }
 }

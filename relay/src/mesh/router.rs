@@ -85,4 +85,14 @@ impl Backbone for Mesh {
     fn resume(&self, client: u64, token: &str) -> Result<(), crate::resume::TokenError> {
         self.serve_resume(client, token)
     }
+
+    fn with_token(
+        &self,
+        client: u64,
+        withheld: &[String],
+        send: &mut dyn FnMut(Option<&str>),
+    ) -> bool {
+        Mesh::with_token(self, client, withheld, send);
+        true
+    }
 }

@@ -791,6 +791,7 @@ mod tests {
         mesh.lock().dedup = DedupCache::new(2);
         let note = |id: &str| {
             Arc::new(Notification {
+                topic: String::new(),
                 message_id: id.into(),
                 relay_id: "a".into(),
                 notification_type: "t".into(),

@@ -320,7 +320,8 @@ async fn replay(
     let all = token.subscriptions.iter().any(|s| s == SUBSCRIBE_ALL);
     // One subscription: the server filters (2.9 takes one filter subject per consumer).
     let filter_subject = match token.subscriptions.as_slice() {
-        [one] if !all => connect::subject(&config.stream, one),
+        // Private topics travel under their notification's type, not their own name.
+        [one] if !all && !protocol::is_private_name(one) => connect::subject(&config.stream, one),
         _ => String::new(),
     };
     let consumer = tokio::time::timeout(
@@ -388,10 +389,7 @@ async fn send_from(
         let Some(notification) = admissible(backbone, &message.payload).await else {
             continue;
         };
-        let wanted = all
-            || token
-                .subscriptions
-                .contains(&notification.notification_type);
+        let wanted = notification.is_for(&token.subscriptions, all);
         // A copy stored again under another id was dropped live: drop it here too.
         let repeat = route
             .seen

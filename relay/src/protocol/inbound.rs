@@ -240,6 +240,9 @@ fn names(kind: &'static str, list: Option<Vec<String>>) -> Result<Vec<String>, P
     }
     for name in &list {
         check_name(kind, "notification_types", name)?;
+        if kind == "subscribe" && super::is_private_name(name) {
+            return Err(invalid(kind, private_refusal("notification_types")));
+        }
     }
     Ok(list)
 }
@@ -263,6 +266,12 @@ fn publish(envelope: Envelope<'_>) -> Result<Publish<'_>, ParseError> {
         .notification_type
         .ok_or_else(|| invalid("notification", "missing `notification_type`"))?;
     check_name("notification", "notification_type", &notification_type)?;
+    if super::is_private_name(&notification_type) {
+        return Err(invalid(
+            "notification",
+            private_refusal("notification_type"),
+        ));
+    }
     if notification_type == super::SUBSCRIBE_ALL {
         return Err(invalid("notification", "`*` is not a notification type"));
     }
@@ -274,6 +283,14 @@ fn publish(envelope: Envelope<'_>) -> Result<Publish<'_>, ParseError> {
         notification_type,
         data,
     })
+}
+
+/// Why a name reserved for private topics is refused where a wallet names it.
+fn private_refusal(field: &str) -> String {
+    format!(
+        "`{field}`: names starting with `{}` are private topics, subscribed by `watch` or a resume token only",
+        super::PRIVATE_TOPIC_PREFIX
+    )
 }
 
 fn check_name(kind: &'static str, field: &str, value: &str) -> Result<(), ParseError> {

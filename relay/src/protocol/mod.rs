@@ -38,6 +38,26 @@ pub const SUBSCRIPTIONS_MAX: usize = 64;
 pub const RESUME_TOKEN_CHARS_MAX: usize = 24 * 1024;
 /// The subscription that matches every notification type.
 pub const SUBSCRIBE_ALL: &str = "*";
+/// Names starting with this are private topics, never notification types: a wallet's
+/// own chain events travel the mesh on its topic (`wallet:` and 32 hex digits, derived
+/// from its keys), which only a connection that proved the wallet (`watch`, or a resume
+/// token naming it) is subscribed to. `subscribe` and `publish` refuse such names.
+pub const PRIVATE_TOPIC_PREFIX: &str = "wallet:";
+/// Hex digits after the prefix of a wallet's topic.
+pub const WALLET_TOPIC_HEX_DIGITS: usize = 32;
+
+/// Whether `name` is reserved for private topics (see [`PRIVATE_TOPIC_PREFIX`]).
+pub fn is_private_name(name: &str) -> bool {
+    name.starts_with(PRIVATE_TOPIC_PREFIX)
+}
+
+/// Whether `topic` is a well-formed wallet topic: the prefix and 32 lowercase hex digits.
+pub fn is_wallet_topic(topic: &str) -> bool {
+    topic.strip_prefix(PRIVATE_TOPIC_PREFIX).is_some_and(|hex| {
+        hex.len() == WALLET_TOPIC_HEX_DIGITS
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
 
 /// What a client may do or receive, asked for in its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -16,6 +16,11 @@ pub struct Notification {
     pub data: Box<RawValue>,
     /// Unix seconds at publication.
     pub timestamp: u64,
+    /// Empty for a public notification (delivered by type); else the private topic it is
+    /// for (`protocol::is_wallet_topic`): delivered only to connections subscribed to
+    /// that topic, never by type nor to `*`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic: String,
     /// The origin relay's Ed25519 signature (128 hex digits) of every field above
     /// (`protocol::signed::notification_input`); empty until signed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -35,6 +40,8 @@ impl Notification {
             message_id: &'a str,
             relay_id: &'a str,
             #[serde(skip_serializing_if = "str::is_empty")]
+            topic: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
             signature: &'a str,
         }
         to_bytes(&Wire {
@@ -44,8 +51,23 @@ impl Notification {
             timestamp: self.timestamp,
             message_id: &self.message_id,
             relay_id: &self.relay_id,
+            topic: &self.topic,
             signature: &self.signature,
         })
+    }
+
+    /// Whether a wallet with `subscriptions` receives this notification (`all`: they
+    /// include `*`): a private one by its topic only, a public one by its type (or `*`),
+    /// never by a name reserved for private topics. The one rule for live delivery's
+    /// replays, whatever the backbone.
+    pub fn is_for(&self, subscriptions: &[String], all: bool) -> bool {
+        if !self.topic.is_empty() {
+            return subscriptions.contains(&self.topic);
+        }
+        if super::is_private_name(&self.notification_type) {
+            return false;
+        }
+        all || subscriptions.contains(&self.notification_type)
     }
 }
 

@@ -55,7 +55,8 @@ impl StatePayload {
 ///
 /// # Errors
 /// A message id empty or over `MESSAGE_ID_BYTES_MAX`, a relay id over
-/// `RELAY_ID_BYTES_MAX`, a notification type over `NOTIFICATION_TYPE_BYTES_MAX` bytes.
+/// `RELAY_ID_BYTES_MAX`, a notification type over `NOTIFICATION_TYPE_BYTES_MAX` bytes
+/// or reserved for private topics, a topic that is not a wallet topic.
 pub fn notification_fits(n: &Notification) -> Result<(), &'static str> {
     if n.message_id.is_empty() || n.message_id.len() > MESSAGE_ID_BYTES_MAX {
         return Err("message id empty or too long");
@@ -65,6 +66,12 @@ pub fn notification_fits(n: &Notification) -> Result<(), &'static str> {
     }
     if n.notification_type.len() > NOTIFICATION_TYPE_BYTES_MAX {
         return Err("notification type too long");
+    }
+    if super::is_private_name(&n.notification_type) {
+        return Err("notification type names a private topic");
+    }
+    if !n.topic.is_empty() && !super::is_wallet_topic(&n.topic) {
+        return Err("topic is not a wallet topic");
     }
     Ok(())
 }
@@ -202,6 +209,8 @@ struct Envelope {
     message_ids: Option<Vec<String>>,
     #[serde(default)]
     signature: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
 }
 
 #[derive(Debug)]
@@ -289,6 +298,7 @@ pub fn parse(text: &[u8]) -> Result<PeerMessage, WireError> {
                 notification_type: need(e.notification_type, "notification_type")?,
                 data,
                 timestamp: e.timestamp.unwrap_or_default(),
+                topic: e.topic.unwrap_or_default(),
                 signature: e.signature.unwrap_or_default(),
             }))
         }
@@ -432,6 +442,7 @@ mod tests {
     #[test]
     fn forwarded_notifications_keep_their_stamp() {
         let n = Notification {
+            topic: String::new(),
             message_id: "a-1-7".into(),
             relay_id: "a".into(),
             notification_type: "t".into(),
@@ -454,6 +465,7 @@ mod tests {
         let notification = |levels: usize| {
             let data = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
             Notification {
+                topic: String::new(),
                 message_id: "a-1-8".into(),
                 relay_id: "a".into(),
                 notification_type: "t".into(),
@@ -495,6 +507,7 @@ mod tests {
         assert!(!record(0, 1).fits());
         assert!(!record(1, ADDRESS_BYTES_MAX + 1).fits());
         let mut n = Notification {
+            topic: String::new(),
             message_id: "m".repeat(MESSAGE_ID_BYTES_MAX),
             relay_id: "a".into(),
             notification_type: "t".repeat(NOTIFICATION_TYPE_BYTES_MAX),

@@ -55,6 +55,11 @@ pub fn notification_input(n: &Notification) -> Vec<u8> {
     put_short(&mut out, n.notification_type.as_bytes());
     out.extend_from_slice(&n.timestamp.to_be_bytes());
     put_long(&mut out, n.data.get().as_bytes());
+    // A private notification's topic is signed too, so no relay can send it to another
+    // wallet or make it public; appended only when present (public ones sign as before).
+    if !n.topic.is_empty() {
+        put_short(&mut out, n.topic.as_bytes());
+    }
     out
 }
 

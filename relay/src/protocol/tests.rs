@@ -108,6 +108,7 @@ fn ping_echoes_its_id() {
 #[test]
 fn notification_frame_has_the_specification_shape() {
     let n = Notification {
+        topic: String::new(),
         message_id: "relay-1:1:1".into(),
         relay_id: "relay-1".into(),
         notification_type: "payment_detected".into(),
@@ -206,4 +207,46 @@ fn a_deep_ping_id_is_invalid() {
         parse_client_message(&text).unwrap_err().code(),
         error_code::INVALID_MESSAGE
     );
+}
+
+// Proves names reserved for private topics cannot be subscribed to nor published from the
+// wallet protocol, and that peers' notifications carry only well-formed wallet topics.
+#[test]
+fn private_topics_are_refused_from_wallets_and_checked_from_peers() {
+    let topic = format!("wallet:{}", "0f".repeat(16));
+    assert!(crate::protocol::is_wallet_topic(&topic));
+    for bad in [
+        "wallet:",
+        "wallet:0F0F",
+        &format!("wallet:{}", "0F".repeat(16)),
+    ] {
+        assert!(!crate::protocol::is_wallet_topic(bad), "{bad}");
+    }
+    let subscribe = format!(r#"{{"type":"subscribe","notification_types":["a","{topic}"]}}"#);
+    let error = parse_client_message(&subscribe).unwrap_err().to_string();
+    assert!(error.contains("private topics"), "{error}");
+    let publish = format!(r#"{{"type":"notification","notification_type":"{topic}","data":{{}}}}"#);
+    assert!(parse_client_message(&publish).is_err());
+    let unsubscribe = format!(r#"{{"type":"unsubscribe","notification_types":["{topic}"]}}"#);
+    assert!(parse_client_message(&unsubscribe).is_ok());
+
+    let peer = |topic: &str| {
+        format!(
+            r#"{{"type":"notification","message_id":"r-00000001-1","relay_id":"r","notification_type":"payment_detected","data":{{}},"timestamp":1,"topic":"{topic}"}}"#
+        )
+    };
+    let parsed = |text: &str| match crate::protocol::peer::parse(text.as_bytes()) {
+        Ok(crate::protocol::peer::PeerMessage::Notification(n)) => n,
+        other => panic!("{other:?}"),
+    };
+    let n = parsed(&peer(&topic));
+    assert_eq!(n.topic, topic);
+    assert!(crate::protocol::peer::notification_fits(&n).is_ok());
+    assert!(
+        n.encode()
+            .windows(topic.len())
+            .any(|w| w == topic.as_bytes())
+    );
+    let wrong = parsed(&peer(&"x".repeat(60_000)));
+    assert!(crate::protocol::peer::notification_fits(&wrong).is_err());
 }

@@ -11,5 +11,5 @@
 pub mod position;
 pub mod token;
 
-pub use position::{Position, RangeSet, StreamKey, stream_key};
+pub use position::{Position, RangeSet, StreamKey, message_position, stream_key};
 pub use token::{Issuer, Token, TokenError};

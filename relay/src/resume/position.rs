@@ -74,6 +74,23 @@ impl RangeSet {
         self.insert_range(seq, seq);
     }
 
+    /// Takes `seq` out (splitting the range that holds it).
+    pub fn remove(&mut self, seq: u64) {
+        let i = self.0.partition_point(|&(lo, _)| lo <= seq);
+        if i == 0 || self.0[i - 1].1 < seq {
+            return;
+        }
+        let (lo, hi) = self.0[i - 1];
+        let mut parts = Vec::with_capacity(2);
+        if lo < seq {
+            parts.push((lo, seq - 1));
+        }
+        if seq < hi {
+            parts.push((seq + 1, hi));
+        }
+        self.0.splice(i - 1..i, parts);
+    }
+
     pub fn union_with(&mut self, other: &RangeSet) {
         for &(lo, hi) in &other.0 {
             self.insert_range(lo, hi);
@@ -187,6 +204,22 @@ impl Position {
         }
         out
     }
+    /// Takes `seq` of stream `key` out (a stream left empty goes).
+    pub fn remove(&mut self, key: &StreamKey, seq: u64) {
+        if let Some(ranges) = self.streams.get_mut(key) {
+            ranges.remove(seq);
+            if ranges.is_empty() {
+                self.streams.remove(key);
+            }
+        }
+    }
+}
+
+/// The stream key and seq of a message id `<stream>-<seq>`; `None` when it has no
+/// numeric seq.
+pub fn message_position(message_id: &str) -> Option<(StreamKey, u64)> {
+    let (stream, seq) = message_id.rsplit_once('-')?;
+    Some((stream_key(stream), seq.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -248,6 +281,25 @@ mod tests {
         let mut expected = skip.clone();
         expected.union_with(&routed);
         assert_eq!(whole, expected);
+    }
+
+    #[test]
+    fn removing_a_seq_splits_its_range_and_leaves_the_rest() {
+        let mut set = RangeSet::from_sorted(vec![(1, 5), (9, 9)]);
+        set.remove(3);
+        assert_eq!(set.ranges(), &[(1, 2), (4, 5), (9, 9)]);
+        set.remove(1);
+        set.remove(5);
+        set.remove(9);
+        set.remove(7);
+        assert_eq!(set.ranges(), &[(2, 2), (4, 4)]);
+        let mut position = Position::default();
+        let key = stream_key("relay-a-00000001");
+        position.insert(key, 4);
+        position.remove(&key, 4);
+        assert!(position.is_empty());
+        assert_eq!(message_position("relay-a-00000001-4"), Some((key, 4)));
+        assert_eq!(message_position("relay-a-00000001-s4"), None);
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! reconnection, or a relay restart) is the same wallet, and binds it to the new
 //! connection. The handshake's `client_id` is not used for this: nothing proves it, and
 //! whoever claimed a wallet's id would receive its payments.
+//!
+//! A wallet's own events (`payment_detected`, `payment_reorged`) are published on its
+//! private topic (`WatchedKey::topic`): they go through the mesh, its log and resume
+//! tokens like every notification, so a wallet that resumes on any relay gets those
+//! found while it was away, once. Its connection is subscribed to the topic when it
+//! registers its keys (the proof: it holds the scan key), or by a resume token naming it.
 
 mod pending;
 
@@ -13,15 +19,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-
 use crate::chain::{ChainEvent, Registration, Target, WalletId, WatchHandle, WatchRequest};
-use crate::conn::Outbound;
-use crate::hub::{ClientId, Hub};
+use crate::hub::ClientId;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::protocol::OutboundKind;
-use crate::routing::Publisher;
+use crate::routing::{Accepted, Publisher, Refused};
 
 pub use pending::{Kept, PENDING_BYTES_MAX, PENDING_FILE, PENDING_WALLET_BYTES_MAX, Pending};
 
@@ -30,6 +32,8 @@ pub use pending::{Kept, PENDING_BYTES_MAX, PENDING_FILE, PENDING_WALLET_BYTES_MA
 pub struct Registered {
     pub wallet: WalletId,
     pub address: String,
+    /// Its private topic, which the registering connection subscribes to.
+    pub topic: String,
     /// What was kept for it while it was away, to send right after the answer.
     pub kept: Kept,
 }
@@ -52,7 +56,6 @@ pub struct Wallets {
     /// connection (`persist_wallets = false`).
     store: Option<PathBuf>,
     publisher: Arc<Publisher>,
-    hub: Arc<Hub>,
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
 }
@@ -65,7 +68,6 @@ impl Wallets {
         data_dir: PathBuf,
         away_secs_max: u64,
         publisher: Arc<Publisher>,
-        hub: Arc<Hub>,
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
     ) -> Wallets {
@@ -83,7 +85,6 @@ impl Wallets {
             }),
             store,
             publisher,
-            hub,
             lifecycle,
             metrics,
         }
@@ -107,6 +108,7 @@ impl Wallets {
             id,
             address,
             evicted,
+            topic,
             ..
         } = registration;
         if let Some(gone) = evicted {
@@ -121,6 +123,7 @@ impl Wallets {
         answer(Ok(Registered {
             wallet: id,
             address,
+            topic,
             kept,
         }))
     }
@@ -153,9 +156,10 @@ impl Wallets {
         self.save_pending(&mut state);
     }
 
-    /// Publishes what the chain watcher saw: a wallet's payments to that wallet's
-    /// connections only (kept for it while it is away); the relay's own payments and new
-    /// blocks to every subscriber of the mesh.
+    /// Publishes what the chain watcher saw: a wallet's payments on its private topic
+    /// (and kept for it here while no connection of this relay has it registered, for a
+    /// wallet that comes back without resuming); the relay's own payments and new blocks
+    /// to every subscriber of the mesh.
     pub fn deliver(&self, event: &ChainEvent) {
         if matches!(event, ChainEvent::PaymentDetected { .. }) {
             self.metrics.chain_payments_detected.increment(1);
@@ -170,23 +174,19 @@ impl Wallets {
             self.publisher.publish(notification_type, &data);
             return;
         };
-        let notification =
-            self.publisher
-                .origin()
-                .stamp(notification_type, data, self.lifecycle.unix_secs());
-        let frame = notification.encode();
+        let Some(topic) = self.chain.topic_of(wallet) else {
+            return;
+        };
+        // Published under the lock: a connection registering the wallet meanwhile is
+        // either subscribed before (and gets it live) or finds it kept (and gets it then).
         let mut state = self.lock();
-        match state.bound.get(&wallet) {
-            Some(clients) => {
-                for client in clients {
-                    self.send(*client, &frame);
-                }
-            }
-            None if self.store.is_some() && self.chain.is_registered(wallet) => {
-                state.pending.push(wallet, &frame);
-                self.save_pending(&mut state);
-            }
-            None => {}
+        let (notification, accepted) = self.publisher.publish_to(topic, notification_type, &data);
+        if let Accepted::Refused(Refused(why)) = accepted {
+            tracing::warn!(reason = why, %wallet, "a wallet's chain event was not published");
+        }
+        if !state.bound.contains_key(&wallet) && self.store.is_some() {
+            state.pending.push(wallet, &notification.encode());
+            self.save_pending(&mut state);
         }
     }
 
@@ -203,12 +203,6 @@ impl Wallets {
         if !expired.is_empty() {
             self.save_pending(&mut state);
         }
-    }
-
-    fn send(&self, client: ClientId, frame: &Bytes) {
-        let delivery = self.hub.send_to(client, Outbound::Text(frame.clone()));
-        self.metrics
-            .count_delivery(delivery, OutboundKind::Notification, frame.len());
     }
 
     fn save_pending(&self, state: &mut State) {

@@ -22,6 +22,18 @@ use crate::wallets::Registered;
 /// Wallets one connection may register with the chain watcher.
 const WALLETS_PER_CONNECTION_MAX: usize = 8;
 
+/// The `message_id` of a notification frame the relay encoded (empty if it has none).
+fn message_id_of(frame: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(default)]
+        message_id: String,
+    }
+    serde_json::from_slice::<Id>(frame)
+        .map(|id| id.message_id)
+        .unwrap_or_default()
+}
+
 pub struct Session {
     node: Arc<WsContext>,
     id: ClientId,
@@ -356,6 +368,13 @@ impl Session {
                     "watch: at most {WALLETS_PER_CONNECTION_MAX} wallets per connection"
                 ));
             }
+            Ok(_) if self.node.hub.subscriptions(self.id).len() >= protocol::SUBSCRIPTIONS_MAX => {
+                return self.refuse_watch(format!(
+                    "watch: a wallet's payments come on a subscription of its own, and this \
+                     connection holds {} already",
+                    protocol::SUBSCRIPTIONS_MAX
+                ));
+            }
             Ok(request) => request,
             Err(reason) => return self.refuse_watch(reason),
         };
@@ -372,24 +391,72 @@ impl Session {
         self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome))
     }
 
-    /// Answers an accepted `watch`, then sends what was kept for the wallet while it was
-    /// away, oldest first.
+    /// Subscribes the connection to the wallet's private topic, answers an accepted
+    /// `watch`, then sends what was kept for the wallet while it was away, oldest first,
+    /// but what this session resumed with already (a resume replayed it, or the position
+    /// it resumed from names it). A resumable connection gets a resume token with each.
     fn accept_watch(&mut self, registered: Registered) -> Option<CloseReason> {
         if !self.wallets.iter().any(|(id, _)| *id == registered.wallet) {
             self.wallets
                 .push((registered.wallet, registered.address.clone()));
         }
+        // Checked before registering: there is room for it.
+        let _ = self.node.hub.subscribe(
+            self.id,
+            std::slice::from_ref(&registered.topic),
+            protocol::SUBSCRIPTIONS_MAX,
+        );
+        let kept: Vec<(String, Bytes)> = registered
+            .kept
+            .frames
+            .into_iter()
+            .map(|frame| (message_id_of(&frame), frame))
+            .filter(|(id, _)| !self.node.hub.resumed_with(self.id, id))
+            .collect();
+        let ids: Vec<String> = kept.iter().map(|(id, _)| id.clone()).collect();
         let outcome = WatchOutcome::Accepted {
             address: registered.address,
-            pending_delivered: registered.kept.frames.len(),
+            pending_delivered: kept.len(),
             pending_dropped: registered.kept.dropped,
         };
-        let mut close =
-            self.send_text(OutboundKind::WatchResponse, encode_watch_response(&outcome));
-        for frame in registered.kept.frames {
-            close = close.or_else(|| self.send_text(OutboundKind::Notification, frame));
+        let answer = encode_watch_response(&outcome);
+        let mut close = self.send_with_token(OutboundKind::WatchResponse, answer, &ids);
+        for (sent, (_, frame)) in kept.into_iter().enumerate() {
+            close = close.or_else(|| {
+                self.send_with_token(OutboundKind::Notification, frame, &ids[sent + 1..])
+            });
         }
         close
+    }
+
+    /// Sends `frame`, with a resume token when the connection is resumable (in order with
+    /// its notifications; naming all it was offered but `withheld`).
+    fn send_with_token(
+        &mut self,
+        kind: OutboundKind,
+        frame: Bytes,
+        withheld: &[String],
+    ) -> Option<CloseReason> {
+        let resumable = self
+            .granted
+            .is_some_and(|granted| granted.contains(Capability::Resume));
+        if !resumable {
+            return self.send_text(kind, frame);
+        }
+        let (publisher, id) = (self.node.publisher.clone(), self.id);
+        let mut close = None;
+        let mut send = |token: Option<&str>| {
+            let framed = match token {
+                Some(token) => protocol::with_resume_token(&frame, token),
+                None => frame.clone(),
+            };
+            close = self.send_text(kind, framed);
+        };
+        if publisher.with_token(id, withheld, &mut send) {
+            close
+        } else {
+            self.send_text(kind, frame)
+        }
     }
 
     /// Stops watching a wallet this connection registered, named by its address.

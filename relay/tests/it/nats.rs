@@ -326,6 +326,7 @@ pub(crate) fn signed_notification(
         notification_type: notification_type.to_string(),
         data: serde_json::value::to_raw_value(&data).unwrap(),
         timestamp: 1,
+        topic: String::new(),
         signature: String::new(),
     };
     sign_notification(identity, &mut notification);

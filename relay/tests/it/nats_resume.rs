@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::nats::{FAST, all_up, backbone, jetstream};
+use sdk_relay::protocol::Notification;
+use sdk_relay::protocol::signed::sign_notification;
+
+use crate::nats::{FAST, all_up, backbone, jetstream, relay_identity, store};
 use crate::support::Client;
 use crate::support::cluster::RelayProcess;
 use crate::support::nats::NatsCluster;
@@ -314,5 +317,43 @@ async fn nats_lame_duck_hands_wallets_a_token_valid_on_the_other_relays() {
     let (_w, replayed, done) = resume(r2, &token).await;
     let ids: Vec<String> = replayed.into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, after, "{done}");
+    assert_eq!(done["recovered"], true, "{done}");
+}
+
+/// A wallet's private notification (its `payment_detected` under its wallet topic) stored
+/// in the stream is never replayed to another wallet, not even to one subscribed to `*`:
+/// the resume replays only the public notification published after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_resume_never_replays_another_wallets_private_notification() {
+    let cluster = NatsCluster::start(1).await;
+    let url = cluster.servers[0].url();
+    let relays = relays(&cluster, &["r1", "r2"]).await;
+    let (r1, r2) = (&relays[0], &relays[1]);
+    let (mut publisher, _) = Client::handshaken(r2.ws_addr, &["publish"]).await;
+    let mut first = wallet(r1, &["*"]).await;
+    let warm = publisher.publish("pay", json!({"warm": 1})).await;
+    let (got, token) = next_notification(&mut first).await;
+    assert_eq!(got, warm);
+    drop(first);
+
+    let mut private = Notification {
+        message_id: "r2-00000000-800001".into(),
+        relay_id: "r2".into(),
+        notification_type: "payment_detected".into(),
+        data: serde_json::value::to_raw_value(&json!({"amount": 1})).unwrap(),
+        timestamp: 1,
+        topic: format!("wallet:{}", "ab".repeat(16)),
+        signature: String::new(),
+    };
+    sign_notification(&relay_identity(r2), &mut private);
+    let private: Value = serde_json::from_slice(&private.encode()).unwrap();
+    store(&jetstream(&url).await, "private-1", &private).await;
+    let (mut watcher, _) = Client::handshaken(r1.ws_addr, &["notifications"]).await;
+    let public = publisher.publish("pay", json!({"after": 1})).await;
+    routed(&mut watcher, std::slice::from_ref(&public)).await;
+
+    let (_w, replayed, done) = resume(r2, &token).await;
+    let ids: Vec<String> = replayed.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, vec![public], "{done}");
     assert_eq!(done["recovered"], true, "{done}");
 }

@@ -100,7 +100,8 @@ async fn mesh_of_three(limits: &str) -> (RelayProcess, RelayProcess, RelayProces
 
 /// The wallet takes one `pay` notification on A (and its token), then leaves; B
 /// publishes `missed` (pay) and two `other`; C has seen all of them. Returns the token
-/// and the ids of the missed `pay` notifications, in publication order.
+/// and the ids of the missed `pay` notifications, in publication order: those, after any
+/// warm-up published while the wallet was leaving (a loaded machine makes that happen).
 async fn wallet_misses_some(
     a: &RelayProcess,
     b: &RelayProcess,
@@ -244,4 +245,173 @@ async fn a_restarted_relay_serves_resumes_from_its_log_on_disk() {
         "{}",
         c.log()
     );
+}
+
+mod payments {
+    //! A wallet's own payments on resume: found by the relay it registered with while it
+    //! was away, delivered on another relay by its resume token, once.
+
+    use serde_json::{Value, json};
+
+    use super::peers_toml;
+    use crate::lame_duck::{FAST, wait_linked_healthy};
+    use crate::support::Client;
+    use crate::support::chain_fakes::{self as fakes, FakeBlock, Fakes};
+    use crate::support::cluster::{RelayProcess, eventually, http_get};
+
+    const SCAN_HEX: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+    const LONG: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn watch() -> Value {
+        use bitcoin::secp256k1::{Secp256k1, SecretKey};
+        let spend = SecretKey::from_slice(&[2; 32]).unwrap();
+        json!({
+            "type": "watch",
+            "scan_secret_key": SCAN_HEX,
+            "spend_public_key": hex::encode(spend.public_key(&Secp256k1::new()).serialize()),
+            "birth_height": 295120,
+        })
+    }
+
+    fn sources_toml(fakes: &Fakes) -> String {
+        format!(
+            "[bitcoin_core]\nurl = \"{}\"\n[blindbit]\nurl = \"{}\"\n[watcher]\npoll_interval_secs = 1\n",
+            fakes.core_url, fakes.blindbit_url
+        )
+    }
+
+    async fn wait_scanned(relay: &RelayProcess, scanned: u32) {
+        eventually(LONG, &format!("{} scanned {scanned}", relay.id), || async {
+            let health = http_get(relay.http_addr, "/health").await?;
+            (health["chain"]["scanned_height"] == json!(scanned)).then_some(())
+        })
+        .await;
+    }
+
+    /// Notifications `relay` has routed (each new one counts as a dedup miss).
+    async fn routed(relay: &RelayProcess) -> u64 {
+        let text = relay.get_text("/metrics/prometheus").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix("sdk_relay_dedup_misses_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
+    }
+
+    // Proves the wallet's own `payment_detected` reaches it on resume on any relay: it
+    // registers its keys on A (which watches the chain) with capability `resume`, takes the
+    // token of its `watch_response` and leaves; A finds its payment while it is away; it
+    // resumes on C (no chain watcher there) and gets the payment once, then `resumed`
+    // with `recovered: true, replayed: 1`. A `*` subscriber on C never sees the payment,
+    // and may not subscribe to the wallet's topic. Back on A (resuming with its newest
+    // token) and registering its keys again, the payment A kept for it is not handed to it
+    // a second time: `pending_delivered: 0`, and the next message is the answer to a ping.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wallet_resuming_on_another_relay_gets_its_payment_found_while_away_once() {
+        let fakes = fakes::start(fakes::chain(295120, 295124)).await;
+        let a =
+            RelayProcess::start("relay-a", "", &format!("{FAST}{}", sources_toml(&fakes))).await;
+        let c = RelayProcess::start("relay-c", "", &format!("{FAST}{}", peers_toml(&[&a]))).await;
+        wait_linked_healthy(&a, &[&c]).await;
+        wait_linked_healthy(&c, &[&a]).await;
+
+        let (mut wallet, _) = Client::handshaken(a.ws_addr, &["resume"]).await;
+        wallet.send_json(&watch()).await;
+        let response = wallet.recv_type("watch_response").await;
+        assert_eq!(response["status"], "accepted", "{response}");
+        let token = response["resume_token"]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!("a resumable wallet's watch_response has a token: {response}")
+            })
+            .to_string();
+        wait_scanned(&a, 295124).await;
+        drop(wallet);
+
+        let (mut spy, _) = Client::handshaken(c.ws_addr, &["notifications"]).await;
+        {
+            let mut model = fakes.chain.lock().unwrap();
+            model.blocks.insert(
+                fakes::PAYMENT_HEIGHT,
+                FakeBlock::recorded(fakes::PAYMENT_HEIGHT),
+            );
+            model.blocks.insert(295126, FakeBlock::empty(295126, 0));
+        }
+        wait_scanned(&a, 295126).await;
+        // C has routed everything A has (nothing else publishes): the payment included.
+        eventually(LONG, "C routed all A routed", || async {
+            let routed_a = routed(&a).await;
+            (routed_a > 0 && routed(&c).await == routed_a).then_some(())
+        })
+        .await;
+        spy.send_json(&json!({"type": "ping", "id": "spy"})).await;
+        loop {
+            let message = spy.recv().await.expect("spy connected");
+            assert_ne!(
+                message["notification_type"], "payment_detected",
+                "a wallet's payment reached a `*` subscriber: {message}"
+            );
+            if message["type"] == "pong" {
+                break;
+            }
+        }
+
+        let (mut wallet, _) = Client::handshaken(c.ws_addr, &["resume"]).await;
+        wallet
+            .send_json(&json!({"type": "resume", "token": token}))
+            .await;
+        let payment = wallet.recv_type("notification").await;
+        assert_eq!(
+            payment["notification_type"], "payment_detected",
+            "{payment}"
+        );
+        assert_eq!(payment["data"]["txid"], fakes::PAYMENT_TXID);
+        assert_eq!(payment["relay_id"], "relay-a", "found by A: {payment}");
+        let topic = payment["topic"]
+            .as_str()
+            .expect("on the wallet's topic")
+            .to_string();
+        let newest = payment["resume_token"]
+            .as_str()
+            .expect("with a token")
+            .to_string();
+        let resumed = wallet.recv_type("resumed").await;
+        assert_eq!(
+            (&resumed["recovered"], &resumed["replayed"]),
+            (&json!(true), &json!(1)),
+            "{resumed}"
+        );
+
+        spy.send_json(&json!({"type": "subscribe", "notification_types": [topic]}))
+            .await;
+        let refused = spy.recv_type("error").await;
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("private"),
+            "{refused}"
+        );
+        drop(wallet);
+
+        let (mut wallet, _) = Client::handshaken(a.ws_addr, &["resume"]).await;
+        wallet
+            .send_json(&json!({"type": "resume", "token": newest}))
+            .await;
+        let resumed = wallet.recv_type("resumed").await;
+        assert_eq!(
+            (&resumed["recovered"], &resumed["replayed"]),
+            (&json!(true), &json!(0)),
+            "{resumed}"
+        );
+        wallet.send_json(&watch()).await;
+        let again = wallet.recv_type("watch_response").await;
+        assert_eq!(
+            (&again["status"], &again["pending_delivered"]),
+            (&json!("accepted"), &json!(0)),
+            "{again}"
+        );
+        wallet.send_json(&json!({"type": "ping", "id": 7})).await;
+        let pong = wallet.recv_type("pong").await;
+        assert_eq!(pong["id"], 7);
+    }
 }

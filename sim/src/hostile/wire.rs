@@ -59,6 +59,7 @@ pub enum Signing<'a> {
 pub fn notification(message_id: &str, origin: &str, attack: &str, signing: Signing) -> Bytes {
     let data = json!({MARK: attack, "amount_sats": 100_000_000}).to_string();
     let mut n = Notification {
+        topic: String::new(),
         message_id: message_id.to_string(),
         relay_id: origin.to_string(),
         notification_type: "payment_detected".into(),

@@ -25,6 +25,7 @@ const DIALER_MAC: &str = "ae9343d066329a202cd8ecf98472d02b5597c83d0d5c5ca0d80ace
 
 fn vector_notification() -> Notification {
     Notification {
+        topic: String::new(),
         message_id: "relay-a-0000002a-7".into(),
         relay_id: "relay-a".into(),
         notification_type: "payment_detected".into(),
@@ -198,4 +199,26 @@ fn a_proof_binds_its_role_key_nonces_and_token() {
         t.check(Role::Dialer, &forged, Some(TOKEN)),
         Err(ProofFault::Signature)
     );
+}
+
+// Proves a private notification's topic is signed: moving it to another wallet's topic,
+// or making it public (no topic), breaks the signature; a public one signs as before.
+#[test]
+fn the_topic_of_a_private_notification_is_signed() {
+    let a = Identity::from_seed(&SEED_A);
+    let mut n = vector_notification();
+    n.topic = format!("wallet:{}", "ab".repeat(16));
+    sign_notification(&a, &mut n);
+    assert_ne!(n.signature, NOTIFICATION_SIGNATURE);
+    assert_eq!(verify_notification(&n, a.public()), Ok(()));
+    let mut elsewhere = n.clone();
+    elsewhere.topic = format!("wallet:{}", "cd".repeat(16));
+    let mut public = n.clone();
+    public.topic.clear();
+    for forged in [elsewhere, public] {
+        assert_eq!(
+            verify_notification(&forged, a.public()),
+            Err(NotificationFault::BadSignature)
+        );
+    }
 }

@@ -109,6 +109,7 @@ async fn next(peer: &mut Client) -> Result<Value, String> {
 /// A notification from `relay_id`'s stream, signed with `identity`.
 pub fn signed_notification(identity: &Identity, relay_id: &str, id: &str, data: Value) -> Value {
     let mut n = Notification {
+        topic: String::new(),
         message_id: id.to_string(),
         relay_id: relay_id.to_string(),
         notification_type: "t".to_string(),
