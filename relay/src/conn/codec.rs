@@ -16,9 +16,15 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
-/// Smallest and largest amount read from the socket at once, in bytes.
-const READ_CHUNK_BYTES_MIN: usize = 512;
+/// Smallest and largest amount read from the socket at once, in bytes. An idle connection
+/// waits for its next frame with the smallest chunk reserved (the reader cannot learn that
+/// bytes are ready without offering room for them), so it is kept to what a typical wallet
+/// request needs; busier connections grow it.
+const READ_CHUNK_BYTES_MIN: usize = 256;
 const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// What `drain` reads at once: small, because every closing connection drains at the same
+/// time when the relay shuts down (a 64 KiB chunk each is over a gigabyte at 19,000).
+const DRAIN_CHUNK_BYTES: usize = 4 * 1024;
 /// Frames `next` returns in a row from bytes already buffered before it gives the rest of
 /// its task a turn: a connection whose writer runs in the same task as its reader (see
 /// `ws::connection`) then writes the replies to pipelined requests as they come, instead
@@ -152,7 +158,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut total = 0;
         while total < bytes_max {
             self.buf.clear();
-            self.buf.reserve(READ_CHUNK_BYTES_MAX);
+            self.buf.reserve(DRAIN_CHUNK_BYTES);
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => total += n,
