@@ -283,6 +283,6 @@ mod tests {
         );
         let bytes = crate::ws::task_state_bytes(node.ws_context());
         let _ = std::fs::remove_dir_all(dir);
-        assert!(bytes <= 2304, "connection task state: {bytes} bytes");
+        assert!(bytes <= 2400, "connection task state: {bytes} bytes");
     }
 }

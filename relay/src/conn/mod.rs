@@ -237,6 +237,11 @@ impl Outlet {
         &self.control
     }
 
+    /// See `queue::Sender::writer_polled_next`.
+    pub fn writer_polled_next(&self) {
+        self.tx.writer_polled_next();
+    }
+
     pub fn close(&self, reason: CloseReason) -> bool {
         self.control.close(reason)
     }

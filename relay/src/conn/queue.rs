@@ -7,9 +7,9 @@
 //! is given back once the writer has drained it: an idle connection holds no slots.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 use super::Outbound;
 
@@ -28,12 +28,13 @@ pub struct Empty;
 
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the writer: a frame was queued, or the last sender left.
-    ready: Notify,
 }
 
 struct State {
     frames: VecDeque<Outbound>,
+    /// The waiting writer's waker: taken (and woken) when a frame is queued or the last
+    /// sender leaves.
+    writer: Option<Waker>,
     max: usize,
     senders: usize,
     receiver_alive: bool,
@@ -50,11 +51,11 @@ pub fn bounded(max: usize) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             frames: VecDeque::new(),
+            writer: None,
             max: max.max(1),
             senders: 1,
             receiver_alive: true,
         }),
-        ready: Notify::new(),
     });
     (
         Sender {
@@ -80,9 +81,20 @@ impl Sender {
             return Err(Refused::Full);
         }
         state.frames.push_back(frame);
+        let writer = state.writer.take();
         drop(state);
-        self.shared.ready.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
+        }
         Ok(())
+    }
+
+    /// Forgets the writer's waker: for a caller that polls the writer itself right after
+    /// (the writer shares its task, see `ws::connection`), so that what it queues until
+    /// then does not wake its own task once more for nothing. The writer registers again
+    /// when it next finds the queue empty.
+    pub fn writer_polled_next(&self) {
+        drop(self.shared.lock().writer.take());
     }
 
     /// Frames queued and not yet taken by the writer.
@@ -113,10 +125,14 @@ impl Drop for Sender {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.senders -= 1;
-        let last = state.senders == 0;
+        let writer = if state.senders == 0 {
+            state.writer.take()
+        } else {
+            None
+        };
         drop(state);
-        if last {
-            self.shared.ready.notify_one();
+        if let Some(writer) = writer {
+            writer.wake();
         }
     }
 }
@@ -136,21 +152,23 @@ impl Receiver {
     /// The oldest queued frame, waiting for one; `None` once every sender is gone and the
     /// queue is empty. Cancel-safe: a frame is only taken in the poll that returns it.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        loop {
-            // Made before looking, so a frame queued in between is not missed (`notify_one`
-            // leaves a permit when nobody waits yet).
-            let ready = self.shared.ready.notified();
-            {
-                let mut state = self.shared.lock();
-                if let Some(frame) = take(&mut state) {
-                    return Some(frame);
-                }
-                if state.senders == 0 {
-                    return None;
-                }
-            }
-            ready.await;
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        let mut state = self.shared.lock();
+        if let Some(frame) = take(&mut state) {
+            return Poll::Ready(Some(frame));
         }
+        if state.senders == 0 {
+            return Poll::Ready(None);
+        }
+        // Registered under the lock that queueing takes: a frame queued after this wakes it.
+        match &state.writer {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.writer = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// The oldest queued frame, if there is one.

@@ -10,7 +10,9 @@
 //! has many frames buffered (`FrameReader::next`), so replies to pipelined requests are
 //! written as they come rather than piling up in the queue.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -44,16 +46,27 @@ where
     // Both sides in this task, the reader polled first (what it queued is written in the
     // same poll). Pinned here rather than handed to a helper: an async fn's arguments
     // keep their own room in its state, and these two are most of the connection's.
+    let wakeups = outlet.clone();
     let reading = read_side(&node, client_id, reader, outlet, &control, slot);
     let writing = crate::conn::write_loop(writer, rx, control.clone());
     tokio::pin!(reading, writing);
-    let ((reason, slot), written) = tokio::select! {
-        biased;
-        ended = &mut reading => (ended, false),
-        // The writer stopped first (the connection is closing, or a write failed, which
-        // closes it): the reader sees the close and ends.
-        () = &mut writing => ((&mut reading).await, true),
+    let side_done = std::future::poll_fn(|cx| {
+        // The writer is polled below whatever the reader does: frames the reader queues
+        // meanwhile need not wake this task again.
+        wakeups.writer_polled_next();
+        if let Poll::Ready(ended) = reading.as_mut().poll(cx) {
+            return Poll::Ready(Some(ended));
+        }
+        // The writer stopping first (the connection is closing, or a write failed, which
+        // closes it) leaves the reader to see the close and end.
+        writing.as_mut().poll(cx).map(|()| None)
+    });
+    let (ended, written) = match side_done.await {
+        Some(ended) => (ended, false),
+        None => (reading.await, true),
     };
+    drop(wakeups);
+    let (reason, slot) = ended;
     if !written {
         // The writer sends what is left and the close frame, in bounded time.
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT * 2, writing).await;
