@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sdk_relay::conn::{Control, Outbound, Outlet};
+use sdk_relay::conn::queue::Receiver;
+use sdk_relay::conn::{Control, Outlet};
 use sdk_relay::hub::Hub;
-use tokio::sync::mpsc;
 
 /// Publishes timed back to back before the queues are drained (the queue capacity).
 const BATCH_PUBLISHES_MAX: u64 = 64;
@@ -25,7 +25,7 @@ fn fan_out(c: &mut Criterion) {
     ));
     for subscribers in [1_usize, 100, 10_000] {
         let hub = Hub::new();
-        let mut queues: Vec<mpsc::Receiver<Outbound>> = (0..subscribers)
+        let mut queues: Vec<Receiver> = (0..subscribers)
             .map(|id| {
                 let control = Arc::new(Control::default());
                 let (outlet, rx) = Outlet::new(BATCH_PUBLISHES_MAX as usize, control);

@@ -608,8 +608,6 @@ mod tests {
 
     use std::sync::Arc;
 
-    use tokio::sync::mpsc;
-
     use crate::conn::Control;
 
     fn client(
@@ -617,14 +615,14 @@ mod tests {
         id: ClientId,
         all: bool,
         queue: usize,
-    ) -> (mpsc::Receiver<Outbound>, Arc<Control>) {
+    ) -> (crate::conn::queue::Receiver, Arc<Control>) {
         let control = Arc::new(Control::default());
         let (outlet, rx) = Outlet::new(queue, control.clone());
         hub.join(id, outlet, all, false);
         (rx, control)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Outbound>) -> usize {
+    fn drain(rx: &mut crate::conn::queue::Receiver) -> usize {
         std::iter::from_fn(|| rx.try_recv().ok()).count()
     }
 

@@ -265,8 +265,9 @@ impl LocalStatus for Health {
 
 #[cfg(test)]
 mod tests {
-    /// Every connection holds its reader task state for its whole life: a regression
-    /// here (say, a stack buffer in a future) costs memory on every idle connection.
+    /// Every connection holds its task state (its reader and its writer, one task) for
+    /// its whole life: a regression here (say, a stack buffer in a future) costs memory on
+    /// every idle connection. Two tasks took up to 2048 + 1024 bytes; one takes less.
     #[test]
     fn connection_task_state_stays_small() {
         let dir = std::env::temp_dir().join(format!("sdk_relay-node-{}", std::process::id()));
@@ -282,6 +283,6 @@ mod tests {
         );
         let bytes = crate::ws::task_state_bytes(node.ws_context());
         let _ = std::fs::remove_dir_all(dir);
-        assert!(bytes <= 2048, "reader task state: {bytes} bytes");
+        assert!(bytes <= 2400, "connection task state: {bytes} bytes");
     }
 }

@@ -16,9 +16,20 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
-/// Smallest and largest amount read from the socket at once, in bytes.
-const READ_CHUNK_BYTES_MIN: usize = 512;
+/// Smallest and largest amount read from the socket at once, in bytes. An idle connection
+/// waits for its next frame with the smallest chunk reserved (the reader cannot learn that
+/// bytes are ready without offering room for them), so it is kept to what a typical wallet
+/// request needs; busier connections grow it.
+const READ_CHUNK_BYTES_MIN: usize = 256;
 const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// What `drain` reads at once: small, because every closing connection drains at the same
+/// time when the relay shuts down (a 64 KiB chunk each is over a gigabyte at 19,000).
+const DRAIN_CHUNK_BYTES: usize = 4 * 1024;
+/// Frames `next` returns in a row from bytes already buffered before it gives the rest of
+/// its task a turn: a connection whose writer runs in the same task as its reader (see
+/// `ws::connection`) then writes the replies to pipelined requests as they come, instead
+/// of queueing hundreds of them before writing any.
+const FRAMES_IN_A_ROW_MAX: u8 = 16;
 /// Control frame payloads are at most 125 bytes (RFC 6455 5.5).
 const CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
 
@@ -66,6 +77,8 @@ pub struct FrameReader<R> {
     message_bytes_max: usize,
     /// A text message whose final fragment has not arrived yet.
     partial: Option<BytesMut>,
+    /// Frames returned since the socket was last read (see `FRAMES_IN_A_ROW_MAX`).
+    frames_in_a_row: u8,
 }
 
 struct Header {
@@ -85,6 +98,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             read_chunk_bytes: READ_CHUNK_BYTES_MIN,
             message_bytes_max,
             partial: None,
+            frames_in_a_row: 0,
         }
     }
 
@@ -101,6 +115,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             read_chunk_bytes: self.read_chunk_bytes,
             message_bytes_max: self.message_bytes_max,
             partial: self.partial,
+            frames_in_a_row: self.frames_in_a_row,
         }
     }
 
@@ -118,6 +133,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// End of stream, I/O failure, a message over the limit, a protocol violation or
     /// invalid UTF-8. After an error the reader must not be used except to `drain`.
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        if self.frames_in_a_row >= FRAMES_IN_A_ROW_MAX {
+            self.frames_in_a_row = 0;
+            tokio::task::yield_now().await;
+        }
         loop {
             let header = self.buffer_frame().await?;
             let message = self.take_frame(header)?;
@@ -126,6 +145,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf = BytesMut::new();
             }
             if let Some(message) = message {
+                self.frames_in_a_row = self.frames_in_a_row.saturating_add(1);
                 return Ok(message);
             }
         }
@@ -138,7 +158,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut total = 0;
         while total < bytes_max {
             self.buf.clear();
-            self.buf.reserve(READ_CHUNK_BYTES_MAX);
+            self.buf.reserve(DRAIN_CHUNK_BYTES);
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => total += n,
@@ -256,6 +276,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if n == 0 {
                 return Err(ReadError::Eof);
             }
+            self.frames_in_a_row = 0;
             self.read_chunk_bytes = if n >= spare {
                 (self.read_chunk_bytes * 2).min(READ_CHUNK_BYTES_MAX)
             } else {

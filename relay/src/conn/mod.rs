@@ -11,6 +11,7 @@ pub mod accept;
 pub mod client;
 pub mod codec;
 mod handoff;
+pub mod queue;
 mod slots;
 pub mod tls;
 mod writer;
@@ -20,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 pub use handoff::{BoxedRead, PeerArrival, PeerHandoff};
 pub use slots::{AddressPermit, AddressSlots, Permit, Slots};
@@ -202,14 +203,14 @@ pub enum Offered {
 /// Cheap to clone; every sender (the session, the hub's fan-out, the mesh) holds one.
 #[derive(Debug, Clone)]
 pub struct Outlet {
-    tx: mpsc::Sender<Outbound>,
+    tx: queue::Sender,
     control: Arc<Control>,
 }
 
 impl Outlet {
     /// A new outlet with room for `queue_max` frames, and the receiver its writer drains.
-    pub fn new(queue_max: usize, control: Arc<Control>) -> (Outlet, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue_max);
+    pub fn new(queue_max: usize, control: Arc<Control>) -> (Outlet, queue::Receiver) {
+        let (tx, rx) = queue::bounded(queue_max);
         (Outlet { tx, control }, rx)
     }
 
@@ -220,7 +221,7 @@ impl Outlet {
     pub fn offer(&self, message: Outbound) -> Offered {
         match self.tx.try_send(message) {
             Ok(()) => Offered::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::Refused::Full) => {
                 if self.control.close(CloseReason::SLOW_CONSUMER) {
                     Offered::CutSlow
                 } else {
@@ -228,12 +229,17 @@ impl Outlet {
                 }
             }
             // The connection is already gone; it leaves on its own.
-            Err(mpsc::error::TrySendError::Closed(_)) => Offered::Dropped,
+            Err(queue::Refused::Closed) => Offered::Dropped,
         }
     }
 
     pub fn control(&self) -> &Arc<Control> {
         &self.control
+    }
+
+    /// See `queue::Sender::writer_polled_next`.
+    pub fn writer_polled_next(&self) {
+        self.tx.writer_polled_next();
     }
 
     pub fn close(&self, reason: CloseReason) -> bool {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
-use tokio::sync::mpsc;
 
 use super::codec::{FrameKind, FrameWriter, close_payload};
+use super::queue::Receiver;
 use super::{CloseReason, Control, Outbound};
 
 /// How long the close sequence (last frames, close frame) may take before the socket is
@@ -15,17 +15,17 @@ use super::{CloseReason, Control, Outbound};
 pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Writes queued frames until the connection closes, then the close frame.
-pub async fn write_loop<W>(
-    mut writer: FrameWriter<W>,
-    mut rx: mpsc::Receiver<Outbound>,
-    control: Arc<Control>,
-) where
+pub async fn write_loop<W>(mut writer: FrameWriter<W>, mut rx: Receiver, control: Arc<Control>)
+where
     W: AsyncWrite + Unpin,
 {
+    // One registration for the connection's life, not one per batch.
+    let closed = control.closed();
+    tokio::pin!(closed);
     loop {
         let first = tokio::select! {
             biased;
-            () = control.closed() => break,
+            () = &mut closed => break,
             next = rx.recv() => match next {
                 Some(message) => message,
                 None => break,
@@ -33,17 +33,21 @@ pub async fn write_loop<W>(
         };
         let batch = write_batch(&mut writer, first, &mut rx);
         tokio::pin!(batch);
-        let written = tokio::select! {
+        let (written, closing) = tokio::select! {
             biased;
-            result = &mut batch => result.is_ok(),
-            () = control.closed() => {
+            result = &mut batch => (result.is_ok(), false),
+            () = &mut closed => {
                 // Finish the frame in flight (briefly) so the close frame lands on a boundary.
-                matches!(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, batch).await, Ok(Ok(())))
+                let finished = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, batch).await;
+                (matches!(finished, Ok(Ok(()))), true)
             }
         };
         if !written {
             control.close(CloseReason::WRITE_FAILED);
             return;
+        }
+        if closing {
+            break;
         }
     }
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, close(&mut writer, &mut rx, &control)).await;
@@ -54,7 +58,7 @@ pub async fn write_loop<W>(
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
     first: Outbound,
-    rx: &mut mpsc::Receiver<Outbound>,
+    rx: &mut Receiver,
 ) -> std::io::Result<()> {
     push(writer, &first).await?;
     while !writer.batch_full() {
@@ -81,7 +85,7 @@ async fn push<W: AsyncWrite + Unpin>(
 /// close frame.
 async fn close<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
-    rx: &mut mpsc::Receiver<Outbound>,
+    rx: &mut Receiver,
     control: &Control,
 ) -> std::io::Result<()> {
     let reason = control.close_reason().unwrap_or(CloseReason::NORMAL);
@@ -107,7 +111,7 @@ mod tests {
     fn writer_task_state_stays_small() {
         let (c, _d) = tokio::io::duplex(16);
         let (_r, w) = tokio::io::split(c);
-        let (_tx, rx) = tokio::sync::mpsc::channel(4);
+        let (_tx, rx) = super::super::queue::bounded(4);
         let wf = super::write_loop(
             super::FrameWriter::new(w, super::super::codec::Role::Server, 0),
             rx,

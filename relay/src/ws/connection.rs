@@ -1,8 +1,18 @@
-//! One connection after the upgrade: a writer task draining the bounded outbound queue,
-//! and the reader running the session, until either side decides to close. A relay's
-//! connection is handed to the mesh once its handshake says so.
+//! One connection after the upgrade: the reader running the session and the writer
+//! draining the bounded outbound queue, side by side in the connection's one task, until
+//! either side decides to close. A relay's connection is handed to the mesh once its
+//! handshake says so.
+//!
+//! Why one task and not a reader task plus a writer task: a reply the session queues is
+//! written in the same poll that read the request (no wake-up of another task, no hand-off
+//! to another thread), and an idle connection holds one task's state instead of two. The
+//! order of frames is the queue's, as before; the reader gives the writer a turn when it
+//! has many frames buffered (`FrameReader::next`), so replies to pipelined requests are
+//! written as they come rather than piling up in the queue.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -11,13 +21,14 @@ use super::WsContext;
 use super::session::{Session, SessionEnd};
 use crate::conn::codec::{FrameReader, FrameWriter, Role};
 use crate::conn::{CLOSE_WRITE_TIMEOUT, CloseReason, Control, Outlet, PeerArrival, Permit};
+use crate::hub::ClientId;
 
 /// How much the relay reads and discards after deciding to close, so the other side is
 /// not reset before it reads the close frame.
 const CLOSE_DRAIN_BYTES_MAX: usize = 4 << 20;
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn run<S>(node: Arc<WsContext>, io: S, mut slot: Permit)
+pub async fn run<S>(node: Arc<WsContext>, io: S, slot: Permit)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -26,34 +37,40 @@ where
     control.touch(node.lifecycle.now_ms());
     let (outlet, rx) = Outlet::new(node.config.limits.ws_outbound_queue_max, control.clone());
     let writer = FrameWriter::new(write_half, Role::Server, 0);
-    let writer_task = tokio::spawn(crate::conn::write_loop(writer, rx, control.clone()));
-
-    let mut reader = FrameReader::new(
+    let reader = FrameReader::new(
         read_half,
         Role::Server,
         node.config.limits.ws_message_bytes_max,
     );
     let client_id = node.next_client_id();
-    let mut session = Session::new(node.clone(), client_id, outlet.clone());
-    let end = session.run(&mut reader).await;
-    node.hub.leave(client_id);
-    drop(session);
-    let reason = match end {
-        SessionEnd::Closed => finish(&mut reader, &control).await,
-        SessionEnd::Peer(handshake) => {
-            // A peer link is not a client: the connection gauge counts wallets only.
-            slot.set_counted(false);
-            let mut reader = reader.boxed();
-            let arrival = PeerArrival {
-                handshake,
-                reader: &mut reader,
-                outlet,
-            };
-            node.peers.serve(arrival).await;
-            finish(&mut reader, &control).await
+    // Both sides in this task, the reader polled first (what it queued is written in the
+    // same poll). Pinned here rather than handed to a helper: an async fn's arguments
+    // keep their own room in its state, and these two are most of the connection's.
+    let wakeups = outlet.clone();
+    let reading = read_side(&node, client_id, reader, outlet, &control, slot);
+    let writing = crate::conn::write_loop(writer, rx, control.clone());
+    tokio::pin!(reading, writing);
+    let side_done = std::future::poll_fn(|cx| {
+        // The writer is polled below whatever the reader does: frames the reader queues
+        // meanwhile need not wake this task again.
+        wakeups.writer_polled_next();
+        if let Poll::Ready(ended) = reading.as_mut().poll(cx) {
+            return Poll::Ready(Some(ended));
         }
+        // The writer stopping first (the connection is closing, or a write failed, which
+        // closes it) leaves the reader to see the close and end.
+        writing.as_mut().poll(cx).map(|()| None)
+    });
+    let (ended, written) = match side_done.await {
+        Some(ended) => (ended, false),
+        None => (reading.await, true),
     };
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT * 2, writer_task).await;
+    drop(wakeups);
+    let (reason, slot) = ended;
+    if !written {
+        // The writer sends what is left and the close frame, in bounded time.
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT * 2, writing).await;
+    }
     node.metrics
         .ws_closes
         .get(&reason.code.to_string())
@@ -65,6 +82,41 @@ where
         );
     }
     drop(slot);
+}
+
+/// Runs the session (and the mesh's link, for a relay) until the connection is to close;
+/// returns why it closed, and the connection's slot (held until the writer is done too).
+async fn read_side<R>(
+    node: &Arc<WsContext>,
+    client_id: ClientId,
+    mut reader: FrameReader<R>,
+    outlet: Outlet,
+    control: &Control,
+    mut slot: Permit,
+) -> (CloseReason, Permit)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    let mut session = Session::new(node.clone(), client_id, outlet.clone());
+    let end = session.run(&mut reader).await;
+    node.hub.leave(client_id);
+    drop(session);
+    let reason = match end {
+        SessionEnd::Closed => finish(&mut reader, control).await,
+        SessionEnd::Peer(handshake) => {
+            // A peer link is not a client: the connection gauge counts wallets only.
+            slot.set_counted(false);
+            let mut reader = reader.boxed();
+            let arrival = PeerArrival {
+                handshake,
+                reader: &mut reader,
+                outlet,
+            };
+            node.peers.serve(arrival).await;
+            finish(&mut reader, control).await
+        }
+    };
+    (reason, slot)
 }
 
 /// Reads and discards what the other side still sends after the decision to close (so
@@ -81,8 +133,8 @@ async fn finish<R: AsyncRead + Unpin>(
     reason
 }
 
-/// The size of one connection's reader task state: every connection holds it for its
-/// whole life (see the test in `node`).
+/// The size of one connection's task state (its reader and its writer): every connection
+/// holds it for its whole life (see the test in `node`).
 #[cfg(test)]
 pub(crate) fn task_state_bytes(node: Arc<WsContext>) -> usize {
     let (a, _b) = tokio::io::duplex(16);

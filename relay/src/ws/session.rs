@@ -41,7 +41,8 @@ pub struct Session {
     /// Granted at the handshake; `None` until then.
     granted: Option<protocol::Capabilities>,
     /// Set when the other side handshook as a relay: the connection goes to the mesh.
-    peer: Option<Handshake>,
+    /// Boxed: it is rare and large, and the session lives in every connection's task.
+    peer: Option<Box<Handshake>>,
     /// Wallets this connection registered with the chain watcher, with their addresses
     /// (what `unwatch` names).
     wallets: Vec<(crate::chain::WalletId, String)>,
@@ -75,17 +76,27 @@ impl Session {
     /// recorded in the control block) or turns out to be a relay's.
     pub async fn run<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) -> SessionEnd {
         let control = self.outlet.control().clone();
-        let handshake_deadline = self
-            .node
-            .lifecycle
-            .clock()
-            .sleep(self.node.config.limits.handshake_timeout());
-        tokio::pin!(handshake_deadline);
+        // On the heap and dropped at the handshake: an idle wallet's task does not carry
+        // a spent timer for its whole life.
+        let mut handshake_deadline = Some(Box::pin(
+            self.node
+                .lifecycle
+                .clock()
+                .sleep(self.node.config.limits.handshake_timeout()),
+        ));
+        // One registration for the whole session, not one per message.
+        let closed = control.closed();
+        tokio::pin!(closed);
         loop {
+            if self.granted.is_some() {
+                handshake_deadline = None;
+            }
+            let waiting = handshake_deadline.is_some();
+            let deadline = futures_util::future::OptionFuture::from(handshake_deadline.as_mut());
             let next = tokio::select! {
                 biased;
-                () = control.closed() => return SessionEnd::Closed,
-                () = &mut handshake_deadline, if self.granted.is_none() => {
+                () = &mut closed => return SessionEnd::Closed,
+                _ = deadline, if waiting => {
                     self.node.metrics.ws_handshakes.get("timeout").increment(1);
                     control.close(CloseReason::HANDSHAKE_TIMEOUT);
                     return SessionEnd::Closed;
@@ -98,7 +109,7 @@ impl Session {
                 return SessionEnd::Closed;
             }
             if let Some(handshake) = self.peer.take() {
-                return SessionEnd::Peer(handshake);
+                return SessionEnd::Peer(*handshake);
             }
         }
     }
@@ -295,7 +306,7 @@ impl Session {
     fn handshake(&mut self, handshake: Handshake) -> Option<CloseReason> {
         if handshake.capabilities.contains(Capability::Relay) {
             // A relay dialing in: the mesh answers it and serves the link.
-            self.peer = Some(handshake);
+            self.peer = Some(Box::new(handshake));
             return None;
         }
         let node = self.node.clone();

@@ -387,3 +387,120 @@ async fn deeply_nested_data_is_refused_and_never_delivered() {
     );
     relay.shutdown().await;
 }
+
+/// A client that writes many requests at once before reading any reply (pipelining) gets
+/// every reply, in order, and is not cut as a slow consumer: its replies are written as
+/// they are made, not all queued first (the queue here holds 32 frames; the client sends
+/// 2000 pings in one write, about 70 kB the relay reads in a few reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_within_a_small_queue() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PINGS: usize = 2000;
+    let mut config = fast_config();
+    config.limits.ws_outbound_queue_max = 32;
+    config.limits.ws_messages_per_second_max = 1_000_000;
+    config.limits.ws_messages_burst_max = 1_000_000;
+    let relay = TestRelay::start(config).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.ws_addr).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        relay.ws_addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = tokio::time::timeout(crate::support::WAIT, stream.read(&mut buf))
+            .await
+            .expect("upgrade answered in time")
+            .unwrap();
+        assert!(n > 0, "relay closed during the upgrade");
+        received.extend_from_slice(&buf[..n]);
+    };
+    assert!(received.starts_with(b"HTTP/1.1 101"), "upgraded");
+    received.drain(..head_end);
+
+    // The handshake and every ping, masked client frames, in one write.
+    let mut burst = masked_text(
+        r#"{"type":"handshake","client_id":"pipeliner","version":"1.0.0","capabilities":[]}"#,
+    );
+    for id in 0..PINGS {
+        burst.extend(masked_text(&format!(r#"{{"type":"ping","id":{id}}}"#)));
+    }
+    stream.write_all(&burst).await.unwrap();
+
+    let mut pongs = Vec::new();
+    while pongs.len() < PINGS {
+        match next_server_frame(&mut received) {
+            Some((0x1, text)) => {
+                let message: serde_json::Value = serde_json::from_slice(&text).unwrap();
+                if message["type"] == "pong" {
+                    pongs.push(message["id"].as_u64().unwrap() as usize);
+                }
+            }
+            Some((0x8, payload)) => panic!(
+                "closed after {} pongs: code {:?}",
+                pongs.len(),
+                payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]))
+            ),
+            Some(_) => {}
+            None => {
+                let n = tokio::time::timeout(crate::support::WAIT, stream.read(&mut buf))
+                    .await
+                    .expect("replies in time")
+                    .unwrap();
+                assert!(n > 0, "relay closed after {} pongs", pongs.len());
+                received.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    assert_eq!(
+        pongs,
+        (0..PINGS).collect::<Vec<_>>(),
+        "every pong, in order"
+    );
+    relay.shutdown().await;
+}
+
+/// A masked text frame (all-zero mask: the payload goes as is).
+fn masked_text(text: &str) -> Vec<u8> {
+    let len = text.len();
+    let mut frame = vec![0x81];
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// Takes one whole unmasked server frame off the front of `buf`: its opcode and payload.
+fn next_server_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, header) = match buf[1] & 0x7F {
+        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        126 => return None,
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        127 => return None,
+        short => (usize::from(short), 2),
+    };
+    if buf.len() < header + len {
+        return None;
+    }
+    let opcode = buf[0] & 0x0F;
+    let payload = buf[header..header + len].to_vec();
+    buf.drain(..header + len);
+    Some((opcode, payload))
+}

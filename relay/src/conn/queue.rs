@@ -1,0 +1,277 @@
+//! A connection's outbound queue: bounded in frames, shared by every sender (the session,
+//! the hub's fan-out, the mesh) and drained by the connection's writer.
+//!
+//! Why not `tokio::sync::mpsc`: its channel allocates its first block of slots (32 frames,
+//! well over a kilobyte) when it is made, so every idle connection would hold it for its
+//! whole life. Here the frames live in a `VecDeque` that grows only while frames wait and
+//! is given back once the writer has drained it: an idle connection holds no slots.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use super::Outbound;
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue holds its maximum.
+    Full,
+    /// The writer is gone.
+    Closed,
+}
+
+/// Nothing is queued right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+struct State {
+    frames: VecDeque<Outbound>,
+    /// The waiting writer's waker: taken (and woken) when a frame is queued or the last
+    /// sender leaves.
+    writer: Option<Waker>,
+    max: usize,
+    senders: usize,
+    receiver_alive: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A new queue of at most `max` frames (at least one).
+pub fn bounded(max: usize) -> (Sender, Receiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            frames: VecDeque::new(),
+            writer: None,
+            max: max.max(1),
+            senders: 1,
+            receiver_alive: true,
+        }),
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
+}
+
+/// Queues frames without waiting.
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// Queues `frame` unless the queue is full or its writer is gone.
+    pub fn try_send(&self, frame: Outbound) -> Result<(), Refused> {
+        let mut state = self.shared.lock();
+        if !state.receiver_alive {
+            return Err(Refused::Closed);
+        }
+        if state.frames.len() >= state.max {
+            return Err(Refused::Full);
+        }
+        state.frames.push_back(frame);
+        let writer = state.writer.take();
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        Ok(())
+    }
+
+    /// Forgets the writer's waker: for a caller that polls the writer itself right after
+    /// (the writer shares its task, see `ws::connection`), so that what it queues until
+    /// then does not wake its own task once more for nothing. The writer registers again
+    /// when it next finds the queue empty.
+    pub fn writer_polled_next(&self) {
+        drop(self.shared.lock().writer.take());
+    }
+
+    /// Frames queued and not yet taken by the writer.
+    pub fn len(&self) -> usize {
+        self.shared.lock().frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most frames the queue holds.
+    pub fn max(&self) -> usize {
+        self.shared.lock().max
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.senders -= 1;
+        let writer = if state.senders == 0 {
+            state.writer.take()
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+/// The writer's end of the queue.
+pub struct Receiver {
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    /// The oldest queued frame, waiting for one; `None` once every sender is gone and the
+    /// queue is empty. Cancel-safe: a frame is only taken in the poll that returns it.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        let mut state = self.shared.lock();
+        if let Some(frame) = take(&mut state) {
+            return Poll::Ready(Some(frame));
+        }
+        if state.senders == 0 {
+            return Poll::Ready(None);
+        }
+        // Registered under the lock that queueing takes: a frame queued after this wakes it.
+        match &state.writer {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.writer = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The oldest queued frame, if there is one.
+    pub fn try_recv(&mut self) -> Result<Outbound, Empty> {
+        take(&mut self.shared.lock()).ok_or(Empty)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.receiver_alive = false;
+        state.frames = VecDeque::new();
+    }
+}
+
+/// Takes the oldest frame; the storage goes back to the allocator once the queue is empty.
+fn take(state: &mut State) -> Option<Outbound> {
+    let frame = state.frames.pop_front();
+    if state.frames.is_empty() && state.frames.capacity() > 0 {
+        state.frames = VecDeque::new();
+    }
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn text(s: &'static str) -> Outbound {
+        Outbound::Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    fn body(frame: Outbound) -> Bytes {
+        match frame {
+            Outbound::Text(bytes) => bytes,
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_come_out_in_order_and_the_bound_holds() {
+        let (tx, mut rx) = bounded(2);
+        assert_eq!(tx.try_send(text("a")), Ok(()));
+        assert_eq!(tx.try_send(text("b")), Ok(()));
+        assert_eq!(tx.try_send(text("c")), Err(Refused::Full));
+        assert_eq!(tx.len(), 2);
+        assert_eq!(body(rx.try_recv().unwrap()), "a");
+        assert_eq!(tx.try_send(text("d")), Ok(()));
+        assert_eq!(body(rx.try_recv().unwrap()), "b");
+        assert_eq!(body(rx.try_recv().unwrap()), "d");
+        assert_eq!(rx.try_recv().unwrap_err(), Empty);
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_storage_back() {
+        let (tx, mut rx) = bounded(64);
+        for _ in 0..40 {
+            tx.try_send(text("x")).unwrap();
+        }
+        assert!(tx.shared.lock().frames.capacity() >= 40);
+        while rx.try_recv().is_ok() {}
+        assert_eq!(tx.shared.lock().frames.capacity(), 0);
+    }
+
+    #[test]
+    fn a_gone_writer_refuses_and_gone_senders_end_the_writer() {
+        let (tx, rx) = bounded(4);
+        tx.try_send(text("a")).unwrap();
+        drop(rx);
+        assert_eq!(tx.try_send(text("b")), Err(Refused::Closed));
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = bounded(4);
+        let other = tx.clone();
+        tx.try_send(text("a")).unwrap();
+        drop(tx);
+        drop(other);
+        runtime.block_on(async {
+            assert_eq!(body(rx.recv().await.unwrap()), "a");
+            assert!(rx.recv().await.is_none());
+        });
+    }
+
+    #[test]
+    fn a_waiting_writer_wakes_for_a_frame() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (tx, mut rx) = bounded(4);
+            let writer = tokio::spawn(async move { rx.recv().await.map(body) });
+            tokio::task::yield_now().await;
+            tx.try_send(text("late")).unwrap();
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+                .await
+                .expect("woken")
+                .unwrap();
+            assert_eq!(got.as_deref(), Some(&b"late"[..]));
+        });
+    }
+}
