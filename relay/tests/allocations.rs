@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sdk_relay::config::Config;
 use sdk_relay::conn::codec::{FrameReader, Role as FrameRole};
-use sdk_relay::conn::{Control, Outbound, Outlet, PeerArrival, PeerHandoff};
+use sdk_relay::conn::{Control, Outbound, Outlet, PeerArrival, PeerHandoff, queue};
 use sdk_relay::identity::{Identity, PublicKey};
 use sdk_relay::logs::LogRing;
 use sdk_relay::node::Node;
@@ -41,7 +41,6 @@ use sdk_relay::rt::{SeededRng, TokioClock};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 /// Counts every allocation and reallocation made while the current thread's flag is up.
 struct Counting;
@@ -171,7 +170,7 @@ fn node(name: &str) -> (Arc<Node>, tempdir::Dir) {
 /// Joins `n` wallets subscribed to everything; their queues hold every notification of
 /// a run, so none is cut as a slow consumer. Publications are drained after the run; a
 /// peer's notifications between the link's polls (as a writer would), never during one.
-fn subscribe(node: &Node, n: u64, wallets: Wallets) -> Vec<mpsc::Receiver<Outbound>> {
+fn subscribe(node: &Node, n: u64, wallets: Wallets) -> Vec<queue::Receiver> {
     (0..n)
         .map(|id| {
             let (outlet, rx) = Outlet::new(
@@ -190,7 +189,7 @@ fn subscribe(node: &Node, n: u64, wallets: Wallets) -> Vec<mpsc::Receiver<Outbou
 }
 
 /// Notifications delivered into `queues` (consumed).
-fn delivered(queues: &mut [mpsc::Receiver<Outbound>]) -> u64 {
+fn delivered(queues: &mut [queue::Receiver]) -> u64 {
     let mut n = 0;
     for queue in queues {
         while let Ok(message) = queue.try_recv() {
@@ -291,7 +290,7 @@ fn client_frame(text: &[u8]) -> Vec<u8> {
 }
 
 /// The next text frame the relay queued for the peer, as JSON.
-async fn next_json(rx: &mut mpsc::Receiver<Outbound>) -> Value {
+async fn next_json(rx: &mut queue::Receiver) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
