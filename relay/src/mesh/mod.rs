@@ -150,6 +150,8 @@ pub struct Mesh {
     route_lock: std::sync::Mutex<()>,
     /// Signs the resume tokens this relay issues.
     issuer: crate::resume::Issuer,
+    /// This relay's membership record as last signed (`records::own_record`).
+    own_record: std::sync::Mutex<Option<crate::protocol::signed::SignedRecord>>,
 }
 
 impl Mesh {
@@ -179,6 +181,7 @@ impl Mesh {
             trust,
             route_lock: std::sync::Mutex::new(()),
             issuer,
+            own_record: std::sync::Mutex::new(None),
         })
     }
 
