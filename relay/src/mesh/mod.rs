@@ -152,6 +152,8 @@ pub struct Mesh {
     log_commit: std::sync::Mutex<()>,
     /// Signs the resume tokens this relay issues.
     issuer: crate::resume::Issuer,
+    /// This relay's membership record as last signed (`records::own_record`).
+    own_record: std::sync::Mutex<Option<crate::protocol::signed::SignedRecord>>,
 }
 
 impl Mesh {
@@ -182,6 +184,7 @@ impl Mesh {
             route_lock: std::sync::Mutex::new(()),
             log_commit: std::sync::Mutex::new(()),
             issuer,
+            own_record: std::sync::Mutex::new(None),
         })
     }
 

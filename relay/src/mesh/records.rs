@@ -15,21 +15,44 @@ use crate::protocol::signed::{RecordFault, SignedRecord};
 pub const RECORD_CLOCK_SKEW_MS: u64 = 30_000;
 /// Sync intervals a relay is remembered without a fresh record (or a live link).
 pub const MEMBERSHIP_TTL_INTERVALS: u64 = 10;
+/// This relay's own record is signed again once it is older than the sync interval
+/// divided by this.
+const OWN_RECORD_REUSE_DIVISOR: u64 = 10;
 
 impl Mesh {
     fn membership_ttl_ms(&self) -> u64 {
         MEMBERSHIP_TTL_INTERVALS * self.parts.config.sync_interval().as_millis() as u64
     }
 
-    /// This relay's record, signed now.
+    /// This relay's record, signed at most `own_record_reuse_ms` ago: every StateSync
+    /// (a request and an answer per peer and interval) carries it, and a record signed a
+    /// moment ago says the same (TTL and health are counted in sync intervals). Reusing
+    /// it spares a signature per sync here, and a verification per copy at each peer,
+    /// which keeps only the newest record of each relay.
     pub(super) fn own_record(&self) -> SignedRecord {
-        SignedRecord::sign(
+        let now_ms = self.unix_ms();
+        let mut own = self.own_record.lock().unwrap_or_else(|p| p.into_inner());
+        // Only a record from the recent past: after the clock stepped back, sign anew.
+        let fresh = |r: &&SignedRecord| {
+            r.timestamp_ms <= now_ms && now_ms - r.timestamp_ms < self.own_record_reuse_ms()
+        };
+        if let Some(record) = own.as_ref().filter(fresh) {
+            return record.clone();
+        }
+        let record = SignedRecord::sign(
             self.parts.origin.identity(),
             self.relay_id(),
             self.parts.config.advertised_addr(),
             PeerHealth::Healthy,
-            self.unix_ms(),
-        )
+            now_ms,
+        );
+        *own = Some(record.clone());
+        record
+    }
+
+    /// How long a signed own record is reused: a tenth of the sync interval.
+    fn own_record_reuse_ms(&self) -> u64 {
+        self.parts.config.sync_interval().as_millis() as u64 / OWN_RECORD_REUSE_DIVISOR
     }
 
     /// The verified records this relay holds, the most recent first, `own` first of all,

@@ -308,6 +308,23 @@ pub fn parse(text: &[u8]) -> Result<PeerMessage, WireError> {
     }
 }
 
+/// A sync request or response as it goes on the wire, serialized straight from the
+/// payload's types (no intermediate `serde_json::Value` tree: a StateSync carries every
+/// member's record, and each relay sends two per peer and interval).
+#[derive(Serialize)]
+struct SyncFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sync_type: &'static str,
+    relay_id: &'a str,
+    payload: &'a SyncPayload,
+    timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
 pub fn encode_sync(
     sync_type: SyncType,
     relay_id: &str,
@@ -315,14 +332,15 @@ pub fn encode_sync(
     payload: &SyncPayload,
     timestamp: u64,
 ) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "sync",
-        "sync_type": sync_type.as_str(),
-        "relay_id": relay_id,
-        "payload": payload,
-        "timestamp": timestamp,
-        "message_id": message_id,
-    }))
+    to_bytes(&SyncFrame {
+        kind: "sync",
+        sync_type: sync_type.as_str(),
+        relay_id,
+        payload,
+        timestamp,
+        message_id: Some(message_id),
+        request_id: None,
+    })
 }
 
 pub fn encode_sync_response(
@@ -332,14 +350,15 @@ pub fn encode_sync_response(
     payload: &SyncPayload,
     timestamp: u64,
 ) -> Bytes {
-    to_bytes(&serde_json::json!({
-        "type": "sync_response",
-        "sync_type": sync_type.as_str(),
-        "relay_id": relay_id,
-        "payload": payload,
-        "timestamp": timestamp,
-        "request_id": request_id,
-    }))
+    to_bytes(&SyncFrame {
+        kind: "sync_response",
+        sync_type: sync_type.as_str(),
+        relay_id,
+        payload,
+        timestamp,
+        message_id: None,
+        request_id: Some(request_id),
+    })
 }
 
 /// Tells a peer this relay is leaving on purpose (lame duck, shutdown); the link then
@@ -437,6 +456,47 @@ mod tests {
             (SyncType::StateSync, "a", "a-1-s1")
         );
         assert_eq!(payload.relays.unwrap()[0].health, PeerHealth::Degraded);
+    }
+
+    #[test]
+    fn a_sync_response_names_its_request_and_carries_its_records() {
+        let identity = crate::identity::Identity::from_seed(&[7; 32]);
+        let record = super::super::signed::SignedRecord::sign(
+            &identity,
+            "a",
+            "h:1",
+            PeerHealth::Healthy,
+            42,
+        );
+        let payload = SyncPayload {
+            records: Some(vec![record.clone()]),
+            log: Some(vec![StreamSummary {
+                stream: "a-1".into(),
+                ranges: vec![(1, 3)],
+            }]),
+            ..SyncPayload::default()
+        };
+        let bytes = encode_sync_response(SyncType::StateSync, "a", "b-1-s9", &payload, 3);
+        let wire: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(wire["type"], "sync_response");
+        assert!(wire.get("message_id").is_none(), "{wire}");
+        let PeerMessage::SyncResponse {
+            sync_type,
+            request_id,
+            payload,
+            ..
+        } = parse(&bytes).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (sync_type, request_id.as_str()),
+            (SyncType::StateSync, "b-1-s9")
+        );
+        let back = payload.records.unwrap();
+        assert_eq!(back[0].signature, record.signature);
+        assert!(back[0].verify().is_ok(), "the record survives the wire");
+        assert_eq!(payload.log.unwrap()[0].ranges, [(1, 3)]);
     }
 
     #[test]
