@@ -43,6 +43,7 @@ pub use durable::GROUP_COMMIT_INTERVAL;
 pub use floors::FLOOR_STREAMS_MAX;
 pub use handshake::{HANDSHAKE_BYTES_MAX, HANDSHAKE_STEP_TIMEOUT_MAX};
 pub use leave::{RECONNECT_RELAYS_MAX, public_ws_url};
+pub use persist::{load_bindings, save_bindings};
 pub use records::{MEMBERSHIP_TTL_INTERVALS, RECORD_CLOCK_SKEW_MS};
 pub use reports::{ChainFigures, PeerReport, RoutingTotals};
 pub use seen::{STREAM_NAME_BYTES_MAX, SUMMARY_STREAMS_MAX};

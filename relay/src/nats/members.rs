@@ -113,7 +113,10 @@ async fn renew(backbone: &NatsBackbone, store: &kv::Store, timeout: Duration) {
         Err(_) => return backbone.record_error("membership put: timed out".into()),
     }
     match tokio::time::timeout(timeout, read_all(backbone, store, &key)).await {
-        Ok(Ok(members)) => backbone.set_members(members),
+        Ok(Ok(members)) => {
+            backbone.set_members(members);
+            backbone.save_keys();
+        }
         Ok(Err(error)) => backbone.record_error(format!("membership read: {error}")),
         Err(_) => backbone.record_error("membership read: timed out".into()),
     }
@@ -161,7 +164,9 @@ pub async fn fetch_key(backbone: &NatsBackbone, relay_id: &str) -> bool {
     let Ok(Ok(Some(value))) = tokio::time::timeout(timeout, store.get(&key)).await else {
         return false;
     };
-    value.len() <= RECORD_BYTES_MAX
+    let learned = value.len() <= RECORD_BYTES_MAX
         && serde_json::from_slice::<Record>(&value)
-            .is_ok_and(|r| r.relay_id == relay_id && backbone.learn_key(&r))
+            .is_ok_and(|r| r.relay_id == relay_id && backbone.learn_key(&r));
+    backbone.save_keys();
+    learned
 }

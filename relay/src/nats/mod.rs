@@ -133,6 +133,9 @@ pub struct NatsBackbone {
     /// the consumer may start (a backlog read before would be dropped as from unknown
     /// origins).
     keys_read: std::sync::atomic::AtomicBool,
+    /// Set when a relay id was bound to a key for the first time, until the bindings are
+    /// saved (`save_keys`).
+    keys_learned: std::sync::atomic::AtomicBool,
 }
 
 /// What operators' views read, updated by the tasks.
@@ -179,9 +182,42 @@ impl NatsBackbone {
             view: Mutex::new(View::default()),
             me: OnceLock::new(),
             keys_read: std::sync::atomic::AtomicBool::new(false),
+            keys_learned: std::sync::atomic::AtomicBool::new(false),
         });
         let _ = backbone.me.set(Arc::downgrade(&backbone));
+        backbone.restore_keys();
         backbone
+    }
+
+    /// The relay keys bound before a restart. A record lives a few intervals in the
+    /// bucket: when a relay's record lapsed (its NATS server was electing a leader) just
+    /// as this relay restarts, its notifications still in the stream are verified with
+    /// the key known from before, not dropped as from an unknown origin.
+    fn restore_keys(&self) {
+        match crate::mesh::load_bindings(&self.config.data_dir) {
+            Ok(saved) => {
+                let restored = self.trust.restore(&saved);
+                if restored > 0 {
+                    tracing::info!(restored, "restored the relay keys bound before the restart");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "ignoring the saved relay keys"),
+        }
+    }
+
+    /// Saves the bindings when a new one was learned since the last save.
+    fn save_keys(&self) {
+        if !self
+            .keys_learned
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        if let Err(error) =
+            crate::mesh::save_bindings(&self.config.data_dir, &self.trust.bindings())
+        {
+            tracing::warn!(%error, "cannot save the relay keys bound");
+        }
     }
 
     fn config(&self) -> &BackboneConfig {
@@ -355,8 +391,15 @@ impl NatsBackbone {
             tracing::debug!(relay = %record.relay_id, "membership record with no valid signature ignored");
             return false;
         };
+        let first = self.trust.key_of(&record.relay_id).is_none();
         match self.trust.bind(&record.relay_id, &key) {
-            Ok(()) => true,
+            Ok(()) => {
+                if first {
+                    self.keys_learned
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                true
+            }
             Err(refusal) => {
                 tracing::debug!(relay = %record.relay_id, reason = refusal.as_str(), "membership record refused");
                 false

@@ -410,3 +410,73 @@ async fn nats_forged_notifications_are_dropped_and_counted() {
         assert_eq!(failed("unknown_origin"), 1.0, "{}: {exposition}", relay.id);
     }
 }
+
+/// A relay restarted while another relay's record has lapsed from the bucket (that relay
+/// stopped; its notifications are still in the stream) verifies them with the key it
+/// bound before the restart: delivered, none dropped as from an unknown origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_restarted_relay_keeps_the_keys_it_knew() {
+    let cluster = NatsCluster::start(1).await;
+    let url = cluster.servers[0].url();
+    let mut relays = Vec::new();
+    for id in ["r1", "r2"] {
+        let extra = format!("{FAST}{}", backbone(std::slice::from_ref(&url), 1));
+        relays.push(RelayProcess::start(id, "", &extra).await);
+    }
+    all_up(&relays, &cluster).await;
+    let (mut publisher, _) = Client::handshaken(relays[0].ws_addr, &["publish"]).await;
+    let mut subs = subscribers(&relays).await;
+    let warm: BTreeSet<String> = [publisher.publish("payment", json!({"w": 1})).await].into();
+    receives_exactly(&mut subs[1], &warm, "r2").await;
+
+    relays[1].kill().await;
+    for i in 0..5 {
+        publisher.publish("payment", json!({"while_down": i})).await;
+    }
+    drop(publisher);
+    relays[0].kill().await;
+    let bucket = jetstream(&url)
+        .await
+        .get_key_value("SDK_RELAY_relays")
+        .await
+        .expect("the relays' bucket");
+    let lapsed = async {
+        while bucket.get("r1").await.ok().flatten().is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), lapsed)
+        .await
+        .expect("r1's record lapses once r1 is gone");
+
+    relays[1].restart().await;
+    let metrics = |exposition: &str, name: &str| counter(exposition, name);
+    let caught_up = async {
+        loop {
+            let exposition = relays[1].get_text("/metrics/prometheus").await;
+            let unknown = metrics(
+                &exposition,
+                "sdk_relay_mesh_signatures_failed_total{reason=\"unknown_origin\"}",
+            );
+            assert_eq!(
+                unknown,
+                0.0,
+                "r2 dropped r1's notifications: {}",
+                relays[1].log()
+            );
+            if metrics(&exposition, "sdk_relay_dedup_misses_total") >= 5.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), caught_up)
+        .await
+        .is_err()
+    {
+        panic!(
+            "r2 never consumed what it missed; its log:\n{}",
+            relays[1].log()
+        );
+    }
+}
