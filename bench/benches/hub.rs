@@ -28,7 +28,13 @@ fn fan_out(c: &mut Criterion) {
         let mut queues: Vec<Receiver> = (0..subscribers)
             .map(|id| {
                 let control = Arc::new(Control::default());
-                let (outlet, rx) = Outlet::new(BATCH_PUBLISHES_MAX as usize, control);
+                let (outlet, rx) = Outlet::new(
+                    sdk_relay::conn::queue::Bound {
+                        frames: BATCH_PUBLISHES_MAX as usize,
+                        bytes: usize::MAX,
+                    },
+                    control,
+                );
                 hub.join(id as u64, outlet, true, false);
                 rx
             })

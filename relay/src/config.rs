@@ -261,6 +261,9 @@ pub struct Limits {
     pub connection_timeout_secs: u64,
     /// Frames queued for one client before it is disconnected as a slow consumer.
     pub ws_outbound_queue_max: usize,
+    /// Bytes queued for one client before it is disconnected as a slow consumer (a
+    /// message alone in the queue always fits).
+    pub ws_outbound_queue_bytes_max: usize,
     /// Messages per second one handshaken wallet may send, sustained (token bucket).
     pub ws_messages_per_second_max: u32,
     /// Messages one wallet may send at once (the bucket's size); it starts full.
@@ -311,6 +314,7 @@ impl Default for Limits {
             heartbeat_interval_secs: 30,
             connection_timeout_secs: 60,
             ws_outbound_queue_max: 1024,
+            ws_outbound_queue_bytes_max: 16 << 20,
             ws_messages_per_second_max: 100,
             ws_messages_burst_max: 200,
             http_requests_per_minute_max: 1000,
@@ -654,6 +658,10 @@ impl Config {
                 l.ws_outbound_queue_max as u64,
             ),
             (
+                "limits.ws_outbound_queue_bytes_max",
+                l.ws_outbound_queue_bytes_max as u64,
+            ),
+            (
                 "limits.ws_messages_per_second_max",
                 u64::from(l.ws_messages_per_second_max),
             ),
@@ -749,6 +757,16 @@ impl Config {
 
     fn validate_budgets(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        if l.ws_outbound_queue_bytes_max < 2 * l.ws_message_bytes_max {
+            return Err(invalid(
+                "limits.ws_outbound_queue_bytes_max",
+                format!(
+                    "must be at least twice limits.ws_message_bytes_max ({} < 2 × {}): a \
+                     client must be able to have two messages of the largest size queued",
+                    l.ws_outbound_queue_bytes_max, l.ws_message_bytes_max
+                ),
+            ));
+        }
         let least = NOTIFICATION_LOG_BYTES_MAX_MIN.max(l.ws_message_bytes_max);
         if l.notification_log_bytes_max < least {
             return Err(invalid(

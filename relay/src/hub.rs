@@ -617,7 +617,13 @@ mod tests {
         queue: usize,
     ) -> (crate::conn::queue::Receiver, Arc<Control>) {
         let control = Arc::new(Control::default());
-        let (outlet, rx) = Outlet::new(queue, control.clone());
+        let (outlet, rx) = Outlet::new(
+            crate::conn::queue::Bound {
+                frames: queue,
+                bytes: usize::MAX,
+            },
+            control.clone(),
+        );
         hub.join(id, outlet, all, false);
         (rx, control)
     }
@@ -758,7 +764,13 @@ mod tests {
         let mut receivers = Vec::new();
         for (id, skipped_to) in [(1, 3), (2, 5), (3, 20)] {
             let control = Arc::new(Control::default());
-            let (outlet, rx) = Outlet::new(8, control);
+            let (outlet, rx) = Outlet::new(
+                crate::conn::queue::Bound {
+                    frames: 8,
+                    bytes: usize::MAX,
+                },
+                control,
+            );
             hub.join_client(id, outlet, false, false, true);
             let mut skip = Position::default();
             skip.insert_range(seen, 1, skipped_to);

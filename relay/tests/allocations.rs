@@ -173,10 +173,11 @@ fn node(name: &str) -> (Arc<Node>, tempdir::Dir) {
 fn subscribe(node: &Node, n: u64, wallets: Wallets) -> Vec<queue::Receiver> {
     (0..n)
         .map(|id| {
-            let (outlet, rx) = Outlet::new(
-                (WARMUP + NOTIFICATIONS) as usize + 32,
-                Arc::new(Control::default()),
-            );
+            let bound = queue::Bound {
+                frames: (WARMUP + NOTIFICATIONS) as usize + 32,
+                bytes: usize::MAX,
+            };
+            let (outlet, rx) = Outlet::new(bound, Arc::new(Control::default()));
             let resumable = wallets == Wallets::Resumable;
             node.hub
                 .join_client(1000 + id, outlet, true, false, resumable);
@@ -337,7 +338,13 @@ async fn peer_run(subscribers: u64) -> u64 {
     // Room for every frame of the run: the peer writes them all before they are read.
     let (mut peer_io, relay_io) = tokio::io::duplex(1 << 20);
     let mut reader = FrameReader::new(relay_io, FrameRole::Server, 1 << 20).boxed();
-    let (outlet, mut to_peer) = Outlet::new(1024, Arc::new(Control::default()));
+    let (outlet, mut to_peer) = Outlet::new(
+        queue::Bound {
+            frames: 1024,
+            bytes: usize::MAX,
+        },
+        Arc::new(Control::default()),
+    );
     let link = Counted(Box::pin(node.mesh.serve(PeerArrival {
         handshake,
         reader: &mut reader,

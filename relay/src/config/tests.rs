@@ -137,6 +137,18 @@ fn the_notification_log_budget_fits_one_notification() {
 }
 
 #[test]
+fn the_outbound_queue_holds_two_of_the_largest_messages() {
+    assert_eq!(Config::default().limits.ws_outbound_queue_bytes_max, 16 << 20);
+    let mut c = Config::default();
+    c.limits.ws_outbound_queue_bytes_max = 0;
+    assert_eq!(invalid_key(&c), "limits.ws_outbound_queue_bytes_max");
+    c.limits.ws_outbound_queue_bytes_max = (2 << 20) - 1;
+    assert_eq!(invalid_key(&c), "limits.ws_outbound_queue_bytes_max");
+    c.limits.ws_outbound_queue_bytes_max = 2 << 20;
+    c.validate().expect("two messages of 1 MiB fit");
+}
+
+#[test]
 fn bad_addresses_name_their_key() {
     let c = Config {
         ws_url: "nonsense".into(),

@@ -38,6 +38,20 @@ pub enum Outbound {
     Pong(Bytes),
 }
 
+impl Outbound {
+    /// The payload's length: what the frame holds in a queue.
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Text(bytes) | Outbound::Pong(bytes) => bytes.len(),
+            Outbound::Ping => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Why the relay closed a connection; its WebSocket close code and reason text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseReason {
@@ -208,9 +222,9 @@ pub struct Outlet {
 }
 
 impl Outlet {
-    /// A new outlet with room for `queue_max` frames, and the receiver its writer drains.
-    pub fn new(queue_max: usize, control: Arc<Control>) -> (Outlet, queue::Receiver) {
-        let (tx, rx) = queue::bounded(queue_max);
+    /// A new outlet with room for `bound` (frames and bytes), and the receiver its writer drains.
+    pub fn new(bound: queue::Bound, control: Arc<Control>) -> (Outlet, queue::Receiver) {
+        let (tx, rx) = queue::bounded(bound);
         (Outlet { tx, control }, rx)
     }
 

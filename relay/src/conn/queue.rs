@@ -1,5 +1,5 @@
-//! A connection's outbound queue: bounded in frames, shared by every sender (the session,
-//! the hub's fan-out, the mesh) and drained by the connection's writer.
+//! A connection's outbound queue: bounded in frames and in bytes, shared by every sender
+//! (the session, the hub's fan-out, the mesh) and drained by the connection's writer.
 //!
 //! Why not `tokio::sync::mpsc`: its channel allocates its first block of slots (32 frames,
 //! well over a kilobyte) when it is made, so every idle connection would hold it for its
@@ -26,6 +26,16 @@ pub enum Refused {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Empty;
 
+/// How much a queue holds at most. The byte bound counts each queued frame's length (a
+/// frame shared by many connections counts in each): without it, 1,024 frames of 1 MiB
+/// could wait for one slow reader. A frame offered to an empty queue is always taken, so
+/// one message of any accepted size fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
 struct Shared {
     state: Mutex<State>,
 }
@@ -36,6 +46,9 @@ struct State {
     /// sender leaves.
     writer: Option<Waker>,
     max: usize,
+    /// Bytes of the frames queued, and the most they may add up to.
+    bytes: usize,
+    bytes_max: usize,
     senders: usize,
     receiver_alive: bool,
 }
@@ -46,13 +59,15 @@ impl Shared {
     }
 }
 
-/// A new queue of at most `max` frames (at least one).
-pub fn bounded(max: usize) -> (Sender, Receiver) {
+/// A new queue of at most `bound.frames` frames (at least one) and `bound.bytes` bytes.
+pub fn bounded(bound: Bound) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             frames: VecDeque::new(),
             writer: None,
-            max: max.max(1),
+            max: bound.frames.max(1),
+            bytes: 0,
+            bytes_max: bound.bytes,
             senders: 1,
             receiver_alive: true,
         }),
@@ -71,15 +86,19 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Queues `frame` unless the queue is full or its writer is gone.
+    /// Queues `frame` unless the queue is full (in frames or in bytes) or its writer is
+    /// gone.
     pub fn try_send(&self, frame: Outbound) -> Result<(), Refused> {
         let mut state = self.shared.lock();
         if !state.receiver_alive {
             return Err(Refused::Closed);
         }
-        if state.frames.len() >= state.max {
+        let bytes = frame.len();
+        let over_bytes = !state.frames.is_empty() && state.bytes + bytes > state.bytes_max;
+        if state.frames.len() >= state.max || over_bytes {
             return Err(Refused::Full);
         }
+        state.bytes += bytes;
         state.frames.push_back(frame);
         let writer = state.writer.take();
         drop(state);
@@ -182,22 +201,31 @@ impl Drop for Receiver {
         let mut state = self.shared.lock();
         state.receiver_alive = false;
         state.frames = VecDeque::new();
+        state.bytes = 0;
     }
 }
 
 /// Takes the oldest frame; the storage goes back to the allocator once the queue is empty.
 fn take(state: &mut State) -> Option<Outbound> {
-    let frame = state.frames.pop_front();
+    let frame = state.frames.pop_front()?;
+    state.bytes -= frame.len();
     if state.frames.is_empty() && state.frames.capacity() > 0 {
         state.frames = VecDeque::new();
     }
-    frame
+    Some(frame)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    fn frames(frames: usize) -> Bound {
+        Bound {
+            frames,
+            bytes: 1 << 20,
+        }
+    }
 
     fn text(s: &'static str) -> Outbound {
         Outbound::Text(Bytes::from_static(s.as_bytes()))
@@ -212,7 +240,7 @@ mod tests {
 
     #[test]
     fn frames_come_out_in_order_and_the_bound_holds() {
-        let (tx, mut rx) = bounded(2);
+        let (tx, mut rx) = bounded(frames(2));
         assert_eq!(tx.try_send(text("a")), Ok(()));
         assert_eq!(tx.try_send(text("b")), Ok(()));
         assert_eq!(tx.try_send(text("c")), Err(Refused::Full));
@@ -226,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_drained_queue_gives_its_storage_back() {
-        let (tx, mut rx) = bounded(64);
+        let (tx, mut rx) = bounded(frames(64));
         for _ in 0..40 {
             tx.try_send(text("x")).unwrap();
         }
@@ -237,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_gone_writer_refuses_and_gone_senders_end_the_writer() {
-        let (tx, rx) = bounded(4);
+        let (tx, rx) = bounded(frames(4));
         tx.try_send(text("a")).unwrap();
         drop(rx);
         assert_eq!(tx.try_send(text("b")), Err(Refused::Closed));
@@ -245,7 +273,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (tx, mut rx) = bounded(4);
+        let (tx, mut rx) = bounded(frames(4));
         let other = tx.clone();
         tx.try_send(text("a")).unwrap();
         drop(tx);
@@ -263,7 +291,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (tx, mut rx) = bounded(4);
+            let (tx, mut rx) = bounded(frames(4));
             let writer = tokio::spawn(async move { rx.recv().await.map(body) });
             tokio::task::yield_now().await;
             tx.try_send(text("late")).unwrap();
@@ -273,5 +301,24 @@ mod tests {
                 .unwrap();
             assert_eq!(got.as_deref(), Some(&b"late"[..]));
         });
+    }
+
+    #[test]
+    fn the_byte_bound_refuses_what_would_pass_it_but_always_takes_one_frame() {
+        let (tx, mut rx) = bounded(Bound {
+            frames: 100,
+            bytes: 5,
+        });
+        assert_eq!(tx.try_send(text("abc")), Ok(()));
+        assert_eq!(tx.try_send(text("de")), Ok(()));
+        assert_eq!(tx.try_send(text("f")), Err(Refused::Full));
+        assert_eq!(body(rx.try_recv().unwrap()), "abc");
+        assert_eq!(tx.try_send(text("ghi")), Ok(()));
+        while rx.try_recv().is_ok() {}
+        // Empty: a frame over the whole bound still goes (one message always fits).
+        assert_eq!(tx.try_send(text("longer than five")), Ok(()));
+        assert_eq!(tx.try_send(text("x")), Err(Refused::Full));
+        assert_eq!(body(rx.try_recv().unwrap()), "longer than five");
+        assert_eq!(tx.try_send(text("x")), Ok(()));
     }
 }

@@ -111,7 +111,10 @@ mod tests {
     fn writer_task_state_stays_small() {
         let (c, _d) = tokio::io::duplex(16);
         let (_r, w) = tokio::io::split(c);
-        let (_tx, rx) = super::super::queue::bounded(4);
+        let (_tx, rx) = super::super::queue::bounded(super::super::queue::Bound {
+            frames: 4,
+            bytes: usize::MAX,
+        });
         let wf = super::write_loop(
             super::FrameWriter::new(w, super::super::codec::Role::Server, 0),
             rx,

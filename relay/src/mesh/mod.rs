@@ -64,6 +64,9 @@ use crate::rt::{SeededRng, SharedClock};
 /// Frames queued for one peer before it is cut off as too slow (anti-entropy catches it
 /// up after it reconnects).
 pub const PEER_QUEUE_MAX: usize = 8192;
+/// Bytes queued for one peer link before it is cut as a slow consumer (anti-entropy then
+/// repairs what it missed): 64 frames of the largest default message.
+pub const PEER_QUEUE_BYTES_MAX: usize = 64 << 20;
 /// Other relays remembered; the least recently seen is forgotten first.
 pub const KNOWN_RELAYS_MAX: usize = 1024;
 /// Relays gossiped in one StateSync (this one included): the most recently seen first.

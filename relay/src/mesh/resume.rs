@@ -51,7 +51,9 @@ impl Mesh {
         let _route = self.route_guard();
         let (log, relay_position) = self.state.resume_view();
         let plan = plan(&token, &log, &relay_position);
-        let queue_room = self.parts.config.limits.ws_outbound_queue_max / 2;
+        let limits = &self.parts.config.limits;
+        let queue_room = limits.ws_outbound_queue_max / 2;
+        let bytes_max = REPLAY_BYTES_MAX.min(limits.ws_outbound_queue_bytes_max / 2);
         let mut position = token.position.clone();
         let mut replayed = 0u64;
         let mut bytes = 0usize;
@@ -59,8 +61,7 @@ impl Mesh {
         let now = self.unix_secs();
         for (key, seq, notification) in &plan.replay {
             let frame = notification.encode();
-            if replayed > 0
-                && (bytes + frame.len() > REPLAY_BYTES_MAX || replayed as usize >= queue_room)
+            if replayed > 0 && (bytes + frame.len() > bytes_max || replayed as usize >= queue_room)
             {
                 limited = true;
                 break;

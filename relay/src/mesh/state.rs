@@ -639,7 +639,13 @@ mod tests {
     use crate::conn::Control;
 
     fn link(dialer: &str) -> (Outlet, String) {
-        let (outlet, _rx) = Outlet::new(1, Arc::new(Control::default()));
+        let (outlet, _rx) = Outlet::new(
+            crate::conn::queue::Bound {
+                frames: 1,
+                bytes: usize::MAX,
+            },
+            Arc::new(Control::default()),
+        );
         (outlet, dialer.to_string())
     }
 

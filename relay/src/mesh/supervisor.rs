@@ -9,7 +9,7 @@ use super::Reply;
 use super::link::{self, LinkParts};
 use super::sync;
 use crate::conn::codec::{FrameKind, FrameReader, FrameWriter, Incoming, Role};
-use crate::conn::{CloseReason, Control, Outlet};
+use crate::conn::{CloseReason, Control, Outlet, queue};
 use crate::protocol::peer::{self, PeerHandshakeResponse, PeerHealth, SyncType};
 use crate::rt::Net;
 
@@ -515,7 +515,11 @@ async fn serve_outbound<R, W>(
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let control = Arc::new(Control::default());
-    let (outlet, rx) = Outlet::new(super::PEER_QUEUE_MAX, control.clone());
+    let bound = queue::Bound {
+        frames: super::PEER_QUEUE_MAX,
+        bytes: super::PEER_QUEUE_BYTES_MAX,
+    };
+    let (outlet, rx) = Outlet::new(bound, control.clone());
     let writer_task = tokio::spawn(crate::conn::write_loop(writer, rx, control.clone()));
     let parts = LinkParts {
         peer_id,

@@ -361,7 +361,9 @@ async fn send_from(
     } = *serving;
     let timeout = Duration::from_secs(backbone.config().publish_timeout_secs);
     let all = token.subscriptions.iter().any(|s| s == SUBSCRIBE_ALL);
-    let queue_room = backbone.config.limits.ws_outbound_queue_max / 2;
+    let limits = &backbone.config.limits;
+    let queue_room = limits.ws_outbound_queue_max / 2;
+    let bytes_max = REPLAY_BYTES_MAX.min(limits.ws_outbound_queue_bytes_max / 2);
     let mut messages = tokio::time::timeout(
         timeout,
         consumer
@@ -400,7 +402,7 @@ async fn send_from(
         }
         let frame = notification.encode();
         if replayed.count > 0
-            && (bytes + frame.len() > REPLAY_BYTES_MAX || replayed.count as usize >= queue_room)
+            && (bytes + frame.len() > bytes_max || replayed.count as usize >= queue_room)
         {
             replayed.stopped = Some(REASON_LIMIT);
             return Ok(());

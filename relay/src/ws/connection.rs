@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::WsContext;
 use super::session::{Session, SessionEnd};
 use crate::conn::codec::{FrameReader, FrameWriter, Role};
-use crate::conn::{CLOSE_WRITE_TIMEOUT, CloseReason, Control, Outlet, PeerArrival, Permit};
+use crate::conn::{CLOSE_WRITE_TIMEOUT, CloseReason, Control, Outlet, PeerArrival, Permit, queue};
 use crate::hub::ClientId;
 
 /// How much the relay reads and discards after deciding to close, so the other side is
@@ -35,7 +35,12 @@ where
     let (read_half, write_half) = tokio::io::split(io);
     let control = Arc::new(Control::default());
     control.touch(node.lifecycle.now_ms());
-    let (outlet, rx) = Outlet::new(node.config.limits.ws_outbound_queue_max, control.clone());
+    let limits = &node.config.limits;
+    let bound = queue::Bound {
+        frames: limits.ws_outbound_queue_max,
+        bytes: limits.ws_outbound_queue_bytes_max,
+    };
+    let (outlet, rx) = Outlet::new(bound, control.clone());
     let writer = FrameWriter::new(write_half, Role::Server, 0);
     let reader = FrameReader::new(
         read_half,

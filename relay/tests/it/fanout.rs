@@ -74,6 +74,21 @@ async fn notifications_reach_each_subscriber_exactly_once() {
 async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
     let mut config = fast_config();
     config.limits.ws_outbound_queue_max = 16;
+    a_stalled_subscriber_is_cut(config, 300).await;
+}
+
+/// The queue's byte bound cuts a stalled subscriber whose frame bound is far away: 600
+/// notifications of 64 KiB (38 MB, more than the sockets' buffers hold) against a queue
+/// of 100,000 frames but 2 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_is_cut_by_the_bytes_it_holds_not_only_its_frames() {
+    let mut config = fast_config();
+    config.limits.ws_outbound_queue_max = 100_000;
+    config.limits.ws_outbound_queue_bytes_max = 2 << 20;
+    a_stalled_subscriber_is_cut(config, 600).await;
+}
+
+async fn a_stalled_subscriber_is_cut(mut config: sdk_relay::config::Config, count: usize) {
     // Heartbeats would otherwise close the stalled client as silent before it fills up.
     config.limits.heartbeat_interval_secs = 30;
     config.limits.connection_timeout_secs = 60;
@@ -91,7 +106,6 @@ async fn stalled_subscriber_is_disconnected_and_others_get_everything() {
                 .0,
         );
     }
-    let count = 300;
     let readers = readers
         .into_iter()
         .map(|mut reader| tokio::spawn(async move { reader.recv_notification_ids(count).await }))
