@@ -138,7 +138,10 @@ fn the_notification_log_budget_fits_one_notification() {
 
 #[test]
 fn the_outbound_queue_holds_two_of_the_largest_messages() {
-    assert_eq!(Config::default().limits.ws_outbound_queue_bytes_max, 16 << 20);
+    assert_eq!(
+        Config::default().limits.ws_outbound_queue_bytes_max,
+        16 << 20
+    );
     let mut c = Config::default();
     c.limits.ws_outbound_queue_bytes_max = 0;
     assert_eq!(invalid_key(&c), "limits.ws_outbound_queue_bytes_max");
