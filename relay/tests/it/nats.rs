@@ -184,27 +184,7 @@ async fn nats_cluster_delivers_exactly_once_through_failures() {
     relays[2].restart().await;
     // The 30 published while it was down (and any of the first 10 it had not
     // acknowledged) reach it after the restart, each once.
-    let caught_up = async {
-        loop {
-            let delivered = counter(
-                &relays[2].get_text("/metrics/prometheus").await,
-                "sdk_relay_dedup_misses_total",
-            );
-            if delivered >= 30.0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(60), caught_up)
-        .await
-        .is_err()
-    {
-        panic!(
-            "r3 never consumed what it missed; its log:\n{}",
-            relays[2].log()
-        );
-    }
+    consumes_at_least(&relays[2], 30.0).await;
     let (mut late, _) = Client::handshaken(relays[2].ws_addr, &["notifications"]).await;
     let mut after = BTreeSet::new();
     for i in 0..20 {
@@ -450,21 +430,27 @@ async fn nats_a_restarted_relay_keeps_the_keys_it_knew() {
         .expect("r1's record lapses once r1 is gone");
 
     relays[1].restart().await;
-    let metrics = |exposition: &str, name: &str| counter(exposition, name);
+    consumes_at_least(&relays[1], 5.0).await;
+    let exposition = relays[1].get_text("/metrics/prometheus").await;
+    let unknown = counter(
+        &exposition,
+        "sdk_relay_mesh_signatures_failed_total{reason=\"unknown_origin\"}",
+    );
+    assert_eq!(
+        unknown,
+        0.0,
+        "r2 dropped r1's notifications: {}",
+        relays[1].log()
+    );
+}
+
+/// Waits (60 s at most) until `relay` has delivered at least `n` notifications it had not
+/// seen (its dedup misses); panics with its log otherwise.
+async fn consumes_at_least(relay: &RelayProcess, n: f64) {
     let caught_up = async {
         loop {
-            let exposition = relays[1].get_text("/metrics/prometheus").await;
-            let unknown = metrics(
-                &exposition,
-                "sdk_relay_mesh_signatures_failed_total{reason=\"unknown_origin\"}",
-            );
-            assert_eq!(
-                unknown,
-                0.0,
-                "r2 dropped r1's notifications: {}",
-                relays[1].log()
-            );
-            if metrics(&exposition, "sdk_relay_dedup_misses_total") >= 5.0 {
+            let exposition = relay.get_text("/metrics/prometheus").await;
+            if counter(&exposition, "sdk_relay_dedup_misses_total") >= n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -475,8 +461,9 @@ async fn nats_a_restarted_relay_keeps_the_keys_it_knew() {
         .is_err()
     {
         panic!(
-            "r2 never consumed what it missed; its log:\n{}",
-            relays[1].log()
+            "{} never consumed what it missed; its log:\n{}",
+            relay.id,
+            relay.log()
         );
     }
 }
