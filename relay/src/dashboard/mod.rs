@@ -68,16 +68,16 @@ impl Dashboard {
         let node = &self.node;
         let now_ms = node.lifecycle.unix_ms();
         let own = node.mesh.routing_totals().notifications_routed;
-        let reports = node.mesh.peer_reports();
+        let reports = node.mesh.peer_routed_totals();
         let mut history = lock(&self.history);
         history.record(node.relay_id(), now_ms, own);
-        for (id, report) in &reports {
-            if let Some(routed) = report.notifications_routed {
-                history.record(id, report.received_ms, routed);
+        for (id, received_ms, routed) in &reports {
+            if let Some(routed) = routed {
+                history.record(id, *received_ms, *routed);
             }
         }
         let known: Vec<&str> = std::iter::once(node.relay_id())
-            .chain(reports.iter().map(|(id, _)| id.as_str()))
+            .chain(reports.iter().map(|(id, _, _)| id.as_str()))
             .collect();
         history.retain(&known);
     }

@@ -106,9 +106,7 @@ mod tests {
 
     use super::*;
     use crate::logstore::{Batch, LogStore, Stored};
-    use crate::mesh::{ChainFigures, LocalStatus, MeshParts};
-    use crate::protocol::{HealthReport, Notification};
-    use crate::rt::{SeededRng, SharedClock, TokioClock};
+    use crate::protocol::Notification;
 
     /// A disk whose commits wait until the test lets them finish.
     struct GatedDisk {
@@ -137,44 +135,8 @@ mod tests {
         }
     }
 
-    struct Quiet;
-
-    impl LocalStatus for Quiet {
-        fn health_report(&self) -> HealthReport {
-            unreachable!("no sync runs in these tests")
-        }
-        fn client_connections(&self) -> usize {
-            0
-        }
-        fn set_unreachable_peers(&self, _: Vec<String>) {}
-        fn chain_figures(&self) -> ChainFigures {
-            ChainFigures::default()
-        }
-    }
-
     fn mesh_on(disk: Arc<GatedDisk>) -> Arc<Mesh> {
-        let clock: SharedClock = Arc::new(TokioClock);
-        let rng = SeededRng::new(5);
-        let identity = Arc::new(crate::identity::Identity::from_seed(&[5; 32]));
-        let config = crate::config::Config {
-            relay_id: "durable-test".into(),
-            ..Default::default()
-        };
-        Mesh::new(MeshParts {
-            config: Arc::new(config),
-            lifecycle: crate::lifecycle::Lifecycle::new(clock.clone()),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
-            hub: Arc::new(crate::hub::Hub::new()),
-            origin: Arc::new(crate::routing::Origin::new(
-                "durable-test",
-                identity,
-                &rng,
-                &clock,
-            )),
-            rng,
-            status: Arc::new(Quiet),
-            log_store: Some(disk),
-        })
+        crate::mesh::testing::mesh("durable-test", Some(disk))
     }
 
     /// A synced commit takes milliseconds: while one waits on the disk, the runtime's

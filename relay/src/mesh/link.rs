@@ -340,7 +340,7 @@ fn on_text(
                 return Some(reason);
             }
             sync::observe(mesh, peer_id, outlet, &payload);
-            let answer = sync::payload_for(mesh, sync_type);
+            let answer = sync::answer_payload(mesh, sync_type);
             let frame = peer::encode_sync_response(
                 sync_type,
                 mesh.relay_id(),

@@ -33,6 +33,8 @@ mod seen;
 mod state;
 mod supervisor;
 mod sync;
+#[cfg(test)]
+mod testing;
 mod trust;
 mod views;
 
@@ -158,6 +160,8 @@ pub struct Mesh {
     issuer: crate::resume::Issuer,
     /// This relay's membership record as last signed (`records::own_record`).
     own_record: std::sync::Mutex<Option<crate::protocol::signed::SignedRecord>>,
+    /// The payloads of the last sync answers, reused for a moment (`sync::answer_payload`).
+    recent_payloads: sync::RecentPayloads,
 }
 
 impl Mesh {
@@ -189,6 +193,7 @@ impl Mesh {
             log_commit: std::sync::Mutex::new(()),
             issuer,
             own_record: std::sync::Mutex::new(None),
+            recent_payloads: sync::RecentPayloads::default(),
         })
     }
 

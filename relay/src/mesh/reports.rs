@@ -144,6 +144,21 @@ impl Mesh {
         }
     }
 
+    /// Each reporting member's routed total and when its report arrived: what the
+    /// dashboard samples every few seconds, without cloning whole reports (each lists
+    /// up to `LINKS_REPORTED_MAX` linked peers).
+    pub fn peer_routed_totals(&self) -> Vec<(String, u64, Option<u64>)> {
+        let state = self.state.lock();
+        state
+            .members
+            .iter()
+            .filter_map(|(id, m)| {
+                let report = m.report.as_ref()?;
+                Some((id.clone(), report.received_ms, report.notifications_routed))
+            })
+            .collect()
+    }
+
     /// Each member's last report, by relay id (members that sent none are left out).
     pub fn peer_reports(&self) -> Vec<(String, PeerReport)> {
         let state = self.state.lock();

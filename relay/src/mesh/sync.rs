@@ -4,8 +4,13 @@ use super::Mesh;
 use super::state::{Pending, health_from_age};
 use crate::conn::{Outbound, Outlet};
 use crate::protocol::VERSION;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::protocol::peer::{
-    self, GossipRelay, PeerHealth, StatePayload, StreamSummary, SyncPayload, SyncType,
+    self, EncodedPayload, GossipRelay, PeerHealth, StatePayload, StreamSummary, SyncPayload,
+    SyncType,
 };
 
 /// What this relay says about itself in a sync of `sync_type`.
@@ -171,11 +176,66 @@ pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &Syn
     }
 }
 
+/// How long an encoded payload answers peers' sync requests: a tenth of the sync
+/// interval. Peers ask at their own times; with N peers a relay would otherwise build and
+/// encode N answers per interval (gossip, records, log summary), each the same but for
+/// what changed in between, which the next interval carries anyway.
+const ANSWER_REUSE_DIVISOR: u32 = 10;
+
+/// The encoded payloads of recent answers, one per sync type, with when each was built.
+#[derive(Default)]
+pub(super) struct RecentPayloads(std::sync::Mutex<Vec<(SyncType, Instant, EncodedPayload)>>);
+
+impl RecentPayloads {
+    fn fresh(
+        &self,
+        sync_type: SyncType,
+        now: Instant,
+        reuse_for: Duration,
+    ) -> Option<EncodedPayload> {
+        let recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .find(|(t, built, _)| {
+                *t == sync_type && now.saturating_duration_since(*built) < reuse_for
+            })
+            .map(|(_, _, payload)| payload.clone())
+    }
+
+    fn keep(&self, sync_type: SyncType, now: Instant, payload: &EncodedPayload) {
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|(t, _, _)| *t != sync_type);
+        recent.push((sync_type, now, payload.clone()));
+    }
+}
+
+/// A payload built and encoded now, kept for the answers that follow.
+fn fresh_payload(mesh: &Mesh, sync_type: SyncType) -> EncodedPayload {
+    let payload = peer::encode_payload(&payload_for(mesh, sync_type));
+    mesh.recent_payloads
+        .keep(sync_type, mesh.clock().now(), &payload);
+    payload
+}
+
+/// The payload to answer a peer's sync request with: the one built within the last
+/// tenth of an interval, else a new one.
+pub(super) fn answer_payload(mesh: &Mesh, sync_type: SyncType) -> EncodedPayload {
+    let reuse_for = mesh.parts.config.sync_interval() / ANSWER_REUSE_DIVISOR;
+    mesh.recent_payloads
+        .fresh(sync_type, mesh.clock().now(), reuse_for)
+        .unwrap_or_else(|| fresh_payload(mesh, sync_type))
+}
+
 /// Sends one sync request to a peer and remembers it for the round trip.
-pub(super) fn send(mesh: &Mesh, peer_id: &str, outlet: &Outlet, sync_type: SyncType) {
+pub(super) fn send(
+    mesh: &Mesh,
+    peer_id: &str,
+    outlet: &Outlet,
+    sync_type: SyncType,
+    payload: &EncodedPayload,
+) {
     let id = mesh.parts.origin.next_sync_id();
-    let payload = payload_for(mesh, sync_type);
-    let frame = peer::encode_sync(sync_type, mesh.relay_id(), &id, &payload, mesh.unix_secs());
+    let frame = peer::encode_sync(sync_type, mesh.relay_id(), &id, payload, mesh.unix_secs());
     let pending = Pending {
         peer: peer_id.to_string(),
         sync_type,
@@ -196,18 +256,67 @@ pub(super) fn send(mesh: &Mesh, peer_id: &str, outlet: &Outlet, sync_type: SyncT
 pub(super) fn send_all_types_to(mesh: &Mesh, peer_id: &str) {
     if let Some(outlet) = mesh.state.link_sender(peer_id) {
         for sync_type in SyncType::ALL {
-            send(mesh, peer_id, &outlet, sync_type);
+            send(
+                mesh,
+                peer_id,
+                &outlet,
+                sync_type,
+                &fresh_payload(mesh, sync_type),
+            );
         }
     }
 }
 
-/// The given sync types to every live peer; returns how many peers.
+/// The given sync types to every live peer, each payload built once for all of them;
+/// returns how many peers.
 pub(super) fn send_to_all(mesh: &Mesh, types: &[SyncType]) -> usize {
     let links = mesh.state.link_senders();
-    for (peer, outlet) in &links {
-        for sync_type in types {
-            send(mesh, peer, outlet, *sync_type);
+    if links.is_empty() {
+        return 0;
+    }
+    for sync_type in types {
+        let payload = fresh_payload(mesh, *sync_type);
+        for (peer, outlet) in &links {
+            send(mesh, peer, outlet, *sync_type, &payload);
         }
     }
     links.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Peers' requests answered within a tenth of the sync interval share one encoded
+    /// payload; a later one, or a sync this relay starts, is built anew.
+    #[tokio::test(start_paused = true)]
+    async fn answers_within_a_moment_share_one_payload() {
+        let mesh = crate::mesh::testing::mesh("sync-test", None);
+        let reuse_for = mesh.parts.config.sync_interval() / ANSWER_REUSE_DIVISOR;
+        let first = answer_payload(&mesh, SyncType::StateSync);
+        tokio::time::advance(reuse_for - Duration::from_millis(1)).await;
+        let soon = answer_payload(&mesh, SyncType::StateSync);
+        assert!(
+            Arc::ptr_eq(&first, &soon),
+            "reused within a tenth of an interval"
+        );
+        let health = answer_payload(&mesh, SyncType::HealthSync);
+        assert!(!Arc::ptr_eq(&first, &health), "one payload per sync type");
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let later = answer_payload(&mesh, SyncType::StateSync);
+        assert!(!Arc::ptr_eq(&first, &later), "built anew after it");
+
+        let started = fresh_payload(&mesh, SyncType::StateSync);
+        assert!(
+            !Arc::ptr_eq(&later, &started),
+            "a sync this relay starts is fresh"
+        );
+        let answer = answer_payload(&mesh, SyncType::StateSync);
+        assert!(Arc::ptr_eq(&started, &answer), "and answers reuse it");
+        let wire: serde_json::Value = serde_json::from_str(answer.get()).unwrap();
+        assert!(wire["records"][0]["signature"].is_string(), "{wire}");
+    }
 }

@@ -317,7 +317,7 @@ struct SyncFrame<'a> {
     kind: &'static str,
     sync_type: &'static str,
     relay_id: &'a str,
-    payload: &'a SyncPayload,
+    payload: &'a RawValue,
     timestamp: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     message_id: Option<&'a str>,
@@ -325,11 +325,22 @@ struct SyncFrame<'a> {
     request_id: Option<&'a str>,
 }
 
+/// A sync payload encoded once, to be sent in many frames (every peer's request, and
+/// answers within a moment of each other, carry the same).
+pub type EncodedPayload = std::sync::Arc<Box<RawValue>>;
+
+pub fn encode_payload(payload: &SyncPayload) -> EncodedPayload {
+    // Serializing plain data to JSON cannot fail; `{}` is never reached.
+    let raw = serde_json::value::to_raw_value(payload)
+        .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"));
+    std::sync::Arc::new(raw)
+}
+
 pub fn encode_sync(
     sync_type: SyncType,
     relay_id: &str,
     message_id: &str,
-    payload: &SyncPayload,
+    payload: &RawValue,
     timestamp: u64,
 ) -> Bytes {
     to_bytes(&SyncFrame {
@@ -347,7 +358,7 @@ pub fn encode_sync_response(
     sync_type: SyncType,
     relay_id: &str,
     request_id: &str,
-    payload: &SyncPayload,
+    payload: &RawValue,
     timestamp: u64,
 ) -> Bytes {
     to_bytes(&SyncFrame {
@@ -441,7 +452,13 @@ mod tests {
             }]),
             ..SyncPayload::default()
         };
-        let bytes = encode_sync(SyncType::StateSync, "a", "a-1-s1", &payload, 3);
+        let bytes = encode_sync(
+            SyncType::StateSync,
+            "a",
+            "a-1-s1",
+            &encode_payload(&payload),
+            3,
+        );
         let PeerMessage::Sync {
             sync_type,
             relay_id,
@@ -476,7 +493,13 @@ mod tests {
             }]),
             ..SyncPayload::default()
         };
-        let bytes = encode_sync_response(SyncType::StateSync, "a", "b-1-s9", &payload, 3);
+        let bytes = encode_sync_response(
+            SyncType::StateSync,
+            "a",
+            "b-1-s9",
+            &encode_payload(&payload),
+            3,
+        );
         let wire: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(wire["type"], "sync_response");
         assert!(wire.get("message_id").is_none(), "{wire}");

@@ -84,7 +84,7 @@ fn send_sync(node: &WsContext, sync_type: SyncType, payloads: &SyncPayloads) {
         sync_type,
         &node.config.relay_id,
         &node.publisher.origin().next_sync_id(),
-        &payloads(sync_type),
+        &protocol::peer::encode_payload(&payloads(sync_type)),
         node.lifecycle.unix_secs(),
     );
     broadcast_sync(node, frame);
