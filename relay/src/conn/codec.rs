@@ -243,10 +243,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if let Some(mask) = header.mask {
             apply_mask(&mut self.buf[..header.payload_len], mask);
         }
-        let payload = if header.payload_len <= COPY_PAYLOAD_BYTES_MAX && header.fin {
-            // Copied out: the read buffer stays unshared and is reused for the next frame
-            // (splitting it would allocate a shared handle now and a new buffer at the
-            // next read, two allocations per message instead of one).
+        let last_buffered = self.buf.len() == header.payload_len;
+        let payload = if last_buffered && header.fin && header.payload_len <= COPY_PAYLOAD_BYTES_MAX
+        {
+            // The usual request, alone in the buffer: copied out, so the read buffer stays
+            // unshared and is reused for the next frame (splitting it would allocate a
+            // shared handle now and a new buffer at the next read: two allocations per
+            // message instead of one). Frames with more behind them are split: once the
+            // buffer is shared, a split costs no allocation.
             let payload = BytesMut::from(&self.buf[..header.payload_len]);
             self.buf.advance(header.payload_len);
             payload
