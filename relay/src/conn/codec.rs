@@ -369,6 +369,8 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     payload
 }
 
+/// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const HEADER_BYTES_MAX: usize = 14;
 /// Payloads at least this large are written straight from their buffer, not copied.
 const COPY_BYTES_MAX: usize = 16 * 1024;
 /// Coalesced bytes after which the writer flushes even if more frames are queued.
@@ -404,6 +406,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// The write failed.
     pub async fn push(&mut self, kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
         let mask = (self.role == Role::Client).then(|| self.mask_key());
+        let copied = mask.is_some() || payload.len() < COPY_BYTES_MAX;
+        // Room for the whole frame at once: growing the batch from empty for the header,
+        // then again for the payload, cost two allocations per reply instead of one.
+        self.buf
+            .reserve(HEADER_BYTES_MAX + if copied { payload.len() } else { 0 });
         write_header(&mut self.buf, kind.opcode(), payload.len(), mask);
         match mask {
             Some(mask) => {
