@@ -30,6 +30,9 @@ const DRAIN_CHUNK_BYTES: usize = 4 * 1024;
 /// `ws::connection`) then writes the replies to pipelined requests as they come, instead
 /// of queueing hundreds of them before writing any.
 const FRAMES_IN_A_ROW_MAX: u8 = 16;
+/// Complete messages up to this size are copied out of the read buffer rather than split
+/// from it (see `take_frame`).
+const COPY_PAYLOAD_BYTES_MAX: usize = 1024;
 /// Control frame payloads are at most 125 bytes (RFC 6455 5.5).
 const CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
 
@@ -102,6 +105,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// A reader whose first bytes, `read_ahead`, were already read from `io` by someone
+    /// else (the HTTP exchange before the upgrade).
+    pub fn with_read_ahead(io: R, role: Role, message_bytes_max: usize, read_ahead: &[u8]) -> Self {
+        let mut reader = FrameReader::new(io, role, message_bytes_max);
+        reader.buf.extend_from_slice(read_ahead);
+        reader
+    }
+
     /// The same reader over a boxed stream, its buffered bytes kept: a connection handed
     /// from one owner to another (see `conn::PeerHandoff`) needs a type both can name.
     pub fn boxed(self) -> FrameReader<Box<dyn AsyncRead + Send + Unpin>>
@@ -140,8 +151,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             let header = self.buffer_frame().await?;
             let message = self.take_frame(header)?;
-            if self.buf.is_empty() {
-                // Idle connections keep no read buffer.
+            if self.buf.is_empty() && self.buf.capacity() > READ_CHUNK_BYTES_MIN {
+                // A buffer grown for a busy link is given back; the smallest one is kept,
+                // since waiting for the next frame reserves that much again at once.
                 self.buf = BytesMut::new();
             }
             if let Some(message) = message {
@@ -228,10 +240,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Ok(Some(Incoming::Binary));
         }
         self.buf.advance(header.header_len);
-        let mut payload = self.buf.split_to(header.payload_len);
         if let Some(mask) = header.mask {
-            apply_mask(&mut payload, mask);
+            apply_mask(&mut self.buf[..header.payload_len], mask);
         }
+        let last_buffered = self.buf.len() == header.payload_len;
+        let payload = if last_buffered && header.fin && header.payload_len <= COPY_PAYLOAD_BYTES_MAX
+        {
+            // The usual request, alone in the buffer: copied out, so the read buffer stays
+            // unshared and is reused for the next frame (splitting it would allocate a
+            // shared handle now and a new buffer at the next read: two allocations per
+            // message instead of one). Frames with more behind them are split: once the
+            // buffer is shared, a split costs no allocation.
+            let payload = BytesMut::from(&self.buf[..header.payload_len]);
+            self.buf.advance(header.payload_len);
+            payload
+        } else {
+            let payload = self.buf.split_to(header.payload_len);
+            if self.buf.is_empty() {
+                // What is left shares the payload's allocation, which may be large.
+                self.buf = BytesMut::new();
+            }
+            payload
+        };
         match header.opcode {
             OP_TEXT | OP_CONTINUATION => self.assemble(header.opcode, header.fin, payload),
             OP_PING => Ok(Some(Incoming::Ping(payload.freeze()))),
@@ -339,6 +369,8 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     payload
 }
 
+/// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const HEADER_BYTES_MAX: usize = 14;
 /// Payloads at least this large are written straight from their buffer, not copied.
 const COPY_BYTES_MAX: usize = 16 * 1024;
 /// Coalesced bytes after which the writer flushes even if more frames are queued.
@@ -374,6 +406,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// The write failed.
     pub async fn push(&mut self, kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
         let mask = (self.role == Role::Client).then(|| self.mask_key());
+        let copied = mask.is_some() || payload.len() < COPY_BYTES_MAX;
+        // Room for the whole frame at once: growing the batch from empty for the header,
+        // then again for the payload, cost two allocations per reply instead of one.
+        self.buf
+            .reserve(HEADER_BYTES_MAX + if copied { payload.len() } else { 0 });
         write_header(&mut self.buf, kind.opcode(), payload.len(), mask);
         match mask {
             Some(mask) => {
@@ -382,9 +419,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 apply_mask(&mut self.buf[start..], mask);
             }
             None if payload.len() >= COPY_BYTES_MAX => {
-                self.io.write_all(&self.buf).await?;
+                // What is batched and the payload go out together (one vectored write
+                // where the stream supports it), not the header in a segment of its own.
+                let mut both = Buf::chain(self.buf.as_slice(), payload);
+                self.io.write_all_buf(&mut both).await?;
                 self.buf.clear();
-                self.io.write_all(payload).await?;
             }
             None => self.buf.extend_from_slice(payload),
         }

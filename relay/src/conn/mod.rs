@@ -16,12 +16,16 @@ mod slots;
 pub mod tls;
 mod writer;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 pub use handoff::{BoxedRead, PeerArrival, PeerHandoff};
 pub use slots::{AddressPermit, AddressSlots, Permit, Slots};
@@ -160,6 +164,9 @@ pub struct Control {
     kick: Notify,
     /// `None` while open; why it is closing once someone decided to close it.
     closing: Mutex<Option<CloseReason>>,
+    /// Set (before `kick` is notified) once `closing` holds a reason: what a waiting
+    /// `closed` checks on every poll without taking a lock.
+    is_closing: AtomicBool,
     /// Milliseconds on the relay's monotonic clock when a frame last arrived.
     last_seen_ms: AtomicU64,
 }
@@ -172,6 +179,7 @@ impl Control {
         let first = closing.is_none();
         if first {
             *closing = Some(reason);
+            self.is_closing.store(true, Ordering::Release);
         }
         drop(closing);
         self.kick.notify_waiters();
@@ -184,13 +192,11 @@ impl Control {
     }
 
     /// Completes once `close` has been called.
-    pub async fn closed(&self) {
-        let notified = self.kick.notified();
-        tokio::pin!(notified);
-        // Register before checking, so a `close` in between is not missed.
-        notified.as_mut().enable();
-        if self.close_reason().is_none() {
-            notified.await;
+    pub fn closed(&self) -> Closed<'_> {
+        Closed {
+            control: self,
+            notified: self.kick.notified(),
+            registered: None,
         }
     }
 
@@ -200,6 +206,45 @@ impl Control {
 
     pub fn last_seen_ms(&self) -> u64 {
         self.last_seen_ms.load(Ordering::Relaxed)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What `Control::closed` returns. It is polled beside every read and every write of
+    /// a connection, so a poll is kept cheap: once registered with the task's waker, it is
+    /// one atomic load (polling the `Notified` again would lock the `Notify`'s list of
+    /// waiters every time). `close` sets the flag before it notifies, so the wake-up it
+    /// causes finds the flag set; a `close` before the first poll is seen by the flag, one
+    /// after `notified()` was called by the `Notified` itself.
+    pub struct Closed<'a> {
+        control: &'a Control,
+        #[pin]
+        notified: Notified<'a>,
+        // The waker the `Notified` holds, once polled.
+        registered: Option<Waker>,
+    }
+}
+
+impl Future for Closed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.control.is_closing.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if this
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        let polled = this.notified.poll(cx);
+        if polled.is_pending() {
+            *this.registered = Some(cx.waker().clone());
+        }
+        polled
     }
 }
 
@@ -251,9 +296,15 @@ impl Outlet {
         &self.control
     }
 
-    /// See `queue::Sender::writer_polled_next`.
-    pub fn writer_polled_next(&self) {
-        self.tx.writer_polled_next();
+    /// See `queue::Sender::own_poll_begins`.
+    pub fn own_poll_begins(&self) {
+        self.tx.own_poll_begins();
+    }
+
+    /// See `queue::Sender::own_poll_ends`.
+    #[must_use = "a true answer means the task must be woken"]
+    pub fn own_poll_ends(&self) -> bool {
+        self.tx.own_poll_ends()
     }
 
     pub fn close(&self, reason: CloseReason) -> bool {
@@ -276,5 +327,54 @@ impl Delivery {
             Offered::CutSlow => self.slow_disconnects += 1,
             Offered::Dropped => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    struct CountingWake(AtomicUsize);
+
+    impl Wake for CountingWake {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A registered `closed` is polled without touching the `Notify` (see `Closed`), yet
+    /// `close` wakes it and the next poll completes.
+    #[test]
+    fn closed_wakes_and_completes_once_closed() {
+        let control = Control::default();
+        let wakes = Arc::new(CountingWake(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let closed = control.closed();
+        tokio::pin!(closed);
+        assert!(closed.as_mut().poll(&mut cx).is_pending());
+        assert!(closed.as_mut().poll(&mut cx).is_pending());
+        assert!(control.close(CloseReason::NORMAL));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(closed.as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// Closed before the first poll, and before `closed` was even called: complete at once.
+    #[test]
+    fn closed_completes_at_once_after_a_close() {
+        let control = Control::default();
+        let waker = Waker::from(Arc::new(CountingWake(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        let early = control.closed();
+        tokio::pin!(early);
+        control.close(CloseReason::SHUTDOWN);
+        assert!(early.as_mut().poll(&mut cx).is_ready());
+        let late = control.closed();
+        tokio::pin!(late);
+        assert!(late.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(control.close_reason(), Some(CloseReason::SHUTDOWN));
     }
 }

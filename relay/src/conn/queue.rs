@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -38,6 +39,12 @@ pub struct Bound {
 
 struct Shared {
     state: Mutex<State>,
+    /// True while the writer's own task polls it (`Sender::own_poll_begins`): a frame
+    /// queued meanwhile does not wake the writer (it is about to look, or `own_poll_ends`
+    /// tells its task to poll again).
+    own_poll: AtomicBool,
+    /// A frame was queued since the writer last found the queue empty.
+    queued_since_empty: AtomicBool,
 }
 
 struct State {
@@ -71,6 +78,8 @@ pub fn bounded(bound: Bound) -> (Sender, Receiver) {
             senders: 1,
             receiver_alive: true,
         }),
+        own_poll: AtomicBool::new(false),
+        queued_since_empty: AtomicBool::new(false),
     });
     (
         Sender {
@@ -100,7 +109,14 @@ impl Sender {
         }
         state.bytes += bytes;
         state.frames.push_back(frame);
-        let writer = state.writer.take();
+        // Stored before `own_poll` is read, and `own_poll_ends` clears `own_poll` before it
+        // reads this: one of the two sides sees the other, so no frame waits unseen.
+        self.shared.queued_since_empty.store(true, Ordering::SeqCst);
+        let writer = if self.shared.own_poll.load(Ordering::SeqCst) {
+            None
+        } else {
+            state.writer.take()
+        };
         drop(state);
         if let Some(writer) = writer {
             writer.wake();
@@ -108,12 +124,21 @@ impl Sender {
         Ok(())
     }
 
-    /// Forgets the writer's waker: for a caller that polls the writer itself right after
-    /// (the writer shares its task, see `ws::connection`), so that what it queues until
-    /// then does not wake its own task once more for nothing. The writer registers again
-    /// when it next finds the queue empty.
-    pub fn writer_polled_next(&self) {
-        drop(self.shared.lock().writer.take());
+    /// For a caller whose task polls the writer itself (the writer shares the reader's
+    /// task, see `ws::connection`): until `own_poll_ends`, queued frames do not wake the
+    /// writer, so the replies the reader queues just before the writer is polled cost no
+    /// extra wake-up of the task (nor a waker taken and registered again, per message).
+    pub fn own_poll_begins(&self) {
+        self.shared.own_poll.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends what `own_poll_begins` started. True when a frame was queued after the writer
+    /// last found the queue empty (from another task, or while the writer was busy
+    /// writing): the caller must then wake its task, which would otherwise not look again.
+    #[must_use = "a true answer means the task must be woken"]
+    pub fn own_poll_ends(&self) -> bool {
+        self.shared.own_poll.store(false, Ordering::SeqCst);
+        self.shared.queued_since_empty.swap(false, Ordering::SeqCst)
     }
 
     /// Frames queued and not yet taken by the writer.
@@ -182,6 +207,10 @@ impl Receiver {
         if state.senders == 0 {
             return Poll::Ready(None);
         }
+        // Under the lock that queueing takes: a frame queued after this sets it again.
+        self.shared
+            .queued_since_empty
+            .store(false, Ordering::SeqCst);
         // Registered under the lock that queueing takes: a frame queued after this wakes it.
         match &state.writer {
             Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -301,6 +330,59 @@ mod tests {
                 .unwrap();
             assert_eq!(got.as_deref(), Some(&b"late"[..]));
         });
+    }
+
+    /// A waker that counts its wake-ups.
+    struct CountingWake(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWake {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<CountingWake>, Waker) {
+        let count = Arc::new(CountingWake(0.into()));
+        (count.clone(), Waker::from(count))
+    }
+
+    /// The reader queues a reply and the writer, polled next in the same task, takes it:
+    /// no wake-up, and nothing for the task to do again.
+    #[test]
+    fn frames_queued_before_the_writer_looks_during_its_own_poll_wake_nothing() {
+        let (tx, mut rx) = bounded(frames(4));
+        let (wakes, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        tx.own_poll_begins();
+        tx.try_send(text("reply")).unwrap();
+        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(Some(_))));
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(
+            !tx.own_poll_ends(),
+            "nothing was queued after the writer looked"
+        );
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+    }
+
+    /// A frame queued (by another task) after the writer found the queue empty, while its
+    /// own task still polls: not woken then, so `own_poll_ends` must say so.
+    #[test]
+    fn a_frame_queued_after_the_writer_looked_during_its_own_poll_is_reported() {
+        let (tx, mut rx) = bounded(frames(4));
+        let other = tx.clone();
+        let (wakes, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        tx.own_poll_begins();
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        other.try_send(text("from elsewhere")).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        assert!(tx.own_poll_ends(), "the frame must be reported");
+        // Outside an own poll, a frame wakes the waiting writer as usual.
+        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(Some(_))));
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        other.try_send(text("later")).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub const DATA_DEPTH_MAX: usize = 64;
 /// skipped with `memchr` (a 1 MiB string costs a vectorized search, not a million
 /// branches). Stops at the first level over `max`.
 pub fn within_depth(raw: &[u8], max: usize) -> bool {
+    if !matches!(raw.trim_ascii_start().first(), Some(b'[' | b'{')) {
+        // A scalar (a string of a megabyte, say) nests nothing: no pass over it.
+        return true;
+    }
     let mut depth = 0usize;
     let mut i = 0;
     while i < raw.len() {

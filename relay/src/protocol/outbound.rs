@@ -125,20 +125,43 @@ pub fn encode_handshake_rejected(
     })
 }
 
+/// `{"type":"pong","id":…,"timestamp":…}`, the `id` echoed as it came (omitted when
+/// absent). Written by hand to its exact length: one allocation per pong, and an `id` of a
+/// megabyte is copied once (serializing into a growing buffer copied it again at every
+/// doubling). `tests::pongs_are_what_serde_json_writes` holds it to serde_json's output.
 pub fn encode_pong(id: Option<&RawValue>, timestamp: u64) -> Bytes {
-    #[derive(Serialize)]
-    struct Pong<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<&'a RawValue>,
-        timestamp: u64,
+    const HEAD: &[u8] = br#"{"type":"pong","#;
+    const ID: &[u8] = br#""id":"#;
+    const TIMESTAMP: &[u8] = br#""timestamp":"#;
+    let mut digits = [0u8; 20];
+    let digits = decimal(timestamp, &mut digits);
+    let id_len = id.map_or(0, |id| ID.len() + id.get().len() + 1);
+    let mut out = Vec::with_capacity(HEAD.len() + id_len + TIMESTAMP.len() + digits.len() + 1);
+    out.extend_from_slice(HEAD);
+    if let Some(id) = id {
+        out.extend_from_slice(ID);
+        out.extend_from_slice(id.get().as_bytes());
+        out.push(b',');
     }
-    to_bytes(&Pong {
-        kind: "pong",
-        id,
-        timestamp,
-    })
+    out.extend_from_slice(TIMESTAMP);
+    out.extend_from_slice(digits);
+    out.push(b'}');
+    // Exactly full: `Bytes` takes the vector without allocating a shared handle.
+    debug_assert_eq!(out.len(), out.capacity());
+    Bytes::from(out)
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
+    }
 }
 
 pub fn encode_error(code: &str, message: &str) -> Bytes {

@@ -105,6 +105,40 @@ fn ping_echoes_its_id() {
     );
 }
 
+/// `encode_pong` writes by hand what serde_json would write for the same fields.
+#[test]
+fn pongs_are_what_serde_json_writes() {
+    #[derive(serde::Serialize)]
+    struct Pong<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a serde_json::value::RawValue>,
+        timestamp: u64,
+    }
+    let big = format!("\"{}\"", "x".repeat(70_000));
+    let ids = [
+        None,
+        Some("42"),
+        Some(r#""a\"b""#),
+        Some(r#"{"k":[1,2,{"n":null}]}"#),
+        Some(big.as_str()),
+    ];
+    for id in ids {
+        let raw = id.map(|id| serde_json::value::RawValue::from_string(id.into()).unwrap());
+        for timestamp in [0, 7, 10, 1_764_500_000, u64::MAX] {
+            let want = serde_json::to_vec(&Pong {
+                kind: "pong",
+                id: raw.as_deref(),
+                timestamp,
+            })
+            .unwrap();
+            let got = encode_pong(raw.as_deref(), timestamp);
+            assert_eq!(got, want, "id {id:?}, timestamp {timestamp}");
+        }
+    }
+}
+
 #[test]
 fn notification_frame_has_the_specification_shape() {
     let n = Notification {

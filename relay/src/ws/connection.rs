@@ -28,7 +28,10 @@ use crate::hub::ClientId;
 const CLOSE_DRAIN_BYTES_MAX: usize = 4 << 20;
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn run<S>(node: Arc<WsContext>, io: S, slot: Permit)
+/// Serves the connection on `io`; `read_ahead` holds bytes already read from it (what the
+/// HTTP exchange read past the upgrade request), the start of the first frames. A boxed
+/// slice, not `Bytes`: an async fn's arguments keep room in its state for its whole life.
+pub async fn run<S>(node: Arc<WsContext>, io: S, read_ahead: Box<[u8]>, slot: Permit)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -42,11 +45,13 @@ where
     };
     let (outlet, rx) = Outlet::new(bound, control.clone());
     let writer = FrameWriter::new(write_half, Role::Server, 0);
-    let reader = FrameReader::new(
+    let reader = FrameReader::with_read_ahead(
         read_half,
         Role::Server,
         node.config.limits.ws_message_bytes_max,
+        &read_ahead,
     );
+    drop(read_ahead);
     let client_id = node.next_client_id();
     // Both sides in this task, the reader polled first (what it queued is written in the
     // same poll). Pinned here rather than handed to a helper: an async fn's arguments
@@ -58,13 +63,18 @@ where
     let side_done = std::future::poll_fn(|cx| {
         // The writer is polled below whatever the reader does: frames the reader queues
         // meanwhile need not wake this task again.
-        wakeups.writer_polled_next();
-        if let Poll::Ready(ended) = reading.as_mut().poll(cx) {
-            return Poll::Ready(Some(ended));
+        wakeups.own_poll_begins();
+        let step = match reading.as_mut().poll(cx) {
+            Poll::Ready(ended) => Poll::Ready(Some(ended)),
+            // The writer stopping first (the connection is closing, or a write failed,
+            // which closes it) leaves the reader to see the close and end.
+            Poll::Pending => writing.as_mut().poll(cx).map(|()| None),
+        };
+        if wakeups.own_poll_ends() {
+            // A frame came after the writer looked: look again.
+            cx.waker().wake_by_ref();
         }
-        // The writer stopping first (the connection is closing, or a write failed, which
-        // closes it) leaves the reader to see the close and end.
-        writing.as_mut().poll(cx).map(|()| None)
+        step
     });
     let (ended, written) = match side_done.await {
         Some(ended) => (ended, false),
@@ -144,5 +154,5 @@ async fn finish<R: AsyncRead + Unpin>(
 pub(crate) fn task_state_bytes(node: Arc<WsContext>) -> usize {
     let (a, _b) = tokio::io::duplex(16);
     let slot = node.slots.try_acquire().expect("a free slot");
-    std::mem::size_of_val(&run(node, a, slot))
+    std::mem::size_of_val(&run(node, a, Box::default(), slot))
 }

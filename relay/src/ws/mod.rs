@@ -206,7 +206,7 @@ where
     let service_node = node.clone();
     let service = hyper::service::service_fn(move |request| {
         let (node, address) = (service_node.clone(), address.clone());
-        async move { Ok::<_, Infallible>(upgrade(node, request, address)) }
+        async move { Ok::<_, Infallible>(upgrade::<S>(node, request, address)) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -240,11 +240,16 @@ where
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, connection).await;
 }
 
-fn upgrade(
+/// Answers the upgrade request; once upgraded, the connection runs on the stream `S` that
+/// the HTTP exchange was served on.
+fn upgrade<S>(
     node: Arc<WsContext>,
     mut request: Request<Incoming>,
     address: Arc<AddressPermit>,
-) -> Response<Full<Bytes>> {
+) -> Response<Full<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         node.metrics.ws_refused.get("bad_upgrade").increment(1);
         return plain(
@@ -266,7 +271,21 @@ fn upgrade(
             node.metrics.ws_accepted.increment(1);
             tokio::spawn(async move {
                 match upgraded.await {
-                    Ok(ws) => connection::run(node, ws.into_inner(), slot).await,
+                    Ok(ws) => match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
+                        // The stream itself, not hyper's boxed wrapper around it: each
+                        // read and write of the connection's life skips the layers
+                        // (a virtual call, the check for bytes read ahead, two adapters).
+                        // What hyper read past the request is the start of the frames.
+                        Ok(parts) => {
+                            let stream = parts.io.into_inner();
+                            let read_ahead = Vec::from(parts.read_buf).into_boxed_slice();
+                            connection::run(node, stream, read_ahead, slot).await;
+                        }
+                        Err(upgraded) => {
+                            let stream = TokioIo::new(upgraded);
+                            connection::run(node, stream, Box::default(), slot).await;
+                        }
+                    },
                     Err(error) => tracing::debug!(%error, "WebSocket upgrade did not complete"),
                 }
                 drop(address);

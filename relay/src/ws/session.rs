@@ -103,8 +103,10 @@ impl Session {
                 }
                 next = reader.next() => next,
             };
-            control.touch(self.node.lifecycle.now_ms());
-            if let Some(reason) = self.on_frame(next) {
+            // One reading of the clock per message, for the idle timer and the rate.
+            let now_ms = self.node.lifecycle.now_ms();
+            control.touch(now_ms);
+            if let Some(reason) = self.on_frame(next, now_ms) {
                 control.close(reason);
                 return SessionEnd::Closed;
             }
@@ -115,7 +117,7 @@ impl Session {
     }
 
     /// Handles one frame; `Some` closes the connection with that reason.
-    fn on_frame(&mut self, frame: Result<Incoming, ReadError>) -> Option<CloseReason> {
+    fn on_frame(&mut self, frame: Result<Incoming, ReadError>, now_ms: u64) -> Option<CloseReason> {
         if let Some(reason) = crate::conn::ending(&frame) {
             return Some(reason);
         }
@@ -125,19 +127,19 @@ impl Session {
                     .metrics
                     .ws_received_bytes
                     .increment(text.len() as u64);
-                self.on_text(&text)
+                self.on_text(&text, now_ms)
             }
             Ok(Incoming::Ping(payload)) => self.send(Outbound::Pong(payload)),
             _ => None,
         }
     }
 
-    fn on_text(&mut self, text: &Bytes) -> Option<CloseReason> {
+    fn on_text(&mut self, text: &Bytes, now_ms: u64) -> Option<CloseReason> {
         // The reader validated UTF-8.
         let text = std::str::from_utf8(text).unwrap_or_default();
         // Over the rate, a message is not even parsed.
         if self.granted.is_some()
-            && let Some(close) = self.over_rate()
+            && let Some(close) = self.over_rate(now_ms)
         {
             return close;
         }
@@ -258,9 +260,8 @@ impl Session {
 
     /// Takes this message's token: `None` to process it; `Some(None)` when it was refused
     /// (answered `rate_limited`), `Some(Some(reason))` to close the connection.
-    fn over_rate(&mut self) -> Option<Option<CloseReason>> {
+    fn over_rate(&mut self, now_ms: u64) -> Option<Option<CloseReason>> {
         let limits = &self.node.config.limits;
-        let now_ms = self.node.lifecycle.now_ms();
         match self.rate.check(limits, now_ms) {
             Verdict::Allowed => None,
             Verdict::Refused => {

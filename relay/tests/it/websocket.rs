@@ -466,6 +466,60 @@ async fn pipelined_requests_are_answered_in_order_within_a_small_queue() {
     relay.shutdown().await;
 }
 
+/// Frames sent in the same write as the upgrade request (read by the HTTP exchange along
+/// with the request) are the connection's first frames: the handshake and a ping sent
+/// that way are both answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_with_the_upgrade_request_are_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start(fast_config()).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.ws_addr).await.unwrap();
+    let mut request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        relay.ws_addr
+    )
+    .into_bytes();
+    request.extend(masked_text(
+        r#"{"type":"handshake","client_id":"eager","version":"1.0.0","capabilities":[]}"#,
+    ));
+    request.extend(masked_text(r#"{"type":"ping","id":"with-the-request"}"#));
+    stream.write_all(&request).await.unwrap();
+
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut upgraded = false;
+    let mut types = Vec::new();
+    while !types.iter().any(|t| t == "pong") {
+        if !upgraded && let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            assert!(received.starts_with(b"HTTP/1.1 101"), "upgraded");
+            received.drain(..end + 4);
+            upgraded = true;
+            continue;
+        }
+        if upgraded && let Some((opcode, payload)) = next_server_frame(&mut received) {
+            assert_eq!(opcode, 0x1, "a text frame, not a close: {payload:?}");
+            let message: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            if message["type"] == "pong" {
+                assert_eq!(message["id"], "with-the-request");
+            }
+            types.push(message["type"].as_str().unwrap().to_string());
+            continue;
+        }
+        let n = tokio::time::timeout(crate::support::WAIT, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no pong in time; got {types:?}"))
+            .unwrap();
+        assert!(n > 0, "relay closed; got {types:?}");
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        types.first().map(String::as_str),
+        Some("handshake_response")
+    );
+    relay.shutdown().await;
+}
+
 /// A masked text frame (all-zero mask: the payload goes as is).
 fn masked_text(text: &str) -> Vec<u8> {
     let len = text.len();
