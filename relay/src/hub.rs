@@ -674,15 +674,8 @@ mod tests {
         let (mut owner, _) = client(&hub, 3, false, 8);
         hub.subscribe(2, &["payment_detected".into()], 8).unwrap();
         hub.subscribe(3, std::slice::from_ref(&topic), 8).unwrap();
-        let note = |topic: &str, kind: &str| Notification {
-            message_id: "r-00000001-1".into(),
-            relay_id: "r".into(),
-            notification_type: kind.into(),
-            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            timestamp: 0,
-            topic: topic.into(),
-            signature: String::new(),
-        };
+        let note =
+            |topic: &str, kind: &str| Notification::for_test("r", "r-00000001-1", kind, topic);
         let frame = Bytes::from_static(b"x");
         let private = note(&topic, "payment_detected");
         assert_eq!(
@@ -782,15 +775,7 @@ mod tests {
             hub.resume(id, skip, &["pay".to_string()], 8);
             receivers.push(rx);
         }
-        let notification = Notification {
-            message_id: "b-0000000b-1".into(),
-            relay_id: "b".into(),
-            notification_type: "pay".into(),
-            topic: String::new(),
-            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            timestamp: 0,
-            signature: String::new(),
-        };
+        let notification = Notification::for_test("b", "b-0000000b-1", "pay", "");
         let tokens = TokenContext {
             issuer: &issuer,
             position: &routed,

@@ -435,8 +435,6 @@ async fn a_peer_notification_allocates_a_bounded_amount_per_notification_and_per
     );
 }
 
-/// The counter counts: a known number of allocations on this thread, none of another
-/// thread's, and nothing while the flag is down.
 /// A wallet's request read from its socket, one at a time (the ping-pong of a request and
 /// its reply): the small frame is copied out of a read buffer that is kept and reused, so
 /// reading costs one allocation per request, the message's own (measured: 1.0 when
@@ -506,6 +504,8 @@ async fn writing_one_small_reply_at_a_time_allocates_once_per_reply() {
     );
 }
 
+/// The counter counts: a known number of allocations on this thread, none of another
+/// thread's, and nothing while the flag is down.
 #[test]
 fn the_counter_counts_this_threads_allocations_only() {
     let (boxes, n) = counted(|| (0..10).map(Box::new).collect::<Vec<_>>());

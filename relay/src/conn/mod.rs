@@ -114,6 +114,11 @@ impl CloseReason {
         code: 1013,
         reason: "slow consumer: outbound queue full",
     };
+    /// A resume's replay hit its budget: the wallet resumes again with its last token.
+    pub const REPLAY_LIMIT: CloseReason = CloseReason {
+        code: 1013,
+        reason: "replay limit: resume again with the last token",
+    };
     pub const IDLE_TIMEOUT: CloseReason = CloseReason {
         code: 1000,
         reason: "connection timed out",

@@ -302,15 +302,7 @@ mod tests {
     use super::*;
 
     fn note(id: &str) -> Arc<Notification> {
-        Arc::new(Notification {
-            topic: String::new(),
-            message_id: id.into(),
-            relay_id: "r".into(),
-            notification_type: "t".into(),
-            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            timestamp: 0,
-            signature: String::new(),
-        })
+        Arc::new(Notification::for_test("r", id, "t", ""))
     }
 
     #[test]

@@ -157,15 +157,8 @@ mod tests {
         let mesh = mesh_on(disk);
         runtime.block_on(async {
             tokio::spawn(committer(mesh.clone()));
-            let notification = Notification {
-                message_id: "durable-test-0000000a-1".into(),
-                relay_id: "durable-test".into(),
-                notification_type: "t".into(),
-                topic: String::new(),
-                data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-                timestamp: 0,
-                signature: String::new(),
-            };
+            let notification =
+                Notification::for_test("durable-test", "durable-test-0000000a-1", "t", "");
             assert!(mesh.route(Arc::new(notification), None));
         });
         let puts = started

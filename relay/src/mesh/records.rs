@@ -163,6 +163,9 @@ impl Mesh {
     /// signature tells nothing; a record that only claims this relay's id still differs
     /// from it and is checked (and refused) as any other.
     fn signed_it(&self, record: &SignedRecord) -> bool {
+        if record.relay_id != self.relay_id() {
+            return false;
+        }
         let own = self.own_record.lock().unwrap_or_else(|p| p.into_inner());
         own.as_ref() == Some(record)
     }

@@ -4,7 +4,7 @@
 //!
 //! The replay holds the route lock: no notification is admitted meanwhile, so none can be
 //! both replayed and delivered live, nor fall between the two. Replays are therefore one
-//! at a time, and each is bounded (`REPLAY_BYTES_MAX`, and half the wallet's queue).
+//! at a time, and each is bounded (`resume::ReplayBudget`: half the wallet's queue).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,23 +13,11 @@ use super::Mesh;
 use crate::conn::{CloseReason, Outbound};
 use crate::hub::ClientId;
 use crate::protocol::{self, Notification, OutboundKind, SUBSCRIBE_ALL};
+use crate::resume::budget::{self, ReplayBudget};
 use crate::resume::{Position, StreamKey, Token, TokenError, message_position, stream_key, token};
 
-/// Bytes of notifications one resume replays at most; past it the wallet is told
-/// `recovered: false` (`replay_limit`) and closed, and resumes again with the last token
-/// it received to get the rest.
-pub const REPLAY_BYTES_MAX: usize = 8 << 20;
-
-/// Why the wallet may not have everything, in `resumed.reason`.
-const REASON_EVICTED: &str = "evicted";
+/// `resumed.reason` when the token named more than it could carry.
 const REASON_TRUNCATED: &str = "token_truncated";
-const REASON_LIMIT: &str = "replay_limit";
-
-/// Closes a wallet whose replay hit its bound; it resumes again from its last token.
-const REPLAY_LIMIT_CLOSE: CloseReason = CloseReason {
-    code: 1013,
-    reason: "replay limit: resume again with the last token",
-};
 
 /// What a resume will send.
 struct Plan {
@@ -52,17 +40,16 @@ impl Mesh {
         let (log, relay_position) = self.state.resume_view();
         let plan = plan(&token, &log, &relay_position);
         let limits = &self.parts.config.limits;
-        let queue_room = limits.ws_outbound_queue_max / 2;
-        let bytes_max = REPLAY_BYTES_MAX.min(limits.ws_outbound_queue_bytes_max / 2);
+        let mut budget = ReplayBudget::new(
+            limits.ws_outbound_queue_max,
+            limits.ws_outbound_queue_bytes_max,
+        );
         let mut position = token.position.clone();
-        let mut replayed = 0u64;
-        let mut bytes = 0usize;
         let mut limited = false;
         let now = self.unix_secs();
         for (key, seq, notification) in &plan.replay {
             let frame = notification.encode();
-            if replayed > 0 && (bytes + frame.len() > bytes_max || replayed as usize >= queue_room)
-            {
+            if !budget.has_room(frame.len()) {
                 limited = true;
                 break;
             }
@@ -74,7 +61,6 @@ impl Mesh {
             );
             let frame = protocol::with_resume_token(&frame, &token_text);
             let frame_bytes = frame.len();
-            bytes += frame_bytes;
             let delivery = self.parts.hub.send_to(client, Outbound::Text(frame));
             let delivered = delivery.delivered;
             self.parts
@@ -84,12 +70,13 @@ impl Mesh {
                 // The wallet is gone (or cut as slow): its last token stays exact.
                 return Ok(());
             }
-            replayed += 1;
+            budget.spend(frame_bytes);
         }
+        let replayed = budget.frames() as u64;
         let reason = if limited {
-            Some(REASON_LIMIT)
+            Some(budget::REASON_LIMIT)
         } else if plan.evicted > 0 {
-            Some(REASON_EVICTED)
+            Some(budget::REASON_EVICTED)
         } else if token.truncated {
             Some(REASON_TRUNCATED)
         } else {
@@ -117,7 +104,7 @@ impl Mesh {
             return Ok(());
         }
         if limited {
-            self.parts.hub.close(client, REPLAY_LIMIT_CLOSE);
+            self.parts.hub.close(client, CloseReason::REPLAY_LIMIT);
             return Ok(());
         }
         // What it had plus what was replayed: a kept payment it got either way is not
@@ -220,15 +207,7 @@ mod tests {
     use super::*;
 
     fn note(topic: &str, kind: &str) -> Notification {
-        Notification {
-            message_id: "r-00000001-1".into(),
-            relay_id: "r".into(),
-            notification_type: kind.into(),
-            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            timestamp: 0,
-            topic: topic.into(),
-            signature: String::new(),
-        }
+        Notification::for_test("r", "r-00000001-1", kind, topic)
     }
 
     // Proves a replay gives a private notification only to a token naming its topic (not

@@ -795,17 +795,7 @@ mod tests {
     fn an_id_the_cache_forgot_is_refused_from_peers() {
         let mesh = Shared::default();
         mesh.lock().dedup = DedupCache::new(2);
-        let note = |id: &str| {
-            Arc::new(Notification {
-                topic: String::new(),
-                message_id: id.into(),
-                relay_id: "a".into(),
-                notification_type: "t".into(),
-                data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-                timestamp: 0,
-                signature: String::new(),
-            })
-        };
+        let note = |id: &str| Arc::new(Notification::for_test("a", id, "t", ""));
         for seq in 1..=3 {
             let id = format!("a-00000001-{seq}");
             assert!(mesh.admit(&note(&id), Some("p"), 0).fresh, "{id}");

@@ -22,10 +22,9 @@ use super::{NatsBackbone, connect, members};
 use crate::conn::{CloseReason, Outbound};
 use crate::hub::ClientId;
 use crate::protocol::{self, OutboundKind, SUBSCRIBE_ALL};
+use crate::resume::budget::{self, ReplayBudget};
 use crate::resume::{StreamKey, Token, TokenError, token};
 
-/// Bytes of notifications one resume replays at most (the mesh's bound).
-pub const REPLAY_BYTES_MAX: usize = 8 << 20;
 /// Resumes waiting for their replay at most; more are refused (the wallet starts fresh
 /// and may resume again with the same token later).
 const QUEUED_MAX: usize = 64;
@@ -34,15 +33,8 @@ const REPLAY_TIME_MAX: Duration = Duration::from_secs(20);
 /// Messages one pull asks for.
 const BATCH: usize = 256;
 
-const REASON_EVICTED: &str = "evicted";
-const REASON_LIMIT: &str = "replay_limit";
+/// `resumed.reason` when the stream could not be read to the end.
 const REASON_UNAVAILABLE: &str = "backbone_unavailable";
-
-/// Closes a wallet whose replay stopped short; it resumes again from its last token.
-const RESUME_AGAIN_CLOSE: CloseReason = CloseReason {
-    code: 1013,
-    reason: "replay limit: resume again with the last token",
-};
 
 /// A resume waiting for its replay.
 pub struct Request {
@@ -250,7 +242,7 @@ async fn serve(
     }
     let reason = replayed
         .stopped
-        .or(replayed.evicted.then_some(REASON_EVICTED));
+        .or(replayed.evicted.then_some(budget::REASON_EVICTED));
     let frame = protocol::encode_resumed(reason.is_none(), replayed.count, reason);
     backbone
         .metrics
@@ -274,7 +266,7 @@ async fn serve(
         return;
     }
     if replayed.stopped.is_some() {
-        backbone.hub.close(client, RESUME_AGAIN_CLOSE);
+        backbone.hub.close(client, CloseReason::REPLAY_LIMIT);
         return;
     }
     let skip = if route.stream == Some(stream) {
@@ -362,8 +354,10 @@ async fn send_from(
     let timeout = Duration::from_secs(backbone.config().publish_timeout_secs);
     let all = token.subscriptions.iter().any(|s| s == SUBSCRIBE_ALL);
     let limits = &backbone.config.limits;
-    let queue_room = limits.ws_outbound_queue_max / 2;
-    let bytes_max = REPLAY_BYTES_MAX.min(limits.ws_outbound_queue_bytes_max / 2);
+    let mut budget = ReplayBudget::new(
+        limits.ws_outbound_queue_max,
+        limits.ws_outbound_queue_bytes_max,
+    );
     let mut messages = tokio::time::timeout(
         timeout,
         consumer
@@ -373,7 +367,6 @@ async fn send_from(
             .messages(),
     )
     .await??;
-    let mut bytes = 0usize;
     // Every message pending when the consumer was made is read, or up to `routed`.
     for _ in 0..pending {
         let message = match tokio::time::timeout(timeout, messages.next()).await? {
@@ -401,10 +394,8 @@ async fn send_from(
             continue;
         }
         let frame = notification.encode();
-        if replayed.count > 0
-            && (bytes + frame.len() > bytes_max || replayed.count as usize >= queue_room)
-        {
-            replayed.stopped = Some(REASON_LIMIT);
+        if !budget.has_room(frame.len()) {
+            replayed.stopped = Some(budget::REASON_LIMIT);
             return Ok(());
         }
         let position = position_to(stream_key, seq);
@@ -415,7 +406,6 @@ async fn send_from(
         );
         let frame = protocol::with_resume_token(&frame, &token_text);
         let frame_bytes = frame.len();
-        bytes += frame_bytes;
         let delivery = backbone.hub.send_to(client, Outbound::Text(frame));
         let delivered = delivery.delivered;
         backbone
@@ -427,6 +417,7 @@ async fn send_from(
             replayed.gone = true;
             return Ok(());
         }
+        budget.spend(frame_bytes);
         replayed.count += 1;
     }
     Ok(())

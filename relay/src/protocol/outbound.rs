@@ -27,6 +27,23 @@ pub struct Notification {
     pub signature: String,
 }
 
+#[cfg(test)]
+impl Notification {
+    /// An unsigned notification with `{}` as data and timestamp 0, for tests that route,
+    /// log or deliver one (`topic` empty for a public one).
+    pub fn for_test(relay_id: &str, message_id: &str, kind: &str, topic: &str) -> Notification {
+        Notification {
+            message_id: message_id.into(),
+            relay_id: relay_id.into(),
+            notification_type: kind.into(),
+            topic: topic.into(),
+            data: serde_json::value::RawValue::from_string("{}".into()).expect("valid JSON"),
+            timestamp: 0,
+            signature: String::new(),
+        }
+    }
+}
+
 impl Notification {
     /// The frame clients receive, serialized once and shared by every delivery.
     pub fn encode(&self) -> Bytes {

@@ -8,8 +8,10 @@
 //! with its Ed25519 key, so every relay that knows the issuer's key (from a handshake or
 //! a verified membership record) can check it and replay exactly what is missing.
 
+pub mod budget;
 pub mod position;
 pub mod token;
 
+pub use budget::ReplayBudget;
 pub use position::{Position, RangeSet, StreamKey, message_position, stream_key};
 pub use token::{Issuer, Token, TokenError};
