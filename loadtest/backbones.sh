@@ -13,7 +13,10 @@
 # Environment: RELAYS ("3 8"), MODES ("mesh nats"), RATE (2000/s), MESSAGES (10000), SUBS (10 subscribers per
 # relay), SIZE (256 B), RUNS (1; runs of each mode and relay count, alternating modes),
 # NO_BUILD (skip cargo build), OUT (reports; temporary by default), RELAY_BIN (the relay
-# binary; default the release build here).
+# binary; default the release build here), RELAY_WORKERS (worker threads per relay,
+# `TOKIO_WORKER_THREADS`; default 1: the relays and the load generator share this machine,
+# and more runnable threads than cores only add run-queue waits to the latency measured;
+# `RELAY_WORKERS=` leaves tokio's default, one per core).
 # Needs nats-server on PATH (scripts/test-deps.sh installs it). Every process it starts
 # is killed on exit, failure included.
 set -euo pipefail
@@ -25,6 +28,7 @@ MESSAGES=${MESSAGES:-10000}
 SUBS=${SUBS:-10}
 SIZE=${SIZE:-256}
 RUNS=${RUNS:-1}
+RELAY_WORKERS=${RELAY_WORKERS-1}
 OUT=${OUT:-$(mktemp -d)}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
@@ -99,7 +103,11 @@ run_one() {
                 echo "replicas = 3"
             fi
         } >"$dir/r$i.toml"
-        "$RELAY_BIN" --config "$dir/r$i.toml" 2>"$dir/r$i.log" &
+        if [[ -n $RELAY_WORKERS ]]; then
+            TOKIO_WORKER_THREADS=$RELAY_WORKERS "$RELAY_BIN" --config "$dir/r$i.toml" 2>"$dir/r$i.log" &
+        else
+            "$RELAY_BIN" --config "$dir/r$i.toml" 2>"$dir/r$i.log" &
+        fi
         pids+=($!)
         relay_pids+=($!)
     done
