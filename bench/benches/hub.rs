@@ -5,13 +5,12 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sdk_relay::conn::Outlet;
 use sdk_relay::conn::queue::Receiver;
-use sdk_relay::conn::{Control, Outlet};
 use sdk_relay::hub::Hub;
 
 /// Publishes timed back to back before the queues are drained (the queue capacity).
@@ -27,14 +26,10 @@ fn fan_out(c: &mut Criterion) {
         let hub = Hub::new();
         let mut queues: Vec<Receiver> = (0..subscribers)
             .map(|id| {
-                let control = Arc::new(Control::default());
-                let (outlet, rx) = Outlet::new(
-                    sdk_relay::conn::queue::Bound {
-                        frames: BATCH_PUBLISHES_MAX as usize,
-                        bytes: usize::MAX,
-                    },
-                    control,
-                );
+                let (outlet, rx) = Outlet::new(sdk_relay::conn::queue::Bound {
+                    frames: BATCH_PUBLISHES_MAX as usize,
+                    bytes: usize::MAX,
+                });
                 hub.join(id as u64, outlet, true, false);
                 rx
             })

@@ -621,14 +621,11 @@ mod tests {
         all: bool,
         queue: usize,
     ) -> (crate::conn::queue::Receiver, Arc<Control>) {
-        let control = Arc::new(Control::default());
-        let (outlet, rx) = Outlet::new(
-            crate::conn::queue::Bound {
-                frames: queue,
-                bytes: usize::MAX,
-            },
-            control.clone(),
-        );
+        let (outlet, rx) = Outlet::new(crate::conn::queue::Bound {
+            frames: queue,
+            bytes: usize::MAX,
+        });
+        let control = outlet.control().clone();
         hub.join(id, outlet, all, false);
         (rx, control)
     }
@@ -761,14 +758,10 @@ mod tests {
         routed.insert_range(seen, 1, 10);
         let mut receivers = Vec::new();
         for (id, skipped_to) in [(1, 3), (2, 5), (3, 20)] {
-            let control = Arc::new(Control::default());
-            let (outlet, rx) = Outlet::new(
-                crate::conn::queue::Bound {
-                    frames: 8,
-                    bytes: usize::MAX,
-                },
-                control,
-            );
+            let (outlet, rx) = Outlet::new(crate::conn::queue::Bound {
+                frames: 8,
+                bytes: usize::MAX,
+            });
             hub.join_client(id, outlet, false, false, true);
             let mut skip = Position::default();
             skip.insert_range(seen, 1, skipped_to);

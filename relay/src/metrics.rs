@@ -6,6 +6,9 @@
 //! at start-up for every label value the relay uses, so hot paths only touch atomics.
 
 pub mod names;
+mod striped;
+
+pub use striped::{Slot, StripedBy, StripedCounter};
 
 use std::sync::Arc;
 
@@ -107,10 +110,12 @@ pub struct Metrics {
     pub ws_accepted: Counter,
     pub ws_refused: Labeled,
     pub ws_handshakes: Labeled,
-    pub ws_received: LabeledBy<InboundKind>,
-    pub ws_sent: LabeledBy<OutboundKind>,
-    pub ws_received_bytes: Counter,
-    pub ws_sent_bytes: Counter,
+    /// Counted for every message: striped per thread (see `striped`), in the registry
+    /// at every rendering.
+    pub ws_received: StripedBy<InboundKind>,
+    pub ws_sent: StripedBy<OutboundKind>,
+    pub ws_received_bytes: StripedCounter,
+    pub ws_sent_bytes: StripedCounter,
     pub ws_closes: Labeled,
     pub ws_slow_consumers: Counter,
     pub ws_errors_sent: Counter,
@@ -203,10 +208,10 @@ impl Metrics {
                 "outcome",
                 &["accepted", "rejected", "timeout", "protocol_error"],
             ),
-            ws_received: LabeledBy::new(WS_MESSAGES_RECEIVED_TOTAL, "type"),
-            ws_sent: LabeledBy::new(WS_MESSAGES_SENT_TOTAL, "type"),
-            ws_received_bytes: metrics::counter!(WS_RECEIVED_BYTES_TOTAL),
-            ws_sent_bytes: metrics::counter!(WS_SENT_BYTES_TOTAL),
+            ws_received: StripedBy::new(WS_MESSAGES_RECEIVED_TOTAL, "type"),
+            ws_sent: StripedBy::new(WS_MESSAGES_SENT_TOTAL, "type"),
+            ws_received_bytes: StripedCounter::new(WS_RECEIVED_BYTES_TOTAL),
+            ws_sent_bytes: StripedCounter::new(WS_SENT_BYTES_TOTAL),
             ws_closes: Labeled::new(WS_CLOSES_TOTAL, "code", CLOSE_CODES),
             ws_slow_consumers: metrics::counter!(WS_SLOW_CONSUMER_DISCONNECTS_TOTAL),
             ws_errors_sent: metrics::counter!(WS_ERRORS_SENT_TOTAL),
@@ -318,8 +323,12 @@ impl Metrics {
         self.ws_sent_bytes.increment(frame_bytes as u64);
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric (every view reads this).
     pub fn render(&self) -> String {
+        self.ws_received.flush();
+        self.ws_sent.flush();
+        self.ws_received_bytes.flush();
+        self.ws_sent_bytes.flush();
         self.handle.render()
     }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sdk_relay::config::Config;
 use sdk_relay::conn::codec::{FrameReader, Role as FrameRole};
-use sdk_relay::conn::{Control, Outbound, Outlet, PeerArrival, PeerHandoff, queue};
+use sdk_relay::conn::{Outbound, Outlet, PeerArrival, PeerHandoff, queue};
 use sdk_relay::identity::{Identity, PublicKey};
 use sdk_relay::logs::LogRing;
 use sdk_relay::node::Node;
@@ -177,7 +177,7 @@ fn subscribe(node: &Node, n: u64, wallets: Wallets) -> Vec<queue::Receiver> {
                 frames: (WARMUP + NOTIFICATIONS) as usize + 32,
                 bytes: usize::MAX,
             };
-            let (outlet, rx) = Outlet::new(bound, Arc::new(Control::default()));
+            let (outlet, rx) = Outlet::new(bound);
             let resumable = wallets == Wallets::Resumable;
             node.hub
                 .join_client(1000 + id, outlet, true, false, resumable);
@@ -338,13 +338,10 @@ async fn peer_run(subscribers: u64) -> u64 {
     // Room for every frame of the run: the peer writes them all before they are read.
     let (mut peer_io, relay_io) = tokio::io::duplex(1 << 20);
     let mut reader = FrameReader::new(relay_io, FrameRole::Server, 1 << 20).boxed();
-    let (outlet, mut to_peer) = Outlet::new(
-        queue::Bound {
-            frames: 1024,
-            bytes: usize::MAX,
-        },
-        Arc::new(Control::default()),
-    );
+    let (outlet, mut to_peer) = Outlet::new(queue::Bound {
+        frames: 1024,
+        bytes: usize::MAX,
+    });
     let link = Counted(Box::pin(node.mesh.serve(PeerArrival {
         handshake,
         reader: &mut reader,

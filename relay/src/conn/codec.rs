@@ -115,9 +115,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The same reader over a boxed stream, its buffered bytes kept: a connection handed
     /// from one owner to another (see `conn::PeerHandoff`) needs a type both can name.
-    pub fn boxed(self) -> FrameReader<Box<dyn AsyncRead + Send + Unpin>>
+    pub fn boxed<'io>(self) -> FrameReader<Box<dyn AsyncRead + Send + Unpin + 'io>>
     where
-        R: Send + 'static,
+        R: Send + 'io,
     {
         FrameReader {
             io: Box::new(self.io),

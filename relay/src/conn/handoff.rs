@@ -12,13 +12,14 @@ use super::Outlet;
 use super::codec::FrameReader;
 use crate::protocol::Handshake;
 
-/// The read side of a handed-over connection, boxed so both owners can name its type.
-pub type BoxedRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The read side of a handed-over connection, boxed so both owners can name its type;
+/// it may borrow the stream (see `conn::halves`) for `'io`.
+pub type BoxedRead<'io> = Box<dyn AsyncRead + Send + Unpin + 'io>;
 
 /// A connection whose first message was a handshake with capability `relay`.
-pub struct PeerArrival<'a> {
+pub struct PeerArrival<'a, 'io> {
     pub handshake: Handshake,
-    pub reader: &'a mut FrameReader<BoxedRead>,
+    pub reader: &'a mut FrameReader<BoxedRead<'io>>,
     pub outlet: Outlet,
 }
 
@@ -28,6 +29,6 @@ pub trait PeerHandoff: Send + Sync + 'static {
     /// The reason it closed is left in the outlet's control block.
     fn serve<'a>(
         &'a self,
-        arrival: PeerArrival<'a>,
+        arrival: PeerArrival<'a, '_>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }

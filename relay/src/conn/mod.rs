@@ -10,6 +10,7 @@
 pub mod accept;
 pub mod client;
 pub mod codec;
+pub mod halves;
 mod handoff;
 pub mod queue;
 mod slots;
@@ -162,21 +163,47 @@ pub fn ending(frame: &Result<codec::Incoming, codec::ReadError>) -> Option<Close
     }
 }
 
-/// Shared between a connection's tasks and whoever sends to it: how to stop it, and
-/// when it was last heard from.
-#[derive(Debug, Default)]
+/// Shared between a connection's tasks and whoever sends to it: its outbound queue, how
+/// to stop it, and when it was last heard from.
+///
+/// One allocation per connection, the queue inside it: every message touches the close
+/// flag, the queue's flags and its lock, and at a thousand connections each separate
+/// block is one more cold cache line per round trip. `repr(C)` keeps those fields first,
+/// together, in this order; the rarely touched ones (the `Notify`, the reason) follow.
+#[repr(C)]
 pub struct Control {
-    kick: Notify,
-    /// `None` while open; why it is closing once someone decided to close it.
-    closing: Mutex<Option<CloseReason>>,
     /// Set (before `kick` is notified) once `closing` holds a reason: what a waiting
     /// `closed` checks on every poll without taking a lock.
     is_closing: AtomicBool,
+    /// The outbound queue (`queue::Sender` and `queue::Receiver` reach it through here).
+    queue: queue::Shared,
     /// Milliseconds on the relay's monotonic clock when a frame last arrived.
     last_seen_ms: AtomicU64,
+    kick: Notify,
+    /// `None` while open; why it is closing once someone decided to close it.
+    closing: Mutex<Option<CloseReason>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("closing", &self.close_reason())
+            .field("last_seen_ms", &self.last_seen_ms())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Control {
+    fn new(queue: queue::Shared) -> Control {
+        Control {
+            is_closing: AtomicBool::new(false),
+            queue,
+            last_seen_ms: AtomicU64::new(0),
+            kick: Notify::new(),
+            closing: Mutex::new(None),
+        }
+    }
+
     /// Asks the connection to close with `reason`; the first reason given wins. Returns
     /// whether this call decided it.
     pub fn close(&self, reason: CloseReason) -> bool {
@@ -263,19 +290,19 @@ pub enum Offered {
     Dropped,
 }
 
-/// The sending side of one connection: its bounded outbound queue and its control block.
+/// The sending side of one connection: its bounded outbound queue, in its control block.
 /// Cheap to clone; every sender (the session, the hub's fan-out, the mesh) holds one.
 #[derive(Debug, Clone)]
 pub struct Outlet {
     tx: queue::Sender,
-    control: Arc<Control>,
 }
 
 impl Outlet {
-    /// A new outlet with room for `bound` (frames and bytes), and the receiver its writer drains.
-    pub fn new(bound: queue::Bound, control: Arc<Control>) -> (Outlet, queue::Receiver) {
+    /// A new connection's outlet with room for `bound` (frames and bytes), and the
+    /// receiver its writer drains; both reach the connection's `Control`.
+    pub fn new(bound: queue::Bound) -> (Outlet, queue::Receiver) {
         let (tx, rx) = queue::bounded(bound);
-        (Outlet { tx, control }, rx)
+        (Outlet { tx }, rx)
     }
 
     /// Queues without waiting. A full queue cuts the connection as a slow consumer
@@ -286,7 +313,7 @@ impl Outlet {
         match self.tx.try_send(message) {
             Ok(()) => Offered::Queued,
             Err(queue::Refused::Full) => {
-                if self.control.close(CloseReason::SLOW_CONSUMER) {
+                if self.control().close(CloseReason::SLOW_CONSUMER) {
                     Offered::CutSlow
                 } else {
                     Offered::Dropped
@@ -298,7 +325,7 @@ impl Outlet {
     }
 
     pub fn control(&self) -> &Arc<Control> {
-        &self.control
+        self.tx.control()
     }
 
     /// See `queue::Sender::own_poll_begins`.
@@ -313,7 +340,7 @@ impl Outlet {
     }
 
     pub fn close(&self, reason: CloseReason) -> bool {
-        self.control.close(reason)
+        self.control().close(reason)
     }
 }
 
@@ -344,6 +371,14 @@ mod tests {
 
     struct CountingWake(AtomicUsize);
 
+    fn new_control() -> Arc<Control> {
+        let (outlet, _rx) = Outlet::new(queue::Bound {
+            frames: 1,
+            bytes: 1,
+        });
+        outlet.control().clone()
+    }
+
     impl Wake for CountingWake {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
@@ -354,7 +389,7 @@ mod tests {
     /// `close` wakes it and the next poll completes.
     #[test]
     fn closed_wakes_and_completes_once_closed() {
-        let control = Control::default();
+        let control = new_control();
         let wakes = Arc::new(CountingWake(AtomicUsize::new(0)));
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
@@ -370,7 +405,7 @@ mod tests {
     /// Closed before the first poll, and before `closed` was even called: complete at once.
     #[test]
     fn closed_completes_at_once_after_a_close() {
-        let control = Control::default();
+        let control = new_control();
         let waker = Waker::from(Arc::new(CountingWake(AtomicUsize::new(0))));
         let mut cx = Context::from_waker(&waker);
         let early = control.closed();

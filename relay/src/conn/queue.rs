@@ -5,6 +5,9 @@
 //! well over a kilobyte) when it is made, so every idle connection would hold it for its
 //! whole life. Here the frames live in a `VecDeque` that grows only while frames wait and
 //! is given back once the writer has drained it: an idle connection holds no slots.
+//!
+//! The queue lives in its connection's `Control` (one allocation per connection, see
+//! there): the senders and the writer share that block.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -12,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use super::Outbound;
+use super::{Control, Outbound};
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,68 +40,88 @@ pub struct Bound {
     pub bytes: usize,
 }
 
-struct Shared {
-    state: Mutex<State>,
+/// The queue's part of a connection's `Control`. `repr(C)`: the fields every message
+/// touches (the two flags, the lock and what it guards) stay together, in this order.
+#[repr(C)]
+pub(super) struct Shared {
     /// True while the writer's own task polls it (`Sender::own_poll_begins`): a frame
     /// queued meanwhile does not wake the writer (it is about to look, or `own_poll_ends`
     /// tells its task to poll again).
     own_poll: AtomicBool,
     /// A frame was queued since the writer last found the queue empty.
     queued_since_empty: AtomicBool,
+    state: Mutex<State>,
 }
 
+#[repr(C)]
 struct State {
     frames: VecDeque<Outbound>,
     /// The waiting writer's waker: taken (and woken) when a frame is queued or the last
     /// sender leaves.
     writer: Option<Waker>,
-    max: usize,
     /// Bytes of the frames queued, and the most they may add up to.
     bytes: usize,
+    max: usize,
     bytes_max: usize,
     senders: usize,
     receiver_alive: bool,
 }
 
 impl Shared {
+    /// An empty queue of at most `bound.frames` frames (at least one) and `bound.bytes`
+    /// bytes, with one sender and its receiver.
+    pub(super) fn new(bound: Bound) -> Shared {
+        Shared {
+            own_poll: AtomicBool::new(false),
+            queued_since_empty: AtomicBool::new(false),
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                writer: None,
+                bytes: 0,
+                max: bound.frames.max(1),
+                bytes_max: bound.bytes,
+                senders: 1,
+                receiver_alive: true,
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A new queue of at most `bound.frames` frames (at least one) and `bound.bytes` bytes.
+/// A new queue of at most `bound.frames` frames (at least one) and `bound.bytes` bytes,
+/// in a new connection control block.
 pub fn bounded(bound: Bound) -> (Sender, Receiver) {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            frames: VecDeque::new(),
-            writer: None,
-            max: bound.frames.max(1),
-            bytes: 0,
-            bytes_max: bound.bytes,
-            senders: 1,
-            receiver_alive: true,
-        }),
-        own_poll: AtomicBool::new(false),
-        queued_since_empty: AtomicBool::new(false),
-    });
+    let control = Arc::new(Control::new(Shared::new(bound)));
     (
         Sender {
-            shared: shared.clone(),
+            control: control.clone(),
         },
-        Receiver { shared },
+        Receiver { control },
     )
 }
 
 /// Queues frames without waiting.
 pub struct Sender {
-    shared: Arc<Shared>,
+    control: Arc<Control>,
 }
 
 impl Sender {
+    /// The connection's control block, which holds this queue.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.control.queue
+    }
+
     /// Queues `frame` unless the queue is full (in frames or in bytes) or its writer is
     /// gone.
     pub fn try_send(&self, frame: Outbound) -> Result<(), Refused> {
-        let mut state = self.shared.lock();
+        let mut state = self.shared().lock();
         if !state.receiver_alive {
             return Err(Refused::Closed);
         }
@@ -111,8 +134,10 @@ impl Sender {
         state.frames.push_back(frame);
         // Stored before `own_poll` is read, and `own_poll_ends` clears `own_poll` before it
         // reads this: one of the two sides sees the other, so no frame waits unseen.
-        self.shared.queued_since_empty.store(true, Ordering::SeqCst);
-        let writer = if self.shared.own_poll.load(Ordering::SeqCst) {
+        self.shared()
+            .queued_since_empty
+            .store(true, Ordering::SeqCst);
+        let writer = if self.shared().own_poll.load(Ordering::SeqCst) {
             None
         } else {
             state.writer.take()
@@ -129,7 +154,7 @@ impl Sender {
     /// writer, so the replies the reader queues just before the writer is polled cost no
     /// extra wake-up of the task (nor a waker taken and registered again, per message).
     pub fn own_poll_begins(&self) {
-        self.shared.own_poll.store(true, Ordering::SeqCst);
+        self.shared().own_poll.store(true, Ordering::SeqCst);
     }
 
     /// Ends what `own_poll_begins` started. True when a frame was queued after the writer
@@ -137,13 +162,15 @@ impl Sender {
     /// writing): the caller must then wake its task, which would otherwise not look again.
     #[must_use = "a true answer means the task must be woken"]
     pub fn own_poll_ends(&self) -> bool {
-        self.shared.own_poll.store(false, Ordering::SeqCst);
-        self.shared.queued_since_empty.swap(false, Ordering::SeqCst)
+        self.shared().own_poll.store(false, Ordering::SeqCst);
+        self.shared()
+            .queued_since_empty
+            .swap(false, Ordering::SeqCst)
     }
 
     /// Frames queued and not yet taken by the writer.
     pub fn len(&self) -> usize {
-        self.shared.lock().frames.len()
+        self.shared().lock().frames.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,22 +179,22 @@ impl Sender {
 
     /// The most frames the queue holds.
     pub fn max(&self) -> usize {
-        self.shared.lock().max
+        self.shared().lock().max
     }
 }
 
 impl Clone for Sender {
     fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
+        self.shared().lock().senders += 1;
         Sender {
-            shared: self.shared.clone(),
+            control: self.control.clone(),
         }
     }
 }
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
+        let mut state = self.shared().lock();
         state.senders -= 1;
         let writer = if state.senders == 0 {
             state.writer.take()
@@ -189,10 +216,19 @@ impl std::fmt::Debug for Sender {
 
 /// The writer's end of the queue.
 pub struct Receiver {
-    shared: Arc<Shared>,
+    control: Arc<Control>,
 }
 
 impl Receiver {
+    /// The connection's control block, which holds this queue.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.control.queue
+    }
+
     /// The oldest queued frame, waiting for one; `None` once every sender is gone and the
     /// queue is empty. Cancel-safe: a frame is only taken in the poll that returns it.
     pub async fn recv(&mut self) -> Option<Outbound> {
@@ -200,7 +236,7 @@ impl Receiver {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
-        let mut state = self.shared.lock();
+        let mut state = self.shared().lock();
         if let Some(frame) = take(&mut state) {
             return Poll::Ready(Some(frame));
         }
@@ -208,7 +244,7 @@ impl Receiver {
             return Poll::Ready(None);
         }
         // Under the lock that queueing takes: a frame queued after this sets it again.
-        self.shared
+        self.shared()
             .queued_since_empty
             .store(false, Ordering::SeqCst);
         // Registered under the lock that queueing takes: a frame queued after this wakes it.
@@ -221,13 +257,13 @@ impl Receiver {
 
     /// The oldest queued frame, if there is one.
     pub fn try_recv(&mut self) -> Result<Outbound, Empty> {
-        take(&mut self.shared.lock()).ok_or(Empty)
+        take(&mut self.shared().lock()).ok_or(Empty)
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
+        let mut state = self.shared().lock();
         state.receiver_alive = false;
         state.frames = VecDeque::new();
         state.bytes = 0;
@@ -287,9 +323,9 @@ mod tests {
         for _ in 0..40 {
             tx.try_send(text("x")).unwrap();
         }
-        assert!(tx.shared.lock().frames.capacity() >= 40);
+        assert!(tx.shared().lock().frames.capacity() >= 40);
         while rx.try_recv().is_ok() {}
-        assert_eq!(tx.shared.lock().frames.capacity(), 0);
+        assert_eq!(tx.shared().lock().frames.capacity(), 0);
     }
 
     #[test]

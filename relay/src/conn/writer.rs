@@ -1,7 +1,6 @@
 //! A connection's writer task: drains the bounded outbound queue, coalescing whatever is
 //! already queued into one write, and ends with the close frame.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
@@ -15,10 +14,11 @@ use super::{CloseReason, Control, Outbound};
 pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Writes queued frames until the connection closes, then the close frame.
-pub async fn write_loop<W>(mut writer: FrameWriter<W>, mut rx: Receiver, control: Arc<Control>)
+pub async fn write_loop<W>(mut writer: FrameWriter<W>, mut rx: Receiver)
 where
     W: AsyncWrite + Unpin,
 {
+    let control = rx.control().clone();
     // One registration for the connection's life, not one per batch.
     let closed = control.closed();
     tokio::pin!(closed);
@@ -118,7 +118,6 @@ mod tests {
         let wf = super::write_loop(
             super::FrameWriter::new(w, super::super::codec::Role::Server, 0),
             rx,
-            std::sync::Arc::new(Default::default()),
         );
         assert!(
             std::mem::size_of_val(&wf) <= 1024,

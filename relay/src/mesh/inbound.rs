@@ -12,14 +12,14 @@ use crate::protocol::{self, OutboundKind, peer};
 impl PeerHandoff for Mesh {
     fn serve<'a>(
         &'a self,
-        arrival: PeerArrival<'a>,
+        arrival: PeerArrival<'a, '_>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(self.serve_inbound(arrival))
     }
 }
 
 impl Mesh {
-    async fn serve_inbound(&self, arrival: PeerArrival<'_>) {
+    async fn serve_inbound(&self, arrival: PeerArrival<'_, '_>) {
         let PeerArrival {
             handshake,
             reader,

@@ -636,16 +636,11 @@ fn position_of(state: &State) -> crate::resume::Position {
 mod tests {
     use super::*;
 
-    use crate::conn::Control;
-
     fn link(dialer: &str) -> (Outlet, String) {
-        let (outlet, _rx) = Outlet::new(
-            crate::conn::queue::Bound {
-                frames: 1,
-                bytes: usize::MAX,
-            },
-            Arc::new(Control::default()),
-        );
+        let (outlet, _rx) = Outlet::new(crate::conn::queue::Bound {
+            frames: 1,
+            bytes: usize::MAX,
+        });
         (outlet, dialer.to_string())
     }
 

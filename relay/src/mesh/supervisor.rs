@@ -9,7 +9,7 @@ use super::Reply;
 use super::link::{self, LinkParts};
 use super::sync;
 use crate::conn::codec::{FrameKind, FrameReader, FrameWriter, Incoming, Role};
-use crate::conn::{CloseReason, Control, Outlet, queue};
+use crate::conn::{CloseReason, Outlet, queue};
 use crate::protocol::peer::{self, PeerHandshakeResponse, PeerHealth, SyncType};
 use crate::rt::Net;
 
@@ -514,13 +514,13 @@ async fn serve_outbound<R, W>(
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let control = Arc::new(Control::default());
     let bound = queue::Bound {
         frames: super::PEER_QUEUE_MAX,
         bytes: super::PEER_QUEUE_BYTES_MAX,
     };
-    let (outlet, rx) = Outlet::new(bound, control.clone());
-    let writer_task = tokio::spawn(crate::conn::write_loop(writer, rx, control.clone()));
+    let (outlet, rx) = Outlet::new(bound);
+    let control = outlet.control().clone();
+    let writer_task = tokio::spawn(crate::conn::write_loop(writer, rx));
     let parts = LinkParts {
         peer_id,
         address,

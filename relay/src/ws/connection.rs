@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::WsContext;
 use super::session::{Session, SessionEnd};
 use crate::conn::codec::{FrameReader, FrameWriter, Role};
+use crate::conn::halves::Halves;
 use crate::conn::{CLOSE_WRITE_TIMEOUT, CloseReason, Control, Outlet, PeerArrival, Permit, queue};
 use crate::hub::ClientId;
 
@@ -35,15 +36,17 @@ pub async fn run<S>(node: Arc<WsContext>, io: S, read_ahead: Box<[u8]>, slot: Pe
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (read_half, write_half) = tokio::io::split(io);
-    let control = Arc::new(Control::default());
-    control.touch(node.lifecycle.now_ms());
+    // Reader and writer run in this task: they borrow the stream, kept in the task state.
+    let io = Halves::new(io);
+    let (read_half, write_half) = io.split();
     let limits = &node.config.limits;
     let bound = queue::Bound {
         frames: limits.ws_outbound_queue_max,
         bytes: limits.ws_outbound_queue_bytes_max,
     };
-    let (outlet, rx) = Outlet::new(bound, control.clone());
+    let (outlet, rx) = Outlet::new(bound);
+    let control = outlet.control().clone();
+    control.touch(node.lifecycle.now_ms());
     let writer = FrameWriter::new(write_half, Role::Server, 0);
     let reader = FrameReader::with_read_ahead(
         read_half,
@@ -58,7 +61,7 @@ where
     // keep their own room in its state, and these two are most of the connection's.
     let wakeups = outlet.clone();
     let reading = read_side(&node, client_id, reader, outlet, &control, slot);
-    let writing = crate::conn::write_loop(writer, rx, control.clone());
+    let writing = crate::conn::write_loop(writer, rx);
     tokio::pin!(reading, writing);
     let side_done = std::future::poll_fn(|cx| {
         // The writer is polled below whatever the reader does: frames the reader queues
@@ -110,7 +113,7 @@ async fn read_side<R>(
     mut slot: Permit,
 ) -> (CloseReason, Permit)
 where
-    R: AsyncRead + Send + Unpin + 'static,
+    R: AsyncRead + Send + Unpin,
 {
     let mut session = Session::new(node.clone(), client_id, outlet.clone());
     let end = session.run(&mut reader).await;
