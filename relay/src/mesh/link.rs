@@ -283,7 +283,7 @@ fn summary_refused(
     mesh: &Mesh,
     peer_id: &str,
     sync_type: SyncType,
-    payload: &peer::SyncPayload,
+    payload: &peer::PeerPayload<'_>,
 ) -> Option<CloseReason> {
     let log = payload.log.as_deref()?;
     let why = super::seen::validate(log).err()?;

@@ -4,9 +4,13 @@
 //! specification's shape) answered by `sync_response`, flooded `notification`s, and
 //! `fetch` requests that anti-entropy uses to recover missed notifications.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use super::signed::RecordView;
 
 use super::{DATA_DEPTH_MAX, NAME_BYTES_MAX, Notification, VERSION, to_bytes, within_depth};
 
@@ -184,17 +188,80 @@ pub struct SyncPayload {
     pub metrics: Option<serde_json::Value>,
 }
 
+/// A sync payload as a peer sent it, read in one pass over the frame and borrowing from
+/// it: the parts a relay takes in (state, address, signed records, log summary,
+/// metrics). Every StateSync carries the sender's whole gossip, the same from one interval
+/// to the next: records are read as [`RecordView`]s (no allocation per record), and the
+/// unsigned `relays` list, which relays never believe, is checked for its shape (as it
+/// always was: a malformed one makes the message malformed) and not kept. `health` is
+/// not read: nothing takes it in from a peer.
+#[derive(Debug, Default, Deserialize)]
+pub struct PeerPayload<'a> {
+    #[serde(default)]
+    pub state: Option<StatePayload>,
+    #[serde(default)]
+    pub address: Option<String>,
+    /// How many entries the unsigned `relays` list had.
+    #[serde(default)]
+    pub relays: Option<GossipCount>,
+    #[serde(default, borrow)]
+    pub records: Option<Vec<RecordView<'a>>>,
+    #[serde(default)]
+    pub log: Option<Vec<StreamSummary>>,
+    #[serde(default)]
+    pub metrics: Option<serde_json::Value>,
+}
+
+/// The `relays` list of a received StateSync: each entry read as a [`GossipRelay`] is
+/// (same fields, same types), counted, and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GossipCount(pub usize);
+
+impl<'de> Deserialize<'de> for GossipCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// A gossip entry's shape, its strings borrowed (escaped ones are copied).
+        #[derive(Deserialize)]
+        #[allow(dead_code)] // read to check the shape, never used
+        struct Entry<'a> {
+            #[serde(borrow)]
+            relay_id: Cow<'a, str>,
+            #[serde(borrow)]
+            address: Cow<'a, str>,
+            last_seen: u64,
+            health: PeerHealth,
+        }
+        struct Counter;
+        impl<'de> serde::de::Visitor<'de> for Counter {
+            type Value = GossipCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of relays")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<GossipCount, A::Error> {
+                let mut count = 0;
+                while seq.next_element::<Entry<'de>>()?.is_some() {
+                    count += 1;
+                }
+                Ok(GossipCount(count))
+            }
+        }
+        deserializer.deserialize_seq(Counter)
+    }
+}
+
 /// Every field a peer message may carry; `type` says which matter.
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     sync_type: Option<String>,
     #[serde(default)]
     relay_id: Option<String>,
-    #[serde(default)]
-    payload: Option<SyncPayload>,
+    #[serde(default, borrow)]
+    payload: Option<PeerPayload<'a>>,
     #[serde(default)]
     message_id: Option<String>,
     #[serde(default)]
@@ -213,19 +280,20 @@ struct Envelope {
     topic: Option<String>,
 }
 
+/// A message from a peer; a sync's payload borrows from the frame it was read from.
 #[derive(Debug)]
-pub enum PeerMessage {
+pub enum PeerMessage<'a> {
     Sync {
         sync_type: SyncType,
         relay_id: String,
         message_id: String,
-        payload: SyncPayload,
+        payload: PeerPayload<'a>,
     },
     SyncResponse {
         sync_type: SyncType,
         relay_id: String,
         request_id: String,
-        payload: SyncPayload,
+        payload: PeerPayload<'a>,
     },
     Notification(Notification),
     Fetch(Vec<String>),
@@ -255,7 +323,7 @@ pub enum WireError {
 ///
 /// # Errors
 /// Malformed JSON, an unknown type, or missing fields.
-pub fn parse(text: &[u8]) -> Result<PeerMessage, WireError> {
+pub fn parse(text: &[u8]) -> Result<PeerMessage<'_>, WireError> {
     let e: Envelope =
         serde_json::from_slice(text).map_err(|e| WireError::Malformed(e.to_string()))?;
     let kind = e.kind.clone();
@@ -472,7 +540,34 @@ mod tests {
             (sync_type, relay_id.as_str(), message_id.as_str()),
             (SyncType::StateSync, "a", "a-1-s1")
         );
-        assert_eq!(payload.relays.unwrap()[0].health, PeerHealth::Degraded);
+        assert_eq!(payload.relays, Some(GossipCount(1)), "read, not kept");
+    }
+
+    /// The unsigned `relays` list is not kept, but a malformed one still makes the
+    /// message malformed, as when it was read in full.
+    #[test]
+    fn a_malformed_relay_list_is_still_refused() {
+        let frame = |relays: &str| {
+            format!(
+                r#"{{"type":"sync","sync_type":"StateSync","relay_id":"a","message_id":"m","payload":{{"relays":{relays}}}}}"#
+            )
+        };
+        let good = r#"[{"relay_id":"b","address":"h:1","last_seen":1,"health":"healthy"}]"#;
+        assert!(matches!(
+            parse(frame(good).as_bytes()),
+            Ok(PeerMessage::Sync { payload, .. }) if payload.relays == Some(GossipCount(1))
+        ));
+        for bad in [
+            r#"[{"relay_id":"b","address":"h:1","last_seen":1,"health":"great"}]"#,
+            r#"[{"relay_id":"b","last_seen":1,"health":"healthy"}]"#,
+            r#"[{"relay_id":7,"address":"h:1","last_seen":1,"health":"healthy"}]"#,
+            r#"{"relay_id":"b"}"#,
+        ] {
+            assert!(
+                matches!(parse(frame(bad).as_bytes()), Err(WireError::Malformed(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -518,7 +613,8 @@ mod tests {
         );
         let back = payload.records.unwrap();
         assert_eq!(back[0].signature, record.signature);
-        assert!(back[0].verify().is_ok(), "the record survives the wire");
+        assert!(back[0].is(&record), "the record survives the wire");
+        assert!(back[0].verify(None).is_ok());
         assert_eq!(payload.log.unwrap()[0].ranges, [(1, 3)]);
     }
 
