@@ -614,7 +614,7 @@ mod tests {
         let back = payload.records.unwrap();
         assert_eq!(back[0].signature, record.signature);
         assert!(back[0].is(&record), "the record survives the wire");
-        assert!(back[0].verify(None).is_ok());
+        assert!(back[0].verify(None, None).is_ok());
         assert_eq!(payload.log.unwrap()[0].ranges, [(1, 3)]);
     }
 

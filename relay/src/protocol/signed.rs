@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::peer::{ADDRESS_BYTES_MAX, PeerHealth, address_fits, relay_id_fits};
 use super::{Notification, to_bytes};
-use crate::identity::{Identity, MAC_BYTES, PublicKey, Signature};
+use crate::identity::{Identity, MAC_BYTES, PublicKey, Signature, VerifiedMemo};
 
 /// Domain label of a notification's signature input.
 pub const NOTIFICATION_DOMAIN: &[u8] = b"sdk_relay/mesh/notification/v1";
@@ -179,7 +179,7 @@ impl SignedRecord {
     /// # Errors
     /// What is wrong with the record.
     pub fn verify(&self) -> Result<PublicKey, RecordFault> {
-        self.view().verify(None)
+        self.view().verify(None, None)
     }
 
     /// This record as a [`RecordView`] borrowing its fields.
@@ -228,7 +228,12 @@ impl RecordView<'_> {
     ///
     /// # Errors
     /// What is wrong with the record.
-    pub fn verify(&self, known: Option<&PublicKey>) -> Result<PublicKey, RecordFault> {
+    /// `memo`: signatures already known to verify (`Mesh::share_verified`).
+    pub fn verify(
+        &self,
+        known: Option<&PublicKey>,
+        memo: Option<&VerifiedMemo>,
+    ) -> Result<PublicKey, RecordFault> {
         if !relay_id_fits(&self.relay_id)
             || self.address.is_empty()
             || !address_fits(&self.address)
@@ -251,7 +256,11 @@ impl RecordView<'_> {
             self.health,
             self.timestamp_ms,
         );
-        if key.verifies(&input, &signature) {
+        let verified = match memo {
+            Some(memo) => memo.verifies(&key, &input, &signature),
+            None => key.verifies(&input, &signature),
+        };
+        if verified {
             Ok(key)
         } else {
             Err(RecordFault::BadSignature)

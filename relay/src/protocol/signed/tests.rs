@@ -241,13 +241,13 @@ fn a_record_read_from_a_frame_borrows_its_text_and_verifies_the_same() {
     assert!(matches!(view.signature, Cow::Borrowed(_)), "{view:?}");
     assert!(view.is(&r));
     assert_eq!(view.to_record(), r);
-    assert_eq!(view.verify(None), Ok(*a.public()));
+    assert_eq!(view.verify(None, None), Ok(*a.public()));
 
     let escaped = text.replace("relay-a.example", "relay-a\\u002eexample");
     let view: RecordView<'_> = serde_json::from_str(&escaped).unwrap();
     assert!(matches!(view.address, Cow::Owned(_)));
     assert_eq!(
-        view.verify(None),
+        view.verify(None, None),
         Ok(*a.public()),
         "same record once unescaped"
     );
@@ -256,7 +256,7 @@ fn a_record_read_from_a_frame_borrows_its_text_and_verifies_the_same() {
     forged.timestamp_ms += 1;
     assert!(!forged.view().is(&r));
     assert_eq!(
-        forged.view().verify(Some(a.public())),
+        forged.view().verify(Some(a.public()), None),
         Err(RecordFault::BadSignature)
     );
 }
@@ -275,15 +275,18 @@ fn a_known_key_is_reused_only_for_the_key_a_record_names() {
         PeerHealth::Healthy,
         9,
     );
-    assert_eq!(by_b.view().verify(Some(a.public())), Ok(*b.public()));
+    assert_eq!(by_b.view().verify(Some(a.public()), None), Ok(*b.public()));
     // Signed by B but naming A's key: A's key (known or parsed) refuses B's signature.
     let mut claims_a = by_b.clone();
     claims_a.public_key = KEY_A.into();
     assert_eq!(
-        claims_a.view().verify(Some(a.public())),
+        claims_a.view().verify(Some(a.public()), None),
         Err(RecordFault::BadSignature)
     );
-    assert_eq!(claims_a.view().verify(None), Err(RecordFault::BadSignature));
+    assert_eq!(
+        claims_a.view().verify(None, None),
+        Err(RecordFault::BadSignature)
+    );
     let by_a = SignedRecord::sign(
         &a,
         "relay-a",
@@ -291,12 +294,46 @@ fn a_known_key_is_reused_only_for_the_key_a_record_names() {
         PeerHealth::Healthy,
         9,
     );
-    assert_eq!(by_a.view().verify(Some(a.public())), Ok(*a.public()));
-    assert_eq!(by_a.view().verify(Some(b.public())), Ok(*a.public()));
+    assert_eq!(by_a.view().verify(Some(a.public()), None), Ok(*a.public()));
+    assert_eq!(by_a.view().verify(Some(b.public()), None), Ok(*a.public()));
     let mut unreadable = by_a;
     unreadable.public_key = "zz".repeat(32);
     assert_eq!(
-        unreadable.view().verify(Some(a.public())),
+        unreadable.view().verify(Some(a.public()), None),
         Err(RecordFault::Malformed)
     );
+}
+
+/// Through a memo shared with other relays, a record verifies as without it, and a
+/// forged copy of a remembered record (any field changed) is still refused.
+#[test]
+fn a_shared_memo_refuses_what_verification_refuses() {
+    let a = Identity::from_seed(&SEED_A);
+    let memo = VerifiedMemo::new();
+    let r = SignedRecord::sign(
+        &a,
+        "relay-a",
+        "relay-a.example:8090",
+        PeerHealth::Healthy,
+        5,
+    );
+    assert_eq!(r.view().verify(None, Some(&memo)), Ok(*a.public()));
+    assert_eq!(
+        r.view().verify(Some(a.public()), Some(&memo)),
+        Ok(*a.public())
+    );
+    assert_eq!(memo.len(), 1);
+    let mut moved = r.clone();
+    moved.address = "attacker.example:8090".into();
+    assert_eq!(
+        moved.view().verify(None, Some(&memo)),
+        Err(RecordFault::BadSignature)
+    );
+    let mut degraded = r;
+    degraded.health = PeerHealth::Degraded;
+    assert_eq!(
+        degraded.view().verify(None, Some(&memo)),
+        Err(RecordFault::BadSignature)
+    );
+    assert_eq!(memo.len(), 1);
 }
