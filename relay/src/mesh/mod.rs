@@ -165,6 +165,8 @@ pub struct Mesh {
     /// Record signatures known to verify, shared with the relays of the same process
     /// (`share_verified`: the simulator's); unset in production.
     verified: std::sync::OnceLock<Arc<crate::identity::VerifiedMemo>>,
+    /// `trust.bindings_made()` when the bindings were last saved (`u64::MAX`: never).
+    bindings_saved: std::sync::atomic::AtomicU64,
 }
 
 impl Mesh {
@@ -198,6 +200,7 @@ impl Mesh {
             own_record: std::sync::Mutex::new(None),
             recent_payloads: sync::RecentPayloads::default(),
             verified: std::sync::OnceLock::new(),
+            bindings_saved: std::sync::atomic::AtomicU64::new(u64::MAX),
         })
     }
 

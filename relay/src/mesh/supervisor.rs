@@ -93,10 +93,18 @@ fn restore_seen(mesh: &Mesh) {
 }
 
 pub(super) fn save_seen(mesh: &Mesh) {
-    if let Err(error) =
-        super::persist::save_bindings(&mesh.parts.config.data_dir, &mesh.trust.bindings())
-    {
-        tracing::warn!(%error, "cannot save the relay keys bound");
+    // The bindings change rarely (a relay joins): written again only when they did.
+    let made = mesh.trust.bindings_made();
+    let saved = mesh
+        .bindings_saved
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if saved != made {
+        match super::persist::save_bindings(&mesh.parts.config.data_dir, &mesh.trust.bindings()) {
+            Ok(()) => mesh
+                .bindings_saved
+                .store(made, std::sync::atomic::Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "cannot save the relay keys bound"),
+        }
     }
     if let Err(error) =
         super::persist::save(&mesh.parts.config.data_dir, &mesh.state.seen_summary())

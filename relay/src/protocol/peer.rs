@@ -4,8 +4,6 @@
 //! specification's shape) answered by `sync_response`, flooded `notification`s, and
 //! `fetch` requests that anti-entropy uses to recover missed notifications.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -192,63 +190,24 @@ pub struct SyncPayload {
 /// it: the parts a relay takes in (state, address, signed records, log summary,
 /// metrics). Every StateSync carries the sender's whole gossip, the same from one interval
 /// to the next: records are read as [`RecordView`]s (no allocation per record), and the
-/// unsigned `relays` list, which relays never believe, is checked for its shape (as it
-/// always was: a malformed one makes the message malformed) and not kept. `health` is
-/// not read: nothing takes it in from a peer.
+/// unsigned `relays` list, which relays never believe, is skipped whatever its shape (the
+/// frame must still be valid JSON). `health` is not read: nothing takes it in from a
+/// peer.
 #[derive(Debug, Default, Deserialize)]
 pub struct PeerPayload<'a> {
     #[serde(default)]
     pub state: Option<StatePayload>,
     #[serde(default)]
     pub address: Option<String>,
-    /// How many entries the unsigned `relays` list had.
+    /// The unsigned `relays` list, skipped: relays never believe it.
     #[serde(default)]
-    pub relays: Option<GossipCount>,
+    pub relays: Option<serde::de::IgnoredAny>,
     #[serde(default, borrow)]
     pub records: Option<Vec<RecordView<'a>>>,
     #[serde(default)]
     pub log: Option<Vec<StreamSummary>>,
     #[serde(default)]
     pub metrics: Option<serde_json::Value>,
-}
-
-/// The `relays` list of a received StateSync: each entry read as a [`GossipRelay`] is
-/// (same fields, same types), counted, and dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GossipCount(pub usize);
-
-impl<'de> Deserialize<'de> for GossipCount {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        /// A gossip entry's shape, its strings borrowed (escaped ones are copied).
-        #[derive(Deserialize)]
-        #[allow(dead_code)] // read to check the shape, never used
-        struct Entry<'a> {
-            #[serde(borrow)]
-            relay_id: Cow<'a, str>,
-            #[serde(borrow)]
-            address: Cow<'a, str>,
-            last_seen: u64,
-            health: PeerHealth,
-        }
-        struct Counter;
-        impl<'de> serde::de::Visitor<'de> for Counter {
-            type Value = GossipCount;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of relays")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<GossipCount, A::Error> {
-                let mut count = 0;
-                while seq.next_element::<Entry<'de>>()?.is_some() {
-                    count += 1;
-                }
-                Ok(GossipCount(count))
-            }
-        }
-        deserializer.deserialize_seq(Counter)
-    }
 }
 
 /// Every field a peer message may carry; `type` says which matter.
@@ -540,82 +499,34 @@ mod tests {
             (sync_type, relay_id.as_str(), message_id.as_str()),
             (SyncType::StateSync, "a", "a-1-s1")
         );
-        assert_eq!(payload.relays, Some(GossipCount(1)), "read, not kept");
+        assert!(payload.relays.is_some(), "skipped, not kept");
     }
 
-    /// The unsigned `relays` list is not kept, but a malformed one still makes the
-    /// message malformed, as when it was read in full.
+    /// The unsigned `relays` list is skipped whatever its shape (nothing reads it); the
+    /// rest of the payload is still read, and a frame that is not JSON is still refused.
     #[test]
-    fn a_malformed_relay_list_is_still_refused() {
+    fn the_relay_list_is_skipped_not_read() {
         let frame = |relays: &str| {
             format!(
-                r#"{{"type":"sync","sync_type":"StateSync","relay_id":"a","message_id":"m","payload":{{"relays":{relays}}}}}"#
+                r#"{{"type":"sync","sync_type":"StateSync","relay_id":"a","message_id":"m","payload":{{"relays":{relays},"address":"a:1"}}}}"#
             )
         };
-        let good = r#"[{"relay_id":"b","address":"h:1","last_seen":1,"health":"healthy"}]"#;
-        assert!(matches!(
-            parse(frame(good).as_bytes()),
-            Ok(PeerMessage::Sync { payload, .. }) if payload.relays == Some(GossipCount(1))
-        ));
-        for bad in [
-            r#"[{"relay_id":"b","address":"h:1","last_seen":1,"health":"great"}]"#,
-            r#"[{"relay_id":"b","last_seen":1,"health":"healthy"}]"#,
-            r#"[{"relay_id":7,"address":"h:1","last_seen":1,"health":"healthy"}]"#,
+        for relays in [
+            r#"[{"relay_id":"b","address":"h:1","last_seen":1,"health":"healthy"}]"#,
+            r#"[{"relay_id":7,"health":"great"}]"#,
             r#"{"relay_id":"b"}"#,
         ] {
-            assert!(
-                matches!(parse(frame(bad).as_bytes()), Err(WireError::Malformed(_))),
-                "{bad}"
-            );
+            let text = frame(relays);
+            let Ok(PeerMessage::Sync { payload, .. }) = parse(text.as_bytes()) else {
+                panic!("{relays}")
+            };
+            assert!(payload.relays.is_some());
+            assert_eq!(payload.address.as_deref(), Some("a:1"));
         }
-    }
-
-    #[test]
-    fn a_sync_response_names_its_request_and_carries_its_records() {
-        let identity = crate::identity::Identity::from_seed(&[7; 32]);
-        let record = super::super::signed::SignedRecord::sign(
-            &identity,
-            "a",
-            "h:1",
-            PeerHealth::Healthy,
-            42,
-        );
-        let payload = SyncPayload {
-            records: Some(vec![record.clone()]),
-            log: Some(vec![StreamSummary {
-                stream: "a-1".into(),
-                ranges: vec![(1, 3)],
-            }]),
-            ..SyncPayload::default()
-        };
-        let bytes = encode_sync_response(
-            SyncType::StateSync,
-            "a",
-            "b-1-s9",
-            &encode_payload(&payload),
-            3,
-        );
-        let wire: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(wire["type"], "sync_response");
-        assert!(wire.get("message_id").is_none(), "{wire}");
-        let PeerMessage::SyncResponse {
-            sync_type,
-            request_id,
-            payload,
-            ..
-        } = parse(&bytes).unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (sync_type, request_id.as_str()),
-            (SyncType::StateSync, "b-1-s9")
-        );
-        let back = payload.records.unwrap();
-        assert_eq!(back[0].signature, record.signature);
-        assert!(back[0].is(&record), "the record survives the wire");
-        assert!(back[0].verify(None, None).is_ok());
-        assert_eq!(payload.log.unwrap()[0].ranges, [(1, 3)]);
+        assert!(matches!(
+            parse(frame(r#"[{"relay_id":"b",]"#).as_bytes()),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]
