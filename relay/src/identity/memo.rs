@@ -1,8 +1,9 @@
 //! Signatures known to verify, shared by relays that run in one process.
 //!
 //! The simulator runs a whole mesh in one process: every relay checks every new version
-//! of every membership record, so each record is verified once per relay, the same
-//! Ed25519 computation with the same inputs (the largest cost of a simulated mesh). A
+//! of every membership record, and every notification, so each is verified once per
+//! relay, the same Ed25519 computation with the same inputs (the largest cost of a
+//! simulated mesh). A
 //! verification is a pure function of (key, message, signature): remembering which
 //! triples verified gives the same answers with one computation per triple. Production
 //! relays (one per process) do not use it.

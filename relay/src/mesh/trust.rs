@@ -157,10 +157,22 @@ impl Trust {
     /// # Errors
     /// Why it is not believed.
     pub fn verify(&self, notification: &Notification) -> Result<(), Unverified> {
+        self.verify_with(notification, None)
+    }
+
+    /// [`Trust::verify`], through `memo` when given (`Mesh::share_verified`).
+    ///
+    /// # Errors
+    /// Why it is not believed.
+    pub fn verify_with(
+        &self,
+        notification: &Notification,
+        memo: Option<&crate::identity::VerifiedMemo>,
+    ) -> Result<(), Unverified> {
         let key = self
             .key_of(&notification.relay_id)
             .ok_or(Unverified::UnknownOrigin)?;
-        signed::verify_notification(notification, &key).map_err(Unverified::Fault)
+        signed::verify_notification_with(notification, &key, memo).map_err(Unverified::Fault)
     }
 
     /// Every binding, for `persist`.

@@ -86,11 +86,29 @@ pub enum NotificationFault {
 /// # Errors
 /// What is wrong with it.
 pub fn verify_notification(n: &Notification, key: &PublicKey) -> Result<(), NotificationFault> {
+    verify_notification_with(n, key, None)
+}
+
+/// [`verify_notification`], through `memo` (signatures already known to verify, shared
+/// by the relays of one process: `Mesh::share_verified`) when given.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn verify_notification_with(
+    n: &Notification,
+    key: &PublicKey,
+    memo: Option<&VerifiedMemo>,
+) -> Result<(), NotificationFault> {
     if message_id_origin(&n.message_id) != Some(n.relay_id.as_str()) {
         return Err(NotificationFault::ForeignId);
     }
     let signature = Signature::parse(&n.signature).map_err(|_| NotificationFault::BadSignature)?;
-    if key.verifies(&notification_input(n), &signature) {
+    let input = notification_input(n);
+    let verified = match memo {
+        Some(memo) => memo.verifies(key, &input, &signature),
+        None => key.verifies(&input, &signature),
+    };
+    if verified {
         Ok(())
     } else {
         Err(NotificationFault::BadSignature)

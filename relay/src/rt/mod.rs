@@ -19,9 +19,9 @@ pub struct Env<N: Net> {
     pub net: N,
     pub clock: SharedClock,
     pub rng: SeededRng,
-    /// Record signatures known to verify, shared with the other relays of this process
-    /// (the simulator's mesh); `None` in production, where a relay has a process of its
-    /// own.
+    /// Signatures (records, notifications) known to verify, shared with the other relays
+    /// of this process (the simulator's mesh); `None` in production, where a relay has a
+    /// process of its own.
     pub verified: Option<std::sync::Arc<crate::identity::VerifiedMemo>>,
 }
 

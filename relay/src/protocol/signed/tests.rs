@@ -337,3 +337,40 @@ fn a_shared_memo_refuses_what_verification_refuses() {
     );
     assert_eq!(memo.len(), 1);
 }
+
+/// A notification checked through a shared memo: the genuine one verifies (and is
+/// remembered), a changed copy or another key is still refused, a foreign id still
+/// refused first.
+#[test]
+fn a_shared_memo_refuses_a_changed_notification() {
+    let a = Identity::from_seed(&SEED_A);
+    let b = Identity::from_seed(&SEED_B);
+    let memo = VerifiedMemo::new();
+    let mut n = vector_notification();
+    sign_notification(&a, &mut n);
+    assert_eq!(
+        verify_notification_with(&n, a.public(), Some(&memo)),
+        Ok(())
+    );
+    assert_eq!(
+        verify_notification_with(&n, a.public(), Some(&memo)),
+        Ok(())
+    );
+    assert_eq!(memo.len(), 1);
+    assert_eq!(
+        verify_notification_with(&n, b.public(), Some(&memo)),
+        Err(NotificationFault::BadSignature)
+    );
+    let mut changed = n.clone();
+    changed.data = RawValue::from_string(r#"{"txid":"ab","amount":1001}"#.into()).unwrap();
+    assert_eq!(
+        verify_notification_with(&changed, a.public(), Some(&memo)),
+        Err(NotificationFault::BadSignature)
+    );
+    let mut foreign = n;
+    foreign.message_id = "relay-b-0000002a-7".into();
+    assert_eq!(
+        verify_notification_with(&foreign, a.public(), Some(&memo)),
+        Err(NotificationFault::ForeignId)
+    );
+}
