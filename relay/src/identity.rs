@@ -15,6 +15,9 @@ use base64::Engine as _;
 use ed25519_dalek::Signer as _;
 use hmac::Mac as _;
 
+mod memo;
+pub use memo::{VERIFIED_MEMO_MAX, VerifiedMemo};
+
 /// Bytes of an Ed25519 public key.
 pub const PUBLIC_KEY_BYTES: usize = 32;
 /// Bytes of an Ed25519 signature.

@@ -124,7 +124,12 @@ fn run(config: Config, rng: sdk_relay::rt::SeededRng) -> anyhow::Result<()> {
             .bind(&config.http_url)
             .await
             .with_context(|| format!("cannot listen on http_url {}", config.http_url))?;
-        let env = Env { net, clock, rng };
+        let env = Env {
+            net,
+            clock,
+            rng,
+            verified: None,
+        };
         sdk_relay::run_until(
             config,
             env,

@@ -79,6 +79,9 @@ async fn serve_node<N: Net>(
     listeners: Listeners<N::Listener>,
     stop: impl Future<Output = Stop> + Send,
 ) {
+    if let Some(memo) = &env.verified {
+        node.mesh.share_verified(memo.clone());
+    }
     tracing::info!(
         relay_id = %node.relay_id(),
         network = node.config.network.as_str(),

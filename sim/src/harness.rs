@@ -262,11 +262,14 @@ pub fn run(plan: &Plan) -> Outcome {
         .build();
     let data_root = run_data_root();
     let dials = DialLog::default();
+    // The relays run in this one process: each record signature is verified once for
+    // all of them (see `sdk_relay::identity::VerifiedMemo`).
+    let verified = std::sync::Arc::new(sdk_relay::identity::VerifiedMemo::new());
     if !plan.hostiles.is_empty() {
         write_relay_keys(plan, &data_root);
     }
     for index in 1..=plan.relays {
-        add_relay(&mut sim, plan, index, &trace, &data_root, &dials);
+        add_relay(&mut sim, plan, index, &trace, &data_root, &dials, &verified);
     }
     for hostile in &plan.hostiles {
         let (h, o, t) = (hostile.clone(), obs.clone(), trace.clone());
@@ -367,16 +370,23 @@ fn add_relay(
     trace: &Trace,
     data_root: &std::path::Path,
     dials: &DialLog,
+    verified: &std::sync::Arc<sdk_relay::identity::VerifiedMemo>,
 ) {
     let config = relay_config(plan, index, data_root);
     let boots = Rc::new(Cell::new(0u64));
     // The relay's disk: it outlives every crash and restart of the relay's software.
     let disk = sdk_relay::logstore::MemoryStore::new();
-    let (seed, trace, dials) = (plan.seed, trace.clone(), dials.clone());
+    let (seed, trace, dials, verified) =
+        (plan.seed, trace.clone(), dials.clone(), verified.clone());
     sim.host(host(index).as_str(), move || {
         let boot = boots.get();
         boots.set(boot + 1);
-        let (config, trace, dials) = (config.clone(), trace.clone(), dials.clone());
+        let (config, trace, dials, verified) = (
+            config.clone(),
+            trace.clone(),
+            dials.clone(),
+            verified.clone(),
+        );
         let disk: std::sync::Arc<dyn sdk_relay::logstore::LogStore> =
             std::sync::Arc::new(disk.clone());
         async move {
@@ -389,7 +399,7 @@ fn add_relay(
                 http,
                 tls: None,
             };
-            let env = rt::env(seed, index, boot, dials);
+            let env = rt::env(seed, index, boot, dials, verified);
             sdk_relay::run_with_log_store(
                 config,
                 env,

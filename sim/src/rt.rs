@@ -189,7 +189,13 @@ fn named(addr: &str) -> String {
 }
 
 /// The environment of one simulated relay boot; its dials go into `dials`.
-pub fn env(run_seed: u64, relay_index: usize, boot: u64, dials: DialLog) -> Env<RecordingNet> {
+pub fn env(
+    run_seed: u64,
+    relay_index: usize,
+    boot: u64,
+    dials: DialLog,
+    verified: Arc<sdk_relay::identity::VerifiedMemo>,
+) -> Env<RecordingNet> {
     Env {
         net: RecordingNet {
             relay: crate::fault::host(relay_index),
@@ -197,5 +203,6 @@ pub fn env(run_seed: u64, relay_index: usize, boot: u64, dials: DialLog) -> Env<
         },
         clock: Arc::new(TurmoilClock),
         rng: SeededRng::new(relay_seed(run_seed, relay_index, boot)),
+        verified: Some(verified),
     }
 }

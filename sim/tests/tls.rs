@@ -98,7 +98,7 @@ fn relays_serve_tls_and_link_over_wss_on_simulated_sockets() {
                     http: TurmoilNet.bind(&config.http_url).await?,
                     tls: Some(Arc::new(tls)),
                 };
-                let env = env(9, index, 0, sim::rt::DialLog::default());
+                let env = env(9, index, 0, sim::rt::DialLog::default(), Default::default());
                 sdk_relay::run(
                     config,
                     env,

@@ -283,7 +283,7 @@ fn summary_refused(
     mesh: &Mesh,
     peer_id: &str,
     sync_type: SyncType,
-    payload: &peer::SyncPayload,
+    payload: &peer::PeerPayload<'_>,
 ) -> Option<CloseReason> {
     let log = payload.log.as_deref()?;
     let why = super::seen::validate(log).err()?;
@@ -386,7 +386,8 @@ fn on_text(
             }
             // Verified before admission: what fails is neither delivered nor forwarded,
             // and never marked seen, so a forged id cannot suppress the genuine one.
-            if let Err(why) = mesh.trust.verify(&notification)
+            let memo = mesh.verified.get().map(|m| &**m);
+            if let Err(why) = mesh.trust.verify_with(&notification, memo)
                 && !mesh.skips_verification()
             {
                 mesh.count_unverified(peer_id, &notification, why);

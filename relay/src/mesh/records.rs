@@ -6,10 +6,10 @@
 //! refreshed within the membership TTL.
 
 use super::Mesh;
-use super::state::{Member, evict_members};
+use super::state::{Member, State, evict_members};
 use super::trust::Refusal;
 use crate::protocol::peer::PeerHealth;
-use crate::protocol::signed::{RecordFault, SignedRecord};
+use crate::protocol::signed::{RecordFault, RecordView, SignedRecord};
 
 /// How far ahead of this relay's clock a record's timestamp may be.
 pub const RECORD_CLOCK_SKEW_MS: u64 = 30_000;
@@ -83,13 +83,24 @@ impl Mesh {
     }
 
     /// Takes in records a peer gossiped; returns how many were refused.
-    pub(super) fn take_records(&self, peer_id: &str, records: &[SignedRecord]) -> usize {
+    pub(super) fn take_records(&self, peer_id: &str, records: &[RecordView<'_>]) -> usize {
+        let records = &records[..records.len().min(super::KNOWN_RELAYS_MAX)];
+        // Peers re-gossip the same records every interval: one no newer than the record
+        // held says nothing new, so its signature is not checked again. One look under
+        // the lock for the whole list; usually nothing is left.
+        let news: Vec<&RecordView<'_>> = {
+            let state = self.state.lock();
+            records
+                .iter()
+                .filter(|r| !holds_as_new(&state, r))
+                .collect()
+        };
         let mut refused = 0;
         let mut learned = false;
-        for record in records.iter().take(super::KNOWN_RELAYS_MAX) {
-            // Peers re-gossip the same records every interval: one no newer than the
-            // record held says nothing new, so its signature is not checked again.
-            if self.holds_as_new(record) || self.signed_it(record) {
+        for record in news {
+            // Again for each: an earlier record of this list may be held by now (a peer
+            // may repeat one; it is verified once).
+            if self.signed_it(record) || holds_as_new(&self.state.lock(), record) {
                 continue;
             }
             match self.check_record(record) {
@@ -118,7 +129,7 @@ impl Mesh {
 
     /// `Ok(Some)`: a record to hold; `Ok(None)`: a genuine record with nothing new (this
     /// relay's own, or one past the TTL); `Err`: the rejection reason (metrics label).
-    fn check_record(&self, record: &SignedRecord) -> Result<Option<()>, &'static str> {
+    fn check_record(&self, record: &RecordView<'_>) -> Result<Option<()>, &'static str> {
         if self.skips_verification() && record.relay_id != self.relay_id() {
             return Ok(Some(()));
         }
@@ -128,10 +139,16 @@ impl Mesh {
         if record.timestamp_ms > now_ms + RECORD_CLOCK_SKEW_MS {
             return Err("future_timestamp");
         }
-        let key = record.verify().map_err(|fault| match fault {
-            RecordFault::Malformed => "malformed",
-            RecordFault::BadSignature => "bad_signature",
-        })?;
+        // The key bound to the id, if any, spares parsing the same key again; the
+        // binding is still checked below, after the signature, as for any record.
+        let bound = self.trust.key_of(&record.relay_id);
+        let memo = self.verified.get().map(|m| &**m);
+        let key = record
+            .verify(bound.as_ref(), memo)
+            .map_err(|fault| match fault {
+                RecordFault::Malformed => "malformed",
+                RecordFault::BadSignature => "bad_signature",
+            })?;
         if record.relay_id == self.relay_id() {
             return match self.trust.check_claim(&record.relay_id, &key) {
                 Ok(()) => Ok(None),
@@ -148,34 +165,24 @@ impl Mesh {
         }
     }
 
-    /// Whether a verified record of the same relay, at least as recent, is held.
-    fn holds_as_new(&self, record: &SignedRecord) -> bool {
-        self.state
-            .lock()
-            .members
-            .get(&record.relay_id)
-            .and_then(|m| m.record.as_ref())
-            .is_some_and(|held| held.timestamp_ms >= record.timestamp_ms)
-    }
-
     /// Whether `record` is this relay's own record exactly as it signed it. Every peer
     /// gossips it back every interval (twice: request and answer), and checking one's own
     /// signature tells nothing; a record that only claims this relay's id still differs
     /// from it and is checked (and refused) as any other.
-    fn signed_it(&self, record: &SignedRecord) -> bool {
+    fn signed_it(&self, record: &RecordView<'_>) -> bool {
         if record.relay_id != self.relay_id() {
             return false;
         }
         let own = self.own_record.lock().unwrap_or_else(|p| p.into_inner());
-        own.as_ref() == Some(record)
+        own.as_ref().is_some_and(|own| record.is(own))
     }
 
     /// Keeps `record` if newer than the one held; returns whether a relay was learned.
-    fn hold_record(&self, record: &SignedRecord) -> bool {
+    fn hold_record(&self, record: &RecordView<'_>) -> bool {
         let now_ms = self.unix_ms();
         let mut state = self.state.lock();
         let seen_ms = record.timestamp_ms.min(now_ms);
-        match state.members.get_mut(&record.relay_id) {
+        match state.members.get_mut(&*record.relay_id) {
             Some(member) => {
                 if member
                     .record
@@ -184,23 +191,24 @@ impl Mesh {
                 {
                     return false;
                 }
-                member.address.clone_from(&record.address);
+                member.address.clear();
+                member.address.push_str(&record.address);
                 member.last_seen_ms = member.last_seen_ms.max(seen_ms);
-                member.record = Some(record.clone());
+                member.record = Some(record.to_record());
                 false
             }
             None => {
                 state.members.insert(
-                    record.relay_id.clone(),
+                    record.relay_id.to_string(),
                     Member {
-                        address: record.address.clone(),
+                        address: record.address.to_string(),
                         version: String::new(),
                         uptime: 0,
                         last_seen_ms: seen_ms,
                         proven: false,
                         left: false,
                         report: None,
-                        record: Some(record.clone()),
+                        record: Some(record.to_record()),
                     },
                 );
                 true
@@ -226,6 +234,15 @@ impl Mesh {
     }
 }
 
+/// Whether a verified record of the same relay, at least as recent, is held.
+fn holds_as_new(state: &State, record: &RecordView<'_>) -> bool {
+    state
+        .members
+        .get(&*record.relay_id)
+        .and_then(|m| m.record.as_ref())
+        .is_some_and(|held| held.timestamp_ms >= record.timestamp_ms)
+}
+
 #[cfg(test)]
 mod tests {
     /// The record a peer gossips back exactly as this relay signed it is taken as said,
@@ -237,14 +254,56 @@ mod tests {
         let mut own = mesh.own_record();
         own.signature = "00".repeat(64);
         *mesh.own_record.lock().unwrap() = Some(own.clone());
-        assert_eq!(mesh.take_records("peer", std::slice::from_ref(&own)), 0);
+        assert_eq!(mesh.take_records("peer", &[own.view()]), 0);
 
         let mut claim = own.clone();
         claim.timestamp_ms -= 1;
         assert_eq!(
-            mesh.take_records("peer", &[claim]),
+            mesh.take_records("peer", &[claim.view()]),
             1,
             "a record that only claims this relay's id is checked"
         );
+    }
+
+    /// Of the records a peer gossips, only those newer than the one held are verified:
+    /// an older or equal copy is dropped unchecked (the witness: a broken signature is not
+    /// refused), a newer one with a broken signature is refused and not held, a genuine
+    /// newer one replaces the held one; a repeat within one list is verified once.
+    #[tokio::test]
+    async fn only_records_newer_than_the_held_one_are_verified() {
+        use crate::protocol::peer::PeerHealth;
+        use crate::protocol::signed::SignedRecord;
+        let mesh = crate::mesh::testing::mesh("records-test", None);
+        let b = crate::identity::Identity::from_seed(&[9; 32]);
+        let now = mesh.unix_ms();
+        let record = |ts| SignedRecord::sign(&b, "relay-b", "b:1", PeerHealth::Healthy, ts);
+        let forged = |ts| SignedRecord {
+            signature: "00".repeat(64),
+            ..record(ts)
+        };
+        let held = |mesh: &crate::mesh::Mesh| {
+            mesh.state.lock().members["relay-b"]
+                .record
+                .as_ref()
+                .map(|r| r.timestamp_ms)
+        };
+        assert_eq!(mesh.take_records("peer", &[record(now - 10).view()]), 0);
+        assert_eq!(held(&mesh), Some(now - 10));
+
+        let older = [forged(now - 10), forged(now - 20)];
+        let older = [older[0].view(), older[1].view()];
+        assert_eq!(mesh.take_records("peer", &older), 0, "not checked");
+        assert_eq!(mesh.take_records("peer", &[forged(now - 5).view()]), 1);
+        assert_eq!(held(&mesh), Some(now - 10), "a forged record is not held");
+
+        let newer = record(now - 5);
+        let copy = forged(now - 5);
+        let twice = [newer.view(), copy.view(), newer.view()];
+        assert_eq!(
+            mesh.take_records("peer", &twice),
+            0,
+            "the copies are not checked"
+        );
+        assert_eq!(held(&mesh), Some(now - 5));
     }
 }

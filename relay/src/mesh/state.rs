@@ -279,10 +279,10 @@ impl Shared {
     /// Notes that `peer` was heard from now, at `address` if it said so.
     pub(super) fn heard(&self, peer: &str, address: Option<&str>, now_ms_unix: u64) {
         let mut state = self.lock();
-        let member = state
-            .members
-            .entry(peer.to_string())
-            .or_insert_with(|| Member {
+        // Looked up first: a peer is heard from at every sync and is almost always known,
+        // so its id is copied only the first time.
+        if !state.members.contains_key(peer) {
+            let unheard = Member {
                 address: String::new(),
                 version: String::new(),
                 uptime: 0,
@@ -291,11 +291,16 @@ impl Shared {
                 left: false,
                 report: None,
                 record: None,
-            });
+            };
+            state.members.insert(peer.to_string(), unheard);
+        }
+        let member = state.members.get_mut(peer).expect("inserted above");
         member.proven = true;
         member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
-        if let Some(address) = address.filter(|a| !a.is_empty()) {
-            member.address = address.to_string();
+        if let Some(address) = address.filter(|a| !a.is_empty())
+            && member.address != address
+        {
+            address.clone_into(&mut member.address);
         }
         evict_members(&mut state);
     }

@@ -93,10 +93,18 @@ fn restore_seen(mesh: &Mesh) {
 }
 
 pub(super) fn save_seen(mesh: &Mesh) {
-    if let Err(error) =
-        super::persist::save_bindings(&mesh.parts.config.data_dir, &mesh.trust.bindings())
-    {
-        tracing::warn!(%error, "cannot save the relay keys bound");
+    // The bindings change rarely (a relay joins): written again only when they did.
+    let made = mesh.trust.bindings_made();
+    let saved = mesh
+        .bindings_saved
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if saved != made {
+        match super::persist::save_bindings(&mesh.parts.config.data_dir, &mesh.trust.bindings()) {
+            Ok(()) => mesh
+                .bindings_saved
+                .store(made, std::sync::atomic::Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "cannot save the relay keys bound"),
+        }
     }
     if let Err(error) =
         super::persist::save(&mesh.parts.config.data_dir, &mesh.state.seen_summary())
@@ -577,4 +585,32 @@ fn update_gauges(mesh: &Mesh) {
         .metrics
         .mesh_dial_addresses
         .set(state.dials.len() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The key bindings are written at the first save, and again only once a binding
+    /// was made: the witness is the file, removed in between.
+    #[tokio::test]
+    async fn bindings_are_saved_again_only_when_they_changed() {
+        let dir = std::env::temp_dir().join(format!("sdk_relay_bindings_{}", std::process::id()));
+        let config = crate::config::Config {
+            relay_id: "saver".into(),
+            data_dir: dir.clone(),
+            ..Default::default()
+        };
+        let mesh = crate::mesh::testing::mesh_with(config, None);
+        let file = dir.join("mesh-keys.json");
+        super::save_seen(&mesh);
+        assert!(file.exists(), "the first save writes them");
+        std::fs::remove_file(&file).unwrap();
+        super::save_seen(&mesh);
+        assert!(!file.exists(), "nothing changed: not written again");
+        let other = crate::identity::Identity::from_seed(&[8; 32]);
+        mesh.trust.bind("other", other.public()).unwrap();
+        super::save_seen(&mesh);
+        let saved = super::super::persist::load_bindings(&dir).unwrap();
+        assert!(saved.iter().any(|(id, _)| id == "other"), "{saved:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

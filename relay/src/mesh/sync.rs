@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::protocol::peer::{
-    self, EncodedPayload, GossipRelay, PeerHealth, StatePayload, StreamSummary, SyncPayload,
-    SyncType,
+    self, EncodedPayload, GossipRelay, PeerHealth, PeerPayload, StatePayload, StreamSummary,
+    SyncPayload, SyncType,
 };
 
 /// What this relay says about itself in a sync of `sync_type`.
@@ -122,7 +122,7 @@ fn gossip(mesh: &Mesh, bytes_max: usize) -> Vec<GossipRelay> {
 
 /// Takes in what a peer said: its address and state, the relays it knows, and its log
 /// summary (fetching what this relay missed).
-pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &SyncPayload) {
+pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &PeerPayload<'_>) {
     let mut dropped = 0usize;
     let address = payload.address.as_deref().filter(|a| peer::address_fits(a));
     if payload.address.is_some() && address.is_none() {

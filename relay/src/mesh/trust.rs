@@ -79,6 +79,8 @@ struct Bindings {
     keys: BTreeMap<String, PublicKey>,
     /// key → its relay id.
     ids: HashMap<PublicKey, String>,
+    /// Bindings made since start: `persist` writes them again only when this moved.
+    made: u64,
 }
 
 impl Trust {
@@ -136,7 +138,14 @@ impl Trust {
         }
         bindings.keys.insert(relay_id.to_string(), *key);
         bindings.ids.insert(*key, relay_id.to_string());
+        bindings.made += 1;
         Ok(())
+    }
+
+    /// How many bindings were made since start (own id excluded): unchanged means the
+    /// saved bindings are still current.
+    pub fn bindings_made(&self) -> u64 {
+        self.lock().made
     }
 
     pub fn key_of(&self, relay_id: &str) -> Option<PublicKey> {
@@ -148,10 +157,22 @@ impl Trust {
     /// # Errors
     /// Why it is not believed.
     pub fn verify(&self, notification: &Notification) -> Result<(), Unverified> {
+        self.verify_with(notification, None)
+    }
+
+    /// [`Trust::verify`], through `memo` when given (`Mesh::share_verified`).
+    ///
+    /// # Errors
+    /// Why it is not believed.
+    pub fn verify_with(
+        &self,
+        notification: &Notification,
+        memo: Option<&crate::identity::VerifiedMemo>,
+    ) -> Result<(), Unverified> {
         let key = self
             .key_of(&notification.relay_id)
             .ok_or(Unverified::UnknownOrigin)?;
-        signed::verify_notification(notification, &key).map_err(Unverified::Fault)
+        signed::verify_notification_with(notification, &key, memo).map_err(Unverified::Fault)
     }
 
     /// Every binding, for `persist`.
@@ -200,6 +221,24 @@ mod tests {
         assert_eq!(trust.bind("other-me", own.public()), Err(Refusal::KeyInUse));
         assert_eq!(trust.key_of("ghost"), None);
         assert_eq!(trust.bind("a", a.public()), Ok(()), "the same claim again");
+    }
+
+    /// Only a new binding counts as a change (what `persist` saves again).
+    #[test]
+    fn only_new_bindings_are_changes() {
+        let own = Identity::from_seed(&[1; 32]);
+        let a = Identity::from_seed(&[2; 32]);
+        let trust = Trust::new(Vec::new(), "me", *own.public());
+        assert_eq!(trust.bindings_made(), 0);
+        assert_eq!(trust.bind("a", a.public()), Ok(()));
+        assert_eq!(trust.bindings_made(), 1);
+        assert_eq!(trust.bind("a", a.public()), Ok(()));
+        assert_eq!(trust.bind("ghost", a.public()), Err(Refusal::KeyInUse));
+        assert_eq!(
+            trust.bindings_made(),
+            1,
+            "a repeat or a refusal changes nothing"
+        );
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! for one purpose is never valid for another; variable fields are length-prefixed, so no
 //! two different messages share an input.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::peer::{ADDRESS_BYTES_MAX, PeerHealth, address_fits, relay_id_fits};
 use super::{Notification, to_bytes};
-use crate::identity::{Identity, MAC_BYTES, PublicKey, Signature};
+use crate::identity::{Identity, MAC_BYTES, PublicKey, Signature, VerifiedMemo};
 
 /// Domain label of a notification's signature input.
 pub const NOTIFICATION_DOMAIN: &[u8] = b"sdk_relay/mesh/notification/v1";
@@ -84,11 +86,29 @@ pub enum NotificationFault {
 /// # Errors
 /// What is wrong with it.
 pub fn verify_notification(n: &Notification, key: &PublicKey) -> Result<(), NotificationFault> {
+    verify_notification_with(n, key, None)
+}
+
+/// [`verify_notification`], through `memo` (signatures already known to verify, shared
+/// by the relays of one process: `Mesh::share_verified`) when given.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn verify_notification_with(
+    n: &Notification,
+    key: &PublicKey,
+    memo: Option<&VerifiedMemo>,
+) -> Result<(), NotificationFault> {
     if message_id_origin(&n.message_id) != Some(n.relay_id.as_str()) {
         return Err(NotificationFault::ForeignId);
     }
     let signature = Signature::parse(&n.signature).map_err(|_| NotificationFault::BadSignature)?;
-    if key.verifies(&notification_input(n), &signature) {
+    let input = notification_input(n);
+    let verified = match memo {
+        Some(memo) => memo.verifies(key, &input, &signature),
+        None => key.verifies(&input, &signature),
+    };
+    if verified {
         Ok(())
     } else {
         Err(NotificationFault::BadSignature)
@@ -177,6 +197,61 @@ impl SignedRecord {
     /// # Errors
     /// What is wrong with the record.
     pub fn verify(&self) -> Result<PublicKey, RecordFault> {
+        self.view().verify(None, None)
+    }
+
+    /// This record as a [`RecordView`] borrowing its fields.
+    pub fn view(&self) -> RecordView<'_> {
+        RecordView {
+            relay_id: Cow::Borrowed(&self.relay_id),
+            public_key: Cow::Borrowed(&self.public_key),
+            address: Cow::Borrowed(&self.address),
+            health: self.health,
+            timestamp_ms: self.timestamp_ms,
+            signature: Cow::Borrowed(&self.signature),
+        }
+    }
+
+    /// Bytes this record takes in a StateSync, roughly (for the gossip budget).
+    pub fn wire_bytes(&self) -> usize {
+        self.relay_id.len() + self.address.len() + 64 + 128 + 120
+    }
+}
+
+/// A membership record as a peer's StateSync carries it, its text borrowed from the
+/// frame: the same fields, read the same way, as a [`SignedRecord`]. Peers gossip the same
+/// records every interval and a relay keeps only the newest of each relay, so most
+/// records received are looked at (id, timestamp) and dropped without allocating; only a
+/// newer one is verified and made a [`SignedRecord`] to hold.
+#[derive(Debug, Deserialize)]
+pub struct RecordView<'a> {
+    #[serde(borrow)]
+    pub relay_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub public_key: Cow<'a, str>,
+    #[serde(borrow)]
+    pub address: Cow<'a, str>,
+    pub health: PeerHealth,
+    pub timestamp_ms: u64,
+    #[serde(borrow)]
+    pub signature: Cow<'a, str>,
+}
+
+impl RecordView<'_> {
+    /// Checks bounds and the subject's signature; returns the subject's key. `known`:
+    /// the key already bound to this relay id, if any. When the record names that very
+    /// key, the parsed key is reused: reading a key from its 32 bytes is a point
+    /// decompression, a good part of a verification's cost; a record naming another key
+    /// has it parsed and checked as any other.
+    ///
+    /// # Errors
+    /// What is wrong with the record.
+    /// `memo`: signatures already known to verify (`Mesh::share_verified`).
+    pub fn verify(
+        &self,
+        known: Option<&PublicKey>,
+        memo: Option<&VerifiedMemo>,
+    ) -> Result<PublicKey, RecordFault> {
         if !relay_id_fits(&self.relay_id)
             || self.address.is_empty()
             || !address_fits(&self.address)
@@ -187,7 +262,10 @@ impl SignedRecord {
         if self.public_key.len() != 64 {
             return Err(RecordFault::Malformed);
         }
-        let key = PublicKey::parse(&self.public_key).map_err(|_| RecordFault::Malformed)?;
+        let key = match known.filter(|k| self.names_key(k)) {
+            Some(known) => *known,
+            None => PublicKey::parse(&self.public_key).map_err(|_| RecordFault::Malformed)?,
+        };
         let signature = Signature::parse(&self.signature).map_err(|_| RecordFault::BadSignature)?;
         let input = record_input(
             &self.relay_id,
@@ -196,16 +274,44 @@ impl SignedRecord {
             self.health,
             self.timestamp_ms,
         );
-        if key.verifies(&input, &signature) {
+        let verified = match memo {
+            Some(memo) => memo.verifies(&key, &input, &signature),
+            None => key.verifies(&input, &signature),
+        };
+        if verified {
             Ok(key)
         } else {
             Err(RecordFault::BadSignature)
         }
     }
 
-    /// Bytes this record takes in a StateSync, roughly (for the gossip budget).
-    pub fn wire_bytes(&self) -> usize {
-        self.relay_id.len() + self.address.len() + 64 + 128 + 120
+    /// Whether `public_key` is `key` in hex (as `PublicKey::parse` would read it).
+    fn names_key(&self, key: &PublicKey) -> bool {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(self.public_key.as_bytes(), &mut bytes).is_ok()
+            && bytes == *key.as_bytes()
+    }
+
+    /// The owned record, to hold.
+    pub fn to_record(&self) -> SignedRecord {
+        SignedRecord {
+            relay_id: self.relay_id.to_string(),
+            public_key: self.public_key.to_string(),
+            address: self.address.to_string(),
+            health: self.health,
+            timestamp_ms: self.timestamp_ms,
+            signature: self.signature.to_string(),
+        }
+    }
+
+    /// Whether this is `record`, field for field.
+    pub fn is(&self, record: &SignedRecord) -> bool {
+        self.timestamp_ms == record.timestamp_ms
+            && self.health == record.health
+            && self.relay_id == record.relay_id.as_str()
+            && self.signature == record.signature.as_str()
+            && self.public_key == record.public_key.as_str()
+            && self.address == record.address.as_str()
     }
 }
 

@@ -19,6 +19,10 @@ pub struct Env<N: Net> {
     pub net: N,
     pub clock: SharedClock,
     pub rng: SeededRng,
+    /// Signatures (records, notifications) known to verify, shared with the other relays
+    /// of this process (the simulator's mesh); `None` in production, where a relay has a
+    /// process of its own.
+    pub verified: Option<std::sync::Arc<crate::identity::VerifiedMemo>>,
 }
 
 impl Env<TokioNet> {
@@ -28,6 +32,7 @@ impl Env<TokioNet> {
             net: TokioNet,
             clock: std::sync::Arc::new(TokioClock),
             rng: SeededRng::new(seed),
+            verified: None,
         }
     }
 }

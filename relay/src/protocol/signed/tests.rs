@@ -222,3 +222,155 @@ fn the_topic_of_a_private_notification_is_signed() {
         );
     }
 }
+
+/// A record read from a frame borrows its text (no allocation per gossiped record) and
+/// verifies as the owned record does; an escaped string is copied, not refused.
+#[test]
+fn a_record_read_from_a_frame_borrows_its_text_and_verifies_the_same() {
+    let a = Identity::from_seed(&SEED_A);
+    let r = SignedRecord::sign(
+        &a,
+        "relay-a",
+        "relay-a.example:8090",
+        PeerHealth::Healthy,
+        7,
+    );
+    let text = serde_json::to_string(&r).unwrap();
+    let view: RecordView<'_> = serde_json::from_str(&text).unwrap();
+    assert!(matches!(view.relay_id, Cow::Borrowed(_)), "{view:?}");
+    assert!(matches!(view.signature, Cow::Borrowed(_)), "{view:?}");
+    assert!(view.is(&r));
+    assert_eq!(view.to_record(), r);
+    assert_eq!(view.verify(None, None), Ok(*a.public()));
+
+    let escaped = text.replace("relay-a.example", "relay-a\\u002eexample");
+    let view: RecordView<'_> = serde_json::from_str(&escaped).unwrap();
+    assert!(matches!(view.address, Cow::Owned(_)));
+    assert_eq!(
+        view.verify(None, None),
+        Ok(*a.public()),
+        "same record once unescaped"
+    );
+
+    let mut forged = r.clone();
+    forged.timestamp_ms += 1;
+    assert!(!forged.view().is(&r));
+    assert_eq!(
+        forged.view().verify(Some(a.public()), None),
+        Err(RecordFault::BadSignature)
+    );
+}
+
+/// The key bound to a record's id is reused only when the record names that key; a
+/// record naming another key is verified under the key it names (and returns it, for the
+/// binding check to refuse).
+#[test]
+fn a_known_key_is_reused_only_for_the_key_a_record_names() {
+    let a = Identity::from_seed(&SEED_A);
+    let b = Identity::from_seed(&SEED_B);
+    let by_b = SignedRecord::sign(
+        &b,
+        "relay-a",
+        "relay-a.example:8090",
+        PeerHealth::Healthy,
+        9,
+    );
+    assert_eq!(by_b.view().verify(Some(a.public()), None), Ok(*b.public()));
+    // Signed by B but naming A's key: A's key (known or parsed) refuses B's signature.
+    let mut claims_a = by_b.clone();
+    claims_a.public_key = KEY_A.into();
+    assert_eq!(
+        claims_a.view().verify(Some(a.public()), None),
+        Err(RecordFault::BadSignature)
+    );
+    assert_eq!(
+        claims_a.view().verify(None, None),
+        Err(RecordFault::BadSignature)
+    );
+    let by_a = SignedRecord::sign(
+        &a,
+        "relay-a",
+        "relay-a.example:8090",
+        PeerHealth::Healthy,
+        9,
+    );
+    assert_eq!(by_a.view().verify(Some(a.public()), None), Ok(*a.public()));
+    assert_eq!(by_a.view().verify(Some(b.public()), None), Ok(*a.public()));
+    let mut unreadable = by_a;
+    unreadable.public_key = "zz".repeat(32);
+    assert_eq!(
+        unreadable.view().verify(Some(a.public()), None),
+        Err(RecordFault::Malformed)
+    );
+}
+
+/// Through a memo shared with other relays, a record verifies as without it, and a
+/// forged copy of a remembered record (any field changed) is still refused.
+#[test]
+fn a_shared_memo_refuses_what_verification_refuses() {
+    let a = Identity::from_seed(&SEED_A);
+    let memo = VerifiedMemo::new();
+    let r = SignedRecord::sign(
+        &a,
+        "relay-a",
+        "relay-a.example:8090",
+        PeerHealth::Healthy,
+        5,
+    );
+    assert_eq!(r.view().verify(None, Some(&memo)), Ok(*a.public()));
+    assert_eq!(
+        r.view().verify(Some(a.public()), Some(&memo)),
+        Ok(*a.public())
+    );
+    assert_eq!(memo.len(), 1);
+    let mut moved = r.clone();
+    moved.address = "attacker.example:8090".into();
+    assert_eq!(
+        moved.view().verify(None, Some(&memo)),
+        Err(RecordFault::BadSignature)
+    );
+    let mut degraded = r;
+    degraded.health = PeerHealth::Degraded;
+    assert_eq!(
+        degraded.view().verify(None, Some(&memo)),
+        Err(RecordFault::BadSignature)
+    );
+    assert_eq!(memo.len(), 1);
+}
+
+/// A notification checked through a shared memo: the genuine one verifies (and is
+/// remembered), a changed copy or another key is still refused, a foreign id still
+/// refused first.
+#[test]
+fn a_shared_memo_refuses_a_changed_notification() {
+    let a = Identity::from_seed(&SEED_A);
+    let b = Identity::from_seed(&SEED_B);
+    let memo = VerifiedMemo::new();
+    let mut n = vector_notification();
+    sign_notification(&a, &mut n);
+    assert_eq!(
+        verify_notification_with(&n, a.public(), Some(&memo)),
+        Ok(())
+    );
+    assert_eq!(
+        verify_notification_with(&n, a.public(), Some(&memo)),
+        Ok(())
+    );
+    assert_eq!(memo.len(), 1);
+    assert_eq!(
+        verify_notification_with(&n, b.public(), Some(&memo)),
+        Err(NotificationFault::BadSignature)
+    );
+    let mut changed = n.clone();
+    changed.data = RawValue::from_string(r#"{"txid":"ab","amount":1001}"#.into()).unwrap();
+    assert_eq!(
+        verify_notification_with(&changed, a.public(), Some(&memo)),
+        Err(NotificationFault::BadSignature)
+    );
+    let mut foreign = n;
+    foreign.message_id = "relay-b-0000002a-7".into();
+    assert_eq!(
+        verify_notification_with(&foreign, a.public(), Some(&memo)),
+        Err(NotificationFault::ForeignId)
+    );
+}

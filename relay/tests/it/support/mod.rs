@@ -71,6 +71,7 @@ impl TestRelay {
             net: relay_net,
             clock: tokio_env.clock,
             rng: tokio_env.rng,
+            verified: None,
         };
         let data_dir = config.data_dir.clone();
         let done = tokio::spawn(sdk_relay::run(
