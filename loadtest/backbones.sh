@@ -14,9 +14,9 @@
 # relay), SIZE (256 B), RUNS (1; runs of each mode and relay count, alternating modes),
 # NO_BUILD (skip cargo build), OUT (reports; temporary by default), RELAY_BIN (the relay
 # binary; default the release build here), RELAY_WORKERS (worker threads per relay,
-# `TOKIO_WORKER_THREADS`; default 1: the relays and the load generator share this machine,
-# and more runnable threads than cores only add run-queue waits to the latency measured;
-# `RELAY_WORKERS=` leaves tokio's default, one per core).
+# `TOKIO_WORKER_THREADS`; default 1: the relays and the load generator share this machine's
+# cores, and one thread each spends less CPU per delivery; `RELAY_WORKERS=` leaves tokio's
+# default, one per core).
 # Needs nats-server on PATH (scripts/test-deps.sh installs it). Every process it starts
 # is killed on exit, failure included.
 set -euo pipefail
