@@ -63,6 +63,20 @@ impl PublicKey {
     pub fn verifies(&self, message: &[u8], signature: &Signature) -> bool {
         self.0.verify_strict(message, &signature.0).is_ok()
     }
+
+    /// [`PublicKey::verifies`], through `memo` (signatures already known to verify,
+    /// shared by the relays of one process) when given: the same answer either way.
+    pub fn verifies_through(
+        &self,
+        memo: Option<&VerifiedMemo>,
+        message: &[u8],
+        signature: &Signature,
+    ) -> bool {
+        match memo {
+            Some(memo) => memo.verifies(self, message, signature),
+            None => self.verifies(message, signature),
+        }
+    }
 }
 
 impl std::fmt::Debug for PublicKey {

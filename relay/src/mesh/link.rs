@@ -386,8 +386,7 @@ fn on_text(
             }
             // Verified before admission: what fails is neither delivered nor forwarded,
             // and never marked seen, so a forged id cannot suppress the genuine one.
-            let memo = mesh.verified.get().map(|m| &**m);
-            if let Err(why) = mesh.trust.verify_with(&notification, memo)
+            if let Err(why) = mesh.trust.verify(&notification)
                 && !mesh.skips_verification()
             {
                 mesh.count_unverified(peer_id, &notification, why);

@@ -162,9 +162,6 @@ pub struct Mesh {
     own_record: std::sync::Mutex<Option<crate::protocol::signed::SignedRecord>>,
     /// The payloads of the last sync answers, reused for a moment (`sync::answer_payload`).
     recent_payloads: sync::RecentPayloads,
-    /// Signatures (records, notifications) known to verify, shared with the relays of
-    /// the same process (`share_verified`: the simulator's); unset in production.
-    verified: std::sync::OnceLock<Arc<crate::identity::VerifiedMemo>>,
     /// `trust.bindings_made()` when the bindings were last saved (`u64::MAX`: never).
     bindings_saved: std::sync::atomic::AtomicU64,
 }
@@ -199,17 +196,13 @@ impl Mesh {
             issuer,
             own_record: std::sync::Mutex::new(None),
             recent_payloads: sync::RecentPayloads::default(),
-            verified: std::sync::OnceLock::new(),
             bindings_saved: std::sync::atomic::AtomicU64::new(u64::MAX),
         })
     }
 
-    /// Checks membership records and peers' notifications through `memo`, shared with
-    /// the other relays of this process: each is then verified once for all of them
-    /// rather than once per relay (same answers: a verification is a pure function of its inputs).
+    /// See `Trust::share_verified` (the simulator's relays share one memo).
     pub fn share_verified(&self, memo: Arc<crate::identity::VerifiedMemo>) {
-        // Set once, at start; a second call keeps the first memo.
-        let _ = self.verified.set(memo);
+        self.trust.share_verified(memo);
     }
 
     /// Whether this relay takes what peers send without checking signatures: the

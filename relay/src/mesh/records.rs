@@ -142,13 +142,13 @@ impl Mesh {
         // The key bound to the id, if any, spares parsing the same key again; the
         // binding is still checked below, after the signature, as for any record.
         let bound = self.trust.key_of(&record.relay_id);
-        let memo = self.verified.get().map(|m| &**m);
-        let key = record
-            .verify(bound.as_ref(), memo)
-            .map_err(|fault| match fault {
-                RecordFault::Malformed => "malformed",
-                RecordFault::BadSignature => "bad_signature",
-            })?;
+        let key =
+            record
+                .verify(bound.as_ref(), self.trust.memo())
+                .map_err(|fault| match fault {
+                    RecordFault::Malformed => "malformed",
+                    RecordFault::BadSignature => "bad_signature",
+                })?;
         if record.relay_id == self.relay_id() {
             return match self.trust.check_claim(&record.relay_id, &key) {
                 Ok(()) => Ok(None),

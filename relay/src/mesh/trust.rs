@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use crate::identity::PublicKey;
+use crate::identity::{PublicKey, VerifiedMemo};
 use crate::protocol::Notification;
 use crate::protocol::signed::{self, NotificationFault};
 
@@ -71,6 +71,9 @@ pub struct Trust {
     trusted: Vec<PublicKey>,
     /// relay id ↔ key, one to one.
     bindings: Mutex<Bindings>,
+    /// Signatures (records, notifications) known to verify, shared with the relays of
+    /// the same process (`share_verified`: the simulator's); unset in production.
+    verified: std::sync::OnceLock<std::sync::Arc<VerifiedMemo>>,
 }
 
 #[derive(Default)]
@@ -91,7 +94,21 @@ impl Trust {
         Trust {
             trusted,
             bindings: Mutex::new(bindings),
+            verified: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Checks membership records and peers' notifications through `memo`, shared with
+    /// the other relays of this process: each is then verified once for all of them
+    /// rather than once per relay (same answers: a verification is a pure function of
+    /// its inputs). Set once, at start; a second call keeps the first memo.
+    pub fn share_verified(&self, memo: std::sync::Arc<VerifiedMemo>) {
+        let _ = self.verified.set(memo);
+    }
+
+    /// The shared memo of verified signatures, if this relay was given one.
+    pub fn memo(&self) -> Option<&VerifiedMemo> {
+        self.verified.get().map(|memo| &**memo)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Bindings> {
@@ -157,22 +174,10 @@ impl Trust {
     /// # Errors
     /// Why it is not believed.
     pub fn verify(&self, notification: &Notification) -> Result<(), Unverified> {
-        self.verify_with(notification, None)
-    }
-
-    /// [`Trust::verify`], through `memo` when given (`Mesh::share_verified`).
-    ///
-    /// # Errors
-    /// Why it is not believed.
-    pub fn verify_with(
-        &self,
-        notification: &Notification,
-        memo: Option<&crate::identity::VerifiedMemo>,
-    ) -> Result<(), Unverified> {
         let key = self
             .key_of(&notification.relay_id)
             .ok_or(Unverified::UnknownOrigin)?;
-        signed::verify_notification_with(notification, &key, memo).map_err(Unverified::Fault)
+        signed::verify_notification_with(notification, &key, self.memo()).map_err(Unverified::Fault)
     }
 
     /// Every binding, for `persist`.
@@ -221,6 +226,28 @@ mod tests {
         assert_eq!(trust.bind("other-me", own.public()), Err(Refusal::KeyInUse));
         assert_eq!(trust.key_of("ghost"), None);
         assert_eq!(trust.bind("a", a.public()), Ok(()), "the same claim again");
+    }
+
+    /// A memo shared through `share_verified` is the one `verify` goes through: the
+    /// witness is the genuine notification it remembers; a forged copy is still refused.
+    #[test]
+    fn a_shared_memo_is_what_verify_goes_through() {
+        let own = Identity::from_seed(&[1; 32]);
+        let a = Identity::from_seed(&[2; 32]);
+        let trust = Trust::new(Vec::new(), "me", *own.public());
+        trust.bind("a", a.public()).unwrap();
+        let memo = std::sync::Arc::new(VerifiedMemo::new());
+        trust.share_verified(memo.clone());
+        let mut n = Notification::for_test("a", "a-0000002a-7", "payment", "");
+        signed::sign_notification(&a, &mut n);
+        assert_eq!(trust.verify(&n), Ok(()));
+        assert_eq!(memo.len(), 1, "verified through the shared memo");
+        n.notification_type = "other".into();
+        assert_eq!(
+            trust.verify(&n),
+            Err(Unverified::Fault(NotificationFault::BadSignature))
+        );
+        assert_eq!(memo.len(), 1, "a failure is not remembered");
     }
 
     /// Only a new binding counts as a change (what `persist` saves again).

@@ -73,10 +73,9 @@ pub struct StripedBy<E: LabelValue> {
 
 impl<E: LabelValue> StripedBy<E> {
     pub(super) fn new(name: &'static str, label: &'static str) -> Self {
-        let registered = E::ALL
-            .iter()
-            .map(|v| metrics::counter!(name, label => v.as_str()))
-            .collect();
+        // The same series `LabeledBy` registers, in `E::ALL`'s order (the slots).
+        let labeled = super::LabeledBy::<E>::new(name, label);
+        let registered = labeled.counters.into_iter().map(|(_, c)| c).collect();
         StripedBy {
             striped: Striped::new(registered),
             _kind: std::marker::PhantomData,

@@ -500,6 +500,58 @@ mod tests {
             (SyncType::StateSync, "a", "a-1-s1")
         );
         assert!(payload.relays.is_some(), "skipped, not kept");
+        assert_eq!(payload.state.expect("state is read").network, "signet");
+    }
+
+    #[test]
+    fn a_sync_response_names_its_request_and_carries_its_records() {
+        let identity = crate::identity::Identity::from_seed(&[7; 32]);
+        let record = super::super::signed::SignedRecord::sign(
+            &identity,
+            "a",
+            "h:1",
+            PeerHealth::Healthy,
+            42,
+        );
+        let payload = SyncPayload {
+            records: Some(vec![record.clone()]),
+            log: Some(vec![StreamSummary {
+                stream: "a-1".into(),
+                ranges: vec![(1, 3)],
+            }]),
+            ..SyncPayload::default()
+        };
+        let bytes = encode_sync_response(
+            SyncType::StateSync,
+            "a",
+            "b-1-s9",
+            &encode_payload(&payload),
+            3,
+        );
+        let wire: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(wire["type"], "sync_response");
+        assert!(wire.get("message_id").is_none(), "{wire}");
+        let PeerMessage::SyncResponse {
+            sync_type,
+            request_id,
+            payload,
+            ..
+        } = parse(&bytes).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (sync_type, request_id.as_str()),
+            (SyncType::StateSync, "b-1-s9")
+        );
+        let back = payload.records.unwrap();
+        assert_eq!(back[0].signature, record.signature);
+        assert!(back[0].is(&record), "the record survives the wire");
+        assert!(
+            back[0].verify(None, None).is_ok(),
+            "and still verifies after it"
+        );
+        assert_eq!(payload.log.unwrap()[0].ranges, [(1, 3)]);
     }
 
     /// The unsigned `relays` list is skipped whatever its shape (nothing reads it); the

@@ -90,7 +90,7 @@ pub fn verify_notification(n: &Notification, key: &PublicKey) -> Result<(), Noti
 }
 
 /// [`verify_notification`], through `memo` (signatures already known to verify, shared
-/// by the relays of one process: `Mesh::share_verified`) when given.
+/// by the relays of one process: `Trust::share_verified`) when given.
 ///
 /// # Errors
 /// What is wrong with it.
@@ -103,12 +103,7 @@ pub fn verify_notification_with(
         return Err(NotificationFault::ForeignId);
     }
     let signature = Signature::parse(&n.signature).map_err(|_| NotificationFault::BadSignature)?;
-    let input = notification_input(n);
-    let verified = match memo {
-        Some(memo) => memo.verifies(key, &input, &signature),
-        None => key.verifies(&input, &signature),
-    };
-    if verified {
+    if key.verifies_through(memo, &notification_input(n), &signature) {
         Ok(())
     } else {
         Err(NotificationFault::BadSignature)
@@ -242,11 +237,11 @@ impl RecordView<'_> {
     /// the key already bound to this relay id, if any. When the record names that very
     /// key, the parsed key is reused: reading a key from its 32 bytes is a point
     /// decompression, a good part of a verification's cost; a record naming another key
-    /// has it parsed and checked as any other.
+    /// has it parsed and checked as any other. `memo`: signatures already known to verify
+    /// (`Trust::share_verified`).
     ///
     /// # Errors
     /// What is wrong with the record.
-    /// `memo`: signatures already known to verify (`Mesh::share_verified`).
     pub fn verify(
         &self,
         known: Option<&PublicKey>,
@@ -274,11 +269,7 @@ impl RecordView<'_> {
             self.health,
             self.timestamp_ms,
         );
-        let verified = match memo {
-            Some(memo) => memo.verifies(&key, &input, &signature),
-            None => key.verifies(&input, &signature),
-        };
-        if verified {
+        if key.verifies_through(memo, &input, &signature) {
             Ok(key)
         } else {
             Err(RecordFault::BadSignature)
