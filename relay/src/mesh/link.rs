@@ -340,14 +340,7 @@ fn on_text(
                 return Some(reason);
             }
             sync::observe(mesh, peer_id, outlet, &payload);
-            let answer = sync::answer_payload(mesh, sync_type);
-            let frame = peer::encode_sync_response(
-                sync_type,
-                mesh.relay_id(),
-                &message_id,
-                &answer,
-                mesh.unix_secs(),
-            );
+            let frame = sync::answer(mesh, sync_type, &message_id, &payload);
             outlet.offer(Outbound::Text(frame));
         }
         PeerMessage::SyncResponse {

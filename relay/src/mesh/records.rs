@@ -58,17 +58,7 @@ impl Mesh {
     /// The verified records this relay holds, the most recent first, `own` first of all,
     /// while they fit `bytes_max` (the first always does).
     pub(super) fn records_to_gossip(&self, bytes_max: usize) -> Vec<SignedRecord> {
-        let mut records = vec![self.own_record()];
-        {
-            let state = self.state.lock();
-            let mut held: Vec<&SignedRecord> = state
-                .members
-                .values()
-                .filter_map(|m| m.record.as_ref())
-                .collect();
-            held.sort_by_key(|r| std::cmp::Reverse(r.timestamp_ms));
-            records.extend(held.into_iter().take(super::GOSSIP_RELAYS_MAX - 1).cloned());
-        }
+        let mut records = self.records_to_offer();
         let mut total = 2usize;
         let keep = records
             .iter()
@@ -80,6 +70,55 @@ impl Mesh {
             .count();
         records.truncate(keep);
         records
+    }
+
+    /// The records a StateSync may carry, before any byte budget: this relay's own first,
+    /// then the verified records it holds, the most recent first, at most
+    /// `GOSSIP_RELAYS_MAX` in all.
+    pub(super) fn records_to_offer(&self) -> Vec<SignedRecord> {
+        let mut records = vec![self.own_record()];
+        let state = self.state.lock();
+        let mut held: Vec<&SignedRecord> = state
+            .members
+            .values()
+            .filter_map(|m| m.record.as_ref())
+            .collect();
+        held.sort_by_key(|r| std::cmp::Reverse(r.timestamp_ms));
+        records.extend(held.into_iter().take(super::GOSSIP_RELAYS_MAX - 1).cloned());
+        records
+    }
+
+    /// For each relay of which `shown` (a peer's sync request) carried exactly the
+    /// record this relay holds now (its own record as last signed, or a member's verified
+    /// record: every field equal), that record's timestamp. Equality with a record this
+    /// relay verified is what proves the peer holds a genuine copy: an older copy, or a
+    /// forged one (another signature, key, address...), is not the held record and shows
+    /// nothing.
+    pub(super) fn genuine_copies<'a>(
+        &self,
+        shown: &'a [RecordView<'a>],
+    ) -> std::collections::HashMap<&'a str, u64> {
+        let shown = &shown[..shown.len().min(super::KNOWN_RELAYS_MAX)];
+        let mut copies = std::collections::HashMap::with_capacity(shown.len());
+        {
+            let own = self.own_record.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(own) = own.as_ref()
+                && let Some(copy) = shown.iter().find(|r| r.is(own))
+            {
+                copies.insert(&*copy.relay_id, own.timestamp_ms);
+            }
+        }
+        let state = self.state.lock();
+        for record in shown {
+            let held = state
+                .members
+                .get(&*record.relay_id)
+                .and_then(|m| m.record.as_ref());
+            if let Some(held) = held.filter(|held| record.is(held)) {
+                copies.insert(&*record.relay_id, held.timestamp_ms);
+            }
+        }
+        copies
     }
 
     /// Takes in records a peer gossiped; returns how many were refused.

@@ -15,6 +15,7 @@ mod kinds;
 mod outbound;
 pub mod peer;
 pub mod signed;
+pub mod split;
 pub mod watch;
 
 pub use depth::{DATA_DEPTH_MAX, within_depth};
