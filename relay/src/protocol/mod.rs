@@ -14,6 +14,7 @@ mod inbound;
 mod kinds;
 mod outbound;
 pub mod peer;
+pub mod peer_metrics;
 pub mod signed;
 pub mod split;
 pub mod watch;

@@ -206,8 +206,9 @@ pub struct PeerPayload<'a> {
     pub records: Option<Vec<RecordView<'a>>>,
     #[serde(default)]
     pub log: Option<Vec<StreamSummary>>,
+    /// MetricsSync's figures, read straight into their fields, leniently.
     #[serde(default)]
-    pub metrics: Option<serde_json::Value>,
+    pub metrics: Option<super::peer_metrics::PeerMetrics>,
 }
 
 /// Every field a peer message may carry; `type` says which matter.
