@@ -102,21 +102,42 @@ pub(super) fn metrics_payload(mesh: &Mesh) -> Value {
 
 /// A peer's MetricsSync `metrics` object (read leniently: `PeerMetrics`) as a report;
 /// fields missing or of the wrong type read as zero or absent.
-pub(super) fn parse(metrics: &PeerMetrics, received_ms: u64) -> PeerReport {
-    PeerReport {
+#[cfg(test)]
+fn parse(metrics: &PeerMetrics<'_>, received_ms: u64) -> PeerReport {
+    let mut report = PeerReport::default();
+    update(&mut report, metrics, received_ms);
+    report
+}
+
+/// Makes `report` the one `metrics` says (as `parse` would), in place: each peer
+/// reports every interval, and its list of linked peers is mostly the same, so the
+/// strings held are rewritten rather than freed and allocated again.
+pub(super) fn update(report: &mut PeerReport, metrics: &PeerMetrics<'_>, received_ms: u64) {
+    *report = PeerReport {
         received_ms,
         wallets: metrics.active_connections.unwrap_or(0),
         notifications_originated: metrics.notifications_originated.unwrap_or(0),
         notifications_routed: metrics.notifications_routed,
         anti_entropy_repairs: metrics.anti_entropy_repairs,
         slow_consumer_cuts: metrics.slow_consumer_cuts,
-        linked_peers: metrics.linked_peers.clone(),
+        linked_peers: std::mem::take(&mut report.linked_peers),
         chain: ChainFigures {
             scanned_height: metrics.chain_scanned_height,
             tip_height: metrics.chain_tip_height,
             lag: metrics.chain_lag,
             degraded: metrics.chain_degraded.unwrap_or(false),
         },
+    };
+    let ids = &mut report.linked_peers;
+    ids.truncate(metrics.linked_peers.len());
+    for (i, id) in metrics.linked_peers.iter().enumerate() {
+        match ids.get_mut(i) {
+            Some(held) => {
+                held.clear();
+                held.push_str(id);
+            }
+            None => ids.push(id.to_string()),
+        }
     }
 }
 
@@ -224,6 +245,37 @@ mod tests {
         assert_eq!(report.chain.lag, None);
         assert!(report.chain.degraded);
         assert_eq!(report.linked_peers, vec!["relay-2", "relay-3"]);
+    }
+
+    /// A report updated in place over an earlier one is the report read afresh, whether
+    /// the new list of linked peers is longer, shorter or empty; ids are borrowed from
+    /// the frame unless escaped.
+    #[test]
+    fn a_report_updated_in_place_is_the_fresh_one() {
+        let frames = [
+            r#"{"active_connections": 1, "linked_peers": ["relay-1", "relay-2"]}"#,
+            r#"{"chain_degraded": true, "linked_peers": ["relay-3", "relay-4", "relay-\u0035"]}"#,
+            r#"{"notifications_routed": 4, "linked_peers": ["relay-6"]}"#,
+            r#"{"linked_peers": 7}"#,
+            r#"{"linked_peers": ["relay-7", "relay-8"]}"#,
+        ];
+        let mut report = PeerReport::default();
+        for (i, metrics) in frames.into_iter().enumerate() {
+            let frame = format!(
+                r#"{{"type":"sync","sync_type":"MetricsSync","relay_id":"a","message_id":"m","payload":{{"metrics":{metrics}}}}}"#
+            );
+            let Ok(PeerMessage::Sync { payload, .. }) = peer::parse(frame.as_bytes()) else {
+                panic!("{metrics}")
+            };
+            let metrics = payload.metrics.unwrap();
+            update(&mut report, &metrics, i as u64);
+            assert_eq!(report, parse(&metrics, i as u64), "{i}");
+            for id in &metrics.linked_peers {
+                let borrowed = matches!(id, std::borrow::Cow::Borrowed(_));
+                assert_eq!(borrowed, id != "relay-5", "{id}");
+            }
+        }
+        assert_eq!(report.linked_peers, ["relay-7", "relay-8"]);
     }
 
     /// The typed reader answers as the `Value` tree did on hostile shapes: wrong types,

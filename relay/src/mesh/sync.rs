@@ -155,7 +155,8 @@ pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &Pee
     if let Some(metrics) = &payload.metrics
         && let Some(member) = mesh.state.lock().members.get_mut(peer_id)
     {
-        member.report = Some(super::reports::parse(metrics, mesh.unix_ms()));
+        let report = member.report.get_or_insert_default();
+        super::reports::update(report, metrics, mesh.unix_ms());
     }
     // Membership is learned from signed records only; `relays` is the specification's
     // informational list, unsigned, and never believed.

@@ -207,8 +207,8 @@ pub struct PeerPayload<'a> {
     #[serde(default)]
     pub log: Option<Vec<StreamSummary>>,
     /// MetricsSync's figures, read straight into their fields, leniently.
-    #[serde(default)]
-    pub metrics: Option<super::peer_metrics::PeerMetrics>,
+    #[serde(default, borrow)]
+    pub metrics: Option<super::peer_metrics::PeerMetrics<'a>>,
 }
 
 /// Every field a peer message may carry; `type` says which matter.

@@ -7,6 +7,7 @@
 //! empty one, and of `linked_peers` only the strings within the relay id bound are kept,
 //! at most `LINKS_REPORTED_MAX`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -20,7 +21,7 @@ pub const LINKS_REPORTED_MAX: usize = 64;
 /// What a peer's MetricsSync says, each field as it was found (`None`: absent or not of
 /// its type).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerMetrics {
+pub struct PeerMetrics<'a> {
     pub active_connections: Option<u64>,
     pub notifications_originated: Option<u64>,
     pub notifications_routed: Option<u64>,
@@ -31,20 +32,21 @@ pub struct PeerMetrics {
     pub chain_lag: Option<u64>,
     pub chain_degraded: Option<bool>,
     /// Strings of the `linked_peers` list within the relay id bound, the first
-    /// `LINKS_REPORTED_MAX` of them (empty when absent or not a list).
-    pub linked_peers: Vec<String>,
+    /// `LINKS_REPORTED_MAX` of them (empty when absent or not a list), borrowed from the
+    /// frame unless escaped.
+    pub linked_peers: Vec<Cow<'a, str>>,
 }
 
-impl<'de> Deserialize<'de> for PeerMetrics {
+impl<'de: 'a, 'a> Deserialize<'de> for PeerMetrics<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Read::<PeerMetrics>::deserialize(deserializer)?.0)
+        Ok(Read::<PeerMetrics<'de>>::deserialize(deserializer)?.0)
     }
 }
 
 /// How a JSON value of each shape reads as `Self`: every shape a type does not expect
 /// reads as its `Default` (absent), containers skipped unread, as `Value::as_u64` and
 /// friends answer `None` for a value of another type.
-trait Lenient: Default {
+trait Lenient<'de>: Default {
     fn from_u64(_: u64) -> Self {
         Self::default()
     }
@@ -54,11 +56,15 @@ trait Lenient: Default {
     fn from_str(_: &str) -> Self {
         Self::default()
     }
-    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+    /// A string borrowed from the frame (not escaped): as `from_str` unless kept.
+    fn from_borrowed_str(text: &'de str) -> Self {
+        Self::from_str(text)
+    }
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Self::default())
     }
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Self::default())
     }
@@ -67,7 +73,7 @@ trait Lenient: Default {
 /// Reads any JSON value as `T` (`Lenient`).
 struct Read<T>(T);
 
-impl<'de, T: Lenient> Deserialize<'de> for Read<T> {
+impl<'de, T: Lenient<'de>> Deserialize<'de> for Read<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
             .deserialize_any(AnyValue(PhantomData))
@@ -77,7 +83,7 @@ impl<'de, T: Lenient> Deserialize<'de> for Read<T> {
 
 struct AnyValue<T>(PhantomData<T>);
 
-impl<'de, T: Lenient> Visitor<'de> for AnyValue<T> {
+impl<'de, T: Lenient<'de>> Visitor<'de> for AnyValue<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -99,6 +105,9 @@ impl<'de, T: Lenient> Visitor<'de> for AnyValue<T> {
     fn visit_str<E>(self, text: &str) -> Result<T, E> {
         Ok(T::from_str(text))
     }
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<T, E> {
+        Ok(T::from_borrowed_str(text))
+    }
     fn visit_unit<E>(self) -> Result<T, E> {
         Ok(T::default())
     }
@@ -114,7 +123,7 @@ impl<'de, T: Lenient> Visitor<'de> for AnyValue<T> {
 #[derive(Default)]
 struct Number(Option<u64>);
 
-impl Lenient for Number {
+impl Lenient<'_> for Number {
     fn from_u64(n: u64) -> Self {
         Number(Some(n))
     }
@@ -124,7 +133,7 @@ impl Lenient for Number {
 #[derive(Default)]
 struct Flag(Option<bool>);
 
-impl Lenient for Flag {
+impl Lenient<'_> for Flag {
     fn from_bool(b: bool) -> Self {
         Flag(Some(b))
     }
@@ -132,21 +141,24 @@ impl Lenient for Flag {
 
 /// One entry of `linked_peers`: a string within the relay id bound, else nothing.
 #[derive(Default)]
-struct PeerId(Option<String>);
+struct PeerId<'a>(Option<Cow<'a, str>>);
 
-impl Lenient for PeerId {
+impl<'de> Lenient<'de> for PeerId<'de> {
     fn from_str(id: &str) -> Self {
-        PeerId(relay_id_fits(id).then(|| id.to_string()))
+        PeerId(relay_id_fits(id).then(|| Cow::Owned(id.to_string())))
+    }
+    fn from_borrowed_str(id: &'de str) -> Self {
+        PeerId(relay_id_fits(id).then_some(Cow::Borrowed(id)))
     }
 }
 
 /// `linked_peers`: its entries that are relay ids, the first `LINKS_REPORTED_MAX`
 /// (the rest read and dropped); anything but a list reads as an empty one.
 #[derive(Default)]
-struct LinkedPeers(Vec<String>);
+struct LinkedPeers<'a>(Vec<Cow<'a, str>>);
 
-impl Lenient for LinkedPeers {
-    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+impl<'de> Lenient<'de> for LinkedPeers<'de> {
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
         let mut ids = Vec::new();
         while let Some(Read(PeerId(id))) = seq.next_element()? {
             if let Some(id) = id
@@ -161,8 +173,8 @@ impl Lenient for LinkedPeers {
 
 /// The `metrics` object, field by field (a repeated field: its last occurrence wins);
 /// anything but an object reads as an empty one.
-impl Lenient for PeerMetrics {
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+impl<'de> Lenient<'de> for PeerMetrics<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut m = PeerMetrics::default();
         while let Some(Read(key)) = map.next_key::<Read<Key>>()? {
             let number = match key {
@@ -210,7 +222,7 @@ enum Key {
     Other,
 }
 
-impl Lenient for Key {
+impl Lenient<'_> for Key {
     fn from_str(name: &str) -> Self {
         match name {
             "active_connections" => Key::ActiveConnections,
