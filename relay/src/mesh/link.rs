@@ -111,6 +111,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut ticker = tokio::time::interval(limits.heartbeat_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard_ms = mesh.now_ms();
+    let mut marked_heard_ms = 0;
     let window_ms = mesh.parts.config.sync_interval().as_millis() as u64;
     let mut rates = Rates {
         syncs: Rate::new(window_ms),
@@ -131,7 +132,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             frame = reader.next() => frame,
         };
         last_heard_ms = mesh.now_ms();
-        mesh.state.heard(peer_id, None, mesh.unix_ms());
+        // Frames often come several in the same millisecond (a sync burst, a flood of
+        // notifications): the member is marked heard once per millisecond, which is the
+        // precision it keeps.
+        let unix_ms = mesh.unix_ms();
+        if unix_ms != marked_heard_ms {
+            mesh.state.heard(peer_id, None, unix_ms);
+            marked_heard_ms = unix_ms;
+        }
         if let Some(reason) = on_frame(mesh, peer_id, outlet, &mut rates, frame) {
             control.close(reason);
             return;
