@@ -88,34 +88,37 @@ impl Mesh {
         records
     }
 
-    /// For each relay of which `shown` (a peer's sync request) carried exactly the
-    /// record this relay holds now (its own record as last signed, or a member's verified
-    /// record: every field equal), that record's timestamp. Equality with a record this
-    /// relay verified is what proves the peer holds a genuine copy: an older copy, or a
-    /// forged one (another signature, key, address...), is not the held record and shows
-    /// nothing.
-    pub(super) fn genuine_copies<'a>(
+    /// The records `shown` (a peer's sync request) carried, by relay id, each with the
+    /// timestamp of the record this relay holds now (its own record as last signed, or a
+    /// member's verified record) when the shown copy is exactly that record: every field
+    /// equal. Equality with a record this relay verified is what proves the peer holds a
+    /// genuine copy: an older copy, or a forged one (another signature, key, address...),
+    /// is not the held record and proves nothing. Of a relay shown twice, a proven copy
+    /// is kept.
+    pub(super) fn shown_copies<'a>(
         &self,
         shown: &'a [RecordView<'a>],
-    ) -> std::collections::HashMap<&'a str, u64> {
+    ) -> std::collections::HashMap<&'a str, ShownCopy<'a>> {
         let shown = &shown[..shown.len().min(super::KNOWN_RELAYS_MAX)];
         let mut copies = std::collections::HashMap::with_capacity(shown.len());
-        {
-            let own = self.own_record.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(own) = own.as_ref()
-                && let Some(copy) = shown.iter().find(|r| r.is(own))
-            {
-                copies.insert(&*copy.relay_id, own.timestamp_ms);
-            }
-        }
+        // Both locks, the own record's first (nothing takes it while holding the state).
+        let own = self.own_record.lock().unwrap_or_else(|p| p.into_inner());
         let state = self.state.lock();
-        for record in shown {
-            let held = state
-                .members
-                .get(&*record.relay_id)
-                .and_then(|m| m.record.as_ref());
-            if let Some(held) = held.filter(|held| record.is(held)) {
-                copies.insert(&*record.relay_id, held.timestamp_ms);
+        for copy in shown {
+            let held = if copy.relay_id == self.relay_id() {
+                own.as_ref()
+            } else {
+                state
+                    .members
+                    .get(&*copy.relay_id)
+                    .and_then(|m| m.record.as_ref())
+            };
+            let held_ms = held.filter(|held| copy.is(held)).map(|h| h.timestamp_ms);
+            let entry = copies
+                .entry(&*copy.relay_id)
+                .or_insert(ShownCopy { copy, held_ms });
+            if held_ms.is_some() {
+                *entry = ShownCopy { copy, held_ms };
             }
         }
         copies
@@ -272,6 +275,25 @@ impl Mesh {
             tracing::info!(relay = %id, "membership expired: no fresh record within the TTL");
             state.members.remove(&id);
         }
+    }
+}
+
+/// A record a peer's request carried (`Mesh::shown_copies`).
+pub(super) struct ShownCopy<'a> {
+    pub copy: &'a RecordView<'a>,
+    /// When the copy is exactly the record held for its relay: that record's timestamp.
+    pub held_ms: Option<u64>,
+}
+
+impl ShownCopy<'_> {
+    /// Whether the peer demonstrably holds `record` or a newer genuine version of it:
+    /// the copy it showed is `record` itself (a record this relay verified), or is the
+    /// record this relay holds now and at least as new.
+    pub fn covers(&self, record: &SignedRecord) -> bool {
+        self.copy.is(record)
+            || self
+                .held_ms
+                .is_some_and(|held_ms| held_ms >= record.timestamp_ms)
     }
 }
 

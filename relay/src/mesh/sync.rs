@@ -245,19 +245,21 @@ impl StateParts {
     }
 
     /// The answer to a StateSync request that carried `shown`, once this relay took them
-    /// in (`observe`): its records but those the request carried exactly as this relay
-    /// holds them now (`Mesh::genuine_copies`), at least as new as the one it would send.
-    /// Peers send their whole gossip in their own requests each interval, so a record both
-    /// sides hold would cross the link four times an interval; each now crosses once each
-    /// way, and a newer one, or one the peer lacks, still goes back at once. Only a genuine
-    /// copy suppresses a record: an older or forged one leaves the held record in the
-    /// answer. What else an answer carries (state, address, relays, log) is unchanged.
+    /// in (`observe`): its records but those the request demonstrably holds
+    /// (`ShownCopy::covers`): the very version this answer would carry, or the one this
+    /// relay holds now if at least as new (the parts may be a moment older than what the
+    /// request just brought). Peers send their whole gossip in their own requests each
+    /// interval, so a record both sides hold would cross the link four times an interval;
+    /// each now crosses once each way, and a newer one, or one the peer lacks, still goes
+    /// back at once. Only a genuine copy suppresses a record: an older or forged one
+    /// leaves the record in the answer. What else an answer carries (state, address,
+    /// relays, log) is unchanged.
     fn answer(&self, mesh: &Mesh, request_id: &str, shown: &[RecordView<'_>]) -> bytes::Bytes {
-        let copies = mesh.genuine_copies(shown);
+        let copies = mesh.shown_copies(shown);
         let records = self.select(|record| {
             copies
                 .get(record.relay_id.as_str())
-                .is_some_and(|held_ms| *held_ms >= record.timestamp_ms)
+                .is_some_and(|shown| shown.covers(record))
         });
         split::encode_sync_response(
             SyncType::StateSync,
@@ -546,6 +548,33 @@ mod tests {
         );
         let answer = answered(&mesh, &[held[2].clone(), held[0].clone()]);
         assert_eq!(answer, [own, held[1].clone()]);
+    }
+
+    /// The parts an answer is spliced from may be a moment older than what this relay
+    /// holds: a record the request carried exactly as the parts have it is left out (the
+    /// peer holds it), and so is one whose held version the request carried, newer than
+    /// the parts'; a forged newer copy leaves the record in.
+    #[tokio::test(start_paused = true)]
+    async fn a_record_shown_as_the_parts_have_it_or_as_held_since_is_left_out() {
+        let (mesh, held) = holding_three();
+        let own = mesh.own_record();
+        assert_eq!(answered(&mesh, &[]).len(), 4, "the parts are built");
+        let newer = signed(2, "relay-b", held[0].timestamp_ms + 5);
+        let newer_view = [newer.view()];
+        assert_eq!(mesh.take_records("peer", &newer_view), 0);
+        let rest = [own.clone(), held[1].clone(), held[2].clone()];
+
+        assert_eq!(answered(&mesh, std::slice::from_ref(&held[0])), rest);
+        assert_eq!(answered(&mesh, std::slice::from_ref(&newer)), rest);
+        let forged = SignedRecord {
+            signature: "00".repeat(64),
+            ..newer.clone()
+        };
+        let answer = answered(&mesh, &[forged]);
+        assert_eq!(
+            answer,
+            [own, held[0].clone(), held[1].clone(), held[2].clone()]
+        );
     }
 
     /// A copy that is not the held record suppresses nothing: an older genuine one, one
