@@ -132,11 +132,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
             frame = reader.next() => frame,
         };
         last_heard_ms = mesh.now_ms();
-        // Frames often come several in the same millisecond (a sync burst, a flood of
-        // notifications): the member is marked heard once per millisecond, which is the
-        // precision it keeps.
+        // A busy link brings many frames a second (notifications flooded by every peer):
+        // the member is marked heard at most every `HEARD_RESOLUTION_MS`. Its last-seen
+        // time is shown in seconds and judged in sync intervals (whole seconds), so a
+        // mark a tenth of a second old says the same; the link's own idle timeout above
+        // still counts every frame.
         let unix_ms = mesh.unix_ms();
-        if unix_ms != marked_heard_ms {
+        if unix_ms.abs_diff(marked_heard_ms) >= HEARD_RESOLUTION_MS {
             mesh.state.heard(peer_id, None, unix_ms);
             marked_heard_ms = unix_ms;
         }
@@ -146,6 +148,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     }
 }
+
+/// How often a link marks its peer heard at most (see `read_loop`).
+const HEARD_RESOLUTION_MS: u64 = 100;
 
 /// A peer whose log summary broke its bounds: cut as a policy violation.
 const INVALID_SUMMARY: CloseReason = CloseReason {

@@ -290,10 +290,10 @@ impl ShownCopy<'_> {
     /// the copy it showed is `record` itself (a record this relay verified), or is the
     /// record this relay holds now and at least as new.
     pub fn covers(&self, record: &SignedRecord) -> bool {
-        self.copy.is(record)
-            || self
-                .held_ms
-                .is_some_and(|held_ms| held_ms >= record.timestamp_ms)
+        // The number first: usually the parts' record is the held one, already compared.
+        self.held_ms
+            .is_some_and(|held_ms| held_ms >= record.timestamp_ms)
+            || self.copy.is(record)
     }
 }
 
