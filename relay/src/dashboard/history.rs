@@ -50,9 +50,12 @@ impl History {
         }
     }
 
-    /// Forgets relays that are no longer known.
+    /// Forgets relays that are no longer known; `known` is sorted (looked up by binary
+    /// search: every relay samples its peers every few seconds).
     pub fn retain(&mut self, known: &[&str]) {
-        self.by_relay.retain(|id, _| known.contains(&id.as_str()));
+        debug_assert!(known.is_sorted(), "known relays are sorted");
+        self.by_relay
+            .retain(|id, _| known.binary_search(&id.as_str()).is_ok());
     }
 
     /// `relay`'s notifications per second between consecutive samples, stamped with the

@@ -111,6 +111,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut ticker = tokio::time::interval(limits.heartbeat_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard_ms = mesh.now_ms();
+    let mut marked_heard_ms = 0;
     let window_ms = mesh.parts.config.sync_interval().as_millis() as u64;
     let mut rates = Rates {
         syncs: Rate::new(window_ms),
@@ -131,13 +132,25 @@ async fn read_loop<R: AsyncRead + Unpin>(
             frame = reader.next() => frame,
         };
         last_heard_ms = mesh.now_ms();
-        mesh.state.heard(peer_id, None, mesh.unix_ms());
+        // A busy link brings many frames a second (notifications flooded by every peer):
+        // the member is marked heard at most every `HEARD_RESOLUTION_MS`. Its last-seen
+        // time is shown in seconds and judged in sync intervals (whole seconds), so a
+        // mark a tenth of a second old says the same; the link's own idle timeout above
+        // still counts every frame.
+        let unix_ms = mesh.unix_ms();
+        if unix_ms.abs_diff(marked_heard_ms) >= HEARD_RESOLUTION_MS {
+            mesh.state.heard(peer_id, None, unix_ms);
+            marked_heard_ms = unix_ms;
+        }
         if let Some(reason) = on_frame(mesh, peer_id, outlet, &mut rates, frame) {
             control.close(reason);
             return;
         }
     }
 }
+
+/// How often a link marks its peer heard at most (see `read_loop`).
+const HEARD_RESOLUTION_MS: u64 = 100;
 
 /// A peer whose log summary broke its bounds: cut as a policy violation.
 const INVALID_SUMMARY: CloseReason = CloseReason {
@@ -340,14 +353,7 @@ fn on_text(
                 return Some(reason);
             }
             sync::observe(mesh, peer_id, outlet, &payload);
-            let answer = sync::answer_payload(mesh, sync_type);
-            let frame = peer::encode_sync_response(
-                sync_type,
-                mesh.relay_id(),
-                &message_id,
-                &answer,
-                mesh.unix_secs(),
-            );
+            let frame = sync::answer(mesh, sync_type, &message_id, &payload);
             outlet.offer(Outbound::Text(frame));
         }
         PeerMessage::SyncResponse {

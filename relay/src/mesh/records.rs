@@ -58,17 +58,7 @@ impl Mesh {
     /// The verified records this relay holds, the most recent first, `own` first of all,
     /// while they fit `bytes_max` (the first always does).
     pub(super) fn records_to_gossip(&self, bytes_max: usize) -> Vec<SignedRecord> {
-        let mut records = vec![self.own_record()];
-        {
-            let state = self.state.lock();
-            let mut held: Vec<&SignedRecord> = state
-                .members
-                .values()
-                .filter_map(|m| m.record.as_ref())
-                .collect();
-            held.sort_by_key(|r| std::cmp::Reverse(r.timestamp_ms));
-            records.extend(held.into_iter().take(super::GOSSIP_RELAYS_MAX - 1).cloned());
-        }
+        let mut records = self.records_to_offer();
         let mut total = 2usize;
         let keep = records
             .iter()
@@ -80,6 +70,58 @@ impl Mesh {
             .count();
         records.truncate(keep);
         records
+    }
+
+    /// The records a StateSync may carry, before any byte budget: this relay's own first,
+    /// then the verified records it holds, the most recent first, at most
+    /// `GOSSIP_RELAYS_MAX` in all.
+    pub(super) fn records_to_offer(&self) -> Vec<SignedRecord> {
+        let mut records = vec![self.own_record()];
+        let state = self.state.lock();
+        let mut held: Vec<&SignedRecord> = state
+            .members
+            .values()
+            .filter_map(|m| m.record.as_ref())
+            .collect();
+        held.sort_by_key(|r| std::cmp::Reverse(r.timestamp_ms));
+        records.extend(held.into_iter().take(super::GOSSIP_RELAYS_MAX - 1).cloned());
+        records
+    }
+
+    /// The records `shown` (a peer's sync request) carried, by relay id, each with the
+    /// timestamp of the record this relay holds now (its own record as last signed, or a
+    /// member's verified record) when the shown copy is exactly that record: every field
+    /// equal. Equality with a record this relay verified is what proves the peer holds a
+    /// genuine copy: an older copy, or a forged one (another signature, key, address...),
+    /// is not the held record and proves nothing. Of a relay shown twice, a proven copy
+    /// is kept.
+    pub(super) fn shown_copies<'a>(
+        &self,
+        shown: &'a [RecordView<'a>],
+    ) -> std::collections::HashMap<&'a str, ShownCopy<'a>> {
+        let shown = &shown[..shown.len().min(super::KNOWN_RELAYS_MAX)];
+        let mut copies = std::collections::HashMap::with_capacity(shown.len());
+        // Both locks, the own record's first (nothing takes it while holding the state).
+        let own = self.own_record.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.lock();
+        for copy in shown {
+            let held = if copy.relay_id == self.relay_id() {
+                own.as_ref()
+            } else {
+                state
+                    .members
+                    .get(&*copy.relay_id)
+                    .and_then(|m| m.record.as_ref())
+            };
+            let held_ms = held.filter(|held| copy.is(held)).map(|h| h.timestamp_ms);
+            let entry = copies
+                .entry(&*copy.relay_id)
+                .or_insert(ShownCopy { copy, held_ms });
+            if held_ms.is_some() {
+                *entry = ShownCopy { copy, held_ms };
+            }
+        }
+        copies
     }
 
     /// Takes in records a peer gossiped; returns how many were refused.
@@ -224,13 +266,34 @@ impl Mesh {
         let stale: Vec<String> = state
             .members
             .iter()
-            .filter(|(id, m)| !state.links.contains_key(*id) && m.last_seen_ms < deadline_ms)
+            // The age first: it is a number compare, and members rarely go stale, while
+            // the link lookup compares ids (this runs every supervisor tick).
+            .filter(|(id, m)| m.last_seen_ms < deadline_ms && !state.links.contains_key(*id))
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
             tracing::info!(relay = %id, "membership expired: no fresh record within the TTL");
             state.members.remove(&id);
         }
+    }
+}
+
+/// A record a peer's request carried (`Mesh::shown_copies`).
+pub(super) struct ShownCopy<'a> {
+    pub copy: &'a RecordView<'a>,
+    /// When the copy is exactly the record held for its relay: that record's timestamp.
+    pub held_ms: Option<u64>,
+}
+
+impl ShownCopy<'_> {
+    /// Whether the peer demonstrably holds `record` or a newer genuine version of it:
+    /// the copy it showed is `record` itself (a record this relay verified), or is the
+    /// record this relay holds now and at least as new.
+    pub fn covers(&self, record: &SignedRecord) -> bool {
+        // The number first: usually the parts' record is the held one, already compared.
+        self.held_ms
+            .is_some_and(|held_ms| held_ms >= record.timestamp_ms)
+            || self.copy.is(record)
     }
 }
 

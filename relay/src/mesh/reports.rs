@@ -41,8 +41,8 @@ pub struct RoutingTotals {
     pub slow_consumer_cuts: u64,
 }
 
-/// Linked peers named in one MetricsSync.
-pub const LINKS_REPORTED_MAX: usize = 64;
+pub use crate::protocol::peer_metrics::LINKS_REPORTED_MAX;
+use crate::protocol::peer_metrics::PeerMetrics;
 
 /// This relay's chain watcher, as MetricsSync reports it to peers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -100,38 +100,44 @@ pub(super) fn metrics_payload(mesh: &Mesh) -> Value {
     })
 }
 
-/// Reads a peer's MetricsSync `metrics` object; fields missing or of the wrong type
-/// read as zero or absent.
-pub(super) fn parse(metrics: &Value, received_ms: u64) -> PeerReport {
-    let number = |key: &str| metrics.get(key).and_then(Value::as_u64);
-    PeerReport {
+/// A peer's MetricsSync `metrics` object (read leniently: `PeerMetrics`) as a report;
+/// fields missing or of the wrong type read as zero or absent.
+#[cfg(test)]
+fn parse(metrics: &PeerMetrics<'_>, received_ms: u64) -> PeerReport {
+    let mut report = PeerReport::default();
+    update(&mut report, metrics, received_ms);
+    report
+}
+
+/// Makes `report` the one `metrics` says (as `parse` would), in place: each peer
+/// reports every interval, and its list of linked peers is mostly the same, so the
+/// strings held are rewritten rather than freed and allocated again.
+pub(super) fn update(report: &mut PeerReport, metrics: &PeerMetrics<'_>, received_ms: u64) {
+    *report = PeerReport {
         received_ms,
-        wallets: number("active_connections").unwrap_or(0),
-        notifications_originated: number("notifications_originated").unwrap_or(0),
-        notifications_routed: number("notifications_routed"),
-        anti_entropy_repairs: number("anti_entropy_repairs"),
-        slow_consumer_cuts: number("slow_consumer_cuts"),
-        linked_peers: metrics
-            .get("linked_peers")
-            .and_then(Value::as_array)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(Value::as_str)
-                    .filter(|id| crate::protocol::peer::relay_id_fits(id))
-                    .take(LINKS_REPORTED_MAX)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        wallets: metrics.active_connections.unwrap_or(0),
+        notifications_originated: metrics.notifications_originated.unwrap_or(0),
+        notifications_routed: metrics.notifications_routed,
+        anti_entropy_repairs: metrics.anti_entropy_repairs,
+        slow_consumer_cuts: metrics.slow_consumer_cuts,
+        linked_peers: std::mem::take(&mut report.linked_peers),
         chain: ChainFigures {
-            scanned_height: number("chain_scanned_height"),
-            tip_height: number("chain_tip_height"),
-            lag: number("chain_lag"),
-            degraded: metrics
-                .get("chain_degraded")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            scanned_height: metrics.chain_scanned_height,
+            tip_height: metrics.chain_tip_height,
+            lag: metrics.chain_lag,
+            degraded: metrics.chain_degraded.unwrap_or(false),
         },
+    };
+    let ids = &mut report.linked_peers;
+    ids.truncate(metrics.linked_peers.len());
+    for (i, id) in metrics.linked_peers.iter().enumerate() {
+        match ids.get_mut(i) {
+            Some(held) => {
+                held.clear();
+                held.push_str(id);
+            }
+            None => ids.push(id.to_string()),
+        }
     }
 }
 
@@ -173,19 +179,64 @@ impl Mesh {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::peer::{self, PeerMessage};
+    use serde_json::Value;
+
+    /// How a report was read before `PeerMetrics`: from a `serde_json::Value` tree. The
+    /// reference the typed reader is checked against.
+    fn parse_tree(metrics: &Value, received_ms: u64) -> PeerReport {
+        let number = |key: &str| metrics.get(key).and_then(Value::as_u64);
+        PeerReport {
+            received_ms,
+            wallets: number("active_connections").unwrap_or(0),
+            notifications_originated: number("notifications_originated").unwrap_or(0),
+            notifications_routed: number("notifications_routed"),
+            anti_entropy_repairs: number("anti_entropy_repairs"),
+            slow_consumer_cuts: number("slow_consumer_cuts"),
+            linked_peers: metrics
+                .get("linked_peers")
+                .and_then(Value::as_array)
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|id| crate::protocol::peer::relay_id_fits(id))
+                        .take(LINKS_REPORTED_MAX)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            chain: ChainFigures {
+                scanned_height: number("chain_scanned_height"),
+                tip_height: number("chain_tip_height"),
+                lag: number("chain_lag"),
+                degraded: metrics
+                    .get("chain_degraded")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            },
+        }
+    }
+
+    /// The report a MetricsSync frame whose `metrics` is the JSON text `metrics` gives,
+    /// read as a relay reads it (`None`: no report, as for `null`).
+    fn read(metrics: &str) -> Option<PeerReport> {
+        let frame = format!(
+            r#"{{"type":"sync","sync_type":"MetricsSync","relay_id":"a","message_id":"m","payload":{{"metrics":{metrics}}}}}"#
+        );
+        let Ok(PeerMessage::Sync { payload, .. }) = peer::parse(frame.as_bytes()) else {
+            panic!("refused: {metrics}")
+        };
+        payload.metrics.as_ref().map(|m| parse(m, 5))
+    }
 
     #[test]
     fn a_report_reads_known_numbers_and_ignores_the_rest() {
-        let metrics = serde_json::json!({
-            "active_connections": 7,
-            "notifications_originated": 42,
-            "chain_tip_height": 100,
-            "chain_lag": "lots",
-            "chain_degraded": true,
-            "junk": [1, 2, 3],
-            "linked_peers": ["relay-2", 3, "", "relay-3"],
-        });
-        let report = parse(&metrics, 5);
+        let report = read(
+            r#"{"active_connections": 7, "notifications_originated": 42,
+                "chain_tip_height": 100, "chain_lag": "lots", "chain_degraded": true,
+                "junk": [1, 2, 3], "linked_peers": ["relay-2", 3, "", "relay-3"]}"#,
+        )
+        .unwrap();
         assert_eq!(report.received_ms, 5);
         assert_eq!(report.wallets, 7);
         assert_eq!(report.notifications_originated, 42);
@@ -194,6 +245,79 @@ mod tests {
         assert_eq!(report.chain.lag, None);
         assert!(report.chain.degraded);
         assert_eq!(report.linked_peers, vec!["relay-2", "relay-3"]);
-        assert_eq!(parse(&Value::Null, 0).wallets, 0);
+    }
+
+    /// A report updated in place over an earlier one is the report read afresh, whether
+    /// the new list of linked peers is longer, shorter or empty; ids are borrowed from
+    /// the frame unless escaped.
+    #[test]
+    fn a_report_updated_in_place_is_the_fresh_one() {
+        let frames = [
+            r#"{"active_connections": 1, "linked_peers": ["relay-1", "relay-2"]}"#,
+            r#"{"chain_degraded": true, "linked_peers": ["relay-3", "relay-4", "relay-\u0035"]}"#,
+            r#"{"notifications_routed": 4, "linked_peers": ["relay-6"]}"#,
+            r#"{"linked_peers": 7}"#,
+            r#"{"linked_peers": ["relay-7", "relay-8"]}"#,
+        ];
+        let mut report = PeerReport::default();
+        for (i, metrics) in frames.into_iter().enumerate() {
+            let frame = format!(
+                r#"{{"type":"sync","sync_type":"MetricsSync","relay_id":"a","message_id":"m","payload":{{"metrics":{metrics}}}}}"#
+            );
+            let Ok(PeerMessage::Sync { payload, .. }) = peer::parse(frame.as_bytes()) else {
+                panic!("{metrics}")
+            };
+            let metrics = payload.metrics.unwrap();
+            update(&mut report, &metrics, i as u64);
+            assert_eq!(report, parse(&metrics, i as u64), "{i}");
+            for id in &metrics.linked_peers {
+                let borrowed = matches!(id, std::borrow::Cow::Borrowed(_));
+                assert_eq!(borrowed, id != "relay-5", "{id}");
+            }
+        }
+        assert_eq!(report.linked_peers, ["relay-7", "relay-8"]);
+    }
+
+    /// The typed reader answers as the `Value` tree did on hostile shapes: wrong types,
+    /// negative, fractional and oversized numbers, repeated fields (the last wins),
+    /// nested junk, a `metrics` that is not an object, `linked_peers` of every shape,
+    /// over its bound in entries and in id length, escaped ids.
+    #[test]
+    fn the_typed_reader_reads_as_the_value_tree_did() {
+        let long_id = "r".repeat(crate::protocol::peer::RELAY_ID_BYTES_MAX + 1);
+        let many: Vec<String> = (0..LINKS_REPORTED_MAX + 10)
+            .map(|i| format!("\"relay-{i}\""))
+            .collect();
+        let shapes = [
+            "null".to_string(),
+            "7".into(),
+            "-1".into(),
+            r#""text""#.into(),
+            "[1, {\"active_connections\": 3}]".into(),
+            "true".into(),
+            "{}".into(),
+            r#"{"active_connections": -3, "notifications_originated": 1.5,
+                "notifications_routed": 18446744073709551615, "anti_entropy_repairs": 18446744073709551616,
+                "slow_consumer_cuts": 1e3, "chain_scanned_height": null,
+                "chain_tip_height": [4], "chain_lag": {"x": 1}, "chain_degraded": "true"}"#
+                .into(),
+            r#"{"active_connections": 3, "active_connections": "x", "chain_lag": "x",
+                "chain_lag": 9, "chain_degraded": true, "chain_degraded": 1}"#
+                .into(),
+            r#"{"linked_peers": ["a", "a", ["b"], {"c": "d"}, null, true, 2, "\u0072elay-\n"]}"#
+                .into(),
+            format!(r#"{{"linked_peers": ["{long_id}", "ok"]}}"#),
+            format!(r#"{{"linked_peers": [{}]}}"#, many.join(",")),
+            r#"{"linked_peers": ["x"], "linked_peers": "y"}"#.into(),
+            r#"{"linked_peers": {"relay-1": true}}"#.into(),
+            r#"{"linked_peers": "relay-1"}"#.into(),
+            r#"{"junk": {"deep": [[[{"active_connections": 1}]]]}, "active_connections": 2}"#
+                .into(),
+        ];
+        for shape in shapes {
+            let tree: Value = serde_json::from_str(&shape).unwrap();
+            let expected = (!tree.is_null()).then(|| parse_tree(&tree, 5));
+            assert_eq!(read(&shape), expected, "{shape}");
+        }
     }
 }

@@ -279,29 +279,30 @@ impl Shared {
     /// Notes that `peer` was heard from now, at `address` if it said so.
     pub(super) fn heard(&self, peer: &str, address: Option<&str>, now_ms_unix: u64) {
         let mut state = self.lock();
-        // Looked up first: a peer is heard from at every sync and is almost always known,
-        // so its id is copied only the first time.
-        if !state.members.contains_key(peer) {
-            let unheard = Member {
-                address: String::new(),
-                version: String::new(),
-                uptime: 0,
-                last_seen_ms: 0,
-                proven: true,
-                left: false,
-                report: None,
-                record: None,
-            };
-            state.members.insert(peer.to_string(), unheard);
+        let address = address.filter(|a| !a.is_empty());
+        // One look-up: a peer is heard from at every frame and is almost always known, so
+        // its id is copied only the first time.
+        if let Some(member) = state.members.get_mut(peer) {
+            member.proven = true;
+            member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
+            if let Some(address) = address
+                && member.address != address
+            {
+                address.clone_into(&mut member.address);
+            }
+            return;
         }
-        let member = state.members.get_mut(peer).expect("inserted above");
-        member.proven = true;
-        member.last_seen_ms = member.last_seen_ms.max(now_ms_unix);
-        if let Some(address) = address.filter(|a| !a.is_empty())
-            && member.address != address
-        {
-            address.clone_into(&mut member.address);
-        }
+        let first = Member {
+            address: address.unwrap_or_default().to_string(),
+            version: String::new(),
+            uptime: 0,
+            last_seen_ms: now_ms_unix,
+            proven: true,
+            left: false,
+            report: None,
+            record: None,
+        };
+        state.members.insert(peer.to_string(), first);
         evict_members(&mut state);
     }
 

@@ -147,12 +147,19 @@ fn expire_pending(mesh: &Mesh) {
 /// addresses that do not answer cannot keep a genuine peer from being redialed. The dial
 /// table is pruned to the addresses still known first.
 fn due_addresses(mesh: &Mesh) -> Vec<String> {
+    let peers_max = mesh.parts.config.mesh.peers_max;
+    // Every slot linked: nothing can be dialed, so nothing is looked at (this runs every
+    // supervisor tick, and a full mesh is the steady state). Pruning the dial table can
+    // wait too: it only grows by a dial, and a dial is only added after this returned
+    // addresses, so after a pruning.
+    if mesh.state.lock().links.len() >= peers_max {
+        return Vec::new();
+    }
     let now_ms = mesh.now_ms();
     let own = mesh.parts.config.advertised_addr();
     let mut configured = mesh.parts.config.mesh.peers.clone();
     configured.extend(mesh.discovered.addresses());
     let configured = &configured;
-    let peers_max = mesh.parts.config.mesh.peers_max;
     let mut state = mesh.state.lock();
     state.prune_dials(configured);
     let state = &*state;

@@ -1,10 +1,14 @@
 //! Building, sending and absorbing sync payloads.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::Mesh;
 use super::state::{Pending, health_from_age};
 use crate::conn::{Outbound, Outlet};
 use crate::protocol::VERSION;
-use std::time::Duration;
+use crate::protocol::signed::{RecordView, SignedRecord};
+use crate::protocol::split::{self, EncodedRecord, PayloadHead};
 
 use tokio::time::Instant;
 
@@ -16,23 +20,10 @@ use crate::protocol::peer::{
 /// What this relay says about itself in a sync of `sync_type`.
 pub(super) fn payload_for(mesh: &Mesh, sync_type: SyncType) -> SyncPayload {
     match sync_type {
-        SyncType::StateSync => {
-            let limit = peer_message_bytes_max(mesh);
-            let mut log = mesh.state.log_summary(mesh.unix_secs());
-            trim_summary(&mut log, limit / 2);
-            SyncPayload {
-                state: Some(StatePayload {
-                    uptime: mesh.parts.lifecycle.uptime_secs().to_string(),
-                    version: VERSION.to_string(),
-                    network: mesh.parts.config.network.as_str().to_string(),
-                }),
-                address: Some(mesh.parts.config.advertised_addr().to_string()),
-                relays: Some(gossip(mesh, gossip_bytes_max(limit) / 2)),
-                records: Some(mesh.records_to_gossip(gossip_bytes_max(limit) / 2)),
-                log: Some(log),
-                ..SyncPayload::default()
-            }
-        }
+        SyncType::StateSync => SyncPayload {
+            records: Some(mesh.records_to_gossip(records_bytes_max(mesh))),
+            ..state_head(mesh)
+        },
         SyncType::HealthSync => SyncPayload {
             health: serde_json::to_value(mesh.parts.status.health_report()).ok(),
             ..SyncPayload::default()
@@ -42,6 +33,30 @@ pub(super) fn payload_for(mesh: &Mesh, sync_type: SyncType) -> SyncPayload {
             ..SyncPayload::default()
         },
     }
+}
+
+/// A StateSync's fields but its records: state, address, the relays it knows, and its
+/// log summary.
+fn state_head(mesh: &Mesh) -> SyncPayload {
+    let limit = peer_message_bytes_max(mesh);
+    let mut log = mesh.state.log_summary(mesh.unix_secs());
+    trim_summary(&mut log, limit / 2);
+    SyncPayload {
+        state: Some(StatePayload {
+            uptime: mesh.parts.lifecycle.uptime_secs().to_string(),
+            version: VERSION.to_string(),
+            network: mesh.parts.config.network.as_str().to_string(),
+        }),
+        address: Some(mesh.parts.config.advertised_addr().to_string()),
+        relays: Some(gossip(mesh, gossip_bytes_max(limit) / 2)),
+        log: Some(log),
+        ..SyncPayload::default()
+    }
+}
+
+/// Bytes of membership records in one StateSync (request or answer).
+fn records_bytes_max(mesh: &Mesh) -> usize {
+    gossip_bytes_max(peer_message_bytes_max(mesh)) / 2
 }
 
 /// The largest message a peer accepts (with the same limits as this relay).
@@ -140,7 +155,8 @@ pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &Pee
     if let Some(metrics) = &payload.metrics
         && let Some(member) = mesh.state.lock().members.get_mut(peer_id)
     {
-        member.report = Some(super::reports::parse(metrics, mesh.unix_ms()));
+        let report = member.report.get_or_insert_default();
+        super::reports::update(report, metrics, mesh.unix_ms());
     }
     // Membership is learned from signed records only; `relays` is the specification's
     // informational list, unsigned, and never believed.
@@ -182,48 +198,182 @@ pub(super) fn observe(mesh: &Mesh, peer_id: &str, outlet: &Outlet, payload: &Pee
 /// what changed in between, which the next interval carries anyway.
 const ANSWER_REUSE_DIVISOR: u32 = 10;
 
-/// The encoded payloads of recent answers, one per sync type, with when each was built.
-#[derive(Default)]
-pub(super) struct RecentPayloads(std::sync::Mutex<Vec<(SyncType, Instant, EncodedPayload)>>);
+/// A StateSync in parts, encoded once and reused for a moment: every field but the
+/// records, and each record this relay may gossip. A request carries all the records (as
+/// many as fit the byte budget); an answer only those its request did not show
+/// ([`StateParts::answer`]).
+pub(super) struct StateParts {
+    head: PayloadHead,
+    /// `Mesh::records_to_offer`: the own record first, then the held ones, most recent
+    /// first, at most `GOSSIP_RELAYS_MAX` (the byte budget is applied per message: what
+    /// fits depends on what an answer leaves out).
+    records: Vec<EncodedRecord>,
+    records_bytes_max: usize,
+}
 
-impl RecentPayloads {
-    fn fresh(
-        &self,
-        sync_type: SyncType,
-        now: Instant,
-        reuse_for: Duration,
-    ) -> Option<EncodedPayload> {
-        let recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        recent
-            .iter()
-            .find(|(t, built, _)| {
-                *t == sync_type && now.saturating_duration_since(*built) < reuse_for
-            })
-            .map(|(_, _, payload)| payload.clone())
+impl StateParts {
+    fn build(mesh: &Mesh) -> StateParts {
+        StateParts {
+            head: PayloadHead::encode(&state_head(mesh)),
+            records: mesh
+                .records_to_offer()
+                .into_iter()
+                .map(EncodedRecord::new)
+                .collect(),
+            records_bytes_max: records_bytes_max(mesh),
+        }
     }
 
-    fn keep(&self, sync_type: SyncType, now: Instant, payload: &EncodedPayload) {
-        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        recent.retain(|(t, _, _)| *t != sync_type);
-        recent.push((sync_type, now, payload.clone()));
+    /// The records not `covered`, in order, while they fit the byte budget (the first
+    /// always does).
+    fn select(&self, covered: impl Fn(&SignedRecord) -> bool) -> Vec<&EncodedRecord> {
+        let mut total = 2usize;
+        let mut chosen = Vec::with_capacity(self.records.len());
+        for record in self.records.iter().filter(|r| !covered(&r.record)) {
+            total += record.wire_len() + 1;
+            if !chosen.is_empty() && total > self.records_bytes_max {
+                break;
+            }
+            chosen.push(record);
+        }
+        chosen
+    }
+
+    /// A request's payload: every record that fits.
+    fn request(&self) -> EncodedPayload {
+        split::payload(&self.head, &self.select(|_| false))
+    }
+
+    /// The answer to a StateSync request that carried `shown`, once this relay took them
+    /// in (`observe`): its records but those the request demonstrably holds
+    /// (`ShownCopy::covers`): the very version this answer would carry, or the one this
+    /// relay holds now if at least as new (the parts may be a moment older than what the
+    /// request just brought). Peers send their whole gossip in their own requests each
+    /// interval, so a record both sides hold would cross the link four times an interval;
+    /// each now crosses once each way, and a newer one, or one the peer lacks, still goes
+    /// back at once. Only a genuine copy suppresses a record: an older or forged one
+    /// leaves the record in the answer. What else an answer carries (state, address,
+    /// relays, log) is unchanged.
+    fn answer(&self, mesh: &Mesh, request_id: &str, shown: &[RecordView<'_>]) -> bytes::Bytes {
+        let copies = mesh.shown_copies(shown);
+        let records = self.select(|record| {
+            copies
+                .get(record.relay_id.as_str())
+                .is_some_and(|shown| shown.covers(record))
+        });
+        split::encode_sync_response(
+            SyncType::StateSync,
+            mesh.relay_id(),
+            request_id,
+            &self.head,
+            &records,
+            mesh.unix_secs(),
+        )
     }
 }
 
-/// A payload built and encoded now, kept for the answers that follow.
+/// One value built at a time, with when: reused while fresh.
+struct Recent<T>(std::sync::Mutex<Option<(Instant, T)>>);
+
+impl<T: Clone> Recent<T> {
+    fn fresh(&self, now: Instant, reuse_for: Duration) -> Option<T> {
+        let recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .as_ref()
+            .filter(|(built, _)| now.saturating_duration_since(*built) < reuse_for)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn keep(&self, now: Instant, value: &T) {
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *recent = Some((now, value.clone()));
+    }
+}
+
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Recent(std::sync::Mutex::new(None))
+    }
+}
+
+/// The encoded payloads of recent syncs, one per sync type (a StateSync in parts), with
+/// when each was built: at most one of each is kept.
+#[derive(Default)]
+pub(super) struct RecentPayloads {
+    state: Recent<Arc<StateParts>>,
+    health: Recent<EncodedPayload>,
+    metrics: Recent<EncodedPayload>,
+}
+
+impl RecentPayloads {
+    fn whole(&self, sync_type: SyncType) -> &Recent<EncodedPayload> {
+        match sync_type {
+            SyncType::HealthSync => &self.health,
+            _ => &self.metrics,
+        }
+    }
+}
+
+fn reuse_for(mesh: &Mesh) -> Duration {
+    mesh.parts.config.sync_interval() / ANSWER_REUSE_DIVISOR
+}
+
+/// A StateSync's parts built now, kept for the answers that follow.
+fn fresh_state_parts(mesh: &Mesh) -> Arc<StateParts> {
+    let parts = Arc::new(StateParts::build(mesh));
+    mesh.recent_payloads.state.keep(mesh.clock().now(), &parts);
+    parts
+}
+
+/// A payload built and encoded now (a sync this relay starts), kept for the answers that
+/// follow.
 fn fresh_payload(mesh: &Mesh, sync_type: SyncType) -> EncodedPayload {
+    if sync_type == SyncType::StateSync {
+        return fresh_state_parts(mesh).request();
+    }
     let payload = peer::encode_payload(&payload_for(mesh, sync_type));
     mesh.recent_payloads
-        .keep(sync_type, mesh.clock().now(), &payload);
+        .whole(sync_type)
+        .keep(mesh.clock().now(), &payload);
     payload
 }
 
-/// The payload to answer a peer's sync request with: the one built within the last
-/// tenth of an interval, else a new one.
-pub(super) fn answer_payload(mesh: &Mesh, sync_type: SyncType) -> EncodedPayload {
-    let reuse_for = mesh.parts.config.sync_interval() / ANSWER_REUSE_DIVISOR;
+/// The payload to answer a peer's HealthSync or MetricsSync with: the one built within
+/// the last tenth of an interval, else a new one.
+fn answer_payload(mesh: &Mesh, sync_type: SyncType) -> EncodedPayload {
     mesh.recent_payloads
-        .fresh(sync_type, mesh.clock().now(), reuse_for)
+        .whole(sync_type)
+        .fresh(mesh.clock().now(), reuse_for(mesh))
         .unwrap_or_else(|| fresh_payload(mesh, sync_type))
+}
+
+/// The StateSync parts built within the last tenth of an interval, else new ones.
+fn answer_parts(mesh: &Mesh) -> Arc<StateParts> {
+    mesh.recent_payloads
+        .state
+        .fresh(mesh.clock().now(), reuse_for(mesh))
+        .unwrap_or_else(|| fresh_state_parts(mesh))
+}
+
+/// The frame answering a peer's sync request `request_id` (after `observe` took in what
+/// it carried).
+pub(super) fn answer(
+    mesh: &Mesh,
+    sync_type: SyncType,
+    request_id: &str,
+    request: &PeerPayload<'_>,
+) -> bytes::Bytes {
+    if sync_type == SyncType::StateSync {
+        let shown = request.records.as_deref().unwrap_or_default();
+        return answer_parts(mesh).answer(mesh, request_id, shown);
+    }
+    peer::encode_sync_response(
+        sync_type,
+        mesh.relay_id(),
+        request_id,
+        &answer_payload(mesh, sync_type),
+        mesh.unix_secs(),
+    )
 }
 
 /// Sends one sync request to a peer and remembers it for the round trip.
@@ -288,35 +438,226 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::identity::Identity;
+    use crate::protocol::peer::{PeerHealth, PeerMessage};
 
-    /// Peers' requests answered within a tenth of the sync interval share one encoded
-    /// payload; a later one, or a sync this relay starts, is built anew.
+    /// Peers' HealthSync and MetricsSync requests answered within a tenth of the sync
+    /// interval share one encoded payload, and StateSync answers one set of encoded
+    /// parts; a later one, or a sync this relay starts, is built anew.
     #[tokio::test(start_paused = true)]
     async fn answers_within_a_moment_share_one_payload() {
         let mesh = crate::mesh::testing::mesh("sync-test", None);
-        let reuse_for = mesh.parts.config.sync_interval() / ANSWER_REUSE_DIVISOR;
-        let first = answer_payload(&mesh, SyncType::StateSync);
+        let reuse_for = reuse_for(&mesh);
+        let first = answer_payload(&mesh, SyncType::HealthSync);
+        let parts = answer_parts(&mesh);
         tokio::time::advance(reuse_for - Duration::from_millis(1)).await;
-        let soon = answer_payload(&mesh, SyncType::StateSync);
+        let soon = answer_payload(&mesh, SyncType::HealthSync);
         assert!(
             Arc::ptr_eq(&first, &soon),
             "reused within a tenth of an interval"
         );
-        let health = answer_payload(&mesh, SyncType::HealthSync);
-        assert!(!Arc::ptr_eq(&first, &health), "one payload per sync type");
+        assert!(Arc::ptr_eq(&parts, &answer_parts(&mesh)), "parts too");
+        let metrics = answer_payload(&mesh, SyncType::MetricsSync);
+        assert!(!Arc::ptr_eq(&first, &metrics), "one payload per sync type");
 
         tokio::time::advance(Duration::from_millis(1)).await;
-        let later = answer_payload(&mesh, SyncType::StateSync);
+        let later = answer_payload(&mesh, SyncType::HealthSync);
         assert!(!Arc::ptr_eq(&first, &later), "built anew after it");
+        assert!(!Arc::ptr_eq(&parts, &answer_parts(&mesh)), "parts too");
 
-        let started = fresh_payload(&mesh, SyncType::StateSync);
+        let started = fresh_payload(&mesh, SyncType::HealthSync);
         assert!(
             !Arc::ptr_eq(&later, &started),
             "a sync this relay starts is fresh"
         );
-        let answer = answer_payload(&mesh, SyncType::StateSync);
+        let answer = answer_payload(&mesh, SyncType::HealthSync);
         assert!(Arc::ptr_eq(&started, &answer), "and answers reuse it");
-        let wire: serde_json::Value = serde_json::from_str(answer.get()).unwrap();
+
+        let parts = answer_parts(&mesh);
+        let request = fresh_payload(&mesh, SyncType::StateSync);
+        assert!(
+            !Arc::ptr_eq(&parts, &answer_parts(&mesh)),
+            "a StateSync too"
+        );
+        let wire: serde_json::Value = serde_json::from_str(request.get()).unwrap();
         assert!(wire["records"][0]["signature"].is_string(), "{wire}");
+        assert!(
+            wire["log"].is_array() && wire["relays"].is_array(),
+            "{wire}"
+        );
+    }
+
+    fn signed(seed: u8, id: &str, timestamp_ms: u64) -> SignedRecord {
+        let identity = Identity::from_seed(&[seed; 32]);
+        SignedRecord::sign(&identity, id, "h:1", PeerHealth::Healthy, timestamp_ms)
+    }
+
+    /// A mesh `relay-a` holding the genuine records of `relay-b`, `-c` and `-d`, signed
+    /// 10 ms ago (seeds 2, 3, 4), and those records.
+    fn holding_three() -> (Arc<Mesh>, Vec<SignedRecord>) {
+        let mesh = crate::mesh::testing::mesh("relay-a", None);
+        let now = mesh.unix_ms();
+        let held: Vec<SignedRecord> = [(2, "relay-b"), (3, "relay-c"), (4, "relay-d")]
+            .into_iter()
+            .map(|(seed, id)| signed(seed, id, now - 10))
+            .collect();
+        let views: Vec<RecordView<'_>> = held.iter().map(SignedRecord::view).collect();
+        assert_eq!(mesh.take_records("peer", &views), 0);
+        (mesh, held)
+    }
+
+    /// What `mesh` answers a StateSync request carrying `shown` (taken in first, as a
+    /// link does): the answer's records.
+    fn answered(mesh: &Mesh, shown: &[SignedRecord]) -> Vec<SignedRecord> {
+        let views: Vec<RecordView<'_>> = shown.iter().map(SignedRecord::view).collect();
+        mesh.take_records("peer", &views);
+        let request = PeerPayload {
+            records: Some(views),
+            ..PeerPayload::default()
+        };
+        let frame = answer(mesh, SyncType::StateSync, "peer-1-s1", &request);
+        let Ok(PeerMessage::SyncResponse {
+            request_id,
+            payload,
+            ..
+        }) = peer::parse(&frame)
+        else {
+            panic!("{}", String::from_utf8_lossy(&frame))
+        };
+        assert_eq!(request_id, "peer-1-s1");
+        assert!(payload.state.is_some() && payload.log.is_some() && payload.relays.is_some());
+        let records = payload.records.expect("an answer carries its records");
+        records.iter().map(RecordView::to_record).collect()
+    }
+
+    /// An answer leaves out exactly the records its request carried in the version this
+    /// relay holds, and carries the rest (its own record first).
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_leaves_out_exactly_the_records_its_request_showed() {
+        let (mesh, held) = holding_three();
+        let own = mesh.own_record();
+        assert_eq!(
+            answered(&mesh, &[]),
+            [
+                own.clone(),
+                held[0].clone(),
+                held[1].clone(),
+                held[2].clone()
+            ],
+            "nothing shown: everything"
+        );
+        let answer = answered(&mesh, &[held[2].clone(), held[0].clone()]);
+        assert_eq!(answer, [own, held[1].clone()]);
+    }
+
+    /// The parts an answer is spliced from may be a moment older than what this relay
+    /// holds: a record the request carried exactly as the parts have it is left out (the
+    /// peer holds it), and so is one whose held version the request carried, newer than
+    /// the parts'; a forged newer copy leaves the record in.
+    #[tokio::test(start_paused = true)]
+    async fn a_record_shown_as_the_parts_have_it_or_as_held_since_is_left_out() {
+        let (mesh, held) = holding_three();
+        let own = mesh.own_record();
+        assert_eq!(answered(&mesh, &[]).len(), 4, "the parts are built");
+        let newer = signed(2, "relay-b", held[0].timestamp_ms + 5);
+        let newer_view = [newer.view()];
+        assert_eq!(mesh.take_records("peer", &newer_view), 0);
+        let rest = [own.clone(), held[1].clone(), held[2].clone()];
+
+        assert_eq!(answered(&mesh, std::slice::from_ref(&held[0])), rest);
+        assert_eq!(answered(&mesh, std::slice::from_ref(&newer)), rest);
+        let forged = SignedRecord {
+            signature: "00".repeat(64),
+            ..newer.clone()
+        };
+        let answer = answered(&mesh, &[forged]);
+        assert_eq!(
+            answer,
+            [own, held[0].clone(), held[1].clone(), held[2].clone()]
+        );
+    }
+
+    /// A copy that is not the held record suppresses nothing: an older genuine one, one
+    /// with a broken signature, one signed with another key, one whose signature is the
+    /// held record's but whose address differs, and a forged copy of this relay's own
+    /// record. The answer carries every genuine record, as held.
+    #[tokio::test(start_paused = true)]
+    async fn older_or_forged_copies_suppress_nothing() {
+        let (mesh, held) = holding_three();
+        let own = mesh.own_record();
+        let older = signed(2, "relay-b", held[0].timestamp_ms - 1);
+        let broken = SignedRecord {
+            signature: "00".repeat(64),
+            ..held[1].clone()
+        };
+        let other_key = signed(9, "relay-d", held[2].timestamp_ms);
+        let moved = SignedRecord {
+            address: "evil:1".into(),
+            ..held[0].clone()
+        };
+        let forged_own = SignedRecord {
+            signature: "00".repeat(64),
+            ..own.clone()
+        };
+        let answer = answered(&mesh, &[older, broken, other_key, moved, forged_own]);
+        assert_eq!(
+            answer,
+            [own, held[0].clone(), held[1].clone(), held[2].clone()]
+        );
+    }
+
+    /// This relay's own record is in the answer unless the request carried that very
+    /// version.
+    #[tokio::test(start_paused = true)]
+    async fn the_own_record_is_sent_unless_the_request_carried_it() {
+        let (mesh, held) = holding_three();
+        let own = mesh.own_record();
+        assert_eq!(answered(&mesh, &held), std::slice::from_ref(&own));
+        let mut everything = held.clone();
+        everything.push(own.clone());
+        assert_eq!(answered(&mesh, &everything), []);
+        let reworded = SignedRecord {
+            health: PeerHealth::Degraded,
+            ..own.clone()
+        };
+        everything.pop();
+        everything.push(reworded);
+        assert_eq!(answered(&mesh, &everything), [own]);
+    }
+
+    /// An answer's records fit the gossip byte budget, whatever its request showed: what
+    /// the request showed makes room for records further down the list, never more bytes.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_stays_within_the_gossip_byte_budget() {
+        let mut config = crate::config::Config {
+            relay_id: "relay-a".into(),
+            ..Default::default()
+        };
+        config.limits.ws_message_bytes_max = 4096;
+        let mesh = crate::mesh::testing::mesh_with(config, None);
+        let budget = records_bytes_max(&mesh);
+        let now = mesh.unix_ms();
+        let held: Vec<SignedRecord> = (0..30u8)
+            .map(|i| signed(10 + i, &format!("relay-{i:02}"), now - 100 + u64::from(i)))
+            .collect();
+        let views: Vec<RecordView<'_>> = held.iter().map(SignedRecord::view).collect();
+        assert_eq!(mesh.take_records("peer", &views), 0);
+        let bytes = |records: &[SignedRecord]| {
+            2 + records
+                .iter()
+                .map(|r| serde_json::to_string(r).unwrap().len() + 1)
+                .sum::<usize>()
+        };
+
+        let all = answered(&mesh, &[]);
+        assert!(all.len() < 31, "the budget cuts the list: {}", all.len());
+        assert!(bytes(&all) <= budget, "{} > {budget}", bytes(&all));
+
+        let shown = &all[1..];
+        let rest = answered(&mesh, shown);
+        assert!(bytes(&rest) <= budget, "{} > {budget}", bytes(&rest));
+        assert_eq!(rest[0], all[0], "the own record first");
+        assert!(rest.len() > 1, "room made for records further down");
+        assert!(rest[1..].iter().all(|r| !shown.contains(r)));
     }
 }

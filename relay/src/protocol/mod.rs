@@ -14,7 +14,9 @@ mod inbound;
 mod kinds;
 mod outbound;
 pub mod peer;
+pub mod peer_metrics;
 pub mod signed;
+pub mod split;
 pub mod watch;
 
 pub use depth::{DATA_DEPTH_MAX, within_depth};

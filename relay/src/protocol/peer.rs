@@ -206,8 +206,9 @@ pub struct PeerPayload<'a> {
     pub records: Option<Vec<RecordView<'a>>>,
     #[serde(default)]
     pub log: Option<Vec<StreamSummary>>,
-    #[serde(default)]
-    pub metrics: Option<serde_json::Value>,
+    /// MetricsSync's figures, read straight into their fields, leniently.
+    #[serde(default, borrow)]
+    pub metrics: Option<super::peer_metrics::PeerMetrics<'a>>,
 }
 
 /// Every field a peer message may carry; `type` says which matter.
@@ -356,6 +357,17 @@ struct SyncFrame<'a> {
 /// answers within a moment of each other, carry the same).
 pub type EncodedPayload = std::sync::Arc<Box<RawValue>>;
 
+/// A sync frame's bytes, written into a buffer sized for its payload at once (a StateSync
+/// request is tens of kilobytes, sent to every peer: grown from empty, the buffer would be
+/// reallocated and copied a dozen times per frame).
+fn frame_bytes(frame: &SyncFrame<'_>) -> Bytes {
+    let envelope = 128 + frame.relay_id.len();
+    let ids = frame.message_id.map_or(0, str::len) + frame.request_id.map_or(0, str::len);
+    let mut out = Vec::with_capacity(frame.payload.get().len() + envelope + 2 * ids);
+    serde_json::to_writer(&mut out, frame).expect("relay messages serialize");
+    Bytes::from(out)
+}
+
 pub fn encode_payload(payload: &SyncPayload) -> EncodedPayload {
     // Serializing plain data to JSON cannot fail; `{}` is never reached.
     let raw = serde_json::value::to_raw_value(payload)
@@ -370,7 +382,7 @@ pub fn encode_sync(
     payload: &RawValue,
     timestamp: u64,
 ) -> Bytes {
-    to_bytes(&SyncFrame {
+    frame_bytes(&SyncFrame {
         kind: "sync",
         sync_type: sync_type.as_str(),
         relay_id,
@@ -388,7 +400,7 @@ pub fn encode_sync_response(
     payload: &RawValue,
     timestamp: u64,
 ) -> Bytes {
-    to_bytes(&SyncFrame {
+    frame_bytes(&SyncFrame {
         kind: "sync_response",
         sync_type: sync_type.as_str(),
         relay_id,
