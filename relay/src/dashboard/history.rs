@@ -50,10 +50,10 @@ impl History {
         }
     }
 
-    /// Forgets relays that are no longer known; `known` is sorted (looked up by binary
+    /// Forgets relays that are no longer known (sorted here and looked up by binary
     /// search: every relay samples its peers every few seconds).
-    pub fn retain(&mut self, known: &[&str]) {
-        debug_assert!(known.is_sorted(), "known relays are sorted");
+    pub fn retain(&mut self, mut known: Vec<&str>) {
+        known.sort_unstable();
         self.by_relay
             .retain(|id, _| known.binary_search(&id.as_str()).is_ok());
     }
@@ -109,7 +109,20 @@ mod tests {
             history.record(&format!("r{i}"), 0, 0);
         }
         assert_eq!(history.by_relay.len(), RELAYS_CHARTED_MAX);
-        history.retain(&["a"]);
+        history.retain(vec!["a"]);
         assert_eq!(history.by_relay.len(), 1);
+    }
+
+    /// The relays still known are kept whatever the order they are named in.
+    #[test]
+    fn retain_keeps_the_known_relays_in_any_order() {
+        let mut history = History::default();
+        for id in ["z", "a", "m"] {
+            history.record(id, 0, 0);
+        }
+        history.retain(vec!["z", "q", "a"]);
+        let mut kept: Vec<&str> = history.by_relay.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["a", "z"]);
     }
 }

@@ -76,11 +76,10 @@ impl Dashboard {
                 history.record(id, *received_ms, *routed);
             }
         }
-        let mut known: Vec<&str> = std::iter::once(node.relay_id())
+        let known: Vec<&str> = std::iter::once(node.relay_id())
             .chain(reports.iter().map(|(id, _, _)| id.as_str()))
             .collect();
-        known.sort_unstable();
-        history.retain(&known);
+        history.retain(known);
     }
 }
 

@@ -160,7 +160,7 @@ pub struct Mesh {
     issuer: crate::resume::Issuer,
     /// This relay's membership record as last signed (`records::own_record`).
     own_record: std::sync::Mutex<Option<crate::protocol::signed::SignedRecord>>,
-    /// The payloads of the last sync answers, reused for a moment (`sync::answer_payload`).
+    /// The payloads of the last sync answers, reused for a moment (`sync::answer`).
     recent_payloads: sync::RecentPayloads,
     /// `trust.bindings_made()` when the bindings were last saved (`u64::MAX`: never).
     bindings_saved: std::sync::atomic::AtomicU64,

@@ -122,17 +122,27 @@ fn gossip(mesh: &Mesh, bytes_max: usize) -> Vec<GossipRelay> {
                 }),
         );
     }
+    within_budget(relays, encoded_len, bytes_max)
+}
+
+/// The leading `items` whose encodings, as elements of a JSON list (`[`, `]` and a
+/// separator each), fit `bytes_max`; the first is always kept (a StateSync names at
+/// least its sender). `len` is an item's encoded length.
+pub(super) fn within_budget<T>(
+    items: impl IntoIterator<Item = T>,
+    len: impl Fn(&T) -> usize,
+    bytes_max: usize,
+) -> Vec<T> {
     let mut total = 2usize;
-    let keep = relays
-        .iter()
-        .enumerate()
-        .take_while(|(i, r)| {
-            total += encoded_len(r) + 1;
-            *i == 0 || total <= bytes_max
-        })
-        .count();
-    relays.truncate(keep);
-    relays
+    let mut kept = Vec::new();
+    for item in items {
+        total += len(&item) + 1;
+        if !kept.is_empty() && total > bytes_max {
+            break;
+        }
+        kept.push(item);
+    }
+    kept
 }
 
 /// Takes in what a peer said: its address and state, the relays it knows, and its log
@@ -227,16 +237,11 @@ impl StateParts {
     /// The records not `covered`, in order, while they fit the byte budget (the first
     /// always does).
     fn select(&self, covered: impl Fn(&SignedRecord) -> bool) -> Vec<&EncodedRecord> {
-        let mut total = 2usize;
-        let mut chosen = Vec::with_capacity(self.records.len());
-        for record in self.records.iter().filter(|r| !covered(&r.record)) {
-            total += record.wire_len() + 1;
-            if !chosen.is_empty() && total > self.records_bytes_max {
-                break;
-            }
-            chosen.push(record);
-        }
-        chosen
+        within_budget(
+            self.records.iter().filter(|r| !covered(&r.record)),
+            |r| r.wire_len(),
+            self.records_bytes_max,
+        )
     }
 
     /// A request's payload: every record that fits.
@@ -306,10 +311,12 @@ pub(super) struct RecentPayloads {
 }
 
 impl RecentPayloads {
-    fn whole(&self, sync_type: SyncType) -> &Recent<EncodedPayload> {
+    /// The payload kept whole for `sync_type`: none for a StateSync, kept in parts.
+    fn whole(&self, sync_type: SyncType) -> Option<&Recent<EncodedPayload>> {
         match sync_type {
-            SyncType::HealthSync => &self.health,
-            _ => &self.metrics,
+            SyncType::HealthSync => Some(&self.health),
+            SyncType::MetricsSync => Some(&self.metrics),
+            SyncType::StateSync => None,
         }
     }
 }
@@ -328,21 +335,22 @@ fn fresh_state_parts(mesh: &Mesh) -> Arc<StateParts> {
 /// A payload built and encoded now (a sync this relay starts), kept for the answers that
 /// follow.
 fn fresh_payload(mesh: &Mesh, sync_type: SyncType) -> EncodedPayload {
-    if sync_type == SyncType::StateSync {
+    let Some(recent) = mesh.recent_payloads.whole(sync_type) else {
         return fresh_state_parts(mesh).request();
-    }
+    };
     let payload = peer::encode_payload(&payload_for(mesh, sync_type));
-    mesh.recent_payloads
-        .whole(sync_type)
-        .keep(mesh.clock().now(), &payload);
+    recent.keep(mesh.clock().now(), &payload);
     payload
 }
 
 /// The payload to answer a peer's HealthSync or MetricsSync with: the one built within
-/// the last tenth of an interval, else a new one.
+/// the last tenth of an interval, else a new one. (A StateSync answer is spliced from
+/// its parts, `StateParts::answer`; asked here, it is the whole payload of those parts.)
 fn answer_payload(mesh: &Mesh, sync_type: SyncType) -> EncodedPayload {
-    mesh.recent_payloads
-        .whole(sync_type)
+    let Some(recent) = mesh.recent_payloads.whole(sync_type) else {
+        return answer_parts(mesh).request();
+    };
+    recent
         .fresh(mesh.clock().now(), reuse_for(mesh))
         .unwrap_or_else(|| fresh_payload(mesh, sync_type))
 }
@@ -487,9 +495,29 @@ mod tests {
         );
     }
 
+    /// Lists within the budget (the gossip, the records of a request, of an answer): the
+    /// first item always, then items while `[`, `]`, their lengths and separators fit.
+    #[test]
+    fn within_budget_keeps_the_first_then_what_fits() {
+        let lens = |items: &[usize], max| within_budget(items.iter().copied(), |n| *n, max);
+        assert_eq!(lens(&[50, 1], 10), [50], "the first, even oversized");
+        // 2 + (3 + 1) + (3 + 1) = 10: fits exactly; one more byte does not.
+        assert_eq!(lens(&[3, 3, 1], 10), [3, 3]);
+        assert_eq!(lens(&[3, 4, 1], 10), [3], "stops at the first item over");
+        assert_eq!(lens(&[], 10), Vec::<usize>::new());
+    }
+
     fn signed(seed: u8, id: &str, timestamp_ms: u64) -> SignedRecord {
         let identity = Identity::from_seed(&[seed; 32]);
         SignedRecord::sign(&identity, id, "h:1", PeerHealth::Healthy, timestamp_ms)
+    }
+
+    /// `record` with a signature of zeros: every other field genuine.
+    fn forged(record: &SignedRecord) -> SignedRecord {
+        SignedRecord {
+            signature: "00".repeat(64),
+            ..record.clone()
+        }
     }
 
     /// A mesh `relay-a` holding the genuine records of `relay-b`, `-c` and `-d`, signed
@@ -566,11 +594,7 @@ mod tests {
 
         assert_eq!(answered(&mesh, std::slice::from_ref(&held[0])), rest);
         assert_eq!(answered(&mesh, std::slice::from_ref(&newer)), rest);
-        let forged = SignedRecord {
-            signature: "00".repeat(64),
-            ..newer.clone()
-        };
-        let answer = answered(&mesh, &[forged]);
+        let answer = answered(&mesh, &[forged(&newer)]);
         assert_eq!(
             answer,
             [own, held[0].clone(), held[1].clone(), held[2].clone()]
@@ -586,19 +610,13 @@ mod tests {
         let (mesh, held) = holding_three();
         let own = mesh.own_record();
         let older = signed(2, "relay-b", held[0].timestamp_ms - 1);
-        let broken = SignedRecord {
-            signature: "00".repeat(64),
-            ..held[1].clone()
-        };
+        let broken = forged(&held[1]);
         let other_key = signed(9, "relay-d", held[2].timestamp_ms);
         let moved = SignedRecord {
             address: "evil:1".into(),
             ..held[0].clone()
         };
-        let forged_own = SignedRecord {
-            signature: "00".repeat(64),
-            ..own.clone()
-        };
+        let forged_own = forged(&own);
         let answer = answered(&mesh, &[older, broken, other_key, moved, forged_own]);
         assert_eq!(
             answer,
