@@ -1,6 +1,10 @@
 //! The messages a load test sends, built once and patched in place, and the cheap
 //! recognition of what comes back (no JSON parse on the hot path).
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 use crate::ws::{OpCode, encode_frame, find};
 
 /// Notification type the load test publishes.
@@ -11,6 +15,10 @@ const LT_NS_DIGITS: usize = 20;
 const SEQ_DIGITS: usize = 10;
 /// Where in a delivered notification the send time is looked for.
 const MARKER_SEARCH_BYTES_MAX: usize = 512;
+/// Searchers for the two markers, built once: every delivery is searched for both, and
+/// building a searcher per search cost as much as the search.
+static LT_NS_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(LT_NS_KEY));
+static SEQ_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(SEQ_KEY));
 
 /// The relay's handshake, asking for `capabilities`.
 pub fn handshake_message(client_id: &str, capabilities: &[&str], token: Option<&str>) -> String {
@@ -114,9 +122,9 @@ fn write_digits(out: &mut [u8], mut value: u64) {
     }
 }
 
-fn read_digits(payload: &[u8], key: &[u8], digits: usize) -> Option<u64> {
+fn read_digits(payload: &[u8], key: &Finder<'_>, digits: usize) -> Option<u64> {
     let window = &payload[..payload.len().min(MARKER_SEARCH_BYTES_MAX)];
-    let at = find(window, key)? + key.len();
+    let at = key.find(window)? + key.needle().len();
     let text = payload.get(at..at + digits)?;
     text.iter().try_fold(0_u64, |acc, b| {
         b.is_ascii_digit()
@@ -128,8 +136,8 @@ fn read_digits(payload: &[u8], key: &[u8], digits: usize) -> Option<u64> {
 /// envelope around `data`) or verbatim (baseline).
 pub fn read_publication(payload: &[u8]) -> Option<(u64, u64)> {
     Some((
-        read_digits(payload, LT_NS_KEY, LT_NS_DIGITS)?,
-        read_digits(payload, SEQ_KEY, SEQ_DIGITS)?,
+        read_digits(payload, &LT_NS_FINDER, LT_NS_DIGITS)?,
+        read_digits(payload, &SEQ_FINDER, SEQ_DIGITS)?,
     ))
 }
 
