@@ -23,6 +23,11 @@ const RESPONSE_HEAD_BYTES_MAX: usize = 16 * 1024;
 pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
 /// Initial read buffer of a connection; it grows for large messages.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Room offered to each read at least. A read that fills the room it was offered leaves
+/// the socket marked readable, so the next read is one more syscall: with the room left
+/// over after the frames already split off (often a few hundred bytes), a relay's batch
+/// of notifications took two or three reads.
+const READ_ROOM_MIN: usize = 2 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
@@ -207,6 +212,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     async fn next_frame(&mut self) -> anyhow::Result<Option<(bool, OpCode, Bytes)>> {
         loop {
+            // Bytes still missing from the frame at the front (0: its header is not in).
+            let mut missing = 0;
             if let Some(header) = parse_header(&self.buf)? {
                 let total = header.header_len + header.payload_len;
                 if self.buf.len() >= total {
@@ -219,9 +226,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     }
                     return Ok(Some((header.fin, header.opcode, payload.freeze())));
                 }
-                self.buf.reserve(total - self.buf.len());
-            } else if self.buf.capacity() - self.buf.len() < 64 {
-                self.buf.reserve(READ_BUFFER_BYTES);
+                missing = total - self.buf.len();
+            }
+            if self.buf.capacity() - self.buf.len() < missing.max(READ_ROOM_MIN) {
+                // Frames already handed out are dropped by now: the buffer is reclaimed.
+                self.buf.reserve(missing.max(READ_BUFFER_BYTES));
             }
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Ok(None);
@@ -401,5 +410,60 @@ mod tests {
         let close = reader.next().await.unwrap().unwrap();
         assert_eq!(close.close_code(), Some(1009));
         assert!(reader.next().await.unwrap().is_none());
+    }
+
+    /// A stream that serves at most `chunk` bytes per read and records the room each
+    /// read was offered.
+    struct Chunked {
+        data: Vec<u8>,
+        at: usize,
+        chunk: usize,
+        offered: Vec<usize>,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let this = &mut *self;
+            this.offered.push(buf.remaining());
+            let n = this
+                .chunk
+                .min(buf.remaining())
+                .min(this.data.len() - this.at);
+            buf.put_slice(&this.data[this.at..this.at + n]);
+            this.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Every read is offered at least `READ_ROOM_MIN` bytes, however many frames were
+    /// split off the buffer before it: a read that fills a small remainder costs the
+    /// load generator one more syscall for the rest of a batch.
+    #[tokio::test]
+    async fn every_read_is_offered_room_for_a_batch() {
+        let frame = encode_frame(OpCode::Text, &[b'n'; 600]);
+        let mut reader = FrameReader {
+            io: Chunked {
+                data: frame.repeat(200),
+                at: 0,
+                chunk: 3 * frame.len() + 17,
+                offered: Vec::new(),
+            },
+            buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        };
+        for _ in 0..200 {
+            let m = reader.next().await.unwrap().unwrap();
+            assert_eq!(m.payload.len(), 600);
+        }
+        let offered = &reader.io.offered;
+        assert!(offered.len() > 30, "{offered:?}");
+        let least = offered.iter().min().unwrap();
+        assert!(
+            *least >= READ_ROOM_MIN,
+            "a read was offered {least} bytes: {offered:?}"
+        );
     }
 }
