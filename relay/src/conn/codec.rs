@@ -373,6 +373,9 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 const HEADER_BYTES_MAX: usize = 14;
 /// Payloads at least this large are written straight from their buffer, not copied.
 const COPY_BYTES_MAX: usize = 16 * 1024;
+/// The most `reserve_batch` reserves ahead (below the allocator's default threshold for
+/// mapping memory: a larger batch grows as it is written).
+const BATCH_RESERVE_BYTES_MAX: usize = 64 * 1024;
 /// Coalesced bytes after which the writer flushes even if more frames are queued.
 const BATCH_BYTES_MAX: usize = 256 * 1024;
 
@@ -392,6 +395,16 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             role,
             buf: Vec::new(),
             next_mask: mask_seed | 1,
+        }
+    }
+
+    /// Makes room for `frames` more frames of `bytes` payload in all, at once, when they
+    /// are small enough to be copied into one batch: grown frame by frame, a batch of six
+    /// notifications cost three reallocations, each copying what was already batched.
+    pub fn reserve_batch(&mut self, frames: usize, bytes: usize) {
+        let wanted = bytes.saturating_add(frames.saturating_mul(HEADER_BYTES_MAX));
+        if wanted <= BATCH_RESERVE_BYTES_MAX {
+            self.buf.reserve(wanted);
         }
     }
 

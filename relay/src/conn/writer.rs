@@ -61,9 +61,17 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     rx: &mut Receiver,
 ) -> std::io::Result<()> {
     push(writer, &first).await?;
+    let mut reserved = false;
     while !writer.batch_full() {
-        match rx.try_recv() {
-            Ok(message) => push(writer, &message).await?,
+        match rx.try_recv_with_backlog() {
+            Ok((message, backlog)) => {
+                // A batch is forming: room for all of it at once (a lone reply needs none).
+                if !reserved {
+                    writer.reserve_batch(backlog.frames + 1, backlog.bytes + message.len());
+                    reserved = true;
+                }
+                push(writer, &message).await?;
+            }
             Err(_) => break,
         }
     }
