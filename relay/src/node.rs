@@ -268,6 +268,12 @@ mod tests {
     /// Every connection holds its task state (its reader and its writer, one task) for
     /// its whole life: a regression here (say, a stack buffer in a future) costs memory on
     /// every idle connection. Two tasks took up to 2048 + 1024 bytes; one takes less.
+    ///
+    /// The bound is tight on purpose. tokio allocates a task in cells aligned to 128
+    /// bytes, so a few bytes more can cost 128 per connection: the release build's state
+    /// went from 2,704 to 2,720 bytes (16 more) and idle memory from 4,370 to 4,510 bytes
+    /// per connection. With the close path's timers on the heap it is 2,320 in release
+    /// (1,968 in this debug build) and idle memory 3,990 bytes per connection.
     #[test]
     fn connection_task_state_stays_small() {
         let dir = std::env::temp_dir().join(format!("sdk_relay-node-{}", std::process::id()));
@@ -283,6 +289,6 @@ mod tests {
         );
         let bytes = crate::ws::task_state_bytes(node.ws_context());
         let _ = std::fs::remove_dir_all(dir);
-        assert!(bytes <= 2400, "connection task state: {bytes} bytes");
+        assert!(bytes <= 2000, "connection task state: {bytes} bytes");
     }
 }

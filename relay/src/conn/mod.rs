@@ -30,7 +30,7 @@ use tokio::sync::futures::Notified;
 
 pub use handoff::{BoxedRead, PeerArrival, PeerHandoff};
 pub use slots::{AddressPermit, AddressSlots, Permit, Slots};
-pub use writer::{CLOSE_WRITE_TIMEOUT, write_loop};
+pub use writer::{CLOSE_WRITE_TIMEOUT, within, write_loop};
 
 /// What a connection's writer sends next.
 #[derive(Debug, Clone)]

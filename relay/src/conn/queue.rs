@@ -37,10 +37,6 @@ pub struct Backlog {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Empty;
 
-/// Slots allocated when a frame is queued to an empty queue (8 × 40 bytes, given back
-/// once drained).
-const FIRST_SLOTS: usize = 8;
-
 /// How much a queue holds at most. The byte bound counts each queued frame's length (a
 /// frame shared by many connections counts in each): without it, 1,024 frames of 1 MiB
 /// could wait for one slow reader. A frame offered to an empty queue is always taken, so
@@ -142,11 +138,6 @@ impl Sender {
             return Err(Refused::Full);
         }
         state.bytes += bytes;
-        if state.frames.capacity() == 0 {
-            // Grown from nothing one frame at a time, a burst of six cost two allocations
-            // and a copy; the storage is given back once the writer drains it.
-            state.frames.reserve(FIRST_SLOTS);
-        }
         state.frames.push_back(frame);
         // Stored before `own_poll` is read, and `own_poll_ends` clears `own_poll` before it
         // reads this: one of the two sides sees the other, so no frame waits unseen.
@@ -329,22 +320,6 @@ mod tests {
             Outbound::Text(bytes) => bytes,
             other => panic!("not text: {other:?}"),
         }
-    }
-
-    /// A burst into an empty queue finds its slots made once: the first frame makes room
-    /// for `FIRST_SLOTS`, which the rest of the burst fills without growing the storage.
-    #[test]
-    fn a_burst_into_an_empty_queue_allocates_its_slots_once() {
-        let (tx, mut rx) = bounded(frames(64));
-        tx.try_send(text("a")).unwrap();
-        let made = tx.shared().lock().frames.capacity();
-        assert!(made >= FIRST_SLOTS, "{made}");
-        for _ in 1..FIRST_SLOTS {
-            tx.try_send(text("b")).unwrap();
-        }
-        assert_eq!(tx.shared().lock().frames.capacity(), made);
-        while rx.try_recv().is_ok() {}
-        assert_eq!(tx.shared().lock().frames.capacity(), 0);
     }
 
     /// Each frame taken comes with what is still queued behind it.

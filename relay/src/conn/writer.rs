@@ -1,6 +1,7 @@
 //! A connection's writer task: drains the bounded outbound queue, coalescing whatever is
 //! already queued into one write, and ends with the close frame.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
@@ -31,15 +32,15 @@ where
                 None => break,
             },
         };
-        let batch = write_batch(&mut writer, first, &mut rx);
+        let batch = write_batch(&mut writer, &first, &mut rx);
         tokio::pin!(batch);
         let (written, closing) = tokio::select! {
             biased;
             result = &mut batch => (result.is_ok(), false),
             () = &mut closed => {
                 // Finish the frame in flight (briefly) so the close frame lands on a boundary.
-                let finished = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, batch).await;
-                (matches!(finished, Ok(Ok(()))), true)
+                let finished = within(CLOSE_WRITE_TIMEOUT, batch).await;
+                (matches!(finished, Some(Ok(()))), true)
             }
         };
         if !written {
@@ -50,17 +51,37 @@ where
             break;
         }
     }
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, close(&mut writer, &mut rx, &control)).await;
-    writer.shutdown().await;
+    // On the heap: the close sequence runs once, at the end, and its room in the state
+    // would be held by every idle connection for its whole life.
+    Box::pin(async {
+        let _ = within(CLOSE_WRITE_TIMEOUT, close(&mut writer, &mut rx, &control)).await;
+        writer.shutdown().await;
+    })
+    .await;
 }
 
-/// Writes `first` and whatever else is already queued, as one batch.
+/// `future`'s output if it completes within `limit`. The timer is made on the heap when
+/// this is first polled: these limits apply while a connection closes, and a timer kept in
+/// a connection's state (112 bytes, as `tokio::time::timeout` keeps it) is held by every
+/// idle connection for its whole life.
+pub async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let deadline = Box::pin(tokio::time::sleep(limit));
+    tokio::select! {
+        biased;
+        output = future => Some(output),
+        () = deadline => None,
+    }
+}
+
+/// Writes `first` and whatever else is already queued, as one batch. `first` is
+/// borrowed: an async fn's arguments keep their room in its state, and this state is part
+/// of every connection's.
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
-    first: Outbound,
+    first: &Outbound,
     rx: &mut Receiver,
 ) -> std::io::Result<()> {
-    push(writer, &first).await?;
+    push(writer, first).await?;
     let mut reserved = false;
     while !writer.batch_full() {
         match rx.try_recv_with_backlog() {
@@ -113,6 +134,24 @@ async fn close<W: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    /// `within` gives the future's output when it is in time, and `None` once the limit
+    /// passes first.
+    #[tokio::test(start_paused = true)]
+    async fn within_answers_in_time_or_not_at_all() {
+        let quick = super::within(Duration::from_secs(2), async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            7
+        });
+        assert_eq!(quick.await, Some(7));
+        let slow = super::within(
+            Duration::from_secs(2),
+            tokio::time::sleep(Duration::from_secs(3)),
+        );
+        assert_eq!(slow.await, None);
+    }
+
     /// Every connection holds its writer task state for its whole life: a regression
     /// here (say, a buffer in the future) costs memory on every idle connection.
     #[test]

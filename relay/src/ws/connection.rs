@@ -21,7 +21,9 @@ use super::WsContext;
 use super::session::{Session, SessionEnd};
 use crate::conn::codec::{FrameReader, FrameWriter, Role};
 use crate::conn::halves::Halves;
-use crate::conn::{CLOSE_WRITE_TIMEOUT, CloseReason, Control, Outlet, PeerArrival, Permit, queue};
+use crate::conn::{
+    CLOSE_WRITE_TIMEOUT, CloseReason, Control, Outlet, PeerArrival, Permit, queue, within,
+};
 use crate::hub::ClientId;
 
 /// How much the relay reads and discards after deciding to close, so the other side is
@@ -87,7 +89,7 @@ where
     let (reason, slot) = ended;
     if !written {
         // The writer sends what is left and the close frame, in bounded time.
-        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT * 2, writing).await;
+        let _ = within(CLOSE_WRITE_TIMEOUT * 2, writing).await;
     }
     node.metrics
         .ws_closes
@@ -145,8 +147,11 @@ async fn finish<R: AsyncRead + Unpin>(
 ) -> CloseReason {
     let reason = control.close_reason().unwrap_or(CloseReason::INTERNAL);
     if !reason.is_abnormal() {
-        let _ =
-            tokio::time::timeout(CLOSE_DRAIN_TIMEOUT, reader.drain(CLOSE_DRAIN_BYTES_MAX)).await;
+        let _ = within(
+            CLOSE_DRAIN_TIMEOUT,
+            Box::pin(reader.drain(CLOSE_DRAIN_BYTES_MAX)),
+        )
+        .await;
     }
     reason
 }
