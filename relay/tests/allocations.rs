@@ -503,8 +503,8 @@ async fn writing_one_small_reply_at_a_time_allocates_once_per_reply() {
 
 /// Six notifications queued together go out in one batch with at most two allocations:
 /// the batch buffer made for the first frame, then grown once for all that is queued
-/// behind it (measured: 2; grown frame by frame it took 4, each growth copying the batch),
-/// and the queue's first slots for the burst, made before the count.
+/// behind it (measured: 2; grown frame by frame it took 4, each growth copying the batch).
+/// The queue's own slots are made by `try_send`, outside the count.
 #[tokio::test(flavor = "current_thread")]
 async fn a_queued_burst_is_written_with_two_allocations() {
     use tokio::io::AsyncReadExt;

@@ -58,7 +58,7 @@ impl Mesh {
     /// The verified records this relay holds, the most recent first, `own` first of all,
     /// while they fit `bytes_max` (the first always does).
     pub(super) fn records_to_gossip(&self, bytes_max: usize) -> Vec<SignedRecord> {
-        super::sync::within_budget(self.records_to_offer(), |r| r.wire_bytes(), bytes_max)
+        super::sync::leading_within_budget(self.records_to_offer(), |r| r.wire_bytes(), bytes_max)
     }
 
     /// The records a StateSync may carry, before any byte budget: this relay's own first,

@@ -122,13 +122,14 @@ fn gossip(mesh: &Mesh, bytes_max: usize) -> Vec<GossipRelay> {
                 }),
         );
     }
-    within_budget(relays, encoded_len, bytes_max)
+    leading_within_budget(relays, encoded_len, bytes_max)
 }
 
 /// The leading `items` whose encodings, as elements of a JSON list (`[`, `]` and a
 /// separator each), fit `bytes_max`; the first is always kept (a StateSync names at
-/// least its sender). `len` is an item's encoded length.
-pub(super) fn within_budget<T>(
+/// least its sender). `len` is an item's encoded length. (`persist::within_budget` is
+/// another rule: ranges of every stream taken round by round.)
+pub(super) fn leading_within_budget<T>(
     items: impl IntoIterator<Item = T>,
     len: impl Fn(&T) -> usize,
     bytes_max: usize,
@@ -237,7 +238,7 @@ impl StateParts {
     /// The records not `covered`, in order, while they fit the byte budget (the first
     /// always does).
     fn select(&self, covered: impl Fn(&SignedRecord) -> bool) -> Vec<&EncodedRecord> {
-        within_budget(
+        leading_within_budget(
             self.records.iter().filter(|r| !covered(&r.record)),
             |r| r.wire_len(),
             self.records_bytes_max,
@@ -499,7 +500,7 @@ mod tests {
     /// first item always, then items while `[`, `]`, their lengths and separators fit.
     #[test]
     fn within_budget_keeps_the_first_then_what_fits() {
-        let lens = |items: &[usize], max| within_budget(items.iter().copied(), |n| *n, max);
+        let lens = |items: &[usize], max| leading_within_budget(items.iter().copied(), |n| *n, max);
         assert_eq!(lens(&[50, 1], 10), [50], "the first, even oversized");
         // 2 + (3 + 1) + (3 + 1) = 10: fits exactly; one more byte does not.
         assert_eq!(lens(&[3, 3, 1], 10), [3, 3]);
