@@ -162,8 +162,9 @@ pub struct Mesh {
     own_record: std::sync::Mutex<Option<crate::protocol::signed::SignedRecord>>,
     /// The payloads of the last sync answers, reused for a moment (`sync::answer`).
     recent_payloads: sync::RecentPayloads,
-    /// `trust.bindings_made()` when the bindings were last saved (`u64::MAX`: never).
-    bindings_saved: std::sync::atomic::AtomicU64,
+    /// `trust.bindings_made()` when the bindings were last saved (`u64::MAX`: never);
+    /// held for a whole save (`supervisor::save_seen`), so saves go one at a time.
+    bindings_saved: std::sync::Mutex<u64>,
 }
 
 impl Mesh {
@@ -196,7 +197,7 @@ impl Mesh {
             issuer,
             own_record: std::sync::Mutex::new(None),
             recent_payloads: sync::RecentPayloads::default(),
-            bindings_saved: std::sync::atomic::AtomicU64::new(u64::MAX),
+            bindings_saved: std::sync::Mutex::new(u64::MAX),
         })
     }
 

@@ -93,24 +93,28 @@ fn restore_seen(mesh: &Mesh) {
 }
 
 pub(super) fn save_seen(mesh: &Mesh) {
+    if let Err(error) = try_save_seen(mesh) {
+        tracing::warn!(%error, "cannot save the notification ids seen");
+    }
+}
+
+/// Saves the key bindings (when they changed) and the ids seen.
+fn try_save_seen(mesh: &Mesh) -> Result<(), super::persist::PersistError> {
+    // One save at a time: saves share a temporary file, and the last one to write must
+    // be the one that read the newest ids.
+    let mut saved = mesh
+        .bindings_saved
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     // The bindings change rarely (a relay joins): written again only when they did.
     let made = mesh.trust.bindings_made();
-    let saved = mesh
-        .bindings_saved
-        .load(std::sync::atomic::Ordering::Relaxed);
-    if saved != made {
+    if *saved != made {
         match super::persist::save_bindings(&mesh.parts.config.data_dir, &mesh.trust.bindings()) {
-            Ok(()) => mesh
-                .bindings_saved
-                .store(made, std::sync::atomic::Ordering::Relaxed),
+            Ok(()) => *saved = made,
             Err(error) => tracing::warn!(%error, "cannot save the relay keys bound"),
         }
     }
-    if let Err(error) =
-        super::persist::save(&mesh.parts.config.data_dir, &mesh.state.seen_summary())
-    {
-        tracing::warn!(%error, "cannot save the notification ids seen");
-    }
+    super::persist::save(&mesh.parts.config.data_dir, &mesh.state.seen_summary())
 }
 
 fn expire_pending(mesh: &Mesh) {
@@ -618,6 +622,35 @@ mod tests {
         super::save_seen(&mesh);
         let saved = super::super::persist::load_bindings(&dir).unwrap();
         assert!(saved.iter().any(|(id, _)| id == "other"), "{saved:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A relay stopping saves its ids twice at once (the supervisor when the shutdown
+    /// starts, the drain when its window ends): every save must succeed and leave a
+    /// whole file, not two writers sharing one temporary file.
+    #[tokio::test]
+    async fn saves_at_the_same_time_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("sdk_relay_saves_{}", std::process::id()));
+        let config = crate::config::Config {
+            relay_id: "saver".into(),
+            data_dir: dir.clone(),
+            ..Default::default()
+        };
+        let mesh = crate::mesh::testing::mesh_with(config, None);
+        let failures = std::thread::scope(|scope| {
+            let savers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..100)
+                            .filter(|_| super::try_save_seen(&mesh).is_err())
+                            .count()
+                    })
+                })
+                .collect();
+            savers.into_iter().map(|s| s.join().unwrap()).sum::<usize>()
+        });
+        assert_eq!(failures, 0, "saves that failed");
+        assert!(super::super::persist::load(&dir).is_ok(), "a whole file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
