@@ -297,6 +297,10 @@ pub struct Limits {
     /// Seconds a notification stays in the log: anti-entropy repairs and resumes reach
     /// this far back (a resume across an older gap reports `recovered: false`).
     pub notification_log_retention_secs: u64,
+    /// New notifications one peer link may bring in a second (each costs a signature
+    /// check): past it they are dropped unchecked, for anti-entropy to fetch later; past
+    /// twice it the link is cut.
+    pub mesh_notifications_per_second_max: u32,
 }
 
 /// Default `limits.notification_log_bytes_max`: 64 MiB, 6,400 notifications of 10 KiB
@@ -305,6 +309,11 @@ pub const NOTIFICATION_LOG_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// Smallest `limits.notification_log_bytes_max`: one notification of the default maximum
 /// size (1 MiB) must fit.
 pub const NOTIFICATION_LOG_BYTES_MAX_MIN: usize = 1 << 20;
+
+/// Default `limits.mesh_notifications_per_second_max`: a signature check costs ~35 µs
+/// here, so one link flooding at this rate takes at most about a third of a core; a mesh
+/// whose wallets publish more than this in all needs it raised on every relay.
+pub const MESH_NOTIFICATIONS_PER_SECOND_MAX_DEFAULT: u32 = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -330,6 +339,7 @@ impl Default for Limits {
             lame_duck_secs: 30,
             notification_log_bytes_max: NOTIFICATION_LOG_BYTES_MAX_DEFAULT,
             notification_log_retention_secs: 3600,
+            mesh_notifications_per_second_max: MESH_NOTIFICATIONS_PER_SECOND_MAX_DEFAULT,
         }
     }
 }
@@ -685,6 +695,10 @@ impl Config {
             (
                 "limits.notification_log_retention_secs",
                 l.notification_log_retention_secs,
+            ),
+            (
+                "limits.mesh_notifications_per_second_max",
+                u64::from(l.mesh_notifications_per_second_max),
             ),
         ];
         for (key, value) in positive {

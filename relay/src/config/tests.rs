@@ -109,6 +109,9 @@ fn zero_limits_name_their_key() {
     c.limits.ws_messages_burst_max = 0;
     assert_eq!(invalid_key(&c), "limits.ws_messages_burst_max");
     let mut c = Config::default();
+    c.limits.mesh_notifications_per_second_max = 0;
+    assert_eq!(invalid_key(&c), "limits.mesh_notifications_per_second_max");
+    let mut c = Config::default();
     c.sync.health_interval = 0;
     assert_eq!(invalid_key(&c), "sync.health_interval");
 }

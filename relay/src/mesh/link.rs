@@ -114,8 +114,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut marked_heard_ms = 0;
     let window_ms = mesh.parts.config.sync_interval().as_millis() as u64;
     let mut rates = Rates {
-        syncs: Rate::new(window_ms),
-        fetches: Rate::new(window_ms),
+        syncs: Rate::of_syncs(window_ms),
+        fetches: Rate::of_syncs(window_ms),
+        notifications: Rate::of_notifications(limits.mesh_notifications_per_second_max),
     };
     loop {
         let frame = tokio::select! {
@@ -162,19 +163,31 @@ const TOO_FAST: CloseReason = CloseReason {
     code: 1008,
     reason: "sync requests or fetches too fast",
 };
+/// A peer bringing more than twice `mesh_notifications_per_second_max` in one second.
+const NOTIFICATIONS_TOO_FAST: CloseReason = CloseReason {
+    code: 1008,
+    reason: "notifications too fast",
+};
 
-/// What one peer asked for in the current window of one sync interval.
+/// What one peer sent of one kind in the current window, against its bound.
 struct Rate {
+    /// Admitted per window; up to as many again are dropped, then the link is cut.
+    max: usize,
     window_ms: u64,
+    /// How the window reads in a breach's message ("sync interval", "second").
+    window_name: &'static str,
+    /// What becomes of the excess, in a breach's message.
+    excess: &'static str,
+    cut: CloseReason,
     window_start_ms: u64,
     count: usize,
 }
 
-/// How a request fits the peer's rate.
+/// How a message fits the peer's rate.
 #[derive(Debug, PartialEq, Eq)]
 enum Admit {
     Answer,
-    /// Over `SYNC_REQUESTS_PER_INTERVAL_MAX` in this interval: left unanswered.
+    /// Over `max` in this window: dropped.
     Excess {
         first: bool,
     },
@@ -183,9 +196,31 @@ enum Admit {
 }
 
 impl Rate {
-    fn new(window_ms: u64) -> Rate {
+    /// Sync requests (or fetches): `SYNC_REQUESTS_PER_INTERVAL_MAX` per sync interval.
+    fn of_syncs(interval_ms: u64) -> Rate {
         Rate {
+            excess: "left unanswered",
+            ..Rate::new(
+                super::SYNC_REQUESTS_PER_INTERVAL_MAX,
+                interval_ms,
+                "sync interval",
+                TOO_FAST,
+            )
+        }
+    }
+
+    /// New notifications: `max` a second.
+    fn of_notifications(max: u32) -> Rate {
+        Rate::new(max as usize, 1000, "second", NOTIFICATIONS_TOO_FAST)
+    }
+
+    fn new(max: usize, window_ms: u64, window_name: &'static str, cut: CloseReason) -> Rate {
+        Rate {
+            max,
             window_ms: window_ms.max(1),
+            window_name,
+            excess: "dropped unchecked",
+            cut,
             window_start_ms: 0,
             count: 0,
         }
@@ -197,12 +232,11 @@ impl Rate {
             self.count = 0;
         }
         self.count += 1;
-        let max = super::SYNC_REQUESTS_PER_INTERVAL_MAX;
-        if self.count <= max {
+        if self.count <= self.max {
             Admit::Answer
-        } else if self.count <= 2 * max {
+        } else if self.count <= self.max.saturating_mul(2) {
             Admit::Excess {
-                first: self.count == max + 1,
+                first: self.count == self.max + 1,
             }
         } else {
             Admit::Cut
@@ -214,6 +248,8 @@ struct Rates {
     /// Sync requests, and sync responses that answer no pending request.
     syncs: Rate,
     fetches: Rate,
+    /// Notifications not seen before (what costs a signature check).
+    notifications: Rate,
 }
 
 fn on_frame(
@@ -260,7 +296,7 @@ fn rejected(mesh: &Mesh, peer_id: &str, sync_type: Option<SyncType>, why: &str) 
         .record_error(mesh.unix_secs(), peer_id, sync_type, message);
 }
 
-/// Applies the peer's rate to one request; `Some` when the request is to be dropped
+/// Applies the peer's rate to one message; `Some` when the message is to be dropped
 /// (`Some(None)`) or the link cut (`Some(Some(reason))`).
 fn over_rate(
     mesh: &Mesh,
@@ -269,12 +305,12 @@ fn over_rate(
     sync_type: Option<SyncType>,
     what: &str,
 ) -> Option<Option<CloseReason>> {
-    let max = super::SYNC_REQUESTS_PER_INTERVAL_MAX;
+    let (max, per) = (rate.max, rate.window_name);
     match rate.admit(mesh.now_ms()) {
         Admit::Answer => None,
         Admit::Excess { first } => {
             if first {
-                let message = format!("{what} over {max} per sync interval: left unanswered");
+                let message = format!("{what} over {max} per {per}: {}", rate.excess);
                 breach(mesh, peer_id, sync_type, message);
             } else if let Some(sync_type) = sync_type {
                 mesh.parts.metrics.sync_errors.get(sync_type).increment(1);
@@ -284,9 +320,9 @@ fn over_rate(
             Some(None)
         }
         Admit::Cut => {
-            let message = format!("{what} over {} per sync interval: link cut", 2 * max);
+            let message = format!("{what} over {} per {per}: link cut", 2 * max);
             breach(mesh, peer_id, sync_type, message);
-            Some(Some(TOO_FAST))
+            Some(Some(rate.cut))
         }
     }
 }
@@ -386,6 +422,18 @@ fn on_text(
                 mesh.parts.metrics.dedup_hits.increment(1);
                 return None;
             }
+            // Bounded before the signature check it would cost; a genuine one dropped
+            // here is fetched by anti-entropy (it is not marked seen).
+            if let Some(verdict) = over_rate(
+                mesh,
+                peer_id,
+                &mut rates.notifications,
+                None,
+                "new notifications",
+            ) {
+                mesh.parts.metrics.mesh_rejected.increment(1);
+                return verdict;
+            }
             if let Err(why) = peer::notification_fits(&notification) {
                 rejected(mesh, peer_id, None, why);
                 return None;
@@ -480,7 +528,7 @@ mod tests {
 
     #[test]
     fn a_rate_answers_up_to_the_bound_per_window_then_drops_then_cuts() {
-        let mut rate = Rate::new(1000);
+        let mut rate = Rate::of_syncs(1000);
         for _ in 0..MAX {
             assert_eq!(rate.admit(5), Admit::Answer);
         }
@@ -495,5 +543,26 @@ mod tests {
             assert_eq!(rate.admit(1500), Admit::Answer);
         }
         assert_eq!(rate.admit(1500), Admit::Excess { first: true });
+    }
+
+    /// Notifications have their own bound, per second.
+    #[test]
+    fn notifications_are_bounded_per_second() {
+        let mut rate = Rate::of_notifications(3);
+        let admitted: Vec<Admit> = (0..7).map(|_| rate.admit(10)).collect();
+        assert_eq!(
+            admitted,
+            [
+                Admit::Answer,
+                Admit::Answer,
+                Admit::Answer,
+                Admit::Excess { first: true },
+                Admit::Excess { first: false },
+                Admit::Excess { first: false },
+                Admit::Cut,
+            ]
+        );
+        assert_eq!(rate.admit(1010), Admit::Answer, "a new second");
+        assert_eq!(rate.cut, NOTIFICATIONS_TOO_FAST);
     }
 }

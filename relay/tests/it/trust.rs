@@ -568,3 +568,69 @@ fn ws_tokens_with_an_open_mesh_are_refused_at_start() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A peer flooding notifications (forgeries here: each would cost a signature check) has
+/// at most `mesh_notifications_per_second_max` of them checked in a second, the same
+/// number again dropped unchecked (anti-entropy fetches a genuine one later), and is cut
+/// (1008) past twice the bound. The relay's own wallets are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_notifications_is_bounded_then_cut() {
+    const MAX: u64 = 20;
+    let r = RelayProcess::start(
+        "relay-r",
+        "",
+        &format!("{FAST}mesh_notifications_per_second_max = {MAX}\n"),
+    )
+    .await;
+    let (mut subscriber, _) = Client::handshaken(r.ws_addr, &["notifications"]).await;
+    let (mut publisher, _) = Client::handshaken(r.ws_addr, &["publish"]).await;
+    let evil_key = peer::identity_of("evil");
+    let other_key = peer::identity_of("other");
+    let mut evil = peer::join(r.ws_addr, &Claim::honest("evil", &evil_key))
+        .await
+        .expect("the open mesh admits the flooder");
+    // Ids of the flooder's own stream, signed with a key that is not the one bound to it.
+    for n in 1..=5 * MAX {
+        let forged = peer::signed_notification(
+            &other_key,
+            "evil",
+            &format!("evil-00000001-{n}"),
+            json!({"n": n}),
+        );
+        evil.send_json(&forged).await;
+    }
+    // The relay keeps talking to a peer it does not cut (syncs, pings): bounded wait.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let closed = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flooder is still linked"
+        );
+        if let Err(code) = evil.recv().await {
+            break code;
+        }
+    };
+    assert_eq!(
+        closed,
+        Some(1008),
+        "the flooder is cut as a policy violation"
+    );
+    let checked = metric(&r, "sdk_relay_mesh_signatures_failed_total", "").await;
+    assert!(
+        checked <= MAX as f64,
+        "{checked} signature checks for one second's flood (bound {MAX})"
+    );
+    assert!(
+        metric(&r, "sdk_relay_mesh_rejected_total", "").await >= MAX as f64,
+        "the excess is counted"
+    );
+    let id = publisher
+        .publish("payment_detected", json!({"after": true}))
+        .await;
+    let delivered = notifications_within(&mut subscriber, Duration::from_secs(3)).await;
+    let ids: Vec<&str> = delivered
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "the relay's own wallets are served");
+}
