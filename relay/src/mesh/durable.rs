@@ -53,6 +53,15 @@ impl Mesh {
         }
     }
 
+    /// Whether the log changed since the last commit.
+    fn log_has_changes(&self) -> bool {
+        self.state
+            .lock()
+            .unsynced
+            .as_ref()
+            .is_some_and(|batch| !batch.is_empty())
+    }
+
     /// Commits the log's changes since the last commit (one transaction). One flush at
     /// a time (`log_commit`): batches reach the store in the order they were taken, so an
     /// eviction is never committed before the put it deletes.
@@ -88,6 +97,12 @@ pub(super) async fn committer(mesh: Arc<Mesh>) {
     let off_the_workers = store.waits_on_device();
     loop {
         mesh.clock().sleep(GROUP_COMMIT_INTERVAL).await;
+        // Nothing to commit (an idle relay, or traffic that logs nothing): no trip to the
+        // blocking pool, whose thread waking 20 times a second would take a core from a
+        // busy worker now and then (a few milliseconds for every connection queued on it).
+        if !mesh.log_has_changes() {
+            continue;
+        }
         if off_the_workers {
             let mesh = mesh.clone();
             if let Err(error) = tokio::task::spawn_blocking(move || mesh.flush_log()).await {

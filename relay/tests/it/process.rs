@@ -447,3 +447,22 @@ async fn log_format_json_lines_and_uncoloured_text_carry_the_relay_id() {
         assert!(line.contains("relay_id=relay-text"), "{line}");
     }
 }
+
+/// An idle relay runs its main thread and its workers, nothing else: the notification
+/// log's committer goes to the blocking pool only with something to commit, so an idle
+/// relay starts no thread there (which it would then wake 20 times a second).
+#[tokio::test]
+async fn an_idle_relay_runs_only_its_workers() {
+    let relay = crate::support::cluster::RelayProcess::start("relay-idle", "", "").await;
+    // Twenty of the committer's rounds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", relay.pid()))
+        .unwrap()
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap())
+        .collect();
+    assert_eq!(threads.len(), 1 + workers, "threads: {threads:?}");
+}
