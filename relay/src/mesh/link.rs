@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::io::AsyncRead;
 
 use super::Mesh;
-use super::state::{LinkRefused, Pending};
+use super::state::{Arrival, LinkRefused, Pending};
 use super::sync;
 use crate::conn::codec::{FrameReader, Incoming, ReadError};
 use crate::conn::{CloseReason, Outbound, Outlet};
@@ -418,19 +418,24 @@ fn on_text(
         PeerMessage::Notification(notification) => {
             // Admitted before, so verified before: a repeat (each relay hears most
             // notifications from several peers) is dropped without a signature check.
-            if mesh.state.seen_before(&notification.message_id) {
+            let arrival = mesh.state.arrival(&notification.message_id);
+            if arrival == Arrival::Seen {
                 mesh.parts.metrics.dedup_hits.increment(1);
                 return None;
             }
             // Bounded before the signature check it would cost; a genuine one dropped
-            // here is fetched by anti-entropy (it is not marked seen).
-            if let Some(verdict) = over_rate(
-                mesh,
-                peer_id,
-                &mut rates.notifications,
-                None,
-                "new notifications",
-            ) {
+            // here is fetched by anti-entropy (it is not marked seen). What this relay
+            // fetched is not counted: a catch-up answers up to `FETCH_IDS_MAX` at once,
+            // and the ids asked for are bounded by this relay's own fetches.
+            if arrival == Arrival::Unsolicited
+                && let Some(verdict) = over_rate(
+                    mesh,
+                    peer_id,
+                    &mut rates.notifications,
+                    None,
+                    "new notifications",
+                )
+            {
                 mesh.parts.metrics.mesh_rejected.increment(1);
                 return verdict;
             }

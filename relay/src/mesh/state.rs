@@ -99,6 +99,17 @@ pub(super) struct State {
     pub rtt_count: u64,
 }
 
+/// What a notification arriving from a peer is to this relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// Admitted before (or below its stream's floor): a repeat.
+    Seen,
+    /// Not seen, and asked for by this relay's own fetch (anti-entropy's answer).
+    Requested,
+    /// Not seen, not asked for: forwarded by the peer.
+    Unsolicited,
+}
+
 /// The mesh state of one relay.
 pub struct Shared {
     state: Mutex<State>,
@@ -208,9 +219,15 @@ impl Shared {
 
     /// Whether `id` was admitted here (and so verified) before: in the dedup cache, or
     /// below its stream's floor. Only admitted ids ever enter either.
-    pub(super) fn seen_before(&self, id: &str) -> bool {
+    pub(super) fn arrival(&self, id: &str) -> Arrival {
         let state = self.lock();
-        state.dedup.contains(id) || state.floors.is_below(id)
+        if state.dedup.contains(id) || state.floors.is_below(id) {
+            Arrival::Seen
+        } else if state.repairs_requested.contains_key(id) {
+            Arrival::Requested
+        } else {
+            Arrival::Unsolicited
+        }
     }
 
     /// Every notification this relay has routed, as a resume position: the seen index's

@@ -634,3 +634,38 @@ async fn a_peer_flooding_notifications_is_bounded_then_cut() {
         .collect();
     assert_eq!(ids, [id.as_str()], "the relay's own wallets are served");
 }
+
+/// What a relay fetched is not held to the peer's notification rate: a relay catching up
+/// on more than twice `mesh_notifications_per_second_max` notifications at once (one
+/// fetch's answer) gets them all, drops none and keeps its link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_over_the_notification_rate_is_not_cut() {
+    const MAX: u64 = 5;
+    const MISSED: u64 = 6 * MAX;
+    let b = RelayProcess::start("relay-b", "", FAST).await;
+    let (mut publisher, _) = Client::handshaken(b.ws_addr, &["publish"]).await;
+    for n in 0..MISSED {
+        publisher.publish("payment_detected", json!({"n": n})).await;
+    }
+    // Started only now: everything relay-b published comes by anti-entropy.
+    let r = RelayProcess::start(
+        "relay-r",
+        "",
+        &format!(
+            "{FAST}mesh_notifications_per_second_max = {MAX}\n{}",
+            mesh_table(&[b.ws_addr.to_string()], "")
+        ),
+    )
+    .await;
+    eventually(WAIT * 2, "relay-r repaired all it missed", || async {
+        let repaired = metric(&r, "sdk_relay_anti_entropy_repairs_total", "").await;
+        (repaired >= MISSED as f64).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(&r, "sdk_relay_mesh_rejected_total", "").await,
+        0.0,
+        "nothing fetched was dropped"
+    );
+    assert!(linked(&r, "relay-b").await, "the link was kept");
+}
