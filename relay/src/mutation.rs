@@ -26,6 +26,9 @@ pub enum Mutation {
     /// The relay believes its peers: what they send (notifications, membership records)
     /// is taken without checking a signature, as before the mesh was signed.
     SkipVerification,
+    /// A peer link may bring new notifications at any rate (no
+    /// `mesh_notifications_per_second_max`).
+    UnboundedNotifications,
 }
 
 impl Mutation {
@@ -40,6 +43,7 @@ impl Mutation {
             "refuse-link" => Mutation::RefuseLink { peer: 1 },
             "phantom-members" => Mutation::PhantomMembers { count: 2 },
             "skip-verification" => Mutation::SkipVerification,
+            "unbounded-notifications" => Mutation::UnboundedNotifications,
             _ => return None,
         })
     }

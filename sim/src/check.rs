@@ -32,7 +32,9 @@
 //!   own names, members like any other);
 //! - dials are to relays: no relay dialed an address other than a real relay's or a
 //!   hostile host's own (`rt::DialLog` records every dial, answered or not);
-//! - no imposture: no relay accepted a link from a host claiming another relay's id.
+//! - no imposture: no relay accepted a link from a host claiming another relay's id;
+//! - floods cut: every relay sent a notification flood (more than twice its
+//!   `mesh_notifications_per_second_max` at once) cut that link.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,6 +113,7 @@ pub fn all(plan: &Plan, obs: &Observations, trace: &Trace, at: Duration) -> Vec<
     failures.extend(foreign_members(plan, obs));
     failures.extend(foreign_dials(plan, obs));
     failures.extend(impostures(obs));
+    failures.extend(floods_kept(obs));
     if !plan.roamers.is_empty() {
         failures.extend(crate::roam::roaming(obs, plan.retention_secs.is_some()));
     }
@@ -695,6 +698,17 @@ fn foreign_dials(plan: &Plan, obs: &Observations) -> Option<String> {
             listed(&foreign)
         )
     })
+}
+
+/// Every relay sent a notification flood cut the link it came on.
+fn floods_kept(obs: &Observations) -> Option<String> {
+    let kept: Vec<String> = obs
+        .hostile
+        .flooded
+        .difference(&obs.hostile.flood_cuts)
+        .cloned()
+        .collect();
+    (!kept.is_empty()).then(|| format!("notification floods not cut by: {}", listed(&kept)))
 }
 
 /// No relay accepted a link from a host claiming another relay's id.

@@ -70,6 +70,8 @@ pub struct Plan {
     pub roamers: Vec<crate::roam::Roamer>,
     /// `[limits] notification_log_retention_secs` of every relay, when not the default.
     pub retention_secs: Option<u64>,
+    /// `[limits] mesh_notifications_per_second_max` of every relay, when not the default.
+    pub notifications_per_second_max: Option<u32>,
     pub schedule: Schedule,
     /// When the workloads stop and the checker reads the relays.
     pub end: Duration,
@@ -148,6 +150,9 @@ pub fn relay_config(plan: &Plan, index: usize, data_root: &std::path::Path) -> C
     config.limits.lame_duck_secs = LAME_DUCK_SECS;
     if let Some(secs) = plan.retention_secs {
         config.limits.notification_log_retention_secs = secs;
+    }
+    if let Some(max) = plan.notifications_per_second_max {
+        config.limits.mesh_notifications_per_second_max = max;
     }
     // Exactly enough for a full mesh (and a link to each hostile host, a member like
     // any other): the tightest bound the design allows.

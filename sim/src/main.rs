@@ -59,7 +59,7 @@ enum Command {
         /// `2:drop-delivery`), to see the checks name it. Needs a simulator built with
         /// `--features mutations`; the names are drop-delivery, duplicate-delivery,
         /// reset-subscriber, close-going-away, invent-notification, refuse-link,
-        /// phantom-members, skip-verification.
+        /// phantom-members, skip-verification, unbounded-notifications.
         #[arg(long, value_name = "N:NAME")]
         mutate: Option<String>,
     },

@@ -94,9 +94,14 @@ pub const BYZANTINE: &[(&str, &[Attack])] = &[
             Attack::HugeSummary,
             Attack::RepeatedSyncs,
             Attack::FetchFlood,
+            Attack::NotificationFlood,
         ],
     ),
 ];
+
+/// `mesh_notifications_per_second_max` of the relays a notification flood is aimed at:
+/// far above what the scenario publishes, low enough that a flood stays cheap to simulate.
+pub const FLOOD_BOUND: u32 = 100;
 
 /// Time after the last fault or publication for the mesh to repair itself: several sync
 /// intervals, the dial backoff cap and a client's silence limit.
@@ -150,6 +155,7 @@ pub fn plan(name: &str, options: Options) -> Option<Plan> {
         subscribers: Vec::new(),
         roamers: Vec::new(),
         retention_secs: None,
+        notifications_per_second_max: None,
         schedule: Schedule::default(),
         end: Duration::ZERO,
         mutation: None,
@@ -445,6 +451,9 @@ fn byzantine(plan: &mut Plan, rng: &mut ChaCha8Rng, attacks: &[Attack]) -> Durat
         every: PUBLISH_EVERY,
     });
     let stop = last + ms(1000);
+    if attacks.contains(&Attack::NotificationFlood) {
+        plan.notifications_per_second_max = Some(FLOOD_BOUND);
+    }
     plan.hostiles.push(Hostile {
         name: "byz-1".into(),
         targets: (1..=plan.relays).map(crate::fault::host).collect(),

@@ -114,6 +114,14 @@ fn a_relay_that_skips_verification_delivers_forgeries() {
     assert_caught(&plan, "forged notification(s) delivered on relay-2 (");
 }
 
+/// A relay that takes a peer's notifications at any rate never cuts the flood.
+#[test]
+fn a_relay_without_a_notification_rate_keeps_a_flooding_link() {
+    let mut plan = scenario::plan("byzantine-flood", Options::new(4, 3)).unwrap();
+    plan.mutation = Some((2, "unbounded-notifications".into()));
+    assert_caught(&plan, "notification floods not cut by: relay-2");
+}
+
 /// The same for gossip: the relay that does not verify records lists invented relays.
 #[test]
 fn a_relay_that_skips_verification_lists_invented_relays() {

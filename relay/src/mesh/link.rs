@@ -428,6 +428,7 @@ fn on_text(
             // fetched is not counted: a catch-up answers up to `FETCH_IDS_MAX` at once,
             // and the ids asked for are bounded by this relay's own fetches.
             if arrival == Arrival::Unsolicited
+                && mesh.bounds_notifications()
                 && let Some(verdict) = over_rate(
                     mesh,
                     peer_id,

@@ -216,6 +216,16 @@ impl Mesh {
         false
     }
 
+    /// Whether a peer link's new notifications are held to their rate (always, but under
+    /// the `unbounded-notifications` mutation).
+    fn bounds_notifications(&self) -> bool {
+        #[cfg(feature = "mutations")]
+        return self.parts.config.mutation
+            != Some(crate::mutation::Mutation::UnboundedNotifications);
+        #[cfg(not(feature = "mutations"))]
+        true
+    }
+
     fn route_guard(&self) -> std::sync::MutexGuard<'_, ()> {
         // Guards no data: a poisoned lock is as good as a clean one.
         self.route_lock.lock().unwrap_or_else(|p| p.into_inner())

@@ -20,6 +20,9 @@ const BULK_RECORDS: usize = 1100;
 /// the records over their bounds): enough to show the bound, without making the
 /// scenario the costliest to simulate.
 const BULK_EVERY: u64 = 4;
+/// Notifications in one flood: more than twice the bound the byzantine scenarios give
+/// their relays (`scenario::FLOOD_BOUND`), so a relay that holds to it cuts the link.
+pub const FLOOD_FRAMES: u64 = 2 * crate::scenario::FLOOD_BOUND as u64 + 50;
 /// Ten years, in milliseconds.
 const DECADE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
@@ -50,7 +53,27 @@ pub(super) fn frames(
             vec![frame; 25]
         }
         Attack::FetchFlood => fetch_flood(agent),
+        Attack::NotificationFlood => flood(agent),
     }
+}
+
+/// `FLOOD_FRAMES` notifications of the hostile host's own stream, fresh ids, each with a
+/// signature that is no one's: none is ever delivered, each would cost a check.
+fn flood(agent: &Agent) -> Vec<Bytes> {
+    let mut k = agent.known.borrow_mut();
+    let stream = format!("{}-f100d", agent.name());
+    (0..FLOOD_FRAMES)
+        .map(|_| {
+            k.forged += 1;
+            let id = format!("{stream}-{}", k.forged);
+            wire::notification(
+                &id,
+                agent.name(),
+                Attack::NotificationFlood.name(),
+                Signing::Garbage,
+            )
+        })
+        .collect()
 }
 
 /// `count` notifications stamped as `origin`'s, under ids of its streams far ahead of

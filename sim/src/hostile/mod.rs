@@ -60,6 +60,9 @@ pub enum Attack {
     RepeatedSyncs,
     /// Fetches of thousands of ids, again and again.
     FetchFlood,
+    /// More new notifications at once than a relay checks in a second (each with a
+    /// signature that is no one's, so each would cost a signature check).
+    NotificationFlood,
 }
 
 impl Attack {
@@ -75,6 +78,7 @@ impl Attack {
             Attack::HugeSummary => "huge-summary",
             Attack::RepeatedSyncs => "repeated-syncs",
             Attack::FetchFlood => "fetch-flood",
+            Attack::NotificationFlood => "notification-flood",
         }
     }
 }
@@ -108,12 +112,19 @@ pub struct HostileLog {
     pub refused: BTreeMap<String, u64>,
     /// Links an honest relay accepted.
     pub links: u64,
+    /// Relays sent a whole notification flood with time left to answer it.
+    pub flooded: BTreeSet<String>,
+    /// Relays that cut a link (1008) right after a notification flood.
+    pub flood_cuts: BTreeSet<String>,
 }
 
 /// Time between two attack steps on one link (plus up to half of it, seeded).
 const STEP: Duration = Duration::from_millis(300);
 /// Genuine notification frames kept for replays.
 const GENUINE_MAX: usize = 64;
+/// A flood sent later than this before the attacks stop may get no answer in time, so
+/// it does not count as one a relay had to cut.
+const FLOOD_ANSWER_TIME: Duration = Duration::from_secs(1);
 
 /// What a hostile host has learned, shared by its links.
 #[derive(Default)]
@@ -268,6 +279,7 @@ impl Agent {
     ) -> String {
         let mut next = now() + STEP;
         let (attacks, stop) = (&self.me.attacks, self.me.stop);
+        let mut last_attack = None;
         loop {
             if now() >= stop {
                 link.close().await;
@@ -277,7 +289,12 @@ impl Agent {
                 biased;
                 incoming = link.incoming.recv() => match incoming {
                     None => return "closed without a close frame".into(),
-                    Some(Incoming::Close(code)) => return format!("closed with {code:?}"),
+                    Some(Incoming::Close(code)) => {
+                        if code == Some(1008) && last_attack == Some(Attack::NotificationFlood) {
+                            obs.borrow_mut().hostile.flood_cuts.insert(target.to_string());
+                        }
+                        return format!("closed with {code:?}");
+                    }
                     Some(Incoming::Ping(payload)) => link.pong(&payload).await,
                     Some(Incoming::Text(text)) => {
                         let answers = self.absorb(&text);
@@ -298,6 +315,10 @@ impl Agent {
                         frames.len() as u64;
                     if link.send(&frames).await.is_err() {
                         return "send failed".into();
+                    }
+                    last_attack = Some(attack);
+                    if attack == Attack::NotificationFlood && now() + FLOOD_ANSWER_TIME < stop {
+                        obs.borrow_mut().hostile.flooded.insert(target.to_string());
                     }
                     next = now() + STEP + Duration::from_millis(rng.random_range(0..150));
                 }
