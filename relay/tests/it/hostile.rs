@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::http_client;
+use crate::support::cluster::RelayProcess;
 use crate::support::{Client, TestRelay, WAIT, fast_config, peer};
 
 /// The requirement: every probe answered within this. A stalled relay leaves a probe
@@ -22,9 +23,10 @@ use crate::support::{Client, TestRelay, WAIT, fast_config, peer};
 /// busy shared machine does not pass for a stall.
 const RESPONSIVE: Duration = Duration::from_secs(3);
 
-/// Resident and peak memory of this process (the relay runs in it), in KiB.
-fn memory_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident and peak memory of process `pid` (this one, for a relay that runs in it), in
+/// KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -42,11 +44,17 @@ fn memory_kib() -> (u64, u64) {
 struct Probes {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<(Duration, Duration, usize)>,
+    /// The relay's process, whose memory the report shows.
+    pid: u32,
 }
 
 impl Probes {
+    /// Probes a relay running in this process.
     async fn start(relay: &TestRelay) -> Probes {
-        let (ws, http) = (relay.ws_addr, relay.http_addr);
+        Probes::at(relay.ws_addr, relay.http_addr, std::process::id()).await
+    }
+
+    async fn at(ws: SocketAddr, http: SocketAddr, pid: u32) -> Probes {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let (ready, started) = tokio::sync::oneshot::channel();
@@ -76,7 +84,7 @@ impl Probes {
             })
         });
         started.await.expect("the bystander connected");
-        Probes { stop, thread }
+        Probes { stop, thread, pid }
     }
 
     /// Stops probing; asserts every probe was answered within `RESPONSIVE`.
@@ -89,7 +97,7 @@ impl Probes {
             .await
             .expect("joined")
             .expect("probes ran");
-        let (rss, hwm) = memory_kib();
+        let (rss, hwm) = memory_kib(self.pid);
         eprintln!(
             "[{what}] slowest ping {ping_max:?}, slowest GET /health {health_max:?} over \
              {rounds} rounds; VmRSS {rss} KiB, VmHWM {hwm} KiB"
@@ -309,7 +317,7 @@ async fn a_fetch_is_answered_once_per_id_and_within_a_byte_budget() {
         peer.send_json(&notification(&format!("evil-00000001-{seq}"), json!(big)))
             .await;
     }
-    let (rss_before, _) = memory_kib();
+    let (rss_before, _) = memory_kib(std::process::id());
     let repeated = vec!["evil-00000001-1"; 512];
     peer.send_json(&json!({"type": "fetch", "message_ids": repeated}))
         .await;
@@ -318,7 +326,7 @@ async fn a_fetch_is_answered_once_per_id_and_within_a_byte_budget() {
         .await;
     // Let the relay handle both, then measure before reading anything.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (rss_after, _) = memory_kib();
+    let (rss_after, _) = memory_kib(std::process::id());
     eprintln!(
         "[fetch] VmRSS before the fetches {rss_before} KiB, after {rss_after} KiB \
          (+{} KiB)",
@@ -382,19 +390,29 @@ async fn a_sync_flood_is_answered_up_to_the_rate_then_cut() {
 /// to a relay whose notification log may hold 16 MiB: the log keeps only the newest that
 /// fit (before the byte budget it kept all 200, ~200 MB, as its count bound allows
 /// 10,000), memory stays near that, the relay stays responsive, and an honest subscriber
-/// still receives every one.
+/// still receives every one. The relay runs as a process of its own: the memory measured
+/// is its alone, not that of the other tests running beside this one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_notifications_stay_within_the_log_byte_budget() {
     const SENT: u64 = 200;
     const DATA_BYTES: usize = 1_000_000;
     const LOG_BYTES_MAX: usize = 16 << 20;
-    let mut config = fast_config();
-    config.limits.notification_log_bytes_max = LOG_BYTES_MAX;
-    let relay = TestRelay::start(config).await;
+    let relay = RelayProcess::start(
+        "relay-log",
+        "",
+        &format!(
+            "[sync]\ninterval = 1\nhealth_interval = 2\n[limits]\nheartbeat_interval_secs = 1\n\
+             connection_timeout_secs = 3\nnotification_log_bytes_max = {LOG_BYTES_MAX}\n"
+        ),
+    )
+    .await;
     let (mut subscriber, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
-    let probes = Probes::start(&relay).await;
-    let mut peer = hostile_peer(&relay, "evil").await;
-    let (rss_before, _) = memory_kib();
+    let probes = Probes::at(relay.ws_addr, relay.http_addr, relay.pid()).await;
+    let evil = peer::identity_of("evil");
+    let mut peer = peer::join(relay.ws_addr, &peer::Claim::honest("evil", &evil))
+        .await
+        .expect("the handshake is accepted");
+    let (rss_before, _) = memory_kib(relay.pid());
     let received =
         tokio::spawn(async move { subscriber.recv_notification_ids(SENT as usize).await });
     let big = "x".repeat(DATA_BYTES);
@@ -411,7 +429,7 @@ async fn large_notifications_stay_within_the_log_byte_budget() {
         ids, expected,
         "the subscriber got every notification, in order"
     );
-    let (rss_after, hwm) = memory_kib();
+    let (rss_after, hwm) = memory_kib(relay.pid());
     // What the log holds, from the first summary the relay sends its peer naming the
     // newest notification.
     let newest = format!(",{SENT}]");
@@ -448,7 +466,6 @@ async fn large_notifications_stay_within_the_log_byte_budget() {
         growth_kib < 120 * 1024,
         "VmRSS grew by {growth_kib} KiB for a 16 MiB log"
     );
-    relay.shutdown().await;
 }
 /// A hostile peer with its own relay id and advertised address in the handshake.
 async fn handshake_as(relay: &TestRelay, relay_id: &str, address: &str) -> (Client, Value) {
@@ -562,7 +579,7 @@ async fn oversized_gossip_is_dropped_and_state_sync_fits_the_peers_limit() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
-    let (rss_before, _) = memory_kib();
+    let (rss_before, _) = memory_kib(std::process::id());
     // Twenty relays with 60 KB addresses, two per message.
     for n in 0..10 {
         let relays: Vec<Value> = (0..2)
@@ -603,7 +620,7 @@ async fn oversized_gossip_is_dropped_and_state_sync_fits_the_peers_limit() {
     assert_eq!(answer["request_id"], "evil-small", "answered");
     let answer_bytes = answer.to_string().len();
     let relays = answer["payload"]["relays"].as_array().expect("gossip");
-    let (rss_after, _) = memory_kib();
+    let (rss_after, _) = memory_kib(std::process::id());
     eprintln!(
         "[oversized gossip] a {request_bytes}-byte request answered with {answer_bytes} bytes \
          ({} relays, x{}); peer limit {limit}; VmRSS {rss_before} -> {rss_after} KiB",
@@ -651,7 +668,7 @@ async fn rotating_gossip_keeps_the_dial_table_bounded() {
     let relay = TestRelay::start(fast_config()).await;
     let probes = Probes::start(&relay).await;
     let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
-    let (rss_before, _) = memory_kib();
+    let (rss_before, _) = memory_kib(std::process::id());
     let mut dial_max = 0.0f64;
     let mut sent = 0usize;
     let started = Instant::now();
@@ -683,7 +700,7 @@ async fn rotating_gossip_keeps_the_dial_table_bounded() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let dials = metric(&relay, "sdk_relay_mesh_dial_addresses").await;
     let known = metric(&relay, "sdk_relay_mesh_known_relays").await;
-    let (rss_after, hwm) = memory_kib();
+    let (rss_after, hwm) = memory_kib(std::process::id());
     eprintln!(
         "[rotating gossip] {sent} fake relays gossiped; dial table {dials:?} (max seen \
          {dial_max}), known relays {known:?}; VmRSS {rss_before} -> {rss_after} KiB \
