@@ -23,6 +23,11 @@ use crate::support::{Client, TestRelay, WAIT, fast_config, peer};
 /// busy shared machine does not pass for a stall.
 const RESPONSIVE: Duration = Duration::from_secs(3);
 
+/// `fast_config()` for a relay process of its own (what the memory tests start, so the
+/// memory they read is the relay's alone); ends inside `[limits]`.
+const FAST_TOML: &str = "[sync]\ninterval = 1\nhealth_interval = 2\n\
+    [limits]\nheartbeat_interval_secs = 1\nconnection_timeout_secs = 3\n";
+
 /// Resident and peak memory of process `pid` (this one, for a relay that runs in it), in
 /// KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
@@ -400,10 +405,7 @@ async fn large_notifications_stay_within_the_log_byte_budget() {
     let relay = RelayProcess::start(
         "relay-log",
         "",
-        &format!(
-            "[sync]\ninterval = 1\nhealth_interval = 2\n[limits]\nheartbeat_interval_secs = 1\n\
-             connection_timeout_secs = 3\nnotification_log_bytes_max = {LOG_BYTES_MAX}\n"
-        ),
+        &format!("{FAST_TOML}notification_log_bytes_max = {LOG_BYTES_MAX}\n"),
     )
     .await;
     let (mut subscriber, _) = Client::handshaken(relay.ws_addr, &["notifications"]).await;
@@ -468,13 +470,13 @@ async fn large_notifications_stay_within_the_log_byte_budget() {
     );
 }
 /// A hostile peer with its own relay id and advertised address in the handshake.
-async fn handshake_as(relay: &TestRelay, relay_id: &str, address: &str) -> (Client, Value) {
+async fn handshake_as(ws: SocketAddr, relay_id: &str, address: &str) -> (Client, Value) {
     let identity = peer::identity_of(relay_id);
     let claim = peer::Claim {
         address,
         ..peer::Claim::honest(relay_id, &identity)
     };
-    let client = peer::join(relay.ws_addr, &claim)
+    let client = peer::join(ws, &claim)
         .await
         .expect("the handshake is accepted");
     (client, Value::Null)
@@ -501,10 +503,8 @@ fn gossip_record(relay_id: &str, address: &str) -> Value {
 }
 
 /// A gauge or counter from the Prometheus exposition (summed over its labels).
-async fn metric(relay: &TestRelay, name: &str) -> Option<f64> {
-    let text = http_client::get(relay.http_addr, "/metrics/prometheus")
-        .await
-        .text();
+async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
+    let text = http_client::get(http, "/metrics/prometheus").await.text();
     let values: Vec<f64> = text
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
@@ -578,7 +578,7 @@ async fn oversized_gossip_is_dropped_and_state_sync_fits_the_peers_limit() {
         assert!(started.elapsed() < WAIT, "the honest relay links");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
+    let (mut peer, _) = handshake_as(relay.ws_addr, "evil", "127.0.0.1:9").await;
     let (rss_before, _) = memory_kib(std::process::id());
     // Twenty relays with 60 KB addresses, two per message.
     for n in 0..10 {
@@ -654,7 +654,7 @@ async fn oversized_gossip_is_dropped_and_state_sync_fits_the_peers_limit() {
         errors.contains("refused (bounds, signature, key)"),
         "{errors}"
     );
-    let rejected = metric(&relay, "sdk_relay_mesh_rejected_total").await;
+    let rejected = metric(relay.http_addr, "sdk_relay_mesh_rejected_total").await;
     assert!(rejected.unwrap_or(0.0) >= 20.0, "{rejected:?}");
     honest.shutdown().await;
     relay.shutdown().await;
@@ -665,10 +665,10 @@ async fn oversized_gossip_is_dropped_and_state_sync_fits_the_peers_limit() {
 /// known), so memory is given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_gossip_keeps_the_dial_table_bounded() {
-    let relay = TestRelay::start(fast_config()).await;
-    let probes = Probes::start(&relay).await;
-    let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
-    let (rss_before, _) = memory_kib(std::process::id());
+    let relay = RelayProcess::start("relay-gossip", "", FAST_TOML).await;
+    let probes = Probes::at(relay.ws_addr, relay.http_addr, relay.pid()).await;
+    let (mut peer, _) = handshake_as(relay.ws_addr, "evil", "127.0.0.1:9").await;
+    let (rss_before, _) = memory_kib(relay.pid());
     let mut dial_max = 0.0f64;
     let mut sent = 0usize;
     let started = Instant::now();
@@ -691,16 +691,16 @@ async fn rotating_gossip_keeps_the_dial_table_bounded() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         if n % 10 == 0 {
             dial_max = dial_max.max(
-                metric(&relay, "sdk_relay_mesh_dial_addresses")
+                metric(relay.http_addr, "sdk_relay_mesh_dial_addresses")
                     .await
                     .unwrap_or(f64::MAX),
             );
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let dials = metric(&relay, "sdk_relay_mesh_dial_addresses").await;
-    let known = metric(&relay, "sdk_relay_mesh_known_relays").await;
-    let (rss_after, hwm) = memory_kib(std::process::id());
+    let dials = metric(relay.http_addr, "sdk_relay_mesh_dial_addresses").await;
+    let known = metric(relay.http_addr, "sdk_relay_mesh_known_relays").await;
+    let (rss_after, hwm) = memory_kib(relay.pid());
     eprintln!(
         "[rotating gossip] {sent} fake relays gossiped; dial table {dials:?} (max seen \
          {dial_max}), known relays {known:?}; VmRSS {rss_before} -> {rss_after} KiB \
@@ -719,7 +719,6 @@ async fn rotating_gossip_keeps_the_dial_table_bounded() {
         "VmRSS grew by {} KiB",
         rss_after - rss_before
     );
-    relay.shutdown().await;
 }
 
 /// Listeners that accept and never answer: a dial to them holds its slot until it times
@@ -765,7 +764,7 @@ async fn tarpit_addresses_do_not_keep_a_genuine_peer_from_being_redialed() {
     config.advertise_addr = Some("127.0.0.1:9".into());
     let relay = TestRelay::start(config).await;
     let probes = Probes::start(&relay).await;
-    let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
+    let (mut peer, _) = handshake_as(relay.ws_addr, "evil", "127.0.0.1:9").await;
     peer.send_json(&gossip_message(
         0,
         &[gossip_record("relay-b", &proxy.addr.to_string())],
@@ -796,7 +795,7 @@ async fn tarpit_addresses_do_not_keep_a_genuine_peer_from_being_redialed() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let dials = metric(&relay, "sdk_relay_mesh_dial_addresses").await;
+    let dials = metric(relay.http_addr, "sdk_relay_mesh_dial_addresses").await;
     eprintln!("[tarpits] genuine peer relinked after {relinked:?}; dial table {dials:?}");
     probes.finish("tarpits").await;
     let relinked = relinked.expect("the genuine peer is redialed within 15 s");
@@ -817,7 +816,7 @@ async fn tarpit_addresses_do_not_keep_a_genuine_peer_from_being_redialed() {
 async fn a_small_sync_request_gets_a_bounded_answer_from_a_full_table() {
     let relay = TestRelay::start(fast_config()).await;
     let probes = Probes::start(&relay).await;
-    let (mut peer, _) = handshake_as(&relay, "evil", "127.0.0.1:9").await;
+    let (mut peer, _) = handshake_as(relay.ws_addr, "evil", "127.0.0.1:9").await;
     let id_max = sdk_relay::protocol::NAME_BYTES_MAX;
     for n in 0..5 {
         let relays: Vec<Value> = (0..220)
@@ -899,7 +898,7 @@ async fn over_long_notification_and_fetch_ids_are_dropped() {
             .any(|m| m["request_id"].as_str().is_some_and(|r| r.len() > 256)),
         "a sync request with an over-long id is left unanswered"
     );
-    let rejected = metric(&relay, "sdk_relay_mesh_rejected_total").await;
+    let rejected = metric(relay.http_addr, "sdk_relay_mesh_rejected_total").await;
     assert!(rejected.unwrap_or(0.0) >= 4.0, "{rejected:?}");
     relay.shutdown().await;
 }
