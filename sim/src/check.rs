@@ -33,8 +33,8 @@
 //! - dials are to relays: no relay dialed an address other than a real relay's or a
 //!   hostile host's own (`rt::DialLog` records every dial, answered or not);
 //! - no imposture: no relay accepted a link from a host claiming another relay's id;
-//! - floods cut: every relay sent a notification flood (more than twice its
-//!   `mesh_notifications_per_second_max` at once) cut that link.
+//! - floods cut: every notification flood (more than twice a relay's
+//!   `mesh_notifications_per_second_max` at once) was cut, each its link.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -700,13 +700,17 @@ fn foreign_dials(plan: &Plan, obs: &Observations) -> Option<String> {
     })
 }
 
-/// Every relay sent a notification flood cut the link it came on.
+/// Every notification flood was cut: a relay sent one ends the link it came on, so each
+/// flood a relay was sent is one cut.
 fn floods_kept(obs: &Observations) -> Option<String> {
-    let kept: Vec<String> = obs
-        .hostile
+    let log = &obs.hostile;
+    let kept: Vec<String> = log
         .flooded
-        .difference(&obs.hostile.flood_cuts)
-        .cloned()
+        .iter()
+        .filter_map(|(relay, &sent)| {
+            let cut = log.flood_cuts.get(relay).copied().unwrap_or(0);
+            (cut < sent).then(|| format!("{relay} ({cut} of {sent} cut)"))
+        })
         .collect();
     (!kept.is_empty()).then(|| format!("notification floods not cut by: {}", listed(&kept)))
 }

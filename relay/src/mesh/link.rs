@@ -198,28 +198,37 @@ enum Admit {
 impl Rate {
     /// Sync requests (or fetches): `SYNC_REQUESTS_PER_INTERVAL_MAX` per sync interval.
     fn of_syncs(interval_ms: u64) -> Rate {
-        Rate {
-            excess: "left unanswered",
-            ..Rate::new(
-                super::SYNC_REQUESTS_PER_INTERVAL_MAX,
-                interval_ms,
-                "sync interval",
-                TOO_FAST,
-            )
-        }
+        Rate::new(
+            super::SYNC_REQUESTS_PER_INTERVAL_MAX,
+            interval_ms,
+            ("sync interval", "left unanswered"),
+            TOO_FAST,
+        )
     }
 
     /// New notifications: `max` a second.
     fn of_notifications(max: u32) -> Rate {
-        Rate::new(max as usize, 1000, "second", NOTIFICATIONS_TOO_FAST)
+        Rate::new(
+            max as usize,
+            1000,
+            ("second", "dropped unchecked"),
+            NOTIFICATIONS_TOO_FAST,
+        )
     }
 
-    fn new(max: usize, window_ms: u64, window_name: &'static str, cut: CloseReason) -> Rate {
+    /// `wording`: how the window reads and what becomes of the excess, in a breach's
+    /// message.
+    fn new(
+        max: usize,
+        window_ms: u64,
+        (window_name, excess): (&'static str, &'static str),
+        cut: CloseReason,
+    ) -> Rate {
         Rate {
             max,
             window_ms: window_ms.max(1),
             window_name,
-            excess: "dropped unchecked",
+            excess,
             cut,
             window_start_ms: 0,
             count: 0,

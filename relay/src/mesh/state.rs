@@ -217,9 +217,17 @@ impl Shared {
         }
     }
 
-    /// Whether `id` was admitted here (and so verified) before: in the dedup cache, or
-    /// below its stream's floor. Only admitted ids ever enter either.
+    /// What a peer's notification `id` is here: admitted (and so verified) before, in the
+    /// dedup cache or below its stream's floor (only admitted ids ever enter either); asked
+    /// for by this relay's fetch; or neither.
     pub(super) fn arrival(&self, id: &str) -> Arrival {
+        // The longest id any of these tables can hold: a stream name and a decimal seq.
+        // A longer one (a peer's frame may carry a megabyte) is none of them, and is not
+        // hashed under the lock every link and route shares.
+        const TABLED_ID_BYTES_MAX: usize = super::seen::STREAM_NAME_BYTES_MAX + 1 + 20;
+        if id.len() > TABLED_ID_BYTES_MAX {
+            return Arrival::Unsolicited;
+        }
         let state = self.lock();
         if state.dedup.contains(id) || state.floors.is_below(id) {
             Arrival::Seen
@@ -658,6 +666,29 @@ fn position_of(state: &State) -> crate::resume::Position {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer's id longer than any table holds is answered without the shared lock: the
+    /// witness is an answer while the test holds that lock.
+    #[test]
+    fn an_overlong_id_is_answered_without_the_lock() {
+        let shared = Shared::default();
+        let held = shared.lock();
+        let id = format!("evil-00000001-{}", "9".repeat(1 << 20));
+        let answer = std::thread::scope(|scope| {
+            let asking = scope.spawn(|| shared.arrival(&id));
+            // Up to 5 s, for a loaded machine; an answer waiting on the lock never comes.
+            for _ in 0..500 {
+                if asking.is_finished() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let answered = asking.is_finished();
+            drop(held);
+            (answered, asking.join().unwrap())
+        });
+        assert_eq!(answer, (true, Arrival::Unsolicited));
+    }
 
     fn link(dialer: &str) -> (Outlet, String) {
         let (outlet, _rx) = Outlet::new(crate::conn::queue::Bound {

@@ -600,17 +600,22 @@ fn update_gauges(mesh: &Mesh) {
 
 #[cfg(test)]
 mod tests {
-    /// The key bindings are written at the first save, and again only once a binding
-    /// was made: the witness is the file, removed in between.
-    #[tokio::test]
-    async fn bindings_are_saved_again_only_when_they_changed() {
-        let dir = std::env::temp_dir().join(format!("sdk_relay_bindings_{}", std::process::id()));
+    /// A mesh saving to a data directory of its own, named `name`.
+    fn saving_mesh(name: &str) -> (std::path::PathBuf, std::sync::Arc<super::Mesh>) {
+        let dir = std::env::temp_dir().join(format!("sdk_relay_{name}_{}", std::process::id()));
         let config = crate::config::Config {
             relay_id: "saver".into(),
             data_dir: dir.clone(),
             ..Default::default()
         };
-        let mesh = crate::mesh::testing::mesh_with(config, None);
+        (dir, crate::mesh::testing::mesh_with(config, None))
+    }
+
+    /// The key bindings are written at the first save, and again only once a binding
+    /// was made: the witness is the file, removed in between.
+    #[tokio::test]
+    async fn bindings_are_saved_again_only_when_they_changed() {
+        let (dir, mesh) = saving_mesh("bindings");
         let file = dir.join("mesh-keys.json");
         super::save_seen(&mesh);
         assert!(file.exists(), "the first save writes them");
@@ -630,13 +635,7 @@ mod tests {
     /// whole file, not two writers sharing one temporary file.
     #[tokio::test]
     async fn saves_at_the_same_time_all_succeed() {
-        let dir = std::env::temp_dir().join(format!("sdk_relay_saves_{}", std::process::id()));
-        let config = crate::config::Config {
-            relay_id: "saver".into(),
-            data_dir: dir.clone(),
-            ..Default::default()
-        };
-        let mesh = crate::mesh::testing::mesh_with(config, None);
+        let (dir, mesh) = saving_mesh("saves");
         let failures = std::thread::scope(|scope| {
             let savers: Vec<_> = (0..4)
                 .map(|_| {

@@ -112,10 +112,10 @@ pub struct HostileLog {
     pub refused: BTreeMap<String, u64>,
     /// Links an honest relay accepted.
     pub links: u64,
-    /// Relays sent a whole notification flood with time left to answer it.
-    pub flooded: BTreeSet<String>,
-    /// Relays that cut a link (1008) right after a notification flood.
-    pub flood_cuts: BTreeSet<String>,
+    /// Whole notification floods sent with time left to answer them, by relay.
+    pub flooded: BTreeMap<String, u64>,
+    /// Links cut (1008) right after a notification flood, by relay.
+    pub flood_cuts: BTreeMap<String, u64>,
 }
 
 /// Time between two attack steps on one link (plus up to half of it, seeded).
@@ -291,7 +291,7 @@ impl Agent {
                     None => return "closed without a close frame".into(),
                     Some(Incoming::Close(code)) => {
                         if code == Some(1008) && last_attack == Some(Attack::NotificationFlood) {
-                            obs.borrow_mut().hostile.flood_cuts.insert(target.to_string());
+                            *obs.borrow_mut().hostile.flood_cuts.entry(target.to_string()).or_default() += 1;
                         }
                         return format!("closed with {code:?}");
                     }
@@ -318,7 +318,7 @@ impl Agent {
                     }
                     last_attack = Some(attack);
                     if attack == Attack::NotificationFlood && now() + FLOOD_ANSWER_TIME < stop {
-                        obs.borrow_mut().hostile.flooded.insert(target.to_string());
+                        *obs.borrow_mut().hostile.flooded.entry(target.to_string()).or_default() += 1;
                     }
                     next = now() + STEP + Duration::from_millis(rng.random_range(0..150));
                 }
