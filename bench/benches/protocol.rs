@@ -26,6 +26,10 @@ fn parse(c: &mut Criterion) {
             r#"{"type":"handshake","client_id":"wallet-1","version":"1.0.0","capabilities":["notifications","publish"],"token":"secret"}"#.to_string(),
         ),
         ("ping", r#"{"type":"ping","id":42}"#.to_string()),
+        // Spaces take a ping off the plain path onto serde's short form.
+        ("ping_spaced", r#"{"type": "ping", "id": 42}"#.to_string()),
+        // Any other field sends it through the full envelope.
+        ("ping_extra_field", r#"{"type":"ping","id":42,"client_id":"w"}"#.to_string()),
         (
             "subscribe",
             r#"{"type":"subscribe","notification_types":["payment","block","mempool"]}"#.to_string(),
@@ -71,7 +75,7 @@ fn encode(c: &mut Criterion) {
         })
     });
     group.bench_function("pong", |b| {
-        b.iter(|| protocol::encode_pong(Some(black_box(&ping_id)), TIMESTAMP))
+        b.iter(|| protocol::encode_pong(Some(black_box(ping_id.get())), TIMESTAMP))
     });
     group.bench_function("error", |b| {
         b.iter(|| protocol::encode_error(black_box("unknown_type"), "unknown message type `x`"))

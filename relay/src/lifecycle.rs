@@ -2,7 +2,7 @@
 //! every task watches to stop, and a request for lame-duck mode (`POST /admin/drain`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -35,9 +35,16 @@ impl From<()> for Stop {
     }
 }
 
+/// How long a reading of the wall clock serves `unix_secs_at` (see there).
+const WALL_CLOCK_REUSE_MS: u64 = 1_000;
+
 pub struct Lifecycle {
     clock: SharedClock,
     started_at: Instant,
+    /// The wall clock's unix milliseconds minus `now_ms`, at its last reading by
+    /// `unix_secs_at`, and that reading's `now_ms`.
+    wall_minus_monotonic_ms: AtomicU64,
+    wall_read_at_ms: AtomicU64,
     draining: AtomicBool,
     shutdown: watch::Sender<bool>,
     /// Set once lame-duck mode was requested from inside the relay (the HTTP API).
@@ -48,9 +55,13 @@ impl Lifecycle {
     pub fn new(clock: SharedClock) -> Arc<Lifecycle> {
         let (shutdown, _) = watch::channel(false);
         let (lame_duck, _) = watch::channel(false);
+        let started_at = clock.now();
+        let unix_ms = clock.unix_time().as_millis() as u64;
         Arc::new(Lifecycle {
-            started_at: clock.now(),
+            started_at,
             clock,
+            wall_minus_monotonic_ms: AtomicU64::new(unix_ms),
+            wall_read_at_ms: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             shutdown,
             lame_duck,
@@ -72,6 +83,25 @@ impl Lifecycle {
 
     pub fn unix_secs(&self) -> u64 {
         self.clock.unix_secs()
+    }
+
+    /// Whole unix seconds at `now_ms` (a reading of `now_ms` the caller already has). The
+    /// wall clock is read again only once its last reading is a second old; in between,
+    /// its distance from the monotonic clock is reused, so a timestamp per message (a
+    /// `pong`'s) costs no second clock reading. A step of the wall clock shows within a
+    /// second; between readings the two clocks run at the same rate.
+    pub fn unix_secs_at(&self, now_ms: u64) -> u64 {
+        let read_at = self.wall_read_at_ms.load(Ordering::Relaxed);
+        // Another thread may have stored a later reading than `now_ms`: then read again.
+        if now_ms >= read_at && now_ms - read_at < WALL_CLOCK_REUSE_MS {
+            let offset = self.wall_minus_monotonic_ms.load(Ordering::Relaxed);
+            return offset.saturating_add(now_ms) / 1000;
+        }
+        let unix_ms = self.unix_ms();
+        self.wall_minus_monotonic_ms
+            .store(unix_ms.saturating_sub(now_ms), Ordering::Relaxed);
+        self.wall_read_at_ms.store(now_ms, Ordering::Relaxed);
+        unix_ms / 1000
     }
 
     /// Wall-clock unix milliseconds (when relays were last heard from).
@@ -104,5 +134,83 @@ impl Lifecycle {
     pub async fn shutdown_started(&self) {
         let mut rx = self.shutdown.subscribe();
         let _ = rx.wait_for(|started| *started).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::Lifecycle;
+    use crate::rt::Clock;
+
+    /// A monotonic clock and a wall clock that the test moves separately, counting the
+    /// wall clock's readings.
+    struct TwoClocks {
+        start: Instant,
+        monotonic_ms: AtomicU64,
+        wall_ms: AtomicU64,
+        wall_readings: AtomicU64,
+    }
+
+    impl Clock for TwoClocks {
+        fn now(&self) -> Instant {
+            self.start + Duration::from_millis(self.monotonic_ms.load(Ordering::Relaxed))
+        }
+
+        fn unix_time(&self) -> Duration {
+            self.wall_readings.fetch_add(1, Ordering::Relaxed);
+            Duration::from_millis(self.wall_ms.load(Ordering::Relaxed))
+        }
+    }
+
+    impl TwoClocks {
+        fn advance_ms(&self, ms: u64) {
+            self.monotonic_ms.fetch_add(ms, Ordering::Relaxed);
+            self.wall_ms.fetch_add(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Between two readings of the wall clock a second apart, unix time follows the
+    /// monotonic clock; a step of the wall clock (an NTP correction) shows within a second.
+    #[test]
+    fn unix_time_follows_the_monotonic_clock_and_rereads_the_wall_every_second() {
+        #[allow(clippy::disallowed_methods)] // A fixed origin for the test's clock.
+        let start = Instant::now();
+        let clocks = Arc::new(TwoClocks {
+            start,
+            monotonic_ms: AtomicU64::new(0),
+            wall_ms: AtomicU64::new(1_800_000_000_500),
+            wall_readings: AtomicU64::new(0),
+        });
+        let lifecycle = Lifecycle::new(clocks.clone());
+        let readings_at_start = clocks.wall_readings.load(Ordering::Relaxed);
+        let mut seen = Vec::new();
+        for _ in 0..9 {
+            clocks.advance_ms(100);
+            seen.push(lifecycle.unix_secs_at(lifecycle.now_ms()));
+        }
+        // 1_800_000_000.6 s to .4 s one second on: the second turns over on time.
+        assert_eq!(seen[..4], [1_800_000_000; 4]);
+        assert_eq!(seen[4..], [1_800_000_001; 5]);
+        assert_eq!(
+            clocks.wall_readings.load(Ordering::Relaxed),
+            readings_at_start,
+            "no reading of the wall clock within the first second"
+        );
+        // The wall clock steps back an hour; the next reading a second on sees it.
+        clocks.wall_ms.fetch_sub(3_600_000, Ordering::Relaxed);
+        clocks.advance_ms(50);
+        assert_eq!(lifecycle.unix_secs_at(lifecycle.now_ms()), 1_800_000_001);
+        clocks.advance_ms(100);
+        assert_eq!(lifecycle.unix_secs_at(lifecycle.now_ms()), 1_799_996_401);
+        assert_eq!(
+            clocks.wall_readings.load(Ordering::Relaxed),
+            readings_at_start + 1
+        );
     }
 }

@@ -376,6 +376,8 @@ const COPY_BYTES_MAX: usize = 16 * 1024;
 /// The most `reserve_batch` reserves ahead (below the allocator's default threshold for
 /// mapping memory: a larger batch grows as it is written).
 const BATCH_RESERVE_BYTES_MAX: usize = 64 * 1024;
+/// Payloads up to this size, alone in a write, are encoded on the stack (`write_lone`).
+const LONE_PAYLOAD_BYTES_MAX: usize = 512;
 /// Coalesced bytes after which the writer flushes even if more frames are queued.
 const BATCH_BYTES_MAX: usize = 256 * 1024;
 
@@ -443,6 +445,53 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Writes one frame that has nothing batched before it and nothing queued behind it
+    /// (the usual reply or delivery). A small one is encoded on the stack and written from
+    /// there: batching it cost an allocation and a free per frame. What the socket does not
+    /// take at once is batched and flushed as usual.
+    ///
+    /// # Errors
+    /// The write failed.
+    pub async fn write_lone(&mut self, kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
+        if self.buf.is_empty() && payload.len() <= LONE_PAYLOAD_BYTES_MAX {
+            std::future::poll_fn(|cx| {
+                // On the stack of this poll only: the connection's state does not hold it.
+                let mut frame = [0u8; HEADER_BYTES_MAX + LONE_PAYLOAD_BYTES_MAX];
+                let len = self.encode_into(&mut frame, kind, payload);
+                let taken = match std::pin::Pin::new(&mut self.io).poll_write(cx, &frame[..len]) {
+                    std::task::Poll::Ready(Ok(taken)) => taken,
+                    std::task::Poll::Ready(Err(error)) => {
+                        return std::task::Poll::Ready(Err(error));
+                    }
+                    // The socket is full: the frame waits in the batch (the waker is set).
+                    std::task::Poll::Pending => 0,
+                };
+                self.buf.extend_from_slice(&frame[taken..len]);
+                std::task::Poll::Ready(Ok(()))
+            })
+            .await?;
+        } else {
+            self.push(kind, payload).await?;
+        }
+        self.flush().await
+    }
+
+    /// Encodes one frame (header, masked payload for a client) at the start of `out`, which
+    /// has room for it; returns its length.
+    fn encode_into(&mut self, out: &mut [u8], kind: FrameKind, payload: &[u8]) -> usize {
+        let mask = (self.role == Role::Client).then(|| self.mask_key());
+        let room = out.len();
+        let mut rest = &mut out[..];
+        write_header(&mut rest, kind.opcode(), payload.len(), mask);
+        let start = room - rest.len();
+        let end = start + payload.len();
+        out[start..end].copy_from_slice(payload);
+        if let Some(mask) = mask {
+            apply_mask(&mut out[start..end], mask);
+        }
+        end
+    }
+
     /// Writes everything batched.
     ///
     /// # Errors
@@ -474,7 +523,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
-fn write_header(buf: &mut Vec<u8>, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
+fn write_header(buf: &mut impl BufMut, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
     buf.put_u8(0x80 | opcode);
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     match len {
@@ -489,7 +538,7 @@ fn write_header(buf: &mut Vec<u8>, opcode: u8, len: usize, mask: Option<[u8; 4]>
         }
     }
     if let Some(mask) = mask {
-        buf.extend_from_slice(&mask);
+        buf.put_slice(&mask);
     }
 }
 

@@ -4,7 +4,9 @@
 //! Why not `tokio::sync::mpsc`: its channel allocates its first block of slots (32 frames,
 //! well over a kilobyte) when it is made, so every idle connection would hold it for its
 //! whole life. Here the frames live in a `VecDeque` that grows only while frames wait and
-//! is given back once the writer has drained it: an idle connection holds no slots.
+//! is given back once the writer has drained it: an idle connection holds no slots. The
+//! oldest frame has a slot of its own beside it (`Frames`), so a lone reply or delivery,
+//! the usual case, is queued and taken without the `VecDeque` allocating and freeing.
 //!
 //! The queue lives in its connection's `Control` (one allocation per connection, see
 //! there): the senders and the writer share that block.
@@ -62,7 +64,7 @@ pub(super) struct Shared {
 
 #[repr(C)]
 struct State {
-    frames: VecDeque<Outbound>,
+    frames: Frames,
     /// The waiting writer's waker: taken (and woken) when a frame is queued or the last
     /// sender leaves.
     writer: Option<Waker>,
@@ -82,7 +84,7 @@ impl Shared {
             own_poll: AtomicBool::new(false),
             queued_since_empty: AtomicBool::new(false),
             state: Mutex::new(State {
-                frames: VecDeque::new(),
+                frames: Frames::default(),
                 writer: None,
                 bytes: 0,
                 max: bound.frames.max(1),
@@ -274,6 +276,11 @@ impl Receiver {
         Ok((frame, backlog))
     }
 
+    /// True when no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.shared().lock().frames.is_empty()
+    }
+
     /// The oldest queued frame, if there is one.
     pub fn try_recv(&mut self) -> Result<Outbound, Empty> {
         take(&mut self.shared().lock()).ok_or(Empty)
@@ -284,19 +291,57 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         let mut state = self.shared().lock();
         state.receiver_alive = false;
-        state.frames = VecDeque::new();
+        state.frames = Frames::default();
         state.bytes = 0;
     }
 }
 
-/// Takes the oldest frame; the storage goes back to the allocator once the queue is empty.
+/// Takes the oldest frame.
 fn take(state: &mut State) -> Option<Outbound> {
     let frame = state.frames.pop_front()?;
     state.bytes -= frame.len();
-    if state.frames.is_empty() && state.frames.capacity() > 0 {
-        state.frames = VecDeque::new();
-    }
     Some(frame)
+}
+
+/// Queued frames in order: the oldest in a slot of its own while nothing waits behind it,
+/// the rest in a `VecDeque` that is given back to the allocator once drained.
+#[derive(Default)]
+struct Frames {
+    /// When set, older than every frame in `rest`.
+    first: Option<Outbound>,
+    rest: VecDeque<Outbound>,
+}
+
+impl Frames {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn push_back(&mut self, frame: Outbound) {
+        if self.is_empty() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Outbound> {
+        let frame = self.first.take().or_else(|| self.rest.pop_front());
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+        frame
+    }
+
+    /// Room allocated for waiting frames (the first slot aside).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.rest.capacity()
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +414,38 @@ mod tests {
         assert_eq!(body(rx.try_recv().unwrap()), "b");
         assert_eq!(body(rx.try_recv().unwrap()), "d");
         assert_eq!(rx.try_recv().unwrap_err(), Empty);
+    }
+
+    /// A lone frame, queued and taken, costs the queue no allocation.
+    #[test]
+    fn a_lone_frame_takes_no_storage() {
+        let (tx, mut rx) = bounded(frames(64));
+        for round in 0..3 {
+            tx.try_send(text("x")).unwrap();
+            assert_eq!(tx.shared().lock().frames.capacity(), 0, "round {round}");
+            assert_eq!(tx.len(), 1);
+            assert_eq!(body(rx.try_recv().unwrap()), "x");
+            assert!(tx.is_empty());
+        }
+    }
+
+    /// Frames queued while the first waits, and after it was taken, come out in order.
+    #[test]
+    fn the_first_slot_keeps_the_order() {
+        let (tx, mut rx) = bounded(frames(64));
+        for frame in ["a", "b", "c"] {
+            tx.try_send(text(frame)).unwrap();
+        }
+        assert_eq!(body(rx.try_recv().unwrap()), "a");
+        tx.try_send(text("d")).unwrap();
+        assert_eq!(body(rx.try_recv().unwrap()), "b");
+        tx.try_send(text("e")).unwrap();
+        let rest: Vec<Bytes> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(body)
+            .collect();
+        assert_eq!(rest, ["c", "d", "e"]);
+        tx.try_send(text("f")).unwrap();
+        assert_eq!(body(rx.try_recv().unwrap()), "f");
     }
 
     #[test]

@@ -81,6 +81,10 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     first: &Outbound,
     rx: &mut Receiver,
 ) -> std::io::Result<()> {
+    if rx.is_empty() {
+        let (kind, payload) = frame_of(first);
+        return writer.write_lone(kind, payload).await;
+    }
     push(writer, first).await?;
     // Written as one loop with a flag, not the second frame taken apart: a second `push`
     // await point made this state 80 bytes larger, a 128-byte task cell more per
@@ -89,7 +93,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     while !writer.batch_full() {
         match rx.try_recv_with_backlog() {
             Ok((message, backlog)) => {
-                // A batch is forming: room for all of it at once (a lone reply needs none).
+                // A batch is forming: room for all of it at once.
                 if !reserved {
                     writer.reserve_batch(backlog.frames + 1, backlog.bytes + message.len());
                     reserved = true;
@@ -102,15 +106,21 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     writer.flush().await
 }
 
+/// The kind and payload of the frame that carries `message`.
+fn frame_of(message: &Outbound) -> (FrameKind, &[u8]) {
+    match message {
+        Outbound::Text(bytes) => (FrameKind::Text, bytes),
+        Outbound::Ping => (FrameKind::Ping, b""),
+        Outbound::Pong(payload) => (FrameKind::Pong, payload),
+    }
+}
+
 async fn push<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
     message: &Outbound,
 ) -> std::io::Result<()> {
-    match message {
-        Outbound::Text(bytes) => writer.push(FrameKind::Text, bytes).await,
-        Outbound::Ping => writer.push(FrameKind::Ping, b"").await,
-        Outbound::Pong(payload) => writer.push(FrameKind::Pong, payload).await,
-    }
+    let (kind, payload) = frame_of(message);
+    writer.push(kind, payload).await
 }
 
 /// Sends what is still queued (unless the other side is too slow to take it), then the

@@ -146,18 +146,18 @@ pub fn encode_handshake_rejected(
 /// absent). Written by hand to its exact length: one allocation per pong, and an `id` of a
 /// megabyte is copied once (serializing into a growing buffer copied it again at every
 /// doubling). `tests::pongs_are_what_serde_json_writes` holds it to serde_json's output.
-pub fn encode_pong(id: Option<&RawValue>, timestamp: u64) -> Bytes {
+pub fn encode_pong(id: Option<&str>, timestamp: u64) -> Bytes {
     const HEAD: &[u8] = br#"{"type":"pong","#;
     const ID: &[u8] = br#""id":"#;
     const TIMESTAMP: &[u8] = br#""timestamp":"#;
-    let mut digits = [0u8; 20];
-    let digits = decimal(timestamp, &mut digits);
-    let id_len = id.map_or(0, |id| ID.len() + id.get().len() + 1);
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(timestamp).as_bytes();
+    let id_len = id.map_or(0, |id| ID.len() + id.len() + 1);
     let mut out = Vec::with_capacity(HEAD.len() + id_len + TIMESTAMP.len() + digits.len() + 1);
     out.extend_from_slice(HEAD);
     if let Some(id) = id {
         out.extend_from_slice(ID);
-        out.extend_from_slice(id.get().as_bytes());
+        out.extend_from_slice(id.as_bytes());
         out.push(b',');
     }
     out.extend_from_slice(TIMESTAMP);
@@ -166,19 +166,6 @@ pub fn encode_pong(id: Option<&RawValue>, timestamp: u64) -> Bytes {
     // Exactly full: `Bytes` takes the vector without allocating a shared handle.
     debug_assert_eq!(out.len(), out.capacity());
     Bytes::from(out)
-}
-
-/// `n` in decimal, written at the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[start..];
-        }
-    }
 }
 
 pub fn encode_error(code: &str, message: &str) -> Bytes {

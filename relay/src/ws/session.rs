@@ -165,7 +165,8 @@ impl Session {
                 "the handshake was already done",
             ),
             ClientMessage::Ping { id } => {
-                let pong = protocol::encode_pong(id, self.node.lifecycle.unix_secs());
+                let unix_secs = self.node.lifecycle.unix_secs_at(now_ms);
+                let pong = protocol::encode_pong(id, unix_secs);
                 self.send_text(OutboundKind::Pong, pong)
             }
             ClientMessage::Subscribe(names) => {

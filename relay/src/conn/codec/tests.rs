@@ -118,3 +118,53 @@ fn masking_is_an_involution() {
     apply_mask(&mut data, [9, 8, 7, 6]);
     assert_eq!(data, (0..37).collect::<Vec<u8>>());
 }
+
+/// A lone frame written from the stack arrives as pushed ones do, in both roles, at every
+/// size around the stack's limit and past it.
+#[tokio::test]
+async fn lone_frames_arrive_whole_in_both_roles() {
+    for (writer_role, reader_role) in [(Role::Client, Role::Server), (Role::Server, Role::Client)] {
+        for len in [0, 1, 125, 126, 511, 512, 513, 70_000] {
+            let (ours, theirs) = tokio::io::duplex(1 << 20);
+            let mut writer = FrameWriter::new(ours, writer_role, 7);
+            let payload = Bytes::from(vec![b'p'; len]);
+            writer.write_lone(FrameKind::Text, &payload).await.unwrap();
+            writer.write_lone(FrameKind::Pong, b"ok").await.unwrap();
+            let mut reader = FrameReader::new(theirs, reader_role, 1 << 20);
+            assert_eq!(
+                reader.next().await.unwrap(),
+                Incoming::Text(payload),
+                "{len}"
+            );
+            assert_eq!(reader.next().await.unwrap(), Incoming::Pong, "{len}");
+        }
+    }
+}
+
+/// A socket that takes only part of a lone frame, or none of it, gets the rest in order
+/// once the other side reads: nothing is lost or doubled.
+#[tokio::test]
+async fn a_lone_frame_the_socket_cannot_take_whole_is_finished_later() {
+    for room in [1, 5, 64] {
+        let (ours, theirs) = tokio::io::duplex(room);
+        let mut writer = FrameWriter::new(ours, Role::Server, 7);
+        let first = Bytes::from(vec![b'a'; 300]);
+        let second = Bytes::from(vec![b'b'; 200]);
+        let writing = async {
+            writer.write_lone(FrameKind::Text, &first).await.unwrap();
+            writer.write_lone(FrameKind::Text, &second).await.unwrap();
+        };
+        let mut reader = FrameReader::new(theirs, Role::Client, 1 << 20);
+        let reading = async {
+            let a = reader.next().await.unwrap();
+            let b = reader.next().await.unwrap();
+            (a, b)
+        };
+        let both = async { tokio::join!(writing, reading) };
+        let ((), (a, b)) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
+            .await
+            .expect("both frames arrive");
+        assert_eq!(a, Incoming::Text(first.clone()), "room {room}");
+        assert_eq!(b, Incoming::Text(second.clone()), "room {room}");
+    }
+}
