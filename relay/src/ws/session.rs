@@ -10,7 +10,7 @@ use super::rate::{RateLimit, Verdict};
 use crate::chain::{
     UnwatchRequest, WatchOutcome, WatchRequest, encode_unwatch_response, encode_watch_response,
 };
-use crate::conn::codec::{FrameReader, Incoming, ReadError};
+use crate::conn::codec::{FrameReader, InPlace, Incoming, ReadError};
 use crate::conn::{CloseReason, Offered, Outbound, Outlet};
 use crate::hub::ClientId;
 use crate::protocol::{
@@ -101,7 +101,7 @@ impl Session {
                     control.close(CloseReason::HANDSHAKE_TIMEOUT);
                     return SessionEnd::Closed;
                 }
-                next = reader.next() => next,
+                next = reader.next_in_place() => next,
             };
             // One reading of the clock per message, for the idle timer and the rate.
             let now_ms = self.node.lifecycle.now_ms();
@@ -117,26 +117,34 @@ impl Session {
     }
 
     /// Handles one frame; `Some` closes the connection with that reason.
-    fn on_frame(&mut self, frame: Result<Incoming, ReadError>, now_ms: u64) -> Option<CloseReason> {
+    fn on_frame(
+        &mut self,
+        frame: Result<InPlace<'_>, ReadError>,
+        now_ms: u64,
+    ) -> Option<CloseReason> {
+        let frame = match frame {
+            Ok(InPlace::Text(text)) => return self.on_text(text, now_ms),
+            Ok(InPlace::Frame(frame)) => Ok(frame),
+            Err(error) => Err(error),
+        };
         if let Some(reason) = crate::conn::ending(&frame) {
             return Some(reason);
         }
         match frame {
+            // A large message, copied out of the read buffer; the reader validated UTF-8.
             Ok(Incoming::Text(text)) => {
-                self.node
-                    .metrics
-                    .ws_received_bytes
-                    .increment(text.len() as u64);
-                self.on_text(&text, now_ms)
+                self.on_text(std::str::from_utf8(&text).unwrap_or_default(), now_ms)
             }
             Ok(Incoming::Ping(payload)) => self.send(Outbound::Pong(payload)),
             _ => None,
         }
     }
 
-    fn on_text(&mut self, text: &Bytes, now_ms: u64) -> Option<CloseReason> {
-        // The reader validated UTF-8.
-        let text = std::str::from_utf8(text).unwrap_or_default();
+    fn on_text(&mut self, text: &str, now_ms: u64) -> Option<CloseReason> {
+        self.node
+            .metrics
+            .ws_received_bytes
+            .increment(text.len() as u64);
         // Over the rate, a message is not even parsed.
         if self.granted.is_some()
             && let Some(close) = self.over_rate(now_ms)

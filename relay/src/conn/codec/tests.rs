@@ -168,3 +168,66 @@ async fn a_lone_frame_the_socket_cannot_take_whole_is_finished_later() {
         assert_eq!(b, Incoming::Text(second.clone()), "room {room}");
     }
 }
+
+/// What `next_in_place` reads: the text of a small message lent in place, anything else
+/// as `next` gives it; then the next frame, never the lent one again, whichever of the
+/// reader's ways of reading comes next (a connection handed to the mesh goes on with
+/// `next` on the boxed reader).
+#[tokio::test]
+async fn messages_read_in_place_are_those_next_reads() {
+    let big = vec![b'b'; COPY_PAYLOAD_BYTES_MAX + 1];
+    let mut bytes = masked_frame(true, OP_TEXT, br#"{"type":"ping"}"#);
+    bytes.extend(masked_frame(true, OP_PING, b"hi"));
+    bytes.extend(masked_frame(false, OP_TEXT, b"ab"));
+    bytes.extend(masked_frame(true, OP_CONTINUATION, b"cd"));
+    bytes.extend(masked_frame(true, OP_TEXT, "é".as_bytes()));
+    bytes.extend(masked_frame(true, OP_TEXT, b"last"));
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    client.write_all(&bytes).await.unwrap();
+    // A frame over 125 bytes needs the longer header `masked_frame` does not write.
+    let mut long = vec![0x81, 0x80 | 126];
+    long.extend((big.len() as u16).to_be_bytes());
+    long.extend([1, 2, 3, 4]);
+    let mut masked = big.clone();
+    apply_mask(&mut masked, [1, 2, 3, 4]);
+    long.extend(masked);
+    client.write_all(&long).await.unwrap();
+    let mut reader = FrameReader::new(server, Role::Server, 1 << 16);
+    assert_eq!(
+        reader.next_in_place().await.unwrap(),
+        InPlace::Text(r#"{"type":"ping"}"#)
+    );
+    assert_eq!(
+        reader.next_in_place().await.unwrap(),
+        InPlace::Frame(Incoming::Ping(Bytes::from_static(b"hi")))
+    );
+    assert_eq!(
+        reader.next_in_place().await.unwrap(),
+        InPlace::Frame(Incoming::Text(Bytes::from_static(b"abcd")))
+    );
+    assert_eq!(reader.next_in_place().await.unwrap(), InPlace::Text("é"));
+    let mut reader = reader.boxed();
+    assert_eq!(
+        reader.next().await.unwrap(),
+        Incoming::Text(Bytes::from_static(b"last"))
+    );
+    assert_eq!(
+        reader.next().await.unwrap(),
+        Incoming::Text(Bytes::from(big))
+    );
+}
+
+/// Invalid UTF-8 read in place is refused as `next` refuses it.
+#[tokio::test]
+async fn bad_utf8_read_in_place_is_refused() {
+    let (mut client, server) = tokio::io::duplex(64);
+    client
+        .write_all(&masked_frame(true, OP_TEXT, &[0xff, 0xfe]))
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new(server, Role::Server, 100);
+    assert!(matches!(
+        reader.next_in_place().await,
+        Err(ReadError::InvalidUtf8)
+    ));
+}
