@@ -96,7 +96,7 @@ PY
 import sys
 rows = [line.split() for line in sys.stdin]
 base = next(int(r[1]) for r in rows if r[0] == "baseline")
-print(f"{\"server\":10} {\"instructions per round trip\":>28} {\"round trips counted\":>20} {\"/ baseline\":>11}")
+print("%-10s %28s %20s %11s" % ("server", "instructions per round trip", "round trips counted", "/ baseline"))
 for name, per, n in rows:
     print(f"{name:10} {int(per):>28,} {int(n):>20,} {int(per) / base:>11.2f}")
 '
