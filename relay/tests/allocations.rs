@@ -133,8 +133,8 @@ const PUBLISH_PER_NOTIFICATION_MAX: f64 = 16.0;
 const PEER_PER_NOTIFICATION_MAX: f64 = 18.0;
 /// Each further delivery to a plain wallet: one shared frame, so nothing but the queue's
 /// storage for frames waiting behind the first (measured 2026-12-01: 0.016 for
-/// publications, 0.156 for a peer's notifications, the same before and after the queue
-/// kept its oldest frame in a slot of its own).
+/// publications, 0.195 for a peer's notifications, whose link delivers a few at a time:
+/// 0.156 before that storage was boxed to keep idle connections' control blocks small).
 const PER_DELIVERY_MAX: f64 = 0.25;
 /// Each further delivery to a resumable wallet (capability `resume`): its frame carries
 /// a resume token, so it is a frame of its own (the token is signed once per

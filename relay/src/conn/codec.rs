@@ -33,6 +33,9 @@ const FRAMES_IN_A_ROW_MAX: u8 = 16;
 /// Complete messages up to this size are copied out of the read buffer rather than split
 /// from it (see `take_frame`).
 const COPY_PAYLOAD_BYTES_MAX: usize = 1024;
+// `FrameReader::lent` counts such a payload in a `u16` (a wider field grew every
+// connection's task state).
+const _: () = assert!(COPY_PAYLOAD_BYTES_MAX <= u16::MAX as usize);
 /// Control frame payloads are at most 125 bytes (RFC 6455 5.5).
 const CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
 
@@ -82,9 +85,9 @@ pub struct FrameReader<R> {
     partial: Option<BytesMut>,
     /// Frames returned since the socket was last read (see `FRAMES_IN_A_ROW_MAX`).
     frames_in_a_row: u8,
-    /// Bytes at the front of `buf` that `next_in_place` lent out: consumed when the reader
-    /// is next used.
-    lent: usize,
+    /// Bytes at the front of `buf` that `next_in_place` lent out (at most
+    /// `COPY_PAYLOAD_BYTES_MAX`): consumed when the reader is next used.
+    lent: u16,
 }
 
 /// What `FrameReader::next_in_place` returns.
@@ -195,7 +198,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if let Some(mask) = header.mask {
                     apply_mask(payload, mask);
                 }
-                self.lent = header.payload_len;
+                self.lent = header.payload_len as u16;
                 self.frames_in_a_row = self.frames_in_a_row.saturating_add(1);
                 let text = std::str::from_utf8(&self.buf[..header.payload_len])
                     .map_err(|_| ReadError::InvalidUtf8)?;
@@ -213,7 +216,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Consumes what `next_in_place` lent out.
     fn give_back(&mut self) {
         if self.lent > 0 {
-            self.buf.advance(self.lent);
+            self.buf.advance(usize::from(self.lent));
             self.lent = 0;
             self.shrink_when_empty();
         }

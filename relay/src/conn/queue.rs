@@ -304,35 +304,43 @@ fn take(state: &mut State) -> Option<Outbound> {
 }
 
 /// Queued frames in order: the oldest in a slot of its own while nothing waits behind it,
-/// the rest in a `VecDeque` that is given back to the allocator once drained.
+/// the rest in a `VecDeque` that is given back to the allocator once drained. Boxed: the
+/// queue lives in every connection's control block, and an idle connection's block is
+/// smaller by the `VecDeque`'s size less a pointer (one allocation size class).
 #[derive(Default)]
 struct Frames {
     /// When set, older than every frame in `rest`.
     first: Option<Outbound>,
-    rest: VecDeque<Outbound>,
+    // The extra allocation is the point (see above): only while frames wait behind `first`.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Outbound>>>,
 }
 
 impl Frames {
     fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
 
     fn is_empty(&self) -> bool {
-        self.first.is_none() && self.rest.is_empty()
+        self.first.is_none() && self.rest.is_none()
     }
 
     fn push_back(&mut self, frame: Outbound) {
         if self.is_empty() {
             self.first = Some(frame);
         } else {
-            self.rest.push_back(frame);
+            self.rest.get_or_insert_default().push_back(frame);
         }
     }
 
     fn pop_front(&mut self) -> Option<Outbound> {
-        let frame = self.first.take().or_else(|| self.rest.pop_front());
-        if self.rest.is_empty() && self.rest.capacity() > 0 {
-            self.rest = VecDeque::new();
+        if let Some(frame) = self.first.take() {
+            return Some(frame);
+        }
+        let rest = self.rest.as_mut()?;
+        let frame = rest.pop_front();
+        if rest.is_empty() {
+            self.rest = None;
         }
         frame
     }
@@ -340,7 +348,7 @@ impl Frames {
     /// Room allocated for waiting frames (the first slot aside).
     #[cfg(test)]
     fn capacity(&self) -> usize {
-        self.rest.capacity()
+        self.rest.as_ref().map_or(0, |rest| rest.capacity())
     }
 }
 
