@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sdk_relay::config::Config;
-use sdk_relay::conn::codec::{FrameReader, Role as FrameRole};
+use sdk_relay::conn::codec::{FrameReader, InPlace, Incoming, Role as FrameRole};
 use sdk_relay::conn::{Outbound, Outlet, PeerArrival, PeerHandoff, queue};
 use sdk_relay::identity::{Identity, PublicKey};
 use sdk_relay::logs::LogRing;
@@ -440,24 +440,8 @@ async fn a_peer_notification_allocates_a_bounded_amount_per_notification_and_per
 /// for the next read).
 #[tokio::test(flavor = "current_thread")]
 async fn reading_one_small_request_at_a_time_allocates_once_per_request() {
-    const REQUESTS: u64 = 256;
     const PER_REQUEST_MAX: f64 = 1.0;
-    let (mut wallet_io, relay_io) = tokio::io::duplex(1 << 16);
-    let mut reader = FrameReader::new(relay_io, FrameRole::Server, 1 << 20);
-    let ping = client_frame(br#"{"type":"ping","id":"0123456789abcdef0123456789abcdef"}"#);
-    let mut read_one = async || {
-        wallet_io.write_all(&ping).await.unwrap();
-        let frame = Counted(Box::pin(reader.next())).await;
-        assert!(frame.is_ok(), "{frame:?}");
-    };
-    // The buffer reaches its working size.
-    read_one().await;
-    let before = allocations();
-    for _ in 0..REQUESTS {
-        read_one().await;
-    }
-    // The boxes that `Counted` puts the reads in are made outside the count.
-    let per_request = (allocations() - before) as f64 / REQUESTS as f64;
+    let per_request = allocations_per_small_request(ReadWay::CopiedOut).await;
     println!("reading a request: {per_request:.3} allocations each");
     assert!(
         per_request <= PER_REQUEST_MAX,
@@ -470,34 +454,51 @@ async fn reading_one_small_request_at_a_time_allocates_once_per_request() {
 /// reused (measured: 0.0 when written; copied out, as `next` does, it costs 1).
 #[tokio::test(flavor = "current_thread")]
 async fn reading_a_small_request_in_place_allocates_nothing() {
-    const REQUESTS: u64 = 256;
     const PER_REQUEST_MAX: f64 = 0.0;
-    let (mut wallet_io, relay_io) = tokio::io::duplex(1 << 16);
-    let mut reader = FrameReader::new(relay_io, FrameRole::Server, 1 << 20);
-    let ping = client_frame(br#"{"type":"ping","id":"0123456789abcdef0123456789abcdef"}"#);
-    let mut read_one = async || {
-        wallet_io.write_all(&ping).await.unwrap();
-        let frame = Counted(Box::pin(async {
-            matches!(
-                reader.next_in_place().await,
-                Ok(sdk_relay::conn::codec::InPlace::Text(_))
-            )
-        }))
-        .await;
-        assert!(frame, "a text read in place");
-    };
-    // The buffer reaches its working size.
-    read_one().await;
-    let before = allocations();
-    for _ in 0..REQUESTS {
-        read_one().await;
-    }
-    let per_request = (allocations() - before) as f64 / REQUESTS as f64;
+    let per_request = allocations_per_small_request(ReadWay::InPlace).await;
     println!("reading a request in place: {per_request:.3} allocations each");
     assert!(
         per_request <= PER_REQUEST_MAX,
         "{per_request:.3} allocations per request read in place; bound {PER_REQUEST_MAX}"
     );
+}
+
+/// How a reader is asked for a wallet's next request.
+#[derive(Clone, Copy)]
+enum ReadWay {
+    /// `next`: the message copied out of the read buffer.
+    CopiedOut,
+    /// `next_in_place`: the message lent from it.
+    InPlace,
+}
+
+/// Allocations per small request read one at a time (the ping-pong of a request and its
+/// reply), once the read buffer has its working size. The boxes that `Counted` puts the
+/// reads in are made outside the count.
+async fn allocations_per_small_request(way: ReadWay) -> f64 {
+    const REQUESTS: u64 = 256;
+    let (mut wallet_io, relay_io) = tokio::io::duplex(1 << 16);
+    let mut reader = FrameReader::new(relay_io, FrameRole::Server, 1 << 20);
+    let ping = client_frame(br#"{"type":"ping","id":"0123456789abcdef0123456789abcdef"}"#);
+    let mut read_one = async || {
+        wallet_io.write_all(&ping).await.unwrap();
+        let text = Counted(Box::pin(async {
+            match way {
+                ReadWay::CopiedOut => matches!(reader.next().await, Ok(Incoming::Text(_))),
+                ReadWay::InPlace => {
+                    matches!(reader.next_in_place().await, Ok(InPlace::Text(_)))
+                }
+            }
+        }))
+        .await;
+        assert!(text, "a text message read");
+    };
+    read_one().await;
+    let before = allocations();
+    for _ in 0..REQUESTS {
+        read_one().await;
+    }
+    (allocations() - before) as f64 / REQUESTS as f64
 }
 
 /// A reply queued on its own and written by the connection's writer allocates nothing:

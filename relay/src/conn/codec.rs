@@ -165,10 +165,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.take_turn().await;
         loop {
             let header = self.buffer_frame().await?;
-            let message = self.take_frame(header)?;
-            self.shrink_when_empty();
-            if let Some(message) = message {
-                self.frames_in_a_row = self.frames_in_a_row.saturating_add(1);
+            if let Some(message) = self.take_message(header)? {
                 return Ok(message);
             }
         }
@@ -204,13 +201,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     .map_err(|_| ReadError::InvalidUtf8)?;
                 return Ok(InPlace::Text(text));
             }
-            let message = self.take_frame(header)?;
-            self.shrink_when_empty();
-            if let Some(message) = message {
-                self.frames_in_a_row = self.frames_in_a_row.saturating_add(1);
+            if let Some(message) = self.take_message(header)? {
                 return Ok(InPlace::Frame(message));
             }
         }
+    }
+
+    /// Consumes the buffered frame (`take_frame`): the message it completes, if any.
+    fn take_message(&mut self, header: Header) -> Result<Option<Incoming>, ReadError> {
+        let message = self.take_frame(header)?;
+        self.shrink_when_empty();
+        if message.is_some() {
+            self.frames_in_a_row = self.frames_in_a_row.saturating_add(1);
+        }
+        Ok(message)
     }
 
     /// Consumes what `next_in_place` lent out.

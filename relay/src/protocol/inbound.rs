@@ -10,7 +10,7 @@ use super::{
 
 /// Every field any client message may carry; `type` selects which are required.
 /// One flat struct (not a tagged enum) so that `data` can stay borrowed raw JSON.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Envelope<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
@@ -153,15 +153,20 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
     if let Some(id) = plain_ping(text) {
         return Ok(ClientMessage::Ping { id });
     }
-    if let Ok(short) = serde_json::from_str::<TypeAndId<'_>>(text)
-        && short.kind == "ping"
-    {
-        return ping(short.id);
+    match serde_json::from_str::<TypeAndId<'_>>(text) {
+        Ok(TypeAndId { kind, id }) if kind == "ping" => ping(id),
+        // Read once: a `type` and an `id` alone are the envelope with every other field
+        // absent (a long `id` is not read a second time).
+        Ok(TypeAndId { kind, id }) => interpret(Envelope {
+            kind,
+            id,
+            ..Envelope::default()
+        }),
+        Err(_) => parse_with_envelope(text),
     }
-    parse_with_envelope(text)
 }
 
-/// `parse_client_message` without its shortcut for pings.
+/// `parse_client_message` without its shortcuts.
 fn parse_with_envelope(text: &str) -> Result<ClientMessage<'_>, ParseError> {
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
         let message = e.to_string();
@@ -172,6 +177,11 @@ fn parse_with_envelope(text: &str) -> Result<ClientMessage<'_>, ParseError> {
             ParseError::MalformedJson(message)
         }
     })?;
+    interpret(envelope)
+}
+
+/// The message an envelope holds, checked against what its `type` requires.
+fn interpret(envelope: Envelope<'_>) -> Result<ClientMessage<'_>, ParseError> {
     match envelope.kind.as_ref() {
         "handshake" => handshake(envelope).map(ClientMessage::Handshake),
         "ping" => ping(envelope.id),
@@ -423,6 +433,10 @@ mod tests {
             r#"{"id":1}"#,
             r#"{"type":"subscribe"}"#,
             r#"{"type":"watch","id":1}"#,
+            r#"{"type":"resume","id":1}"#,
+            r#"{"type":"handshake","id":"a"}"#,
+            r#"{"type":"notification"}"#,
+            r#"{"type":"nope","id":2}"#,
             r#"["ping"]"#,
             r#"{"type":"ping","id":"a\"b"}"#,
             r#"{"type":"ping","id":"a\u0001"}"#,

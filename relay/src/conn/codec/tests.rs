@@ -102,13 +102,23 @@ async fn unmasked_client_frames_binary_and_bad_utf8_are_refused() {
     let mut reader = FrameReader::new(server, Role::Server, 100);
     assert_eq!(reader.next().await.unwrap(), Incoming::Binary);
 
-    let (mut client, server) = tokio::io::duplex(64);
-    client
-        .write_all(&masked_frame(true, OP_TEXT, &[0xff, 0xfe]))
-        .await
-        .unwrap();
-    let mut reader = FrameReader::new(server, Role::Server, 100);
-    assert!(matches!(reader.next().await, Err(ReadError::InvalidUtf8)));
+    let bad_utf8 = || async {
+        let (mut client, server) = tokio::io::duplex(64);
+        client
+            .write_all(&masked_frame(true, OP_TEXT, &[0xff, 0xfe]))
+            .await
+            .unwrap();
+        FrameReader::new(server, Role::Server, 100)
+    };
+    assert!(matches!(
+        bad_utf8().await.next().await,
+        Err(ReadError::InvalidUtf8)
+    ));
+    // Read in place, as the session reads: refused the same way.
+    assert!(matches!(
+        bad_utf8().await.next_in_place().await,
+        Err(ReadError::InvalidUtf8)
+    ));
 }
 
 #[test]
@@ -215,19 +225,4 @@ async fn messages_read_in_place_are_those_next_reads() {
         reader.next().await.unwrap(),
         Incoming::Text(Bytes::from(big))
     );
-}
-
-/// Invalid UTF-8 read in place is refused as `next` refuses it.
-#[tokio::test]
-async fn bad_utf8_read_in_place_is_refused() {
-    let (mut client, server) = tokio::io::duplex(64);
-    client
-        .write_all(&masked_frame(true, OP_TEXT, &[0xff, 0xfe]))
-        .await
-        .unwrap();
-    let mut reader = FrameReader::new(server, Role::Server, 100);
-    assert!(matches!(
-        reader.next_in_place().await,
-        Err(ReadError::InvalidUtf8)
-    ));
 }
