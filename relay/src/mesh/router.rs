@@ -27,6 +27,16 @@ impl Mesh {
             self.parts.metrics.anti_entropy_repairs.increment(1);
         }
         let frame = notification.encode();
+        // Peers first: the relays a hop away each deliver to their own wallets, so their
+        // link writers are woken (and run) before this relay's many wallet writers rather
+        // than after them.
+        for (peer, outlet) in routed.targets {
+            if outlet.offer(Outbound::Text(frame.clone())) == Offered::Queued {
+                self.parts.metrics.notifications_forwarded.increment(1);
+            } else {
+                tracing::debug!(%peer, "peer queue full: link cut, anti-entropy will catch it up");
+            }
+        }
         // Resumable wallets get a token naming everything routed so far, this included.
         let position = self
             .parts
@@ -47,13 +57,6 @@ impl Mesh {
         self.parts
             .metrics
             .count_delivery(delivery, OutboundKind::Notification, frame.len());
-        for (peer, outlet) in routed.targets {
-            if outlet.offer(Outbound::Text(frame.clone())) == Offered::Queued {
-                self.parts.metrics.notifications_forwarded.increment(1);
-            } else {
-                tracing::debug!(%peer, "peer queue full: link cut, anti-entropy will catch it up");
-            }
-        }
         true
     }
 }
@@ -94,5 +97,67 @@ impl Backbone for Mesh {
     ) -> bool {
         Mesh::with_token(self, client, withheld, send);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future as _;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Wake, Waker};
+
+    use crate::conn::{Outlet, queue};
+    use crate::protocol::Notification;
+
+    /// A waker that notes, in a shared list, whose frame woke it.
+    struct Noting {
+        name: &'static str,
+        order: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl Wake for Noting {
+        fn wake(self: Arc<Self>) {
+            self.order.lock().unwrap().push(self.name);
+        }
+    }
+
+    /// Parks `rx` as its connection's writer would, with a waker that notes `name`.
+    fn park(rx: &mut queue::Receiver, name: &'static str, order: &Arc<Mutex<Vec<&'static str>>>) {
+        let waker = Waker::from(Arc::new(Noting {
+            name,
+            order: order.clone(),
+        }));
+        let recv = std::pin::pin!(rx.recv());
+        assert!(recv.poll(&mut Context::from_waker(&waker)).is_pending());
+    }
+
+    /// A new notification reaches the peer links before this relay's wallets: the relays
+    /// a hop away start their own deliveries without waiting behind this relay's.
+    #[test]
+    fn peers_are_handed_a_notification_before_the_wallets() {
+        let mesh = super::super::testing::mesh("relay-a", None);
+        let bound = queue::Bound {
+            frames: 8,
+            bytes: usize::MAX,
+        };
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (link, mut link_rx) = Outlet::new(bound);
+        mesh.state
+            .register_link("relay-a", "relay-b", (link, "relay-a".into()), 8)
+            .expect("the first link to relay-b");
+        park(&mut link_rx, "peer", &order);
+        let mut wallets = Vec::new();
+        for id in 1..=3 {
+            let (outlet, mut rx) = Outlet::new(bound);
+            mesh.parts.hub.join(id, outlet, true, false);
+            park(&mut rx, "wallet", &order);
+            wallets.push(rx);
+        }
+        let notification = Notification::for_test("relay-a", "relay-a-0000000a-1", "t", "");
+        assert!(mesh.route(Arc::new(notification), None));
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["peer", "wallet", "wallet", "wallet"]
+        );
     }
 }
