@@ -134,7 +134,7 @@ fn masking_is_an_involution() {
 #[tokio::test]
 async fn lone_frames_arrive_whole_in_both_roles() {
     for (writer_role, reader_role) in [(Role::Client, Role::Server), (Role::Server, Role::Client)] {
-        for len in [0, 1, 125, 126, 511, 512, 513, 70_000] {
+        for len in [0, 1, 113, 114, 115, 125, 126, 511, 512, 513, 70_000] {
             let (ours, theirs) = tokio::io::duplex(1 << 20);
             let mut writer = FrameWriter::new(ours, writer_role, 7);
             let payload = Bytes::from(vec![b'p'; len]);
