@@ -91,7 +91,9 @@ impl Lifecycle {
     /// `pong`'s) costs no second clock reading. A step of the wall clock shows within a
     /// second; between readings the two clocks run at the same rate.
     pub fn unix_secs_at(&self, now_ms: u64) -> u64 {
-        let read_at = self.wall_read_at_ms.load(Ordering::Relaxed);
+        // Acquire, paired with the Release below: whoever sees a reading's time sees its
+        // offset (or a later one), never an older offset with a newer time.
+        let read_at = self.wall_read_at_ms.load(Ordering::Acquire);
         // Another thread may have stored a later reading than `now_ms`: then read again.
         if now_ms >= read_at && now_ms - read_at < WALL_CLOCK_REUSE_MS {
             let offset = self.wall_minus_monotonic_ms.load(Ordering::Relaxed);
@@ -100,7 +102,7 @@ impl Lifecycle {
         let unix_ms = self.unix_ms();
         self.wall_minus_monotonic_ms
             .store(unix_ms.saturating_sub(now_ms), Ordering::Relaxed);
-        self.wall_read_at_ms.store(now_ms, Ordering::Relaxed);
+        self.wall_read_at_ms.store(now_ms, Ordering::Release);
         unix_ms / 1000
     }
 
@@ -139,56 +141,16 @@ impl Lifecycle {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
-
-    use tokio::time::Instant;
-
     use super::Lifecycle;
-    use crate::rt::Clock;
-
-    /// A monotonic clock and a wall clock that the test moves separately, counting the
-    /// wall clock's readings.
-    struct TwoClocks {
-        start: Instant,
-        monotonic_ms: AtomicU64,
-        wall_ms: AtomicU64,
-        wall_readings: AtomicU64,
-    }
-
-    impl Clock for TwoClocks {
-        fn now(&self) -> Instant {
-            self.start + Duration::from_millis(self.monotonic_ms.load(Ordering::Relaxed))
-        }
-
-        fn unix_time(&self) -> Duration {
-            self.wall_readings.fetch_add(1, Ordering::Relaxed);
-            Duration::from_millis(self.wall_ms.load(Ordering::Relaxed))
-        }
-    }
-
-    impl TwoClocks {
-        fn advance_ms(&self, ms: u64) {
-            self.monotonic_ms.fetch_add(ms, Ordering::Relaxed);
-            self.wall_ms.fetch_add(ms, Ordering::Relaxed);
-        }
-    }
+    use crate::rt::ManualClock;
 
     /// Between two readings of the wall clock a second apart, unix time follows the
     /// monotonic clock; a step of the wall clock (an NTP correction) shows within a second.
     #[test]
     fn unix_time_follows_the_monotonic_clock_and_rereads_the_wall_every_second() {
-        #[allow(clippy::disallowed_methods)] // A fixed origin for the test's clock.
-        let start = Instant::now();
-        let clocks = Arc::new(TwoClocks {
-            start,
-            monotonic_ms: AtomicU64::new(0),
-            wall_ms: AtomicU64::new(1_800_000_000_500),
-            wall_readings: AtomicU64::new(0),
-        });
+        let clocks = ManualClock::new(1_800_000_000_500);
         let lifecycle = Lifecycle::new(clocks.clone());
-        let readings_at_start = clocks.wall_readings.load(Ordering::Relaxed);
+        let readings_at_start = clocks.wall_readings();
         let mut seen = Vec::new();
         for _ in 0..9 {
             clocks.advance_ms(100);
@@ -198,19 +160,16 @@ mod tests {
         assert_eq!(seen[..4], [1_800_000_000; 4]);
         assert_eq!(seen[4..], [1_800_000_001; 5]);
         assert_eq!(
-            clocks.wall_readings.load(Ordering::Relaxed),
+            clocks.wall_readings(),
             readings_at_start,
             "no reading of the wall clock within the first second"
         );
         // The wall clock steps back an hour; the next reading a second on sees it.
-        clocks.wall_ms.fetch_sub(3_600_000, Ordering::Relaxed);
+        clocks.step_wall_ms(-3_600_000);
         clocks.advance_ms(50);
         assert_eq!(lifecycle.unix_secs_at(lifecycle.now_ms()), 1_800_000_001);
         clocks.advance_ms(100);
         assert_eq!(lifecycle.unix_secs_at(lifecycle.now_ms()), 1_799_996_401);
-        assert_eq!(
-            clocks.wall_readings.load(Ordering::Relaxed),
-            readings_at_start + 1
-        );
+        assert_eq!(clocks.wall_readings(), readings_at_start + 1);
     }
 }

@@ -440,13 +440,7 @@ async fn a_peer_notification_allocates_a_bounded_amount_per_notification_and_per
 /// for the next read).
 #[tokio::test(flavor = "current_thread")]
 async fn reading_one_small_request_at_a_time_allocates_once_per_request() {
-    const PER_REQUEST_MAX: f64 = 1.0;
-    let per_request = allocations_per_small_request(ReadWay::CopiedOut).await;
-    println!("reading a request: {per_request:.3} allocations each");
-    assert!(
-        per_request <= PER_REQUEST_MAX,
-        "{per_request:.3} allocations per request read; bound {PER_REQUEST_MAX}"
-    );
+    assert_allocations_per_small_request(ReadWay::CopiedOut, 1.0).await;
 }
 
 /// A wallet's small request read in place (`next_in_place`, the session's way of reading)
@@ -454,17 +448,21 @@ async fn reading_one_small_request_at_a_time_allocates_once_per_request() {
 /// reused (measured: 0.0 when written; copied out, as `next` does, it costs 1).
 #[tokio::test(flavor = "current_thread")]
 async fn reading_a_small_request_in_place_allocates_nothing() {
-    const PER_REQUEST_MAX: f64 = 0.0;
-    let per_request = allocations_per_small_request(ReadWay::InPlace).await;
-    println!("reading a request in place: {per_request:.3} allocations each");
+    assert_allocations_per_small_request(ReadWay::InPlace, 0.0).await;
+}
+
+/// Reads small requests `way` and asserts at most `per_request_max` allocations each.
+async fn assert_allocations_per_small_request(way: ReadWay, per_request_max: f64) {
+    let per_request = allocations_per_small_request(way).await;
+    println!("reading a request ({way:?}): {per_request:.3} allocations each");
     assert!(
-        per_request <= PER_REQUEST_MAX,
-        "{per_request:.3} allocations per request read in place; bound {PER_REQUEST_MAX}"
+        per_request <= per_request_max,
+        "{per_request:.3} allocations per request read ({way:?}); bound {per_request_max}"
     );
 }
 
 /// How a reader is asked for a wallet's next request.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum ReadWay {
     /// `next`: the message copied out of the read buffer.
     CopiedOut,

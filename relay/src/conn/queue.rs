@@ -241,13 +241,19 @@ impl Receiver {
     /// The oldest queued frame, waiting for one; `None` once every sender is gone and the
     /// queue is empty. Cancel-safe: a frame is only taken in the poll that returns it.
     pub async fn recv(&mut self) -> Option<Outbound> {
+        self.recv_noting_alone().await.map(|(frame, _)| frame)
+    }
+
+    /// As `recv`, with whether the frame was alone in the queue when taken (read under
+    /// the same lock): the writer then writes it without batching.
+    pub async fn recv_noting_alone(&mut self) -> Option<(Outbound, bool)> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Outbound, bool)>> {
         let mut state = self.shared().lock();
         if let Some(frame) = take(&mut state) {
-            return Poll::Ready(Some(frame));
+            return Poll::Ready(Some((frame, state.frames.is_empty())));
         }
         if state.senders == 0 {
             return Poll::Ready(None);
@@ -274,11 +280,6 @@ impl Receiver {
             bytes: state.bytes,
         };
         Ok((frame, backlog))
-    }
-
-    /// True when no frame is queued.
-    pub fn is_empty(&self) -> bool {
-        self.shared().lock().frames.is_empty()
     }
 
     /// The oldest queued frame, if there is one.

@@ -24,15 +24,15 @@ where
     let closed = control.closed();
     tokio::pin!(closed);
     loop {
-        let first = tokio::select! {
+        let (first, alone) = tokio::select! {
             biased;
             () = &mut closed => break,
-            next = rx.recv() => match next {
-                Some(message) => message,
+            next = rx.recv_noting_alone() => match next {
+                Some(taken) => taken,
                 None => break,
             },
         };
-        let batch = write_batch(&mut writer, &first, &mut rx);
+        let batch = write_batch(&mut writer, &first, alone, &mut rx);
         tokio::pin!(batch);
         let (written, closing) = tokio::select! {
             biased;
@@ -73,15 +73,17 @@ pub async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> 
     }
 }
 
-/// Writes `first` and whatever else is already queued, as one batch. `first` is
-/// borrowed: an async fn's arguments keep their room in its state, and this state is part
-/// of every connection's.
+/// Writes `first` and whatever else is already queued, as one batch; `first` alone in the
+/// queue when taken is written without one (`write_lone`). `first` is borrowed: an async
+/// fn's arguments keep their room in its state, and this state is part of every
+/// connection's.
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
     first: &Outbound,
+    alone: bool,
     rx: &mut Receiver,
 ) -> std::io::Result<()> {
-    if rx.is_empty() {
+    if alone {
         let (kind, payload) = frame_of(first);
         return writer.write_lone(kind, payload).await;
     }

@@ -103,29 +103,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
     use super::*;
     use crate::config::Config;
     use crate::logs::LogRing;
-    use crate::rt::{Clock, SeededRng};
-
-    /// Time that moves only when the test says.
-    struct ManualClock {
-        start: Instant,
-        elapsed_ms: AtomicU64,
-    }
-
-    impl Clock for ManualClock {
-        fn now(&self) -> Instant {
-            self.start + Duration::from_millis(self.elapsed_ms.load(Ordering::Relaxed))
-        }
-
-        fn unix_time(&self) -> Duration {
-            Duration::from_secs(1_800_000_000)
-                + Duration::from_millis(self.elapsed_ms.load(Ordering::Relaxed))
-        }
-    }
+    use crate::rt::{ManualClock, SeededRng};
 
     fn generated_at(bytes: &Bytes) -> u64 {
         let value: serde_json::Value = serde_json::from_slice(bytes).unwrap();
@@ -134,12 +115,7 @@ mod tests {
 
     #[test]
     fn polls_within_a_second_share_one_snapshot() {
-        #[allow(clippy::disallowed_methods)] // A fixed origin for the manual clock.
-        let start = Instant::now();
-        let clock = Arc::new(ManualClock {
-            start,
-            elapsed_ms: AtomicU64::new(0),
-        });
+        let clock = ManualClock::new(1_800_000_000_000);
         // Its own data directory: the node creates its key there.
         let dir = std::env::temp_dir().join(format!("sdk_relay-dashboard-{}", std::process::id()));
         let config = Config {
@@ -149,14 +125,14 @@ mod tests {
         let node = Node::new(config, clock.clone(), SeededRng::new(1), LogRing::new(10));
         let dashboard = Dashboard::new(node);
         let first = dashboard.data();
-        clock.elapsed_ms.store(999, Ordering::Relaxed);
+        clock.advance_ms(999);
         let second = dashboard.data();
         assert_eq!(
             first.as_ptr(),
             second.as_ptr(),
             "the same bytes, not rebuilt"
         );
-        clock.elapsed_ms.store(1000, Ordering::Relaxed);
+        clock.advance_ms(1);
         let third = dashboard.data();
         assert_eq!(generated_at(&third), generated_at(&first) + 1000);
         let _ = std::fs::remove_dir_all(dir);

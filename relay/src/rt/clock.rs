@@ -43,3 +43,61 @@ impl Clock for TokioClock {
             .unwrap_or_default()
     }
 }
+
+/// Time that moves only when a test says: a monotonic clock and a wall clock that move
+/// together (`advance_ms`) or apart (`step_wall_ms`), counting the wall clock's readings.
+#[cfg(test)]
+pub struct ManualClock {
+    start: Instant,
+    monotonic_ms: std::sync::atomic::AtomicU64,
+    wall_ms: std::sync::atomic::AtomicI64,
+    wall_readings: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl ManualClock {
+    /// Monotonic time from now, the wall clock at `wall_ms` unix milliseconds.
+    pub fn new(wall_ms: i64) -> Arc<ManualClock> {
+        #[allow(clippy::disallowed_methods)] // A fixed origin for the manual clock.
+        let start = Instant::now();
+        Arc::new(ManualClock {
+            start,
+            monotonic_ms: 0.into(),
+            wall_ms: wall_ms.into(),
+            wall_readings: 0.into(),
+        })
+    }
+
+    /// Both clocks move on by `ms`.
+    pub fn advance_ms(&self, ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.monotonic_ms.fetch_add(ms, Relaxed);
+        self.wall_ms.fetch_add(ms as i64, Relaxed);
+    }
+
+    /// The wall clock alone steps by `ms` (an NTP correction).
+    pub fn step_wall_ms(&self, ms: i64) {
+        self.wall_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How often the wall clock was read.
+    pub fn wall_readings(&self) -> u64 {
+        self.wall_readings
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        let ms = self.monotonic_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.start + Duration::from_millis(ms)
+    }
+
+    fn unix_time(&self) -> Duration {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.wall_readings.fetch_add(1, Relaxed);
+        Duration::from_millis(self.wall_ms.load(Relaxed).max(0) as u64)
+    }
+}

@@ -8,6 +8,8 @@ mod clock;
 mod net;
 mod rng;
 
+#[cfg(test)]
+pub use clock::ManualClock;
 pub use clock::{Clock, SharedClock, TokioClock};
 pub use net::{Listener, Net, TokioListener, TokioNet};
 pub use rng::SeededRng;
